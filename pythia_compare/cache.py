@@ -1,0 +1,149 @@
+"""The cache of converted and quantized GGUF files under Settings.home (`--home`).
+
+Owns where built files live, their metadata (key, sha256, size, last use), the per-entry file lock
+that makes two processes building the same entry do the work once, and pruning. Never downloads,
+converts or quantizes by itself: callers pass a build function that writes the file atomically.
+
+Layout: HOME/models/<key hash>/<file name>.gguf with meta.json beside it. An entry counts only once
+its meta.json exists, and meta.json is written after the GGUF has been renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock, Timeout
+
+from .errors import DiskFull
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of a file, streamed; remembered per (path, size, mtime) within the process."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path  # the GGUF file
+    key: dict  # repo, commit, quant, converter, llama_cpp
+    sha256: str
+    bytes: int
+    last_used: float
+
+
+class Cache:
+    def __init__(self, home: str | Path):
+        self.root = Path(home).expanduser() / "models"
+
+    def _dir(self, key: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        return self.root / digest
+
+    def lookup(self, key: dict) -> CacheEntry | None:
+        """The finished entry for `key`, or None."""
+        return self._read(self._dir(key))
+
+    def get_or_build(self, key: dict, filename: str, build: Callable[[Path], None]) -> CacheEntry:
+        """Return the cached file for `key`, building it under a file lock if absent.
+
+        `build(path)` must write the GGUF at `path` atomically (temporary file + rename).
+        """
+        d = self._dir(key)
+        entry = self._read(d)
+        if entry is not None:
+            self._touch(d)
+            return entry
+        d.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(d / ".lock")):
+            entry = self._read(d)  # another process may have finished while we waited
+            if entry is not None:
+                return entry
+            target = d / filename
+            build(target)
+            meta = {"key": key, "file": filename, "sha256": file_sha256(target), "bytes": target.stat().st_size,
+                    "created": time.time(), "last_used": time.time()}
+            self._write_meta(d, meta)
+            return self._read(d)  # type: ignore[return-value]
+
+    def entries(self) -> list[CacheEntry]:
+        if not self.root.is_dir():
+            return []
+        out = [e for d in sorted(self.root.iterdir()) if (e := self._read(d)) is not None]
+        return sorted(out, key=lambda e: e.last_used, reverse=True)
+
+    def total_bytes(self) -> int:
+        return sum(e.bytes for e in self.entries())
+
+    def prune(self, max_bytes: int = 0) -> list[CacheEntry]:
+        """Delete least recently used entries until the cache holds at most max_bytes. Entries being
+        built or used under their lock by another process are skipped. Returns the removed entries."""
+        removed: list[CacheEntry] = []
+        entries = self.entries()
+        total = sum(e.bytes for e in entries)
+        for e in reversed(entries):  # oldest first
+            if total <= max_bytes:
+                break
+            lock = FileLock(str(e.path.parent / ".lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                (e.path.parent / "meta.json").unlink(missing_ok=True)
+                e.path.unlink(missing_ok=True)
+            finally:
+                lock.release()
+            shutil.rmtree(e.path.parent, ignore_errors=True)
+            total -= e.bytes
+            removed.append(e)
+        return removed
+
+    # --- internals ---
+    def _read(self, d: Path) -> CacheEntry | None:
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            path = d / meta["file"]
+            if not path.is_file() or path.stat().st_size != meta["bytes"]:
+                return None
+            return CacheEntry(path=path, key=meta["key"], sha256=meta["sha256"], bytes=meta["bytes"],
+                              last_used=float(meta.get("last_used", 0)))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _touch(self, d: Path) -> None:
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            meta["last_used"] = time.time()
+            self._write_meta(d, meta)
+        except (OSError, ValueError, DiskFull):
+            pass  # last-use bookkeeping is best effort
+
+    def _write_meta(self, d: Path, meta: dict) -> None:
+        tmp = d / f".meta.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+            os.replace(tmp, d / "meta.json")
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.errno == errno.ENOSPC:
+                raise DiskFull(f"disk full while writing cache metadata in {d}; free a few kB") from None
+            raise

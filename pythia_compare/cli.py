@@ -1,0 +1,264 @@
+"""The command line: `python -m pythia_compare [--db PATH] [--home DIR] [--offline] COMMAND …`.
+
+Owns argument parsing, printing tables and JSON, and turning errors into exit codes: 0 ok, 2 bad input
+(the message names the input and what would work), 1 anything else. Never imports gradio or plotly
+(they cost seconds at every start); heavy modules are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import Settings, parse_size
+from .errors import BadInput, PythiaCompareError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pythia_compare",
+                                description="Compare GGUF quant levels and training checkpoints of Pythia side by side.")
+    p.add_argument("--db", help="SQLite run log (default: per-user data dir; env PYTHIA_COMPARE_DB)")
+    p.add_argument("--home", help="cache of converted/quantized GGUF files (env PYTHIA_COMPARE_HOME)")
+    p.add_argument("--offline", action="store_true", default=None,
+                   help="never touch the network; use cached files (env PYTHIA_COMPARE_OFFLINE=1)")
+    p.add_argument("--verbose", "-v", action="store_true", help="show llama.cpp's log and tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compare", help="run variants on one prompt or text and compare them")
+    c.add_argument("specs", nargs="+", metavar="SPEC", help="variant specs: Q4_K_M, step3000:Q4_K_M, demo@step0, ./m.gguf")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="a prompt (prompt scoring: every token after the first)")
+    src.add_argument("--text-file", help="a UTF-8 text file (corpus scoring when long enough)")
+    c.add_argument("--reference", help="spec of the reference for KL statistics (e.g. F16 or demo@step3000)")
+    c.add_argument("--scoring", choices=["auto", "prompt", "corpus"], default="auto")
+    c.add_argument("--ctx", type=int, help="context / corpus chunk size in tokens (default 512)")
+    c.add_argument("--top-k", type=int, help="next-token alternatives per variant (default 10)")
+    c.add_argument("--max-tokens", type=int, help="tokens to generate after the input (default 32; 0: none)")
+    c.add_argument("--temperature", type=float, help="0 is greedy (default); > 0 samples with --seed")
+    c.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    c.add_argument("--no-flash-attn", action="store_true", help="turn flash attention off (llama-perplexity's exact numerics)")
+    c.add_argument("--json", action="store_true", help="print the run JSON instead of tables")
+
+    r = sub.add_parser("runs", help="the run log: list, show, export, delete")
+    rs = r.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    rl = rs.add_parser("list", help="past runs, newest first")
+    rl.add_argument("--query", "-q", help="full-text search in the input text")
+    rl.add_argument("--limit", type=int, default=20)
+    rsh = rs.add_parser("show", help="print a stored run's tables (or --json)")
+    rsh.add_argument("run_id")
+    rsh.add_argument("--json", action="store_true")
+    rex = rs.add_parser("export", help="export a run as JSON or CSV")
+    rex.add_argument("run_id")
+    rex.add_argument("--format", choices=["json", "csv"], default="json")
+    rex.add_argument("--out", help="write to this file instead of stdout")
+    rd = rs.add_parser("delete", help="delete a run")
+    rd.add_argument("run_id")
+
+    cv = sub.add_parser("convert", help="convert a checkpoint (spec or HF directory) to a GGUF file")
+    cv.add_argument("source", metavar="SPEC_OR_DIR", help="a checkpoint spec (step3000, demo@step0) or a directory")
+    cv.add_argument("--out", required=True, help="output .gguf path")
+    cv.add_argument("--quant", default="F16", help="F32, F16, BF16 or any llama.cpp quant name (default F16)")
+
+    ca = sub.add_parser("cache", help="the cache of converted/quantized files")
+    cas = ca.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    cas.add_parser("list", help="cached files, most recently used first")
+    cp = cas.add_parser("prune", help="delete least recently used files")
+    cp.add_argument("--max-size", default="0", help="keep at most this much, e.g. 2G (default 0: delete all)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {"db_path": Path(args.db).expanduser() if args.db else None,
+                 "home": Path(args.home).expanduser() if args.home else None,
+                 "offline": True if args.offline else None}
+    if getattr(args, "no_flash_attn", False):
+        overrides["flash_attn"] = False
+    return Settings.from_env(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args)
+        handler = {"compare": cmd_compare, "runs": cmd_runs, "convert": cmd_convert, "cache": cmd_cache}
+        return handler[args.command](args, settings) or 0
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except PythiaCompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+    except Exception as e:  # anything unexpected: short message, traceback with --verbose
+        if args.verbose:
+            raise
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+def _read_text_file(path: str, limit: int) -> str:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise BadInput(f"text file {path!r} does not exist; give the path of a UTF-8 .txt file")
+    if p.stat().st_size > limit * 4:
+        raise BadInput(f"text file {path!r} is {p.stat().st_size} bytes; the limit is {limit} characters")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"text file {path!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
+def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
+    from .compare import RunParams, iter_comparison
+    from .engine import ModelPool
+    from .report import format_run
+    from .store import RunStore
+
+    text = args.prompt if args.prompt is not None else _read_text_file(args.text_file, settings.max_text_chars)
+    if args.prompt is not None and len(text) > settings.max_prompt_chars:
+        raise BadInput(f"the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars} "
+                       f"(use --text-file for long texts)")
+    params = RunParams.from_settings(settings, scoring=args.scoring, ctx=args.ctx, top_k=args.top_k,
+                                     max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
+                                     reference=args.reference)
+    pool = ModelPool(settings)
+    run = None
+    bar = _progress_bar()
+    try:
+        for ev in iter_comparison(args.specs, text, params, settings=settings, pool=pool):
+            bar.update(ev)
+            if ev.kind == "done":
+                run = ev.run
+    finally:
+        bar.close()
+        pool.close()
+    store = RunStore(settings.db_path)
+    run_id = store.save(run)
+    run = store.get(run_id)
+    if args.json:
+        print(json.dumps(run, ensure_ascii=False))
+    else:
+        print(format_run(run))
+        print(f"\nrun {run_id} saved to {settings.db_path}; `python -m pythia_compare runs show {run_id}`")
+    return 0
+
+
+class _progress_bar:
+    """tqdm on stderr (only when stderr is a terminal); stdout stays clean for --json."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, file=sys.stderr, disable=None, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
+
+    def update(self, ev) -> None:
+        target = int(ev.fraction * 1000)
+        if target > self.bar.n:
+            self.bar.update(target - self.bar.n)
+        if ev.message:
+            self.bar.set_description_str(ev.message[:60], refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    from .report import format_run, format_run_list
+    from .store import RunStore
+
+    store = RunStore(settings.db_path)
+    if args.runs_command == "list":
+        print(format_run_list(store.list(query=args.query, limit=args.limit)))
+    elif args.runs_command == "show":
+        run = store.get(args.run_id)
+        print(json.dumps(run, ensure_ascii=False) if args.json else format_run(run))
+    elif args.runs_command == "export":
+        run = store.get(args.run_id)
+        if args.format == "json":
+            data = json.dumps(run, ensure_ascii=False, indent=1)
+        else:
+            from .export import run_to_csv
+
+            data = run_to_csv(run)
+        if args.out:
+            Path(args.out).write_text(data, encoding="utf-8")
+            print(f"wrote {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(data if data.endswith("\n") else data + "\n")
+    elif args.runs_command == "delete":
+        store.delete(args.run_id)
+        print(f"deleted run {args.run_id}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
+    import shutil
+
+    from .convert import convert_checkpoint
+    from .variants import QUANTS, normalize_quant
+
+    quant = normalize_quant(args.quant, what="--quant")
+    out = Path(args.out).expanduser()
+    if out.exists() and out.is_dir():
+        raise BadInput(f"--out {args.out!r} is a directory; give a file path ending in .gguf")
+    if not out.parent.is_dir():
+        raise BadInput(f"--out {args.out!r}: the folder {str(out.parent)!r} does not exist; create it first")
+    src = Path(args.source).expanduser()
+    if src.is_dir() or args.source.startswith(("./", "/", "../", "~")):
+        if not src.is_dir():
+            raise BadInput(f"checkpoint directory {args.source!r} does not exist; give a folder with config.json, "
+                           f"tokenizer.json and model.safetensors or pytorch_model.bin, or a spec like step3000")
+        if QUANTS[quant].native:
+            convert_checkpoint(src, out, quant)
+        else:
+            import tempfile
+
+            from .quantize import quantize_file
+
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                f16 = Path(tmp) / "f16.gguf"
+                convert_checkpoint(src, f16, "F16")
+                quantize_file(f16, out, quant, n_threads=settings.n_threads)
+    else:
+        from .sources import Resolver
+        from .variants import parse_spec
+
+        v = parse_spec(args.source)
+        if v.kind not in ("checkpoint", "repo"):
+            raise BadInput(f"{args.source!r} is not a checkpoint; give a checkpoint spec (step3000, demo@step0) "
+                           f"or a directory")
+        v = parse_spec(f"{v.spec.split(':')[0]}:{quant}")
+        res = Resolver(settings).resolve(v, progress=lambda m: print(m, file=sys.stderr))
+        shutil.copyfile(res.path, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {quant})")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
+    from .cache import Cache
+
+    cache = Cache(settings.home)
+    if args.cache_command == "list":
+        entries = cache.entries()
+        if not entries:
+            print(f"the cache at {cache.root} is empty")
+        for e in entries:
+            k = e.key
+            print(f"{e.bytes / 1e6:9.1f} MB  {k.get('repo')}@{str(k.get('commit'))[:12]}  {k.get('quant'):7s}  {e.path}")
+        print(f"total {cache.total_bytes() / 1e6:.1f} MB in {len(entries)} files")
+    else:
+        try:
+            limit = parse_size(args.max_size)
+        except ValueError as e:
+            raise BadInput(f"--max-size: {e}") from None
+        removed = cache.prune(limit)
+        print(f"removed {len(removed)} files ({sum(e.bytes for e in removed) / 1e6:.1f} MB); "
+              f"{cache.total_bytes() / 1e6:.1f} MB left")
+    return 0

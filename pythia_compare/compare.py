@@ -1,0 +1,272 @@
+"""One comparison run: variants × one input -> the run JSON of DESIGN.md.
+
+Owns validation of a run's inputs, resolving its variants, the scoring-mode rules (prompt / corpus),
+the loop that feeds the engine and metrics, and the shape of the result. It yields progress events so
+the CLI and the dashboard can show work as it happens. Never writes the run log (store.py does),
+never draws (plots.py does) and never parses command lines.
+
+In corpus mode the reference is evaluated once per chunk and only that chunk's logits are held
+(O(ctx × vocab) memory); no logit file is written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import __version__
+from . import metrics
+from .config import Settings
+from .errors import InputTextError, SpecError, TokenizerMismatch
+from .sources import Resolved, Resolver
+from .variants import parse_spec, parse_specs
+
+SCHEMA_VERSION = 1
+SCORING_MODES = ("auto", "prompt", "corpus")
+
+
+@dataclass
+class RunParams:
+    scoring: str = "auto"  # auto | prompt | corpus
+    ctx: int = 512  # context (prompt mode limit) and corpus chunk size
+    top_k: int = 10  # next-token alternatives per variant
+    max_tokens: int = 32  # tokens to generate (0: none)
+    temperature: float = 0.0  # 0 greedy; > 0 sampled with seed
+    seed: int = 0
+    reference: str | None = None  # spec of the reference variant (KL statistics against it)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> "RunParams":
+        base = cls(ctx=settings.ctx, top_k=settings.top_k, max_tokens=settings.max_tokens,
+                   temperature=settings.temperature, seed=settings.seed)
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(base, k, v)
+        return base
+
+
+@dataclass
+class Event:
+    kind: str  # "progress" | "update" | "done"
+    message: str = ""
+    fraction: float = 0.0  # overall progress 0..1
+    run: dict | None = None  # the run JSON so far ("update") or final ("done")
+
+
+def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None:
+    """Raise BadInput naming the parameter and what would work."""
+    if params.scoring not in SCORING_MODES:
+        raise InputTextError(f"scoring {params.scoring!r} is not a mode; use one of {', '.join(SCORING_MODES)}")
+    if not 8 <= int(params.ctx) <= 8192:
+        raise InputTextError(f"ctx {params.ctx} is out of range; use 8 … 8192 tokens (512 is llama-perplexity's)")
+    if not 1 <= int(params.top_k) <= 100:
+        raise InputTextError(f"top-k {params.top_k} is out of range; use 1 … 100")
+    if not 0 <= int(params.max_tokens) <= 1024:
+        raise InputTextError(f"max-tokens {params.max_tokens} is out of range; use 0 … 1024")
+    if not (0.0 <= float(params.temperature) <= 5.0) or params.temperature != params.temperature:
+        raise InputTextError(f"temperature {params.temperature} is out of range; use 0 (greedy) … 5")
+    if not 0 <= int(params.seed) < 2**63:
+        raise InputTextError(f"seed {params.seed} is out of range; use 0 … 2^63-1")
+    if n_specs == 0:
+        raise SpecError("no variants given; name at least one, e.g. Q4_K_M or demo@step0")
+    total = n_specs + (1 if params.reference else 0)
+    if total > settings.max_variants:
+        raise SpecError(f"{total} variants (reference included) is more than the limit of {settings.max_variants} "
+                        f"per run; compare fewer, or raise the limit (Settings.max_variants)")
+
+
+def choose_scoring(mode: str, n_tokens: int, ctx: int) -> str:
+    """Apply DESIGN.md's rules: prompt needs 2 ≤ n ≤ ctx, corpus n ≥ 2·ctx, auto picks or explains."""
+    if mode == "prompt" or (mode == "auto" and n_tokens <= ctx):
+        if n_tokens < 2:
+            raise InputTextError(f"the input has {n_tokens} token{'s' if n_tokens != 1 else ''}; scoring needs at "
+                                 f"least 2 (the first token is context, the rest are scored); write a longer prompt")
+        if n_tokens > ctx:
+            raise InputTextError(f"the prompt has {n_tokens} tokens, more than the context of {ctx}; shorten it, "
+                                 f"raise --ctx to at least {n_tokens}, or use --scoring corpus (needs ≥ {2 * ctx})")
+        return "prompt"
+    if mode == "corpus" or n_tokens >= 2 * ctx:
+        if n_tokens < 2 * ctx:
+            raise InputTextError(f"corpus scoring needs at least 2·ctx = {2 * ctx} tokens but the text has "
+                                 f"{n_tokens}; give a longer text or a smaller --ctx (at most {n_tokens // 2})")
+        return "corpus"
+    raise InputTextError(
+        f"the text has {n_tokens} tokens: too long for prompt scoring (at most ctx = {ctx}) and too short for corpus "
+        f"scoring (at least 2·ctx = {2 * ctx}); raise --ctx to {n_tokens} for prompt mode, lower it to "
+        f"{n_tokens // 2} for corpus mode, or change the text")
+
+
+def _variant_json(res: Resolved) -> dict:
+    return {"spec": res.variant.spec, "label": res.variant.label, "source": dict(res.source), "ppl": None,
+            "ppl_err": None, "n_scored": 0, "token_logprobs": [], "next_token": [], "generation": None,
+            "kld": None, "timings": {"load_s": 0.0, "score_s": 0.0, "generate_s": 0.0}}
+
+
+def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings: Settings, pool,
+                    resolver: Resolver | None = None) -> Iterator[Event]:
+    """Run one comparison, yielding progress and partial results; the last event is "done"."""
+    validate_params(params, len(specs), settings)
+    if not isinstance(text, str) or not text.strip():
+        raise InputTextError("the input is empty; give a prompt (--prompt) or a text file (--text-file)")
+    limit = settings.max_text_chars
+    if len(text) > limit:
+        raise InputTextError(f"the input has {len(text)} characters; the limit is {limit}")
+    variants = parse_specs(specs)
+    reference = parse_spec(params.reference) if params.reference else None
+    if reference is not None:
+        variants = [v for v in variants if v.spec != reference.spec]  # the reference is not repeated
+        if not variants:
+            raise SpecError("the only variant given is the reference; add a variant to compare against it")
+    everything = ([reference] if reference else []) + variants
+    resolver = resolver or Resolver(settings)
+    steps = len(everything) * 3
+    done = 0
+
+    resolved: list[Resolved] = []
+    for v in everything:
+        yield Event("progress", f"{v.label}: resolving", done / steps)
+        msgs: list[str] = []
+        resolved.append(resolver.resolve(v, progress=msgs.append))
+        done += 1
+    ref_res = resolved[0] if reference else None
+    var_res = resolved[1:] if reference else resolved
+    paths = [r.path for r in resolved]
+    labels = [r.variant.label for r in resolved]
+    pool.check_budget(paths, labels)
+
+    run: dict = {"schema": SCHEMA_VERSION, "run_id": None, "created_at": None, "input": None, "params": None,
+                 "variants": [_variant_json(r) for r in var_res],
+                 "reference": _variant_json(ref_res) if ref_res else None,
+                 "versions": _versions()}
+    entries = ([run["reference"]] if ref_res else []) + run["variants"]
+
+    yield Event("progress", "loading models", done / steps)
+    t0 = time.perf_counter()
+    with pool.hold(paths, params.ctx, labels) as models:
+        load_s = time.perf_counter() - t0
+        for e in entries:
+            e["timings"]["load_s"] = load_s / len(entries)
+        ids = models[0].tokenize(text)
+        for res, m in zip(resolved[1:], models[1:]):
+            other = m.tokenize(text)
+            if other != ids:
+                first = next((i for i, (a, b) in enumerate(zip(ids, other)) if a != b), min(len(ids), len(other)))
+                raise TokenizerMismatch(
+                    f"variant {res.variant.spec!r} turns the input into different token ids than "
+                    f"{resolved[0].variant.spec!r} (first difference at token {first}); perplexities across "
+                    f"tokenizers are not comparable, so compare variants of one model")
+        scoring = choose_scoring(params.scoring, len(ids), params.ctx)
+        m0 = models[0]
+        run["input"] = {"text": text, "n_tokens": len(ids), "tokens": [m0.token_text(i) for i in ids]}
+        run["params"] = {"scoring": scoring, "ctx": int(params.ctx), "top_k": int(params.top_k),
+                         "max_tokens": int(params.max_tokens), "temperature": float(params.temperature),
+                         "seed": int(params.seed), "flash_attn": bool(settings.flash_attn),
+                         "reference": reference.spec if reference else None}
+        yield Event("update", "tokenized", done / steps, run)
+        if scoring == "prompt":
+            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(ref_res))
+        else:
+            yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(ref_res))
+        done = len(everything) * 2
+        if params.max_tokens > 0:
+            context = ids if scoring == "prompt" else ids[-max(1, params.ctx - params.max_tokens):]
+            for k, (e, m) in enumerate(zip(entries, models)):
+                yield Event("progress", f"{labels[k]}: generating", (done + k) / steps)
+                t = time.perf_counter()
+                gen = {"text": "", "tokens": []}
+                e["generation"] = gen
+                for tok in m.generate(context, params.max_tokens, temperature=params.temperature, seed=params.seed):
+                    gen["tokens"].append(asdict(tok))
+                    gen["text"] += tok.text
+                    yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
+                e["timings"]["generate_s"] = time.perf_counter() - t
+    yield Event("done", "done", 1.0, run)
+
+
+def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:
+    n = len(ids)
+    positions = list(range(n))
+    targets = np.asarray(ids[1:], dtype=np.int64)
+    ref_logits = None
+    for k, (e, m) in enumerate(zip(entries, models)):
+        yield Event("progress", f"{e['label']}: scoring {n} tokens", (done + k) / steps)
+        t = time.perf_counter()
+        logits = m.logits(ids, positions)
+        nll = metrics.nll(logits[:-1], targets)
+        e["token_logprobs"] = [float(-x) for x in nll]
+        e["n_scored"] = int(len(nll))
+        e["ppl"], e["ppl_err"] = metrics.perplexity(nll)
+        e["next_token"] = m.top_k(logits[-1], params.top_k)
+        if has_ref and k == 0:
+            ref_logits = logits[:-1]
+        elif has_ref:
+            stats = metrics.token_stats(ref_logits, logits[:-1], targets)
+            e["kld"] = _kld_json(stats)
+        e["timings"]["score_s"] = time.perf_counter() - t
+        del logits
+        yield Event("update", f"{e['label']}: scored", (done + k + 1) / steps, run)
+
+
+def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:
+    m0 = models[0]
+    plan = metrics.corpus_plan(ids, params.ctx, m0.bos_id if m0.add_bos else None)
+    per_nll: list[list[np.ndarray]] = [[] for _ in entries]
+    per_stats: list[list] = [[] for _ in entries]
+    n_chunks = len(plan)
+    for c, chunk in enumerate(plan):
+        targets = np.asarray(chunk.targets, dtype=np.int64)
+        ref_logits = None
+        for k, (e, m) in enumerate(zip(entries, models)):
+            t = time.perf_counter()
+            logits = m.logits(chunk.tokens, chunk.positions)
+            per_nll[k].append(metrics.nll(logits, targets))
+            if has_ref and k == 0:
+                ref_logits = logits
+            elif has_ref:
+                per_stats[k].append(metrics.token_stats(ref_logits, logits, targets))
+            e["timings"]["score_s"] += time.perf_counter() - t
+            del logits
+        ref_logits = None
+        for k, e in enumerate(entries):
+            nll = np.concatenate(per_nll[k])
+            e["token_logprobs"] = [float(-x) for x in nll]
+            e["n_scored"] = int(len(nll))
+            e["ppl"], e["ppl_err"] = metrics.perplexity(nll)
+            if per_stats[k]:
+                e["kld"] = _kld_json(metrics.TokenStats.concat(per_stats[k]))
+        frac = (done + len(entries) * (c + 1) / n_chunks) / steps
+        yield Event("update", f"scored chunk {c + 1}/{n_chunks}", frac, run)
+    # Next-token distribution after the end of the text (its last ctx tokens).
+    tail = ids[-params.ctx:]
+    for e, m in zip(entries, models):
+        e["next_token"] = m.top_k(m.logits(tail, [len(tail) - 1])[0], params.top_k)
+
+
+def _kld_json(stats) -> dict:
+    out = metrics.kl_summary(stats)
+    out["per_token"] = [float(x) for x in stats.kld]
+    out["dp_per_token"] = [float(x) for x in stats.dp]
+    return out
+
+
+def _versions() -> dict:
+    from .engine import llama_cpp_version
+
+    return {"pythia_compare": __version__, "llama_cpp_python": llama_cpp_version()}
+
+
+def run_comparison(specs: list[str], text: str, params: RunParams, *, settings: Settings, pool,
+                   resolver: Resolver | None = None, on_event: Callable[[Event], None] | None = None) -> dict:
+    """Run to completion and return the run JSON (run_id/created_at still None until stored)."""
+    run = None
+    for ev in iter_comparison(specs, text, params, settings=settings, pool=pool, resolver=resolver):
+        if on_event:
+            on_event(ev)
+        if ev.kind == "done":
+            run = ev.run
+    assert run is not None
+    return run

@@ -1,0 +1,141 @@
+"""Settings: one dataclass holding every knob of pythia_compare, and the one place env vars are read.
+
+Owns defaults and environment overrides. Never touches the network, the database or llama.cpp.
+The CLI builds Settings from flags layered over `Settings.from_env()`; the dashboard does the same.
+huggingface_hub reads HF_* variables once at import, so the Hub endpoint and cache dir are resolved
+here and passed to hub.py explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR.parent / "assets"
+
+DEFAULT_GGUF_REPO = "RichardErkhov/EleutherAI_-_pythia-410m-deduped-v0-gguf"
+DEFAULT_CHECKPOINT_REPO = "EleutherAI/pythia-410m-deduped-v0"
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def _data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "pythia-compare"
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pythia-compare"
+
+
+def _hf_cache_dir() -> Path:
+    # huggingface_hub's own rule: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub.
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    hf_home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    return Path(hf_home) / "hub"
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_size(text: str) -> int:
+    """'512M', '2GB', '1.5GiB', '1000' -> bytes. Raises ValueError naming the accepted forms."""
+    units = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+             "g": 1024**3, "gb": 1024**3, "gib": 1024**3, "t": 1024**4, "tb": 1024**4, "tib": 1024**4}
+    s = text.strip().lower().replace(" ", "")
+    num = s.rstrip("abgikmt")
+    unit = s[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in units or value < 0:
+        raise ValueError(f"size {text!r} is not a size; use bytes or a number with K, M, G or T (e.g. 512M, 8G)")
+    return int(value * units[unit])
+
+
+@dataclass
+class Settings:
+    # --- where things live ---
+    db_path: Path = field(default_factory=lambda: _data_dir() / "runs.db")  # SQLite run log (PYTHIA_COMPARE_DB)
+    home: Path = field(default_factory=_cache_dir)  # converted/quantized GGUF cache (PYTHIA_COMPARE_HOME)
+    demo_dir: Path = ASSETS_DIR / "demo"  # the bundled offline demo suite, repo alias `demo`
+    # --- Hugging Face Hub ---
+    offline: bool = False  # never touch the network; use cached files or fail naming them (PYTHIA_COMPARE_OFFLINE=1)
+    hub_endpoint: str = DEFAULT_ENDPOINT  # Hub base URL, passed explicitly to huggingface_hub (HF_ENDPOINT)
+    hf_cache_dir: Path = field(default_factory=_hf_cache_dir)  # huggingface_hub's cache (HF_HUB_CACHE / HF_HOME)
+    hf_token: str | None = None  # token for gated/private repos (HF_TOKEN); never logged or shown
+    gguf_repo: str = DEFAULT_GGUF_REPO  # repo behind bare quant specs like `Q4_K_M` (PYTHIA_COMPARE_GGUF_REPO)
+    checkpoint_repo: str = DEFAULT_CHECKPOINT_REPO  # repo behind `step3000` specs (PYTHIA_COMPARE_CHECKPOINT_REPO)
+    # --- inference ---
+    n_threads: int = field(default_factory=_usable_cores)  # llama.cpp threads: the cores this process may use
+    n_batch: int = 512  # tokens per llama_decode call (and per logits request)
+    flash_attn: bool = True  # flash attention in llama.cpp: faster; off gives llama-perplexity's exact numbers
+    kv_f32: bool = False  # F32 KV cache instead of F16 (exact parity tests)
+    extra_bufts: bool = False  # ggml CPU extra buffer types (AMX, weight repacking); off: AMX crashes on quants
+    memory_budget_bytes: int = 6 * 1024**3  # models held loaded at once, in bytes (PYTHIA_COMPARE_MEMORY_BUDGET)
+    # --- run defaults and limits ---
+    ctx: int = 512  # context / corpus chunk size in tokens
+    top_k: int = 10  # next-token alternatives kept per variant
+    max_tokens: int = 32  # tokens generated after a prompt (0: no generation)
+    temperature: float = 0.0  # 0 is greedy; > 0 samples with `seed`
+    seed: int = 0  # sampling seed
+    max_variants: int = 8  # variants per run, reference included
+    max_prompt_chars: int = 4_000  # prompt length cap, enforced on the server
+    max_text_chars: int = 400_000  # corpus text length cap
+    max_upload_bytes: int = 1024 * 1024  # largest .txt upload the dashboard accepts
+    # --- deployment ---
+    public: bool = False  # a public deployment: each browser sees only its own runs (on when SPACE_ID is set)
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Defaults, then environment variables, then explicit keyword overrides (None means unset)."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        if env.get("PYTHIA_COMPARE_DB"):
+            values["db_path"] = Path(env["PYTHIA_COMPARE_DB"]).expanduser()
+        if env.get("PYTHIA_COMPARE_HOME"):
+            values["home"] = Path(env["PYTHIA_COMPARE_HOME"]).expanduser()
+        if env.get("PYTHIA_COMPARE_DEMO_DIR"):
+            values["demo_dir"] = Path(env["PYTHIA_COMPARE_DEMO_DIR"]).expanduser()
+        if _truthy(env.get("PYTHIA_COMPARE_OFFLINE")) or _truthy(env.get("HF_HUB_OFFLINE")):
+            values["offline"] = True
+        if env.get("HF_ENDPOINT"):
+            values["hub_endpoint"] = env["HF_ENDPOINT"].rstrip("/")
+        if env.get("HF_HUB_CACHE"):
+            values["hf_cache_dir"] = Path(env["HF_HUB_CACHE"]).expanduser()
+        elif env.get("HF_HOME"):
+            values["hf_cache_dir"] = Path(env["HF_HOME"]).expanduser() / "hub"
+        if env.get("HF_TOKEN"):
+            values["hf_token"] = env["HF_TOKEN"]
+        if env.get("PYTHIA_COMPARE_GGUF_REPO"):
+            values["gguf_repo"] = env["PYTHIA_COMPARE_GGUF_REPO"]
+        if env.get("PYTHIA_COMPARE_CHECKPOINT_REPO"):
+            values["checkpoint_repo"] = env["PYTHIA_COMPARE_CHECKPOINT_REPO"]
+        if env.get("PYTHIA_COMPARE_THREADS"):
+            values["n_threads"] = int(env["PYTHIA_COMPARE_THREADS"])
+        if env.get("PYTHIA_COMPARE_FLASH_ATTN"):
+            values["flash_attn"] = _truthy(env["PYTHIA_COMPARE_FLASH_ATTN"])
+        if env.get("PYTHIA_COMPARE_MEMORY_BUDGET"):
+            values["memory_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_MEMORY_BUDGET"])
+        if env.get("PYTHIA_COMPARE_PUBLIC"):
+            values["public"] = _truthy(env["PYTHIA_COMPARE_PUBLIC"])
+        elif env.get("SPACE_ID"):
+            values["public"] = True
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

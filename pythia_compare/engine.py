@@ -1,0 +1,461 @@
+"""Inference through llama.cpp: a pool of loaded GGUF models, and what one model can compute.
+
+Owns every call into llama_cpp for running models (quantize.py owns the quantizer): loading with the
+settings that keep every quant type safe, tokenizing, per-position logits and log-probabilities,
+next-token top-k and streamed generation. Never touches the network, the database or gradio, and
+never computes statistics across variants (metrics.py does).
+
+Design notes:
+- The low-level API is used instead of `llama_cpp.Llama`, so that (a) logits are requested only at the
+  positions being scored (the batch's logits flags), (b) `llama_model_params.use_extra_bufts` can be
+  turned off: on Xeons with AMX, ggml's AMX matmul crashes on quantized weights, and (c) llama.cpp's log
+  goes to Python logging through our own `llama_log_set` callback instead of redirecting the process's
+  stdout and stderr (which `Llama(verbose=False)` does, and which is not thread-safe).
+- A `Model` is not thread-safe in llama.cpp, so every operation holds the model's own lock.
+- `ModelPool` keeps models loaded under a memory budget (file bytes, which llama.cpp maps), evicting
+  the least recently used model that no run holds.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import os
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+import llama_cpp
+
+from .config import Settings
+from .errors import BudgetError, ModelFileError
+
+log = logging.getLogger("pythia_compare.llama_cpp")
+_init_lock = threading.Lock()
+_initialized = False
+
+
+_last_error = threading.local()
+
+
+@llama_cpp.llama_log_callback
+def _log_to_python(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    line = (text or b"").decode("utf-8", "replace").rstrip("\n")
+    if level == 3 or "error" in line:  # GGML_LOG_LEVEL_ERROR, or an error reported at another level
+        _last_error.text = line
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s", line)
+
+
+def last_llama_error() -> str:
+    """The last error line llama.cpp logged on this thread ('' if none), for error messages."""
+    return getattr(_last_error, "text", "")
+
+
+def init_backend() -> None:
+    """Route llama.cpp's log to Python logging (DEBUG) and initialise the backend, once per process."""
+    global _initialized
+    with _init_lock:
+        if not _initialized:
+            llama_cpp.llama_log_set(_log_to_python, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+            _initialized = True
+
+
+def llama_cpp_version() -> str:
+    return str(getattr(llama_cpp, "__version__", "unknown"))
+
+
+@dataclass
+class GeneratedToken:
+    id: int
+    text: str  # the text this token adds (concatenation over tokens == the generation's text)
+    prob: float  # the model's probability of this token (temperature 1)
+    top: list[dict] = field(default_factory=list)  # alternatives: [{"id", "text", "prob"}], descending
+
+
+def check_gguf_file(path: str | Path) -> Path:
+    """Raise ModelFileError unless `path` is an existing, readable file that starts with the GGUF magic."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelFileError(f"model file {str(path)!r} does not exist; give the path of a .gguf file")
+    if not p.is_file():
+        raise ModelFileError(f"model file {str(path)!r} is not a file; give the path of a .gguf file")
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelFileError(f"{p.name!r} is not a GGUF file (it does not start with 'GGUF'); convert it with "
+                             f"`python -m pythia_compare convert` or give a .gguf file")
+    return p
+
+
+class Model:
+    """One loaded GGUF model with one llama.cpp context. Every method takes the model's lock."""
+
+    def __init__(self, path: str | Path, settings: Settings, n_ctx: int):
+        init_backend()
+        self.path = check_gguf_file(path)
+        self.file_bytes = self.path.stat().st_size
+        self.settings = settings
+        self.lock = threading.RLock()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        mparams.use_extra_bufts = bool(settings.extra_bufts)
+        _last_error.text = ""
+        self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self._model:
+            detail = last_llama_error().split(": ")[-1]
+            raise ModelFileError(f"llama.cpp could not load {self.path.name!r} ({detail or 'unknown error'}): the "
+                                 f"file is truncated, corrupt or of an unsupported architecture; re-download or "
+                                 f"re-convert it")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self._model))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.bos_id = int(llama_cpp.llama_vocab_bos(self._vocab))
+        self.eos_id = int(llama_cpp.llama_vocab_eos(self._vocab))
+        self._ctx = None
+        self.n_ctx = 0
+        self._piece_cache: dict[int, bytes] = {}
+        self._ensure_context(n_ctx)
+
+    # --- lifecycle ---
+    def _ensure_context(self, n_ctx: int) -> None:
+        if self._ctx is not None and self.n_ctx >= n_ctx:
+            return
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        s = self.settings
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = min(s.n_batch, n_ctx)
+        cparams.n_ubatch = min(s.n_batch, n_ctx)
+        cparams.n_seq_max = 1
+        cparams.n_threads = s.n_threads
+        cparams.n_threads_batch = s.n_threads
+        cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if s.flash_attn
+                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        if s.kv_f32:
+            cparams.type_k = llama_cpp.GGML_TYPE_F32
+            cparams.type_v = llama_cpp.GGML_TYPE_F32
+        ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not ctx:
+            raise ModelFileError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path.name!r}")
+        self._ctx = ctx
+        self.n_ctx = n_ctx
+
+    def close(self) -> None:
+        with self.lock:
+            if self._ctx is not None:
+                llama_cpp.llama_free(self._ctx)
+                self._ctx = None
+            if self._model is not None:
+                llama_cpp.llama_model_free(self._model)
+                self._model = None
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # --- tokens ---
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of `text`; BOS is prepended when the vocab says so and add_special is true."""
+        data = text.encode("utf-8")
+        with self.lock:
+            cap = len(data) + 16
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+            if n < 0:
+                cap = -n
+                buf = (llama_cpp.llama_token * cap)()
+                n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+            return list(buf[:n])
+
+    def piece(self, token_id: int) -> bytes:
+        """The raw bytes of one token (special tokens rendered as their text)."""
+        cached = self._piece_cache.get(token_id)
+        if cached is not None:
+            return cached
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, 64, 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, True)
+        out = buf.raw[:n]
+        self._piece_cache[token_id] = out
+        return out
+
+    def token_text(self, token_id: int) -> str:
+        """Display text of one token on its own: valid UTF-8 as is, other bytes as <0xNN>."""
+        return bytes_to_text(self.piece(token_id))
+
+    def detokenize(self, ids: list[int]) -> str:
+        return b"".join(self.piece(i) for i in ids).decode("utf-8", "replace")
+
+    # --- logits ---
+    def logits(self, tokens: list[int], positions: list[int]) -> np.ndarray:
+        """Logits at `positions` after evaluating `tokens` from an empty KV cache.
+
+        Returns float32 (len(positions), n_vocab). Evaluation runs in n_batch pieces and asks llama.cpp
+        for logits only at the requested positions.
+        """
+        out = np.empty((len(positions), self.n_vocab), dtype=np.float32)
+        for rows, arr in self._iter_logits(tokens, positions):
+            out[rows] = arr
+        return out
+
+    def _iter_logits(self, tokens: list[int], positions: list[int]) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield (row slice into `positions`, float32 logits) per n_batch piece."""
+        n = len(tokens)
+        if n == 0:
+            return
+        want = sorted(set(int(p) for p in positions))
+        if want != list(positions):
+            raise ValueError("positions must be sorted and unique")
+        if want and (want[0] < 0 or want[-1] >= n):
+            raise ValueError(f"positions must lie in 0..{n - 1}")
+        with self.lock:
+            self._ensure_context(_round_ctx(n))
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+            n_batch = min(self.settings.n_batch, self.n_ctx)
+            batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+            try:
+                row = 0
+                for start in range(0, n, n_batch):
+                    end = min(n, start + n_batch)
+                    flagged = []
+                    for i, pos in enumerate(range(start, end)):
+                        batch.token[i] = tokens[pos]
+                        batch.pos[i] = pos
+                        batch.n_seq_id[i] = 1
+                        batch.seq_id[i][0] = 0
+                        on = row + len(flagged) < len(want) and want[row + len(flagged)] == pos
+                        batch.logits[i] = 1 if on else 0
+                        if on:
+                            flagged.append(i)
+                    batch.n_tokens = end - start
+                    rc = llama_cpp.llama_decode(self._ctx, batch)
+                    if rc != 0:
+                        raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
+                    if flagged:
+                        arr = np.empty((len(flagged), self.n_vocab), dtype=np.float32)
+                        for k, i in enumerate(flagged):
+                            ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
+                            arr[k] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+                        yield slice(row, row + len(flagged)), arr
+                        row += len(flagged)
+            finally:
+                llama_cpp.llama_batch_free(batch)
+
+    def score(self, tokens: list[int], positions: list[int] | None = None) -> np.ndarray:
+        """Log-probability of tokens[p + 1] at each position p (default: every position but the last).
+
+        Returns float64 (len(positions),). Memory stays O(n_batch × n_vocab).
+        """
+        if positions is None:
+            positions = list(range(len(tokens) - 1))
+        out = np.empty(len(positions), dtype=np.float64)
+        pos_arr = np.asarray(positions, dtype=np.int64)
+        for rows, arr in self._iter_logits(tokens, list(positions)):
+            x = arr.astype(np.float64)
+            m = x.max(axis=1, keepdims=True)
+            lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
+            targets = np.asarray(tokens, dtype=np.int64)[pos_arr[rows] + 1]
+            out[rows] = x[np.arange(len(x)), targets] - lse
+        return out
+
+    def top_k(self, logits: np.ndarray, k: int) -> list[dict]:
+        """[{"id", "text", "prob"}] of the k most probable tokens of one logits row, descending."""
+        probs = softmax(logits)
+        k = max(1, min(int(k), probs.shape[0]))
+        idx = np.argpartition(-probs, k - 1)[:k]
+        idx = idx[np.lexsort((idx, -probs[idx]))]
+        return [{"id": int(i), "text": self.token_text(int(i)), "prob": float(probs[i])} for i in idx]
+
+    # --- generation ---
+    def generate(self, prompt_tokens: list[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0,
+                 n_alternatives: int = 5) -> Iterator[GeneratedToken]:
+        """Stream up to max_tokens new tokens after the prompt, greedy (temperature 0) or sampled with a seed.
+
+        Stops early at end-of-sequence. The model lock is held for the whole generation.
+        """
+        if max_tokens <= 0 or not prompt_tokens:
+            return
+        rng = np.random.default_rng(seed)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        with self.lock:
+            self._ensure_context(_round_ctx(len(prompt_tokens) + max_tokens))
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+            batch = llama_cpp.llama_batch_init(max(len(prompt_tokens), 1), 0, 1)
+            try:
+                n_batch = min(self.settings.n_batch, self.n_ctx)
+                pos = 0
+                pending = list(prompt_tokens)
+                for produced in range(max_tokens + 1):
+                    for start in range(0, len(pending), n_batch):
+                        piece = pending[start:start + n_batch]
+                        for i, tok in enumerate(piece):
+                            batch.token[i] = tok
+                            batch.pos[i] = pos + i
+                            batch.n_seq_id[i] = 1
+                            batch.seq_id[i][0] = 0
+                            batch.logits[i] = 1 if (start + i == len(pending) - 1) else 0
+                        batch.n_tokens = len(piece)
+                        rc = llama_cpp.llama_decode(self._ctx, batch)
+                        if rc != 0:
+                            raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
+                        pos += len(piece)
+                    if produced == max_tokens:
+                        break
+                    ptr = llama_cpp.llama_get_logits_ith(self._ctx, -1)
+                    row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+                    probs = softmax(row)
+                    if temperature <= 0:
+                        tok = int(np.argmax(row))
+                    else:
+                        tok = int(rng.choice(self.n_vocab, p=softmax(row / temperature)))
+                    if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+                        break
+                    text = decoder.decode(self.piece(tok))
+                    yield GeneratedToken(id=tok, text=text, prob=float(probs[tok]),
+                                         top=self.top_k(row, n_alternatives))
+                    pending = [tok]
+            finally:
+                llama_cpp.llama_batch_free(batch)
+
+
+def _round_ctx(n: int) -> int:
+    return max(256, -(-n // 256) * 256)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Probabilities of one logits row, float64 (n_vocab,)."""
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def bytes_to_text(data: bytes) -> str:
+    """UTF-8 text of a token's bytes; bytes that are not valid UTF-8 on their own shown as <0xNN>."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        out = []
+        i = 0
+        while i < len(data):
+            for j in range(min(len(data), i + 4), i, -1):
+                try:
+                    out.append(data[i:j].decode("utf-8"))
+                    i = j
+                    break
+                except UnicodeDecodeError:
+                    continue
+            else:
+                out.append(f"<0x{data[i]:02X}>")
+                i += 1
+        return "".join(out)
+
+
+class ModelPool:
+    """Loaded models under a memory budget (bytes of their GGUF files), thread-safe, LRU-evicting.
+
+    A model held by `hold()` is never evicted. `hold()` checks first that the run's models fit together.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._models: OrderedDict[str, Model] = OrderedDict()
+        self._pins: dict[str, int] = {}
+        self._loading: dict[str, threading.Lock] = {}
+
+    @staticmethod
+    def model_bytes(path: str | Path) -> int:
+        return check_gguf_file(path).stat().st_size
+
+    def check_budget(self, paths: list[str | Path], labels: list[str] | None = None) -> None:
+        """Raise BudgetError, before any work, if these models cannot be loaded together."""
+        sizes = [self.model_bytes(p) for p in paths]
+        total = sum(sizes)
+        budget = self.settings.memory_budget_bytes
+        if total > budget:
+            names = labels or [Path(p).name for p in paths]
+            parts = ", ".join(f"{n} {_mb(s)}" for n, s in zip(names, sizes))
+            raise BudgetError(f"these models need {_mb(total)} together but the memory budget is {_mb(budget)} "
+                              f"({parts}); compare fewer or smaller variants, or raise the budget "
+                              f"(PYTHIA_COMPARE_MEMORY_BUDGET, e.g. {max(1, -(-total // 1024**3))}G)")
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
+
+    @contextmanager
+    def hold(self, paths: list[str | Path], n_ctx: int, labels: list[str] | None = None) -> Iterator[list[Model]]:
+        """Load (or reuse) every model in `paths`, pinned against eviction for the duration."""
+        self.check_budget(paths, labels)
+        keys = [str(Path(p).expanduser().resolve()) for p in paths]
+        acquired: list[str] = []
+        try:
+            models = []
+            for key in keys:
+                models.append(self._acquire(key, n_ctx, keys))
+                acquired.append(key)
+            yield models
+        finally:
+            with self._lock:
+                for key in acquired:
+                    self._pins[key] -= 1
+                    if self._pins[key] == 0:
+                        del self._pins[key]
+
+    def _acquire(self, key: str, n_ctx: int, run_keys: list[str]) -> Model:
+        with self._lock:
+            load_lock = self._loading.setdefault(key, threading.Lock())
+        with load_lock:
+            with self._lock:
+                model = self._models.get(key)
+                if model is not None:
+                    self._models.move_to_end(key)
+                    self._pins[key] = self._pins.get(key, 0) + 1
+                    return model
+                self._make_room(self.model_bytes(key), run_keys)
+            model = Model(key, self.settings, n_ctx)
+            with self._lock:
+                self._models[key] = model
+                self._pins[key] = self._pins.get(key, 0) + 1
+            return model
+
+    def _make_room(self, need: int, keep: list[str]) -> None:
+        budget = self.settings.memory_budget_bytes
+        used = sum(m.file_bytes for m in self._models.values())
+        for key in list(self._models):
+            if used + need <= budget:
+                break
+            if self._pins.get(key) or key in keep:
+                continue
+            victim = self._models.pop(key)
+            used -= victim.file_bytes
+            victim.close()
+        if used + need > budget:
+            held = ", ".join(f"{Path(k).name} {_mb(self._models[k].file_bytes)}" for k in self._models)
+            raise BudgetError(f"cannot load another {_mb(need)} under the memory budget of {_mb(budget)}: models "
+                              f"in use by other runs hold {_mb(used)} ({held}); try again when they finish")
+
+    def close(self) -> None:
+        with self._lock:
+            for m in self._models.values():
+                m.close()
+            self._models.clear()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

@@ -1,0 +1,301 @@
+"""Tests for pythia_compare.plots: the figures' data, the generations' HTML and the tables, on run dicts
+shaped like DESIGN.md's Run JSON (built by the factory in tests/plots_runs.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+
+from pythia_compare import plots
+from pythia_compare.variants import QUANTS
+
+from plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
+
+
+def _trace(fig, name):
+    found = [t for t in fig.data if t.name == name]
+    assert len(found) == 1, f"expected one trace named {name!r}, got {[t.name for t in fig.data]}"
+    return found[0]
+
+
+def _entries(run):
+    return [run["reference"]] + run["variants"] if run.get("reference") else list(run["variants"])
+
+
+# ------------------------------------------------------------------------------------- next token
+
+def test_next_token_bars_have_one_trace_per_variant_and_the_reference_with_their_topk_probabilities():
+    run = prompt_run()
+    fig = plots.next_token_figure(run)
+    names = [t.name for t in fig.data]
+    assert names == ["step143000 F16 (reference)", "Q8_0", "Q4_K_M", "Q2_K"]
+    assert all(t.type == "bar" for t in fig.data)
+    cats = list(fig.data[0].x)
+    union = {t["id"] for v in _entries(run) for t in v["next_token"]}
+    assert len(cats) == len(union) == len(set(cats))
+    for v, trace in zip(_entries(run), fig.data):
+        assert list(trace.x) == cats
+        ids = [c[1] for c in trace.customdata]
+        heights = dict(zip(ids, trace.y))
+        for t in v["next_token"]:
+            assert heights[t["id"]] == t["prob"]
+        mine = {t["id"] for t in v["next_token"]}
+        assert all(heights[i] is None for i in union - mine), "a token outside the top-k must have no bar"
+
+
+def test_next_token_categories_show_whitespace_visibly_and_are_ordered_by_highest_probability():
+    run = prompt_run()
+    fig = plots.next_token_figure(run)
+    cats = list(fig.data[0].x)
+    assert "␣the" in cats and "\\n" in cats
+    best = {}
+    for v in _entries(run):
+        for t in v["next_token"]:
+            best[t["id"]] = max(best.get(t["id"], 0), t["prob"])
+    ids = [c[1] for c in fig.data[0].customdata]
+    assert [best[i] for i in ids] == sorted(best.values(), reverse=True)
+    assert fig.layout.xaxis.type == "category"
+
+
+def test_next_token_markup_in_token_text_is_escaped_for_plotly():
+    run = prompt_run()
+    run["variants"][0]["next_token"][0].update(id=99_999, text="<b>x</b>")
+    cats = list(plots.next_token_figure(run).data[0].x)
+    assert "&lt;b&gt;x&lt;/b&gt;" in cats and not any("<b>" in c for c in cats)
+
+
+# ------------------------------------------------------------------------------------- perplexity
+
+def test_mixed_variants_get_perplexity_bars_with_their_errors():
+    run = make_run(["Q8_0", "step3000:Q4_K_M", "./models/my model.gguf"], reference="F16")
+    assert plots.ppl_axis_mode(run) == "label"
+    fig = plots.ppl_figure(run)
+    for v in _entries(run):
+        name = v["label"] + (" (reference)" if v is run["reference"] else "")
+        t = _trace(fig, name)
+        assert t.type == "bar"
+        assert list(t.y) == [v["ppl"]]
+        assert list(t.error_y.array) == [v["ppl_err"]]
+
+
+def test_a_step_series_is_plotted_against_step_on_an_axis_that_places_step_zero():
+    run = step_series_run()
+    assert plots.ppl_axis_mode(run) == "step"
+    fig = plots.ppl_figure(run)
+    points = {}
+    for v in _entries(run):
+        name = v["label"] + (" (reference)" if v is run["reference"] else "")
+        t = _trace(fig, name)
+        assert list(t.error_y.array) == [v["ppl_err"]] and list(t.y) == [v["ppl"]]
+        points[int(v["spec"].removeprefix("step").split(":")[0])] = t.x[0]
+    assert points[0] == 0.0
+    steps = sorted(points)
+    xs = [points[s] for s in steps]
+    assert xs == sorted(xs) and len(set(xs)) == len(xs)
+    assert all(math.isclose(points[s], math.log10(s + 1)) for s in steps)
+    ticks = dict(zip(fig.layout.xaxis.ticktext, fig.layout.xaxis.tickvals))
+    assert ticks["0"] == 0.0 and math.isclose(ticks["1k"], math.log10(1001))
+    assert fig.layout.xaxis.range[0] < 0 < fig.layout.xaxis.range[1]
+
+
+def test_a_reference_that_is_not_a_step_is_a_horizontal_line_on_the_step_axis():
+    run = step_series_run(reference="Q8_0")
+    fig = plots.ppl_figure(run)
+    t = _trace(fig, "Q8_0 (reference)")
+    assert t.mode == "lines" and len(set(t.y)) == 1 and t.y[0] == run["reference"]["ppl"]
+
+
+def test_a_quant_series_is_plotted_against_file_size_with_bits_per_weight():
+    run = quant_series_run()
+    assert plots.ppl_axis_mode(run) == "quant"
+    fig = plots.ppl_figure(run)
+    for v in _entries(run):
+        name = v["label"] + (" (reference)" if v is run["reference"] else "")
+        t = _trace(fig, name)
+        assert t.x[0] == v["source"]["bytes"] / 1e6
+        assert list(t.error_y.array) == [v["ppl_err"]]
+        q = v["source"]["quant"]
+        assert f"{QUANTS[q].bpw:g} bpw" in t.text[0]
+    assert fig.layout.xaxis.title.text == "file size (MB)"
+
+
+# ------------------------------------------------------------------------------------- surprisal
+
+def test_the_surprisal_heatmap_holds_bits_per_token_with_token_text_and_p_on_hover():
+    run = prompt_run()
+    fig = plots.surprisal_heatmap(run)
+    (hm,) = fig.data
+    assert list(hm.y) == ["step143000 F16 (reference)", "Q8_0", "Q4_K_M", "Q2_K"]
+    for v, row in zip(_entries(run), hm.z):
+        np.testing.assert_allclose(row, -np.asarray(v["token_logprobs"]) / math.log(2), rtol=1e-12)
+    tokens = run["input"]["tokens"]
+    lp = run["variants"][0]["token_logprobs"]
+    for j in range(len(lp)):
+        cell = hm.text[1][j]
+        assert repr(tokens[j + 1]) in cell
+        assert f"p = {math.exp(lp[j]):.4f}" in cell or f"p = {math.exp(lp[j]):.2e}" in cell
+    assert list(fig.layout.xaxis.ticktext) == [plots.show_token(t) for t in tokens[1:]]
+
+
+def test_a_long_corpus_heatmap_is_capped_and_says_so():
+    run = corpus_run(ctx=64, n_chunks=20)
+    n = run["variants"][0]["n_scored"]
+    assert n > plots.MAX_HEATMAP_COLUMNS
+    fig = plots.surprisal_heatmap(run)
+    assert len(fig.data[0].z[0]) == plots.MAX_HEATMAP_COLUMNS
+    assert f"first {plots.MAX_HEATMAP_COLUMNS} of {n}" in fig.layout.title.text
+
+
+def test_corpus_mode_aligns_scored_tokens_with_the_second_half_of_each_chunk():
+    run = corpus_run(ctx=8, n_chunks=3)
+    tokens = run["input"]["tokens"]
+    assert plots.scored_token_texts(run) == [tokens[i] for i in (5, 6, 7, 13, 14, 15, 21, 22, 23)]
+    run["input"]["tokens"] = tokens[:-3]  # a stored token list that disagrees: fall back to positions
+    assert plots.scored_token_texts(run) is None
+    assert plots.surprisal_heatmap(run).layout.xaxis.title.text == "scored position"
+
+
+# ------------------------------------------------------------------------------------- KL
+
+def test_kld_boxes_hold_each_variants_per_token_divergence():
+    run = prompt_run()
+    fig = plots.kld_figure(run)
+    assert [t.name for t in fig.data] == ["Q8_0", "Q4_K_M", "Q2_K"]
+    for v, t in zip(run["variants"], fig.data):
+        assert t.type == "box" and list(t.y) == v["kld"]["per_token"]
+    assert plots.kld_figure(run, log_y=True).layout.yaxis.type == "log"
+
+
+def test_the_kl_table_has_llama_perplexitys_statistics_per_variant():
+    run = prompt_run()
+    columns, rows = plots.kl_table(run)
+    assert columns == ["statistic", "Q8_0", "Q4_K_M", "Q2_K"]
+    by_name = {r[0]: r[1:] for r in rows}
+    for key, stat in [("mean", "Mean KLD"), ("max", "Maximum KLD"), ("p99_9", "99.9% KLD"), ("median", "Median KLD"),
+                      ("same_top", "Same top p %"), ("ppl_ratio", "Mean PPL(Q)/PPL(base)"), ("dp_rms", "RMS Δp %")]:
+        assert by_name[stat] == [v["kld"][key] for v in run["variants"]]
+    assert by_name["Mean PPL(base)"] == [run["reference"]["ppl"]] * 3
+    shown = {r[0]: r[1:] for r in plots.format_table(columns, rows)}
+    assert shown["Same top p %"] == [f"{100 * v['kld']['same_top']:.3f}" for v in run["variants"]]
+
+
+def test_a_run_without_reference_has_no_kl_boxes_and_an_empty_kl_table():
+    run = make_run(["Q8_0", "Q2_K"], reference=None)
+    fig = plots.kld_figure(run)
+    assert len(fig.data) == 0 and "choose a reference" in fig.layout.annotations[0].text
+    columns, rows = plots.kl_table(run)
+    assert columns == ["statistic"] and all(len(r) == 1 for r in rows)
+
+
+# ------------------------------------------------------------------------------------- summary
+
+def test_summary_rows_carry_the_runs_own_numbers_reference_first():
+    run = prompt_run()
+    columns, rows = plots.summary_table(run)
+    assert columns == plots.SUMMARY_COLUMNS
+    assert [r[columns.index("role")] for r in rows] == ["reference", "variant", "variant", "variant"]
+    for v, r in zip(_entries(run), rows):
+        cell = dict(zip(columns, r))
+        assert cell["variant"] == v["label"] and cell["spec"] == v["spec"]
+        assert cell["quant"] == v["source"]["quant"] and cell["bpw"] == QUANTS[v["source"]["quant"]].bpw
+        assert cell["size MB"] == v["source"]["bytes"] / 1e6
+        assert (cell["PPL"], cell["PPL ±"], cell["n scored"]) == (v["ppl"], v["ppl_err"], v["n_scored"])
+        assert cell["top-1 next token"] == v["next_token"][0]["text"]
+        assert cell["load s"] == v["timings"]["load_s"] and cell["score s"] == v["timings"]["score_s"]
+        kld = v.get("kld") or {}
+        assert (cell["mean KLD"], cell["KLD ±"], cell["same top %"]) == (kld.get("mean"), kld.get("mean_err"),
+                                                                       kld.get("same_top"))
+
+
+def test_formatted_summary_cells_round_consistently_and_show_tokens_visibly():
+    run = prompt_run()
+    columns, rows = plots.summary_table(run)
+    shown = plots.format_table(columns, rows)
+    ref, q8 = dict(zip(columns, shown[0])), dict(zip(columns, shown[1]))
+    assert ref["mean KLD"] == "–"
+    assert q8["top-1 next token"] == plots.show_token(run["variants"][0]["next_token"][0]["text"])
+    assert q8["PPL"] == plots.fmt_num(run["variants"][0]["ppl"])
+    assert q8["size MB"] == f"{run['variants'][0]['source']['bytes'] / 1e6:.1f}"
+    assert q8["n scored"] == str(run["variants"][0]["n_scored"])
+    assert plots.fmt_num(12.3456789) == "12.3457" and plots.fmt_num(51234.56) == "51234.6"
+    assert plots.fmt_num(0.0123456789) == "0.012346" and plots.fmt_num(3.2e-6) == "3.20000e-06"
+
+
+# ------------------------------------------------------------------------------------- generations
+
+def test_generation_html_escapes_model_text_and_lists_alternatives_in_each_tooltip():
+    run = prompt_run()
+    gen = run["variants"][1]["generation"]
+    gen["tokens"][1]["text"] = "<script>"
+    gen["tokens"][1]["top"][1]["text"] = '" onmouseover="x'
+    out = plots.generation_html(run)
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert '" onmouseover="x' not in out
+    for v in _entries(run):
+        assert v["label"] in out
+        for tok in v["generation"]["tokens"]:
+            span_title = plots._token_span(tok)
+            assert span_title in out
+            for alt in tok["top"]:
+                assert _html_unescape(repr(alt["text"])) in _html_unescape(span_title.split('title="')[1])
+                p = alt["prob"]
+                assert (f"{p:.4f}" if p >= 1e-3 else f"{p:.2e}") in span_title
+
+
+def _html_unescape(s):
+    import html
+    return html.unescape(s)
+
+
+def test_generation_tokens_are_coloured_by_probability():
+    low, high = plots._token_span({"text": "a", "prob": 0.01, "top": []}), plots._token_span({"text": "a", "prob": 0.99,
+                                                                                               "top": []})
+    assert "hsl(1," in low and "hsl(119," in high
+
+
+# ------------------------------------------------------------------------------------- partial runs
+
+def test_a_partial_run_with_one_variant_no_reference_and_no_generation_builds_everything():
+    run = partial_run()
+    figs = plots.all_figures(run)
+    assert set(figs) == {"next_token", "ppl", "surprisal", "kld"}
+    assert [t.name for t in figs["next_token"].data] == [run["variants"][0]["label"]] == ["step1000 F16"]
+    assert list(figs["ppl"].data[0].error_y.array) == [run["variants"][0]["ppl_err"]]
+    assert "no generation" in plots.generation_html(run)
+    assert len(plots.summary_table(run)[1]) == 1
+    empty = dict(run, variants=[])
+    for fig in plots.all_figures(empty).values():
+        assert len(fig.data) == 0 and fig.layout.annotations
+    assert "No generations yet" in plots.generation_html(empty)
+    assert plots.summary_table(empty)[1] == []
+
+
+def test_a_variant_keeps_its_colour_in_every_figure_and_as_the_run_grows():
+    run = prompt_run()
+    figs = plots.all_figures(run)
+    colours = plots.variant_colors(run)
+    assert len(set(colours.values())) == len(colours)
+    for name in ["Q8_0", "Q4_K_M", "Q2_K"]:
+        assert _trace(figs["next_token"], name).marker.color == colours[name]
+        assert _trace(figs["ppl"], name).marker.color == colours[name]
+        assert _trace(figs["kld"], name).marker.color == colours[name]
+    grown = plots.variant_colors(dict(run, variants=run["variants"][:1]))
+    assert grown["Q8_0"] == colours["Q8_0"]
+
+
+def test_figures_redraw_identically_from_the_stored_json():
+    for run in (prompt_run(), step_series_run(), quant_series_run(), partial_run(), corpus_run(ctx=8, n_chunks=3)):
+        reopened = json.loads(json.dumps(run))
+        live, again = plots.all_figures(run), plots.all_figures(reopened)
+        assert {k: f.to_json() for k, f in live.items()} == {k: f.to_json() for k, f in again.items()}
+        assert plots.generation_html(run) == plots.generation_html(reopened)
+
+
+def test_plots_imports_no_gradio():
+    code = "import sys, pythia_compare.plots; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs and run it: the README's test command, and what CI runs.
+# - Python packages from requirements-dev.txt (llama-cpp-python builds from source the first time);
+# - Debian's chromium for the browser tests (never a downloaded browser);
+# - llama.cpp's llama-perplexity, the peer of the metric tests (built once, cached).
+# Extra arguments go to pytest. Exits non-zero on any failure, on "no tests ran", and on any skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -r requirements-dev.txt
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+PYTHIA_COMPARE_LLAMA_PERPLEXITY="$(bash tools/build_llama_perplexity.sh)"
+export PYTHIA_COMPARE_LLAMA_PERPLEXITY
+exec python -m pytest "$@"
