@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,17 +28,44 @@ from .errors import DiskFull
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex of a file, streamed; remembered per (path, size, mtime) within the process."""
+def file_sha256(path: str | Path, memo: Path | None = None) -> str:
+    """sha256 hex of a file, streamed; remembered per (real path, size, mtime) within the process and,
+    when `memo` (a JSON file) is given, across processes, so a big model is hashed once, not per run."""
     p = Path(path)
     st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASH_CACHE[key] = h.hexdigest()
+    real = str(p.resolve())
+    key = (real, st.st_size, st.st_mtime_ns)
+    if key in _HASH_CACHE:
+        return _HASH_CACHE[key]
+    # Hugging Face's cache names LFS blobs by their sha256, which huggingface_hub verified on download.
+    if re.fullmatch(r"[0-9a-f]{64}", Path(real).name) and Path(real).parent.name == "blobs":
+        _HASH_CACHE[key] = Path(real).name
+        return Path(real).name
+    memo_key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+    table: dict = {}
+    if memo is not None:
+        try:
+            table = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            table = {}
+        if isinstance(table.get(memo_key), str):
+            _HASH_CACHE[key] = table[memo_key]
+            return table[memo_key]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    _HASH_CACHE[key] = h.hexdigest()
+    if memo is not None:
+        table = {k: v for k, v in table.items() if not k.startswith(real + "|")}
+        table[memo_key] = _HASH_CACHE[key]
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(table))
+            os.replace(tmp, memo)
+        except OSError:
+            pass  # the memo is an optimisation only
     return _HASH_CACHE[key]
 
 
@@ -53,6 +81,7 @@ class CacheEntry:
 class Cache:
     def __init__(self, home: str | Path):
         self.root = Path(home).expanduser() / "models"
+        self.hash_memo = Path(home).expanduser() / "sha256-memo.json"
 
     def _dir(self, key: dict) -> Path:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -173,7 +172,8 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
             yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(ref_res))
         done = len(everything) * 2
         if params.max_tokens > 0:
-            context = ids if scoring == "prompt" else ids[-max(1, params.ctx - params.max_tokens):]
+            # Prompt mode continues the prompt; corpus mode continues the last scored chunk.
+            context = ids if scoring == "prompt" else _last_chunk(ids, params.ctx, m0)
             for k, (e, m) in enumerate(zip(entries, models)):
                 yield Event("progress", f"{labels[k]}: generating", (done + k) / steps)
                 t = time.perf_counter()
@@ -219,10 +219,16 @@ def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> It
     n_chunks = len(plan)
     for c, chunk in enumerate(plan):
         targets = np.asarray(chunk.targets, dtype=np.int64)
+        last = c == n_chunks - 1
+        # The last chunk also yields the next-token distribution after its final token (no extra pass).
+        positions = list(chunk.positions) + ([len(chunk.tokens) - 1] if last else [])
         ref_logits = None
         for k, (e, m) in enumerate(zip(entries, models)):
             t = time.perf_counter()
-            logits = m.logits(chunk.tokens, chunk.positions)
+            logits = m.logits(chunk.tokens, positions)
+            if last:
+                e["next_token"] = m.top_k(logits[-1], params.top_k)
+                logits = logits[:-1]
             per_nll[k].append(metrics.nll(logits, targets))
             if has_ref and k == 0:
                 ref_logits = logits
@@ -240,10 +246,11 @@ def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> It
                 e["kld"] = _kld_json(metrics.TokenStats.concat(per_stats[k]))
         frac = (done + len(entries) * (c + 1) / n_chunks) / steps
         yield Event("update", f"scored chunk {c + 1}/{n_chunks}", frac, run)
-    # Next-token distribution after the end of the text (its last ctx tokens).
-    tail = ids[-params.ctx:]
-    for e, m in zip(entries, models):
-        e["next_token"] = m.top_k(m.logits(tail, [len(tail) - 1])[0], params.top_k)
+
+
+def _last_chunk(ids: list[int], ctx: int, model) -> list[int]:
+    plan = metrics.corpus_plan(ids, ctx, model.bos_id if model.add_bos else None)
+    return list(plan[-1].tokens)
 
 
 def _kld_json(stats) -> dict:

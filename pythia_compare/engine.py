@@ -21,7 +21,6 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import os
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -206,23 +205,44 @@ class Model:
         """Logits at `positions` after evaluating `tokens` from an empty KV cache.
 
         Returns float32 (len(positions), n_vocab). Evaluation runs in n_batch pieces and asks llama.cpp
-        for logits only at the requested positions.
+        for logits only at the requested positions, copied straight into the result.
         """
         out = np.empty((len(positions), self.n_vocab), dtype=np.float32)
-        for rows, arr in self._iter_logits(tokens, positions):
-            out[rows] = arr
+
+        def take(row: int, pos: int, ptr) -> None:
+            out[row] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+        self._eval(tokens, positions, take)
         return out
 
-    def _iter_logits(self, tokens: list[int], positions: list[int]) -> Iterator[tuple[slice, np.ndarray]]:
-        """Yield (row slice into `positions`, float32 logits) per n_batch piece."""
+    def score(self, tokens: list[int], positions: list[int] | None = None) -> np.ndarray:
+        """Log-probability of tokens[p + 1] at each position p (default: every position but the last).
+
+        Returns float64 (len(positions),). Holds one logits row at a time.
+        """
+        if positions is None:
+            positions = list(range(len(tokens) - 1))
+        out = np.empty(len(positions), dtype=np.float64)
+
+        def take(row: int, pos: int, ptr) -> None:
+            x = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+            m = x.max()
+            out[row] = x[tokens[pos + 1]] - (m + np.log(np.exp(x - m).sum()))
+
+        self._eval(tokens, positions, take)
+        return out
+
+    def _eval(self, tokens: list[int], positions: list[int], take) -> None:
+        """Evaluate `tokens` from an empty cache in n_batch pieces, calling take(row, position, logits_ptr)
+        for each requested position (sorted, unique) while its logits are valid."""
         n = len(tokens)
-        if n == 0:
-            return
-        want = sorted(set(int(p) for p in positions))
-        if want != list(positions):
+        want = [int(p) for p in positions]
+        if want != sorted(set(want)):
             raise ValueError("positions must be sorted and unique")
         if want and (want[0] < 0 or want[-1] >= n):
             raise ValueError(f"positions must lie in 0..{n - 1}")
+        if n == 0:
+            return
         with self.lock:
             self._ensure_context(_round_ctx(n))
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
@@ -246,32 +266,11 @@ class Model:
                     rc = llama_cpp.llama_decode(self._ctx, batch)
                     if rc != 0:
                         raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
-                    if flagged:
-                        arr = np.empty((len(flagged), self.n_vocab), dtype=np.float32)
-                        for k, i in enumerate(flagged):
-                            ptr = llama_cpp.llama_get_logits_ith(self._ctx, i)
-                            arr[k] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-                        yield slice(row, row + len(flagged)), arr
-                        row += len(flagged)
+                    for i in flagged:
+                        take(row, start + i, llama_cpp.llama_get_logits_ith(self._ctx, i))
+                        row += 1
             finally:
                 llama_cpp.llama_batch_free(batch)
-
-    def score(self, tokens: list[int], positions: list[int] | None = None) -> np.ndarray:
-        """Log-probability of tokens[p + 1] at each position p (default: every position but the last).
-
-        Returns float64 (len(positions),). Memory stays O(n_batch × n_vocab).
-        """
-        if positions is None:
-            positions = list(range(len(tokens) - 1))
-        out = np.empty(len(positions), dtype=np.float64)
-        pos_arr = np.asarray(positions, dtype=np.int64)
-        for rows, arr in self._iter_logits(tokens, list(positions)):
-            x = arr.astype(np.float64)
-            m = x.max(axis=1, keepdims=True)
-            lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
-            targets = np.asarray(tokens, dtype=np.int64)[pos_arr[rows] + 1]
-            out[rows] = x[np.arange(len(x)), targets] - lse
-        return out
 
     def top_k(self, logits: np.ndarray, k: int) -> list[dict]:
         """[{"id", "text", "prob"}] of the k most probable tokens of one logits row, descending."""
@@ -300,6 +299,7 @@ class Model:
                 n_batch = min(self.settings.n_batch, self.n_ctx)
                 pos = 0
                 pending = list(prompt_tokens)
+                held: GeneratedToken | None = None  # yielded one step late, so the last can flush UTF-8
                 for produced in range(max_tokens + 1):
                     for start in range(0, len(pending), n_batch):
                         piece = pending[start:start + n_batch]
@@ -325,10 +325,16 @@ class Model:
                         tok = int(rng.choice(self.n_vocab, p=softmax(row / temperature)))
                     if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
                         break
-                    text = decoder.decode(self.piece(tok))
-                    yield GeneratedToken(id=tok, text=text, prob=float(probs[tok]),
-                                         top=self.top_k(row, n_alternatives))
+                    if held is not None:
+                        yield held
+                    held = GeneratedToken(id=tok, text=decoder.decode(self.piece(tok)), prob=float(probs[tok]),
+                                          top=self.top_k(row, n_alternatives))
+                    if produced == max_tokens - 1:
+                        break  # no need to evaluate the last token
                     pending = [tok]
+                if held is not None:
+                    held.text += decoder.decode(b"", final=True)
+                    yield held
             finally:
                 llama_cpp.llama_batch_free(batch)
 

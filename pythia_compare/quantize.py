@@ -15,21 +15,18 @@ from pathlib import Path
 import llama_cpp
 
 from .engine import init_backend, last_llama_error
-from .errors import DiskFull, ModelFileError, SpecError
+from .errors import DiskFull, ModelFileError
 from .variants import QUANTS, normalize_quant
 
 
 def quantize_file(src: str | Path, dst: str | Path, quant: str, *, n_threads: int = 0) -> Path:
     """Quantize GGUF `src` to `quant` at `dst` (atomic). Returns dst.
 
-    Raises SpecError for unknown or importance-matrix-only quants (and for F32/F16/BF16, which the
-    converter writes directly), ModelFileError if llama.cpp refuses the input, DiskFull on ENOSPC.
+    Raises SpecError for unknown or importance-matrix-only quants, ModelFileError if llama.cpp refuses
+    the input, DiskFull on ENOSPC. (F32/F16/BF16 work too, though the converter writes those directly.)
     """
     q = normalize_quant(quant)
     qt = QUANTS[q]
-    if qt.native:
-        raise SpecError(f"{q} is written by the converter, not the quantizer; quantize to one of the llama.cpp "
-                        f"types such as Q8_0 or Q4_K_M")
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise ModelFileError(f"cannot quantize {src.name!r}: the file does not exist")

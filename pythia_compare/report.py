@@ -1,66 +1,170 @@
 """Tables of a run as plain data and as text: what the CLI prints and the dashboard's tables show.
 
-Owns the summary table (one row per variant and the reference), the list of runs, and their text
-rendering. Pure: takes run JSON dicts, imports neither plotly nor gradio, so the CLI stays light and
+Owns the summary table (one row per variant and the reference), llama-perplexity's KL statistics as a
+table, the one function that formats a cell, display names and colours of a run's entries, and the CLI's
+text report. Pure: takes run JSON dicts and imports neither plotly nor gradio, so the CLI stays light and
 the dashboard shows exactly the numbers the CLI prints.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-SUMMARY_COLUMNS = ["variant", "role", "spec", "quant", "size MB", "PPL", "± PPL", "scored", "mean KLD",
-                   "± KLD", "same top %", "next token", "p(next)", "load s", "score s"]
+from .errors import SpecError
+from .variants import QUANTS, parse_spec
+
+REFERENCE_COLOR = "#4d4d4d"
+PALETTE: list[str] = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
+                      "#B6E880", "#FF97FF", "#FECB52", "#1F77B4", "#8C564B", "#E377C2", "#BCBD22"]
+# Shown beside the KL table: the PPL(base) and Cor rows are exact, llama-perplexity's come from uint16 logits.
+KL_TABLE_NOTE = ("PPL(base) and Cor(ln PPL) are computed from exact reference log-probabilities; "
+                 "llama-perplexity's come from its uint16-rounded reference file and read about 1% lower.")
 
 
-def format_cell(value) -> str:
-    """One display rule for every number in every table."""
+@dataclass(frozen=True)
+class _Entry:
+    data: dict  # the variant (or reference) dict of the run JSON
+    name: str  # trace / row name: the label, with " (reference)" for the reference
+    color: str
+    is_reference: bool
+
+
+def _entries(run: dict) -> list[_Entry]:
+    """The reference (if any) first, then the variants, each with its display name and fixed colour."""
+    ref = run.get("reference")
+    out = [_Entry(ref, f"{ref.get('label') or ref.get('spec')} (reference)", REFERENCE_COLOR, True)] if ref else []
+    return out + [_Entry(v, str(v.get("label") or v.get("spec")), PALETTE[i % len(PALETTE)], False)
+                  for i, v in enumerate(run.get("variants") or [])]
+
+
+def variant_colors(run: dict) -> dict[str, str]:
+    """Display name (label, or 'label (reference)') -> colour used for it in every figure."""
+    return {e.name: e.color for e in _entries(run)}
+
+
+_VISIBLE = {**{c: f"\\x{c:02x}" for c in [*range(32), 127]}, 32: "␣", 10: "\\n", 9: "\\t", 13: "\\r"}
+
+
+def show_token(text: str) -> str:
+    """A token's text made visible: space -> '␣', newline/tab/CR -> '\\n'/'\\t'/'\\r', other controls -> \\xNN."""
+    return text.translate(_VISIBLE) if text else "∅"
+
+
+def _parsed(spec: str | None):
+    try:
+        return parse_spec(spec) if spec else None
+    except SpecError:
+        return None
+
+
+def _quant_of(e: _Entry) -> str | None:
+    return (e.data.get("source") or {}).get("quant") or getattr(_parsed(e.data.get("spec")), "quant", None)
+
+
+STAT_COLUMN = "statistic"
+# (row name, where the value is: "var"/"ref" = the variant / reference dict, "kld" = the variant's kld),
+# in llama-perplexity's order. Names ending in "%" hold fractions that format_cell shows in percent.
+_PCT = [("99.9%", "p99_9"), ("99.0%", "p99"), ("95.0%", "p95"), ("90.0%", "p90")]
+_LOW = [("10.0%", "p10"), ("5.0%", "p5"), ("1.0%", "p1"), ("0.1%", "p0_1")]
+_KL_ROWS: list[tuple[str, str, str]] = [
+    ("Mean PPL(Q)", "var", "ppl"), ("Mean PPL(Q) ±", "var", "ppl_err"),
+    ("Mean PPL(base)", "ref", "ppl"), ("Mean PPL(base) ±", "ref", "ppl_err"),
+    ("Cor(ln(PPL(Q)), ln(PPL(base))) %", "kld", "cor_ln_ppl"),
+    ("Mean ln(PPL(Q)/PPL(base))", "kld", "ln_ratio"), ("Mean ln(PPL(Q)/PPL(base)) ±", "kld", "ln_ratio_err"),
+    ("Mean PPL(Q)/PPL(base)", "kld", "ppl_ratio"), ("Mean PPL(Q)/PPL(base) ±", "kld", "ppl_ratio_err"),
+    ("Mean PPL(Q)-PPL(base)", "kld", "ppl_diff"), ("Mean PPL(Q)-PPL(base) ±", "kld", "ppl_diff_err"),
+    ("Mean KLD", "kld", "mean"), ("Mean KLD ±", "kld", "mean_err"), ("Maximum KLD", "kld", "max"),
+    *[(f"{n} KLD", "kld", k) for n, k in _PCT], ("Median KLD", "kld", "median"),
+    *[(f"{n} KLD", "kld", k) for n, k in _LOW], ("Minimum KLD", "kld", "min"),
+    ("Mean Δp %", "kld", "dp_mean"), ("Mean Δp ± %", "kld", "dp_mean_err"), ("Maximum Δp %", "kld", "dp_max"),
+    *[(f"{n} Δp %", "kld", f"dp_{k}") for n, k in _PCT + [("75.0%", "p75"), ("Median", "median"),
+                                                         ("25.0%", "p25")] + _LOW],
+    ("Minimum Δp %", "kld", "dp_min"), ("RMS Δp %", "kld", "dp_rms"), ("RMS Δp ± %", "kld", "dp_rms_err"),
+    ("Same top p %", "kld", "same_top"), ("Same top p ± %", "kld", "same_top_err"),
+]
+
+
+def kl_table(run: dict) -> tuple[list[str], list[list]]:
+    """llama-perplexity's KL-mode statistics blocks: rows = statistics, columns = variants with a kld.
+
+    Cells hold the run JSON's raw values (fractions stay fractions; format_cell shows rows named '… %' in
+    percent, as the tool prints them); a missing statistic is None. No reference or no kld: no variant columns.
+    """
+    ref = run.get("reference") or {}
+    vs = [v for v in run.get("variants") or [] if v.get("kld")]
+    columns = [STAT_COLUMN] + [str(v.get("label") or v.get("spec")) for v in vs]
+    src = {"var": lambda v: v, "ref": lambda v: ref, "kld": lambda v: v["kld"]}
+    return columns, [[name] + [src[where](v).get(key) for v in vs] for name, where, key in _KL_ROWS]
+
+
+SUMMARY_COLUMNS: list[str] = ["variant", "role", "spec", "quant", "size MB", "bpw", "PPL", "PPL ±", "n scored",
+                              "mean KLD", "KLD ±", "same top %", "top-1 next token", "top-1 p", "load s",
+                              "score s", "generate s"]
+_TOKEN_COLUMNS = {"top-1 next token"}
+
+
+def summary_table(run: dict) -> tuple[list[str], list[list]]:
+    """One row per entry (reference first): the numbers the CLI prints, as raw values (see SUMMARY_COLUMNS).
+
+    'size MB' is source.bytes / 1e6; 'same top %' holds the fraction 0..1 (format_cell shows percent);
+    'top-1 next token' holds the raw token text; missing values are None.
+    """
+    rows = []
+    for e in _entries(run):
+        d, src = e.data, e.data.get("source") or {}
+        kld, tim, top = d.get("kld") or {}, d.get("timings") or {}, (d.get("next_token") or [{}])[0]
+        q = src.get("quant") or _quant_of(e)
+        rows.append([d.get("label") or d.get("spec"), "reference" if e.is_reference else "variant", d.get("spec"),
+                     q, src["bytes"] / 1e6 if src.get("bytes") is not None else None,
+                     QUANTS[q].bpw if q in QUANTS else None, d.get("ppl"), d.get("ppl_err"), d.get("n_scored"),
+                     kld.get("mean"), kld.get("mean_err"), kld.get("same_top"), top.get("text"), top.get("prob"),
+                     tim.get("load_s"), tim.get("score_s"), tim.get("generate_s")])
+    return list(SUMMARY_COLUMNS), rows
+
+
+def fmt_num(x: float, digits: int = 6) -> str:
+    """A float with `digits` significant digits in fixed notation (at most 6 decimals); scientific below 1e-4."""
+    if x is None:
+        return "–"
+    x = float(x)
+    if x == 0 or not math.isfinite(x):
+        return "0" if x == 0 else str(x)
+    a = abs(x)
+    if a < 1e-4 or a >= 1e12:
+        return f"{x:.{digits - 1}e}"
+    decimals = min(6, max(0, digits - 1 - math.floor(math.log10(a))))
+    return f"{x:.{decimals}f}"
+
+
+def format_cell(value: float | int | str | None, hint: str | None = None) -> str:
+    """Render one table cell. `hint` is its column name (or, in kl_table, its row name).
+
+    None -> '–'; names ending in '%' -> value × 100 with 3 decimals; ending in ' s' -> 2 decimals;
+    'size MB' -> 1 decimal; token columns -> show_token; other floats -> fmt_num; ints as they are.
+    """
     if value is None:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, int):
+    if isinstance(value, str):
+        return show_token(value) if hint in _TOKEN_COLUMNS else value
+    hint = hint or ""
+    if isinstance(value, int) or not math.isfinite(float(value)):
         return str(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        if value == 0:
-            return "0"
-        a = abs(value)
-        if a >= 1000:
-            return f"{value:,.1f}"
-        if a >= 0.01:
-            return f"{value:.4g}" if a < 100 else f"{value:.2f}"
-        return f"{value:.3e}"
-    return str(value)
+    if hint.endswith(("%", " s", "MB")):  # percent (from a fraction), seconds, megabytes
+        return f"{100.0 * value:.3f}" if hint.endswith("%") else f"{value:.{2 if hint.endswith(' s') else 1}f}"
+    return fmt_num(value)
 
 
-def _entries(run: dict) -> list[tuple[str, dict]]:
-    out = [("variant", v) for v in run.get("variants") or []]
-    if run.get("reference"):
-        out.insert(0, ("reference", run["reference"]))
-    return out
-
-
-def summary_table(run: dict) -> tuple[list[str], list[list]]:
-    """Rows of raw values (floats unrounded) for SUMMARY_COLUMNS; format with format_cell."""
-    rows = []
-    for role, v in _entries(run):
-        src = v.get("source") or {}
-        kld = v.get("kld") or {}
-        top = (v.get("next_token") or [None])[0]
-        t = v.get("timings") or {}
-        rows.append([v.get("label"), role, v.get("spec"), src.get("quant"),
-                     (src["bytes"] / 1e6) if src.get("bytes") is not None else None,
-                     v.get("ppl"), v.get("ppl_err"), v.get("n_scored"), kld.get("mean"), kld.get("mean_err"),
-                     (kld["same_top"] * 100) if kld.get("same_top") is not None else None,
-                     top["text"] if top else None, top["prob"] if top else None,
-                     t.get("load_s"), t.get("score_s")])
-    return list(SUMMARY_COLUMNS), rows
+def format_table(columns: list[str], rows: list[list]) -> list[list[str]]:
+    """Every cell through format_cell. A table whose first column is STAT_COLUMN takes hints from row names."""
+    by_row = bool(columns) and columns[0] == STAT_COLUMN
+    return [[format_cell(c, r[0] if by_row else columns[i]) for i, c in enumerate(r)] for r in rows]
 
 
 def text_table(columns: list[str], rows: list[list]) -> str:
-    cells = [[format_cell(c) if not isinstance(c, str) else _visible(c) for c in r] for r in rows]
+    cells = [[_visible(c) for c in r] for r in format_table(columns, rows)]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     line = lambda items: "  ".join(s.ljust(w) for s, w in zip(items, widths)).rstrip()
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
@@ -83,10 +187,10 @@ def format_run(run: dict) -> str:
     for v in run.get("variants") or []:
         if v.get("kld"):
             parts += ["", f"== {v['label']} vs reference {run['reference']['label']} ==", format_kl_block(v["kld"])]
-    for role, v in _entries(run):
-        gen = v.get("generation")
+    for e in _entries(run):
+        gen = e.data.get("generation")
         if gen and gen.get("tokens"):
-            parts += ["", f"-- {v['label']} generates:", gen["text"]]
+            parts += ["", f"-- {e.name} generates:", gen["text"]]
     return "\n".join(parts)
 
 

@@ -80,8 +80,8 @@ class Resolver:
         from .engine import check_gguf_file  # validates existence and the GGUF magic
 
         p = check_gguf_file(variant.path or "")
-        quant = _quant_from_name(p.name)
-        return Resolved(variant, p, {"repo": None, "commit": None, "file": str(p), "sha256": file_sha256(p),
+        quant = _gguf_quant(p) or _quant_from_name(p.name)
+        return Resolved(variant, p, {"repo": None, "commit": None, "file": str(p), "sha256": file_sha256(p, self.cache.hash_memo),
                                      "bytes": p.stat().st_size, "quant": quant})
 
     def _hub_gguf(self, variant: Variant, repo: str, revision: str | None, say: Progress) -> Resolved:
@@ -97,7 +97,7 @@ class Resolver:
         say(f"{variant.label}: downloading {files[variant.quant]}")
         path = Path(self.hub.download(repo, files[variant.quant], commit))
         return Resolved(variant, path, {"repo": repo, "commit": commit, "file": files[variant.quant],
-                                        "sha256": file_sha256(path), "bytes": path.stat().st_size,
+                                        "sha256": file_sha256(path, self.cache.hash_memo), "bytes": path.stat().st_size,
                                         "quant": variant.quant})
 
     def _checkpoint(self, variant: Variant, repo: str, revision: str, say: Progress) -> Resolved:
@@ -119,7 +119,7 @@ class Resolver:
         # The demo suite has no git history: its "commit" is a content hash of the checkpoint's files.
         h = hashlib.sha256()
         for f in sorted(p for p in ckpt.iterdir() if p.is_file()):
-            h.update(f.name.encode() + b"\0" + file_sha256(f).encode())
+            h.update(f.name.encode() + b"\0" + file_sha256(f, self.cache.hash_memo).encode())
         commit = h.hexdigest()[:40]
         return self._build(variant, DEMO_ALIAS, commit, lambda: ckpt, say, revision=rev)
 
@@ -153,6 +153,18 @@ class Resolver:
             entry = self.cache.get_or_build(key(quant), f"{stem}-{quant}.gguf", build_quant)
         return Resolved(variant, entry.path, {"repo": repo, "commit": commit, "file": entry.path.name,
                                               "sha256": entry.sha256, "bytes": entry.bytes, "quant": quant})
+
+
+def _gguf_quant(path: Path) -> str | None:
+    """The quant named by a GGUF's general.file_type, or None if absent or unreadable."""
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(path)).get_field("general.file_type")
+        ftype = int(field.parts[field.data[0]][0]) if field is not None else None
+    except Exception:  # a damaged file is reported by the engine when it loads, with llama.cpp's reason
+        return None
+    return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
 
 
 def _quant_from_name(name: str) -> str:

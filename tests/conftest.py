@@ -83,3 +83,15 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 600):
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "pythia_compare", *args], capture_output=True, text=True,
                           env=e, timeout=timeout, cwd=str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def other_tokenizer_gguf(tmp_path_factory) -> Path:
+    """A tiny model whose BPE tokenizer was trained to a smaller vocabulary: it splits text differently."""
+    from tinymodels import make_checkpoint, make_tokenizer
+
+    from pythia_compare.convert import convert_checkpoint
+
+    d = make_checkpoint(tmp_path_factory.mktemp("other") / "ckpt", seed=1)
+    make_tokenizer(d / "tokenizer.json", vocab_size=400)
+    return convert_checkpoint(d, d.parent / "other-tokenizer-F16.gguf", "F16")

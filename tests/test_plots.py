@@ -3,6 +3,7 @@ shaped like DESIGN.md's Run JSON (built by the factory in tests/plots_runs.py)."
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import subprocess
@@ -241,14 +242,9 @@ def test_generation_html_escapes_model_text_and_lists_alternatives_in_each_toolt
             span_title = plots._token_span(tok)
             assert span_title in out
             for alt in tok["top"]:
-                assert _html_unescape(repr(alt["text"])) in _html_unescape(span_title.split('title="')[1])
+                assert html.unescape(repr(alt["text"])) in html.unescape(span_title.split('title="')[1])
                 p = alt["prob"]
                 assert (f"{p:.4f}" if p >= 1e-3 else f"{p:.2e}") in span_title
-
-
-def _html_unescape(s):
-    import html
-    return html.unescape(s)
 
 
 def test_generation_tokens_are_coloured_by_probability():

@@ -1,0 +1,222 @@
+"""The engine on tiny GPT-NeoX models built here and quantized by llama.cpp's own quantizer."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, TEST_QUANTS
+from pythia_compare.config import Settings
+from pythia_compare.engine import ModelPool, bytes_to_text
+from pythia_compare.errors import BudgetError, ModelFileError
+from pythia_compare.variants import SUPPORTED_QUANTS
+
+TEXT = "Perplexity measures surprise. Quantization trades bits for error: Q8_0, Q4_K_M, Q2_K. é ü 😀 3.14159"
+
+_SUBPROCESS = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from pythia_compare.config import Settings
+from pythia_compare.engine import ModelPool
+from pythia_compare.quantize import quantize_file
+src, out_dir, quants, text = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
+pool = ModelPool(Settings(flash_attn=True))
+report = {}
+for q in quants:
+    path = quantize_file(src, f"{out_dir}/m-{q}.gguf", q) if q not in ("F16", "F32") else src
+    with pool.hold([path], 256) as (m,):
+        ids = m.tokenize(text)
+        lp = m.score(ids)
+        report[q] = [len(lp), bool(np.all(np.isfinite(lp))), float(lp.mean())]
+    pool.close()
+print(json.dumps(report))
+"""
+
+
+def test_every_supported_quant_type_runs_in_a_fresh_process(tiny_ggufs, tmp_path):
+    # A crash inside ggml (e.g. a CPU-specific matmul) kills only the child, and fails this test.
+    quants = [q for q in SUPPORTED_QUANTS if q not in ("F32", "F16")]
+    proc = subprocess.run([sys.executable, "-c", _SUBPROCESS, str(ROOT), str(tiny_ggufs["F16"]), str(tmp_path),
+                           json.dumps(quants), TEXT], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"child exited {proc.returncode}: {proc.stderr[-2000:]}"
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sorted(report) == sorted(quants)
+    with ModelPool(Settings()).hold([tiny_ggufs["F16"]], 256) as (m,):
+        f16_mean = float(m.score(m.tokenize(TEXT)).mean())
+    for q, (n, finite, mean) in report.items():
+        assert n > 10 and finite, q
+        assert 1.5 * f16_mean < mean < 0.5 * f16_mean, (q, mean, f16_mean)
+
+
+def test_listed_quants_give_finite_log_probs_in_process(tiny_ggufs, settings):
+    pool = ModelPool(settings)
+    for q in ["F32", "F16", *TEST_QUANTS]:
+        with pool.hold([tiny_ggufs[q]], 256) as (m,):
+            lp = m.score(m.tokenize(TEXT))
+            assert lp.shape == (len(m.tokenize(TEXT)) - 1,) and np.all(np.isfinite(lp)) and np.all(lp < 0), q
+    pool.close()
+
+
+def test_engine_f32_log_probs_equal_a_plain_llama_eval(tiny_ggufs, settings):
+    import llama_cpp
+
+    s = settings.replace(kv_f32=True, flash_attn=False)
+    pool = ModelPool(s)
+    with pool.hold([tiny_ggufs["F32"]], 256) as (m,):
+        ids = m.tokenize(TEXT)
+        ours = m.score(ids)
+    pool.close()
+    plain = llama_cpp.Llama(str(tiny_ggufs["F32"]), n_ctx=256, logits_all=True, verbose=False, type_k=0, type_v=0,
+                            n_threads=s.n_threads, flash_attn=False)
+    plain.eval(ids)
+    logits = np.array(plain.scores[: len(ids)], dtype=np.float64)
+    lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+    theirs = logits[np.arange(len(ids) - 1), ids[1:]] - lse[:-1]
+    np.testing.assert_allclose(ours, theirs, atol=2e-4, rtol=0)
+
+
+def test_scoring_in_small_batches_asks_only_for_the_positions_scored(tiny_ggufs, settings):
+    pool_big = ModelPool(settings)
+    pool_small = ModelPool(settings.replace(n_batch=16))
+    with pool_big.hold([tiny_ggufs["F16"]], 256) as (a,), pool_small.hold([tiny_ggufs["F16"]], 256) as (b,):
+        ids = a.tokenize(TEXT)
+        full = a.logits(ids, list(range(len(ids))))
+        some = b.logits(ids, [3, 17, len(ids) - 1])
+        assert some.shape == (3, a.n_vocab)
+        np.testing.assert_allclose(some, full[[3, 17, len(ids) - 1]], atol=2e-3)
+        np.testing.assert_allclose(b.score(ids), a.score(ids), atol=2e-3)
+        with pytest.raises(ValueError):
+            a.logits(ids, [5, 3])
+    pool_big.close()
+    pool_small.close()
+
+
+def test_top_k_is_sorted_and_sums_to_at_most_one(tiny_ggufs, settings):
+    pool = ModelPool(settings)
+    with pool.hold([tiny_ggufs["Q8_0"]], 256) as (m,):
+        ids = m.tokenize(TEXT)
+        row = m.logits(ids, [len(ids) - 1])[0]
+        top = m.top_k(row, 10)
+    pool.close()
+    probs = [t["prob"] for t in top]
+    assert len(top) == 10 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    assert top[0]["id"] == int(np.argmax(row))
+    assert all(isinstance(t["text"], str) for t in top)
+
+
+def test_byte_tokens_and_partial_utf8_decode_to_readable_text():
+    assert bytes_to_text("é".encode()) == "é"
+    assert bytes_to_text(b"\xc3") == "<0xC3>"
+    assert bytes_to_text(b"a\xf0\x9f") == "a<0xF0><0x9F>"
+    assert bytes_to_text("😀".encode()[:2] + b"x") == "<0xF0><0x9F>x"
+
+
+def test_generation_streams_tokens_whose_text_joins_into_the_decoded_output(tiny_ggufs, settings):
+    pool = ModelPool(settings)
+    with pool.hold([tiny_ggufs["F16"]], 256) as (m,):
+        ids = m.tokenize("Once upon a time")
+        stream = m.generate(ids, 12)
+        first = next(stream)  # an iterator: tokens arrive one by one
+        toks = [first, *stream]
+        assert 1 <= len(toks) <= 12
+        assert all(0 < t.prob <= 1 and t.top and t.top[0]["prob"] >= t.top[-1]["prob"] for t in toks)
+        assert "".join(t.text for t in toks) == m.detokenize([t.id for t in toks])
+        again = [t.id for t in m.generate(ids, 12)]
+        assert again == [t.id for t in toks]  # greedy is deterministic
+        s1 = [t.id for t in m.generate(ids, 12, temperature=1.5, seed=1)]
+        s1b = [t.id for t in m.generate(ids, 12, temperature=1.5, seed=1)]
+        s2 = [t.id for t in m.generate(ids, 12, temperature=1.5, seed=2)]
+        assert s1 == s1b and s1 != s2
+    pool.close()
+
+
+def test_models_over_the_budget_fail_before_loading_and_name_the_sizes(tiny_ggufs, settings):
+    sizes = {q: tiny_ggufs[q].stat().st_size for q in ("F16", "Q8_0")}
+    pool = ModelPool(settings.replace(memory_budget_bytes=sizes["F16"] + sizes["Q8_0"] - 1))
+    with pytest.raises(BudgetError) as e:
+        with pool.hold([tiny_ggufs["F16"], tiny_ggufs["Q8_0"]], 256):
+            pass
+    msg = str(e.value)
+    assert "budget" in msg and f"{sizes['F16'] / 1e6:.1f} MB" in msg and "PYTHIA_COMPARE_MEMORY_BUDGET" in msg
+    assert pool.loaded() == []
+
+
+def test_the_pool_evicts_the_least_recently_used_model_but_never_one_in_use(tiny_ggufs, settings):
+    a, b, c = tiny_ggufs["F16"], tiny_ggufs["Q8_0"], tiny_ggufs["Q6_K"]
+    budget = a.stat().st_size + b.stat().st_size + 1024
+    pool = ModelPool(settings.replace(memory_budget_bytes=budget))
+    with pool.hold([a], 256):
+        with pool.hold([b], 256):
+            pass
+        with pool.hold([c], 256):  # a is in use: b (idle) must go
+            loaded = [os.path.basename(p) for p in pool.loaded()]
+            assert a.name in loaded and c.name in loaded and b.name not in loaded
+    with pool.hold([b], 256):  # now a is idle and least recently used
+        loaded = [os.path.basename(p) for p in pool.loaded()]
+        assert a.name not in loaded and b.name in loaded
+    pool.close()
+
+
+def test_one_model_scored_from_many_threads_gives_the_serial_answer(tiny_ggufs, settings):
+    pool = ModelPool(settings)
+    with pool.hold([tiny_ggufs["Q4_K_M"]], 256) as (m,):
+        ids = m.tokenize(TEXT)
+        expected = m.score(ids)
+        results, errors = [], []
+
+        def work():
+            try:
+                results.append(m.score(ids))
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    pool.close()
+    assert not errors and len(results) == 6
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+def test_llama_cpp_logs_to_python_logging_not_to_the_terminal(tiny_ggufs, settings, caplog, capfd):
+    with caplog.at_level(logging.DEBUG, logger="pythia_compare.llama_cpp"):
+        pool = ModelPool(settings)
+        with pool.hold([tiny_ggufs["Q4_K_M"]], 256) as (m,):
+            m.score(m.tokenize("hello there"))
+        pool.close()
+    assert any("gptneox" in r.getMessage() or "llama_model_loader" in r.getMessage() for r in caplog.records)
+    out, err = capfd.readouterr()
+    assert "llama_model_loader" not in out + err
+
+
+def test_threads_default_to_the_cores_this_process_may_use():
+    assert Settings().n_threads == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "does not exist"),
+    (b"not a gguf at all", "not a GGUF"),
+])
+def test_missing_and_non_gguf_files_are_refused(tmp_path, settings, content, words):
+    path = tmp_path / "model.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=words):
+        with ModelPool(settings).hold([path], 256):
+            pass
+
+
+def test_a_truncated_gguf_is_refused_with_llama_cpps_reason(tiny_ggufs, tmp_path, settings):
+    data = tiny_ggufs["Q8_0"].read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        with ModelPool(settings).hold([cut], 256):
+            pass
