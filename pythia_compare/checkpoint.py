@@ -1,20 +1,17 @@
 """Read Hugging Face GPT-NeoX checkpoints into numpy arrays, with no torch and no pickle code.
 
 Owns finding and validating a checkpoint's files (config.json, tokenizer.json, model.safetensors,
-pytorch_model.bin, and their sharded *.index.json forms) and turning the weights into numpy arrays by
-their names in the checkpoint. Never imports torch, never runs code from a pickle, never writes a file
-and never touches the network.
+pytorch_model.bin, their sharded *.index.json forms) and turning the weights into numpy arrays by name.
+Never imports torch, runs code from a pickle, writes a file, or touches the network.
 
-pytorch_model.bin (torch's zip format: <name>/data.pkl plus one <name>/data/<key> entry per storage) is
-read by a restricted unpickler: its only globals are inert stand-ins for torch's tensor-rebuild
-functions, storage types and dtypes, and collections.OrderedDict. Any other global raises UnsafePickle
-when the pickle names it, before anything could be called; tensor bytes are read only after the whole
-pickle has been checked.
+pytorch_model.bin (torch's zip: <name>/data.pkl + <name>/data/<key> per storage) goes through a
+restricted unpickler whose only globals are inert stand-ins for torch's tensor-rebuild functions,
+storage types and dtypes, plus collections.OrderedDict: any other global raises UnsafePickle when named,
+before anything is called. Tensor bytes are read only after the whole pickle has been checked.
 
-dtypes are kept as stored (float32, float16, ints, bool), except bfloat16: numpy has none, so BF16
-weights come back as float32 arrays holding exactly the same values (each bf16 bit pattern << 16).
-safetensors 0.8.0's numpy API cannot load BF16 ("data type 'bfloat16' not understood"), so those
-tensors are read from the validated header offsets here; every other dtype goes through safe_open.
+dtypes are kept as stored, except bfloat16: numpy has none, so BF16 comes back as float32 with exactly
+the same values (bits << 16). safetensors 0.8.0's numpy API cannot load BF16 ("data type 'bfloat16' not
+understood"), so those tensors are read at the validated header offsets; the rest go through safe_open.
 """
 
 from __future__ import annotations
@@ -25,10 +22,11 @@ import math
 import pickle
 import re
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 
 from .errors import CheckpointError, UnsafePickle
 
@@ -44,37 +42,35 @@ _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 _MAX_PICKLE = 256 * 1024 * 1024  # a state-dict pickle is kilobytes; refuse absurd ones unread
 
 # safetensors dtype -> numpy dtype (little-endian on disk)
-_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": BF16, "I64": "<i8", "I32": "<i4",
-              "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1",
-              "BOOL": "?"}
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": BF16, "I64": "<i8", "I32": "<i4", "I16": "<i2",
+              "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
 # torch legacy storage class (pickled as GLOBAL 'torch <name>') -> numpy dtype
 _STORAGES = {"DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": BF16,
-             "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
-             "ByteStorage": "u1", "BoolStorage": "?", "ComplexFloatStorage": "c8",
-             "ComplexDoubleStorage": "c16"}
+             "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1", "ByteStorage": "u1",
+             "BoolStorage": "?", "ComplexFloatStorage": "c8", "ComplexDoubleStorage": "c16"}
 # torch dtypes (GLOBAL 'torch <name>', used by _rebuild_tensor_v3 with torch.storage.UntypedStorage)
 _DTYPES = {"float64": "f8", "float32": "f4", "float16": "f2", "bfloat16": BF16, "int64": "i8",
            "int32": "i4", "int16": "i2", "int8": "i1", "uint64": "u8", "uint32": "u4", "uint16": "u2",
            "uint8": "u1", "bool": "?", "complex64": "c8", "complex128": "c16"}
 # Real torch names that numpy cannot hold: a clear "unsupported dtype", not an UnsafePickle.
-_UNSUPPORTED = re.compile(r"(float8_\w+|float4_\w+|complex32|q(u)?int\w+|bits\w+|u?int[1-7]"
-                          r"|Q(U)?Int\w*Storage)")
-_REBUILDS = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-             "_rebuild_parameter_with_state"}
+_UNSUPPORTED = re.compile(r"float8_\w+|float4_\w+|complex32|q(u)?int\w+|bits\w+|u?int[1-7]|Q(U)?Int\w*Storage")
+# torch._utils rebuild functions: (argument counts, index of backward hooks, of dtype, of metadata)
+_REBUILDS = {"_rebuild_parameter": ((3,), 2, None, None), "_rebuild_parameter_with_state": ((4,), 2, None, None),
+             "_rebuild_tensor": ((4,), None, None, None), "_rebuild_tensor_v2": ((6, 7), 5, None, 6),
+             "_rebuild_tensor_v3": ((7, 8), 5, 6, 7)}
 
 
 def read_config(ckpt_dir: Path) -> dict:
     """config.json parsed; CheckpointError if missing, not JSON, or lacking the GPT-NeoX size keys."""
-    cfg = _read_json(Path(ckpt_dir) / CONFIG, "the model's config")
+    path = Path(ckpt_dir) / CONFIG
+    cfg = _read_json(path, "the model's config")
     missing = [k for k in REQUIRED_CONFIG_KEYS if k not in cfg]
     if missing:
-        raise CheckpointError(f"{Path(ckpt_dir) / CONFIG} lacks required key(s) {', '.join(missing)}; "
+        raise CheckpointError(f"{path} lacks required key(s) {', '.join(missing)}; "
                               f"a GPT-NeoX config needs all of {', '.join(REQUIRED_CONFIG_KEYS)}")
-    bad = [k for k in REQUIRED_CONFIG_KEYS
-           if not isinstance(cfg[k], int) or isinstance(cfg[k], bool) or cfg[k] <= 0]
+    bad = [f"{k}={cfg[k]!r}" for k in REQUIRED_CONFIG_KEYS if not _uint(cfg[k]) or cfg[k] == 0]
     if bad:
-        raise CheckpointError(f"{Path(ckpt_dir) / CONFIG}: " + ", ".join(f"{k}={cfg[k]!r}" for k in bad)
-                              + " must be positive integers")
+        raise CheckpointError(f"{path}: {', '.join(bad)} must be positive integers")
     return cfg
 
 
@@ -82,11 +78,9 @@ def read_tokenizer_json(ckpt_dir: Path) -> dict:
     """tokenizer.json parsed; CheckpointError if missing, not JSON, or not a BPE tokenizer."""
     path = Path(ckpt_dir) / TOKENIZER
     tok = _read_json(path, "the checkpoint's tokenizer")
-    model = tok.get("model")
-    kind = model.get("type") if isinstance(model, dict) else None
+    kind = tok["model"].get("type") if isinstance(tok.get("model"), dict) else None
     if kind != "BPE":
-        found = f"model.type {kind!r}" if kind is not None else "no model.type"
-        raise CheckpointError(f"{path} has {found}; GPT-NeoX's byte-level BPE tokenizer "
+        raise CheckpointError(f"{path} has model.type {kind!r}; GPT-NeoX's byte-level BPE tokenizer "
                               f"(model.type \"BPE\") is expected")
     return tok
 
@@ -98,11 +92,9 @@ def checkpoint_files(ckpt_dir: Path) -> list[Path]:
     followed by its shards in sorted order. CheckpointError if there are no weights or a shard is missing.
     """
     ckpt_dir = Path(ckpt_dir)
-    files = [ckpt_dir / n for n in (CONFIG, TOKENIZER) if (ckpt_dir / n).is_file()]
     weights, shards = _weights(ckpt_dir)
-    files.append(weights)
-    files.extend(ckpt_dir / s for s in sorted(shards))
-    return files
+    return ([ckpt_dir / n for n in (CONFIG, TOKENIZER) if (ckpt_dir / n).is_file()] + [weights]
+            + [ckpt_dir / s for s in sorted(set(shards.values()))])
 
 
 def read_tensors(ckpt_dir: Path) -> dict[str, np.ndarray]:
@@ -114,11 +106,10 @@ def read_tensors(ckpt_dir: Path) -> dict[str, np.ndarray]:
     """
     ckpt_dir = Path(ckpt_dir)
     weights, shards = _weights(ckpt_dir)
-    if not shards:
-        return _read_one(weights)
     out: dict[str, np.ndarray] = {}
-    for shard in sorted(set(shards.values()), key=list(shards.values()).index):
-        for name, arr in _read_one(ckpt_dir / shard).items():
+    for file in ([ckpt_dir / s for s in dict.fromkeys(shards.values())] if shards else [weights]):
+        read, shard = (_read_safetensors if file.suffix == ".safetensors" else _read_torch_zip), file.name
+        for name, arr in read(file).items():
             if name in out:
                 raise CheckpointError(f"tensor {name!r} appears in more than one shard of {weights}")
             if shards.get(name, shard) != shard:
@@ -130,8 +121,6 @@ def read_tensors(ckpt_dir: Path) -> dict[str, np.ndarray]:
                               f"e.g. {lost[0]!r} in {shards[lost[0]]}")
     return out
 
-
-# ----------------------------------------------------------------------------- files and JSON
 
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
@@ -159,24 +148,28 @@ def _weights(ckpt_dir: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _read_index(path: Path) -> dict[str, str]:
-    index = _read_json(path, "the shard index")
-    wmap = index.get("weight_map")
-    if not isinstance(wmap, dict) or not wmap or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in wmap.items()):
+    wmap = _read_json(path, "the shard index").get("weight_map")
+    if not isinstance(wmap, dict) or not wmap or not all(isinstance(v, str) for v in wmap.values()):
         raise CheckpointError(f"{path} has no usable weight_map (an object of tensor name -> shard file)")
     shards = sorted(set(wmap.values()))
-    odd = [s for s in shards if "/" in s or "\\" in s or s.startswith(".") or not s]
-    if odd:
+    if odd := [s for s in shards if "/" in s or "\\" in s or s.startswith(".") or not s]:
         raise CheckpointError(f"{path} names shard {odd[0]!r}; shards must be plain file names beside it")
-    missing = [s for s in shards if not (path.parent / s).is_file()]
-    if missing:
+    if missing := [s for s in shards if not (path.parent / s).is_file()]:
         raise CheckpointError(f"{path} lists {len(shards)} shard(s) but {len(missing)} are missing "
                               f"from {path.parent}: {', '.join(missing)}")
     return wmap
 
 
-def _read_one(path: Path) -> dict[str, np.ndarray]:
-    return _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch_zip(path)
+def _itemsize(code: str) -> int:
+    return 2 if code == BF16 else np.dtype(code).itemsize
+
+
+def _uint(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _uints(v: object, types: tuple = (list,)) -> bool:
+    return isinstance(v, types) and all(map(_uint, v))
 
 
 def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -184,22 +177,15 @@ def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype("<u4") << 16).view("<f4").astype(np.float32, copy=False)
 
 
-# ----------------------------------------------------------------------------- safetensors
-
 def _safetensors_header(path: Path) -> tuple[int, dict[str, tuple[str, tuple[int, ...], int, int]]]:
     """Validate the header ourselves: (data start, {name: (dtype, shape, begin, end)})."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if n < 0:
-                raise CheckpointError(f"{path} is {size} bytes, too short for a safetensors header")
-            if n > size - 8:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n > min(size - 8, _MAX_HEADER):
                 raise CheckpointError(f"{path}: safetensors header length {n} bytes is larger than the "
-                                      f"file ({size} bytes); the file is truncated or not safetensors")
-            if n > _MAX_HEADER:
-                raise CheckpointError(f"{path}: safetensors header of {n} bytes exceeds {_MAX_HEADER}")
+                                      f"file ({size} bytes) or {_MAX_HEADER}; truncated or not safetensors")
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(f"{path} cannot be read: {e.strerror or e}") from None
@@ -221,7 +207,7 @@ def _safetensors_header(path: Path) -> tuple[int, dict[str, tuple[str, tuple[int
         if dtype not in _ST_DTYPES:
             raise CheckpointError(f"{where} has unsupported dtype {dtype!r}; supported: "
                                   f"{', '.join(_ST_DTYPES)}")
-        if not _is_ints(shape) or not _is_ints(offs) or len(offs) != 2:
+        if not _uints(shape) or not _uints(offs) or len(offs) != 2:
             raise CheckpointError(f"{where}: shape {shape!r} / data_offsets {offs!r} must be lists of "
                                   f"non-negative integers (offsets: [begin, end])")
         begin, end = offs
@@ -244,31 +230,26 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     start, entries = _safetensors_header(path)
     out: dict[str, np.ndarray] = {}
     try:
-        from safetensors import safe_open
         with safe_open(str(path), framework="numpy") as f:
             for name, (dtype, shape, begin, end) in entries.items():
                 if dtype == "BF16":
                     bits = np.fromfile(path, dtype="<u2", count=(end - begin) // 2, offset=start + begin)
                     arr = _bf16_to_f32(bits).reshape(shape)
                 else:
+                    # safetensors 0.8.0's numpy API returns 0-d tensors as shape (1,): restore ().
                     arr = np.ascontiguousarray(f.get_tensor(name))
+                    if arr.size == math.prod(shape):
+                        arr = arr.reshape(shape)
                     if arr.shape != shape or arr.dtype != np.dtype(_ST_DTYPES[dtype]):
                         raise CheckpointError(f"{path}: tensor {name!r} read back as {arr.dtype}{arr.shape}, "
                                               f"header says {dtype}{list(shape)}")
                 out[name] = arr
-    except CheckpointError:
+    except (CheckpointError, MemoryError):
         raise
     except Exception as e:  # the library's own refusal, reworded with the file named
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
     return out
 
-
-def _is_ints(v: object) -> bool:
-    return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                                       for x in v)
-
-
-# ----------------------------------------------------------------------------- pytorch_model.bin
 
 class _Inert:
     """Base of everything the restricted unpickler can hand out: a BUILD opcode on it is refused."""
@@ -279,7 +260,7 @@ class _Inert:
 
 
 class _DType(_Inert):
-    """Stand-in for a torch storage class or torch dtype: just the numpy dtype code."""
+    """Stand-in for a torch storage class (untyped: torch.UntypedStorage) or torch dtype."""
     __slots__ = ("code", "untyped")
 
     def __init__(self, code: str, untyped: bool = False) -> None:
@@ -287,6 +268,7 @@ class _DType(_Inert):
 
 
 class _Storage(_Inert):
+    """A persistent-id storage reference: zip entry key, dtype code, element (untyped: byte) count."""
     __slots__ = ("key", "code", "numel", "untyped")
 
     def __init__(self, key: str, code: str, numel: int, untyped: bool) -> None:
@@ -294,21 +276,11 @@ class _Storage(_Inert):
 
 
 class _Tensor(_Inert):
+    """A tensor as a view of a storage; its bytes are read only after the whole pickle is checked."""
     __slots__ = ("storage", "code", "offset", "size", "stride")
 
     def __init__(self, storage: _Storage, code: str, offset: int, size: tuple, stride: tuple) -> None:
         self.storage, self.code, self.offset, self.size, self.stride = storage, code, offset, size, stride
-
-
-def _itemsize(code: str) -> int:
-    return 2 if code == BF16 else np.dtype(code).itemsize
-
-
-def _check_ints(v: object, what: str) -> tuple[int, ...]:
-    if not isinstance(v, (tuple, list)) or not all(
-            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v):
-        raise CheckpointError(f"tensor {what} {v!r} is not a tuple of non-negative integers")
-    return tuple(v)
 
 
 class _Rebuild(_Inert):
@@ -320,43 +292,34 @@ class _Rebuild(_Inert):
 
     def __call__(self, *args: object) -> _Tensor:
         fn, n = self.fn, len(args)
-        if fn in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
-            if n != (3 if fn == "_rebuild_parameter" else 4) or not isinstance(args[0], _Tensor):
-                raise CheckpointError(f"{fn} called with unexpected arguments")
-            self._no_hooks(args[2])
-            return args[0]
-        arity = {"_rebuild_tensor": (4,), "_rebuild_tensor_v2": (6, 7), "_rebuild_tensor_v3": (7, 8)}[fn]
+        arity, hooks, dtype, meta = _REBUILDS[fn]
         if n not in arity:
-            raise CheckpointError(f"{fn} called with {n} arguments, expected {arity}")
-        storage, offset = args[0], args[1]
+            raise CheckpointError(f"{fn} called with {n} arguments, expected {' or '.join(map(str, arity))}")
+        if hooks is not None and (not isinstance(args[hooks], dict) or args[hooks]):
+            raise CheckpointError(f"{fn}: a tensor carries backward hooks; a weights file never does")
+        if meta is not None and meta < n and args[meta]:
+            raise CheckpointError(f"{fn}: tensor metadata {args[meta]!r:.80} (conj/neg bits) is unsupported")
+        if fn.startswith("_rebuild_parameter"):
+            if not isinstance(args[0], _Tensor):
+                raise CheckpointError(f"{fn} got a {type(args[0]).__name__} where a tensor belongs")
+            return args[0]
+        storage, offset, size, stride = args[:4]
         if not isinstance(storage, _Storage):
             raise CheckpointError(f"{fn} got a {type(storage).__name__} where a storage belongs")
-        size, stride = _check_ints(args[2], "size"), _check_ints(args[3], "stride")
-        if len(size) != len(stride) or not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise CheckpointError(f"{fn}: size {size}, stride {stride}, offset {offset!r} do not fit")
-        if n > 4:
-            if not isinstance(args[4], bool):
-                raise CheckpointError(f"{fn}: requires_grad {args[4]!r} is not a bool")
-            self._no_hooks(args[5])
-        metadata = {"_rebuild_tensor_v2": 6, "_rebuild_tensor_v3": 7}.get(fn, n)
-        metadata = args[metadata] if metadata < n else None
-        if metadata:
-            raise CheckpointError(f"tensor metadata {metadata!r} (conj/neg bits) is not supported")
+        if not (_uint(offset) and _uints(size, (tuple, list)) and _uints(stride, (tuple, list))
+                and len(size) == len(stride)):
+            raise CheckpointError(f"{fn}: offset {offset!r:.40}, size {size!r:.80}, stride {stride!r:.80} "
+                                  f"are not a valid view")
         code = storage.code
-        if fn == "_rebuild_tensor_v3":
-            if not isinstance(args[6], _DType) or args[6].untyped:
-                raise CheckpointError(f"{fn} got {args[6]!r} where a torch dtype belongs")
-            code = args[6].code
+        if dtype is not None:
+            if not isinstance(args[dtype], _DType) or args[dtype].untyped:
+                raise CheckpointError(f"{fn} got a {type(args[dtype]).__name__} where a torch dtype belongs")
+            code = args[dtype].code
             if not storage.untyped and storage.code != code:
-                raise CheckpointError(f"{fn}: storage of {storage.code} read as {code}")
+                raise CheckpointError(f"{fn}: a storage of {storage.code} read as {code}")
         elif storage.untyped:
             raise CheckpointError(f"{fn} got an untyped storage without a dtype")
-        return _Tensor(storage, code, offset, size, stride)
-
-    @staticmethod
-    def _no_hooks(hooks: object) -> None:
-        if not isinstance(hooks, dict) or hooks:
-            raise CheckpointError("a tensor carries backward hooks; a weights file never should")
+        return _Tensor(storage, code, offset, tuple(size), tuple(stride))
 
 
 class _TensorUnpickler(pickle.Unpickler):
@@ -386,23 +349,19 @@ class _TensorUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise CheckpointError(f"unexpected persistent id {pid!r:.80}; expected ('storage', …)")
         _, stype, key, _location, numel = pid
-        if not isinstance(stype, _DType) or not isinstance(key, str) or not re.fullmatch(r"\w+", key) \
-                or not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+        if not (isinstance(stype, _DType) and isinstance(key, str) and re.fullmatch(r"\w+", key)
+                and _uint(numel)):
             raise CheckpointError(f"malformed storage reference {pid!r:.120}")
-        if key in self.storages:
-            known = self.storages[key]
-            if (known.code, known.numel, known.untyped) != (stype.code, numel, stype.untyped):
-                raise CheckpointError(f"storage {key!r} is described two different ways")
-            return known
-        self.storages[key] = _Storage(key, stype.code, numel, stype.untyped)
-        return self.storages[key]
+        known = self.storages.setdefault(key, _Storage(key, stype.code, numel, stype.untyped))
+        if (known.code, known.numel, known.untyped) != (stype.code, numel, stype.untyped):
+            raise CheckpointError(f"storage {key!r} is described two different ways")
+        return known
 
 
 def _read_torch_zip(path: Path) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as zf:
-            refs, prefix, big = _unpickle_state(zf, path)
-            return _materialize(zf, path, refs, prefix, big)
+            return _materialize(zf, path, *_unpickle_state(zf, path))
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{path} is not a readable zip archive (truncated or corrupt: {e}); "
                               f"torch's pre-1.6 non-zip format is not supported either") from None
@@ -411,6 +370,7 @@ def _read_torch_zip(path: Path) -> dict[str, np.ndarray]:
 
 
 def _unpickle_state(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, _Tensor], str, bool]:
+    """Check and load data.pkl: ({name: _Tensor}, the entry prefix, big-endian?). Reads no tensor data."""
     pkls = [n for n in zf.namelist() if re.fullmatch(r"[^/]+/data\.pkl", n)]
     if len(pkls) != 1:
         raise CheckpointError(f"{path} is a zip but not torch's layout: expected one <name>/data.pkl, "
@@ -418,15 +378,13 @@ def _unpickle_state(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, _Tensor]
     prefix = pkls[0][: -len("/data.pkl")]
     if zf.getinfo(pkls[0]).file_size > _MAX_PICKLE:
         raise CheckpointError(f"{path}: {pkls[0]} is larger than {_MAX_PICKLE} bytes")
-    big = False
+    order = "little"  # torch before 1.10 wrote no byteorder entry, and only little-endian
     if f"{prefix}/byteorder" in zf.namelist():
         order = zf.read(f"{prefix}/byteorder").decode("ascii", "replace").strip()
-        if order not in ("little", "big"):
-            raise CheckpointError(f"{path}: byteorder entry says {order!r}, not little or big")
-        big = order == "big"
-    unpickler = _TensorUnpickler(zf.read(pkls[0]))
+    if order not in ("little", "big"):
+        raise CheckpointError(f"{path}: byteorder entry says {order!r:.40}, not little or big")
     try:
-        state = unpickler.load()
+        state = _TensorUnpickler(zf.read(pkls[0])).load()
     except UnsafePickle as e:
         raise UnsafePickle(f"{path}: {e}") from None
     except CheckpointError as e:
@@ -440,14 +398,14 @@ def _unpickle_state(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, _Tensor]
         if not isinstance(k, str) or not isinstance(v, _Tensor):
             raise CheckpointError(f"{path}: state dict entry {k!r:.80} is a {type(v).__name__}, "
                                   f"not a tensor")
-    return state, prefix, big
+    return state, prefix, order == "big"
 
 
 def _materialize(zf: zipfile.ZipFile, path: Path, refs: dict[str, _Tensor], prefix: str,
                  big: bool) -> dict[str, np.ndarray]:
-    users: dict[str, int] = {}
-    for t in refs.values():
-        users[t.storage.key] = users.get(t.storage.key, 0) + 1
+    """Read each storage entry once and cut every tensor out of it (copied unless it is the whole
+    storage and nothing else shares it). Returns C-contiguous native-endian arrays."""
+    users = Counter(t.storage.key for t in refs.values())
     buffers: dict[str, bytearray] = {}
     out: dict[str, np.ndarray] = {}
     for name, t in refs.items():
@@ -456,15 +414,14 @@ def _materialize(zf: zipfile.ZipFile, path: Path, refs: dict[str, _Tensor], pref
         if s.key not in buffers:
             buffers[s.key] = _read_entry(zf, path, f"{prefix}/data/{s.key}", nbytes)
         isz = _itemsize(t.code)
-        raw = "<u2" if t.code == BF16 else t.code
-        dt = np.dtype(raw).newbyteorder(">" if big else "<")
+        dt = np.dtype("<u2" if t.code == BF16 else t.code).newbyteorder(">" if big else "<")
         count = nbytes // isz
         last = t.offset + sum((n - 1) * st for n, st in zip(t.size, t.stride)) if 0 not in t.size else -1
-        if last >= count:
+        if last >= count or math.prod(t.size) > count:  # the latter: a stride-0 view (never in weights)
             raise CheckpointError(f"{path}: tensor {name!r} (offset {t.offset}, size {t.size}, stride "
-                                  f"{t.stride}) reaches past its storage of {count} elements")
+                                  f"{t.stride}) does not fit its storage of {count} elements")
         if 0 in t.size:
-            arr = np.zeros(t.size, dtype=dt)
+            arr = np.zeros(t.size, dtype=dt.newbyteorder("="))
         else:
             arr = np.ndarray(t.size, dtype=dt, buffer=buffers[s.key], offset=t.offset * isz,
                              strides=tuple(st * isz for st in t.stride))
@@ -484,11 +441,8 @@ def _read_entry(zf: zipfile.ZipFile, path: Path, entry: str, nbytes: int) -> byt
         raise CheckpointError(f"{path}: storage entry {entry} holds {info.file_size} bytes, the pickle "
                               f"says {nbytes}")
     buf = bytearray(nbytes)
-    view, got = memoryview(buf), 0
-    with zf.open(info) as fh:
-        while got < nbytes:
-            n = fh.readinto(view[got:])
-            if not n:
-                raise CheckpointError(f"{path}: storage entry {entry} ends after {got} of {nbytes} bytes")
-            got += n
+    with zf.open(info) as fh:  # ZipExtFile reads until full or EOF, and checks the CRC at EOF
+        got = fh.readinto(buf)
+    if got != nbytes:
+        raise CheckpointError(f"{path}: storage entry {entry} ends after {got} of {nbytes} bytes")
     return buf
