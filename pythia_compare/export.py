@@ -1,0 +1,88 @@
+"""Run JSON -> CSV text for spreadsheets: one tidy row per (model, scored position).
+
+Owns the CSV layout of a run. Pure: takes the run dict (DESIGN.md "Run JSON") and returns text; never opens
+the database, a file or a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+
+COLUMNS = ("run_id", "role", "spec", "label", "position", "token_index", "token", "logprob", "prob",
+           "surprisal_bits", "kld", "dp")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def scored_token_indices(run: dict) -> list[int] | None:
+    """Index into input.tokens of the token scored at each position of token_logprobs, or None if unknown.
+
+    Prompt mode: position j scores token j + 1. Corpus mode (llama-perplexity's layout): n_tokens // ctx
+    chunks, each scoring its chunk positions ctx//2 + 1 … ctx - 1. None when the counts do not line up.
+    """
+    inp, params = run.get("input") or {}, run.get("params") or {}
+    tokens = inp.get("tokens") or []
+    n = max((len(e.get("token_logprobs") or []) for _, e in _entries(run)), default=0)
+    if params.get("scoring") == "corpus":
+        ctx = int(params.get("ctx") or 0)
+        if ctx < 4:
+            return None
+        idx = [c * ctx + j for c in range(len(tokens) // ctx) for j in range(ctx // 2 + 1, ctx)]
+    else:
+        idx = list(range(1, len(tokens)))
+    return idx if len(idx) >= n else None
+
+
+def _entries(run: dict) -> list[tuple[str, dict]]:
+    ref = run.get("reference")
+    return ([("reference", ref)] if ref else []) + [("variant", v) for v in run.get("variants") or []]
+
+
+def _text(s: object) -> str:
+    """A text cell; one a spreadsheet would run as a formula gets a leading apostrophe."""
+    s = _LONE_SURROGATE.sub("\ufffd", "" if s is None else str(s))  # so the text encodes as UTF-8
+    return "'" + s if s.startswith(_FORMULA_START) else s
+
+
+def _num(x: object) -> str:
+    return "" if x is None else repr(float(x))
+
+
+def run_to_csv(run: dict) -> str:
+    """The run's per-token table as CSV text (header first, CRLF line ends, quoting by the csv module).
+
+    One row per (model, scored position): the reference first (role "reference"), then the variants in order.
+    Columns:
+      run_id          the run's id (empty if unsaved)
+      role            "reference" | "variant"
+      spec, label     the model's spec string and its short human name
+      position        0-based index into the model's token_logprobs (the scored positions)
+      token_index     index of the scored token in input.tokens (empty when the layout cannot be aligned)
+      token           that token's text
+      logprob         natural-log probability the model gave the token
+      prob            exp(logprob)
+      surprisal_bits  -logprob / ln 2
+      kld, dp         the variant's KL divergence from the reference and Δp = p_var - p_ref at that position;
+                      empty for the reference and for runs without a reference
+    Numbers are written with full precision (Python's repr). Text cells starting with = + - @ or a tab/CR get
+    a leading apostrophe so a spreadsheet shows them instead of evaluating them; a lone surrogate (half of a
+    character split across tokens) becomes U+FFFD, so the text always encodes as UTF-8.
+    """
+    tokens = (run.get("input") or {}).get("tokens") or []
+    idx = scored_token_indices(run)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for role, e in _entries(run):
+        kld = e.get("kld") or {}
+        per, dp = kld.get("per_token") or [], kld.get("dp_per_token") or []
+        for j, lp in enumerate(e.get("token_logprobs") or []):
+            ti = idx[j] if idx is not None and idx[j] < len(tokens) else None
+            w.writerow([_text(run.get("run_id")), role, _text(e.get("spec")), _text(e.get("label")), j,
+                        "" if ti is None else ti, "" if ti is None else _text(tokens[ti]), _num(lp),
+                        "" if lp is None else _num(math.exp(lp)), "" if lp is None else _num(-lp / math.log(2)),
+                        _num(per[j]) if j < len(per) else "", _num(dp[j]) if j < len(dp) else ""])
+    return buf.getvalue()

@@ -1,0 +1,92 @@
+"""Schema of the run log: append-only migrations registered with sqlite-utils' `Migrations`.
+
+Owns the tables, columns, indexes and full-text index of the SQLite run log. Each function is one step, named
+mNNN_what; once released a step is never edited or reordered, only followed by new ones (a database records
+which steps it has had in `_sqlite_migrations`). Never reads or writes runs: store.py does.
+
+Tables (plain columns for scalars; JSON text only where the shape varies; every table has an `extra` JSON
+column, NULL unless a run held keys this schema has no column for, see store.py):
+
+- runs: one row per run: input text and tokens, the parameters, versions, owner.
+- run_variants: one row per model of a run; position 0 is the reference when the run has one, then the
+  variants in the order given. role is 'reference' or 'variant'.
+- run_kld: the KL-divergence statistics of one (run_id, position) against the run's reference.
+- runs_fts: FTS5 index of runs.text, kept current by triggers.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("pythia_compare")
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    """runs, run_variants and run_kld, with indexes on run_id and created_at."""
+    db["runs"].create({
+        "id": str,
+        "created_at": str,  # UTC ISO 8601, e.g. 2025-01-01T12:00:00.123456+00:00
+        "text": str,
+        "n_tokens": int,
+        "tokens": str,  # JSON list of token texts
+        "scoring": str,  # 'prompt' | 'corpus'
+        "ctx": int,
+        "top_k": int,
+        "max_tokens": int,
+        "temperature": float,
+        "seed": int,
+        "flash_attn": int,  # 0 | 1
+        "reference_spec": str,  # NULL when the run has no reference
+        "schema": int,  # the run JSON's schema version
+        "versions": str,  # JSON {"pythia_compare": str, "llama_cpp_python": str}
+        "extra": str,  # JSON, NULL normally
+    }, pk="id", not_null={"created_at", "text"})
+    db["run_variants"].create({
+        "run_id": str,
+        "position": int,
+        "role": str,
+        "spec": str,
+        "label": str,
+        "repo": str,
+        "commit_sha": str,
+        "file": str,
+        "sha256": str,
+        "bytes": int,
+        "quant": str,
+        "ppl": float,
+        "ppl_err": float,
+        "n_scored": int,
+        "token_logprobs": str,  # JSON [float], one per scored position
+        "next_token": str,  # JSON [{"id", "text", "prob"}]
+        "generation": str,  # JSON null | {"text", "tokens": [...]}
+        "load_s": float,
+        "score_s": float,
+        "generate_s": float,
+        "extra": str,
+    }, pk=("run_id", "position"), foreign_keys=[("run_id", "runs", "id")], not_null={"role", "spec"})
+    kld: dict = {"run_id": str, "position": int}
+    kld.update({name: float for name in (  # one column per scalar KL statistic (runrows.KLD_STATS)
+        "mean", "mean_err", "max", "p99_9", "p99", "p95", "p90", "median", "p10", "p5", "p1", "p0_1", "min",
+        "dp_mean", "dp_mean_err", "dp_rms", "dp_rms_err", "dp_max", "dp_p99_9", "dp_p99", "dp_p95", "dp_p90",
+        "dp_p75", "dp_median", "dp_p25", "dp_p10", "dp_p5", "dp_p1", "dp_p0_1", "dp_min", "same_top",
+        "same_top_err", "ppl_ratio", "ppl_ratio_err", "ln_ratio", "ln_ratio_err", "ppl_diff", "ppl_diff_err",
+        "cor_ln_ppl", "ppl", "ppl_err", "ppl_ref", "ppl_ref_err")})
+    kld.update({"per_token": str, "dp_per_token": str, "extra": str})  # JSON [float]
+    db["run_kld"].create(kld, pk=("run_id", "position"), foreign_keys=[("run_id", "runs", "id")])
+    db["runs"].create_index(["created_at"])
+    db["run_variants"].create_index(["run_id"])
+    db["run_kld"].create_index(["run_id"])
+
+
+@migrations()
+def m002_runs_fts(db: sqlite_utils.Database) -> None:
+    """Full-text search on runs.text (FTS5, external content, triggers keep it current; existing rows indexed)."""
+    db["runs"].enable_fts(["text"], create_triggers=True)
+
+
+@migrations()
+def m003_owner(db: sqlite_utils.Database) -> None:
+    """runs.owner: who may delete a run on a shared deployment (NULL: nobody in particular)."""
+    db["runs"].add_column("owner", str)
+    db["runs"].create_index(["owner"])

@@ -1,0 +1,286 @@
+"""The run log: `RunStore` saves run JSON dicts to SQLite and gives them back exactly.
+
+Owns the database file: connections (one per thread), WAL mode, write transactions, applying migrations.py,
+ids and timestamps, full-text search over input texts, listing, owner-scoped deletes. The mapping of a run
+dict onto rows lives in runrows.py, the schema in migrations.py. Never runs a model, computes a metric or
+draws a figure.
+
+Round trip: `get(save(run))` equals `run` plus "run_id" and "created_at" (any given values of those two are
+replaced), floats bit for bit.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlite_utils
+
+from .errors import BadInput, RunNotFound
+from .migrations import migrations
+from .runrows import RunFormatError, rows_of, run_of, short_repr, text_or_none
+
+__all__ = ["RunStore", "RunFormatError", "RunLogError"]
+
+BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another writer's lock before failing
+MAX_LIST_LIMIT = 1000  # the most summary rows one list() call returns
+PREVIEW_CHARS = 80  # characters of the input text in a summary row
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the alphabet of secrets.token_urlsafe; anything else is not an id
+
+
+class RunLogError(BadInput):
+    """The run log database cannot be opened (not a SQLite file, unwritable location)."""
+
+
+# ------------------------------------------------------------------------------------------ the store
+
+
+def _describe_id(run_id: Any) -> str:
+    if not isinstance(run_id, str):
+        return f"{type(run_id).__name__} {short_repr(run_id)}"
+    if len(run_id) > 40:
+        return f"{run_id[:40]!r}… ({len(run_id)} characters)"
+    return repr(run_id)
+
+
+def _not_found(run_id: Any) -> RunNotFound:
+    return RunNotFound(f"no stored run has the id {_describe_id(run_id)}; "
+                       f"`python -m pythia_compare runs list` shows the stored runs")
+
+
+def _fts_query(query: str) -> str:
+    """User text -> an FTS5 expression: every whitespace-separated word quoted as a phrase, ANDed."""
+    clean = query.encode("utf-8", "replace").decode("utf-8")  # lone surrogates become "?"
+    words = clean.replace("\x00", " ").split()
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+class _Handle:
+    """One thread's connection (a weak-referenceable holder, so close() can find it)."""
+    __slots__ = ("db", "__weakref__")
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+
+
+class RunStore:
+    """The run log in one SQLite file.
+
+    Threads: each thread gets its own sqlite3 connection (threading.local), all in WAL mode, so readers never
+    block and writers queue on SQLite's own lock (busy timeout BUSY_TIMEOUT_S). Every write is one
+    `BEGIN IMMEDIATE` transaction; several RunStore objects, threads and processes may share a file.
+    Opening applies any pending migrations (once, under the write lock).
+    """
+
+    def __init__(self, path: str | Path):
+        if str(path) == ":memory:" or not str(path):
+            raise RunLogError("RunStore needs a database file path (each thread opens its own connection, so "
+                              "':memory:' would give every thread a different empty database)")
+        self.path = Path(path).expanduser()
+        self._local = threading.local()
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._handles_lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._db()
+            if migrations.pending(db):
+                with self._write() as db:
+                    migrations.apply(db)
+        except OSError as e:
+            raise RunLogError(f"cannot create the run log at {self.path}: {e.strerror or e}") from None
+        except sqlite3.DatabaseError as e:
+            raise RunLogError(f"cannot open the run log {self.path}: {e}; give --db a new file name or an "
+                              f"existing pythia-compare database") from None
+
+    # -------------------------------------------------------------------------------- connections
+
+    def _db(self) -> sqlite_utils.Database:
+        handle = getattr(self._local, "handle", None)
+        if handle is not None:
+            return handle.db
+        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            _ensure_wal(conn)
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+        except BaseException:
+            conn.close()
+            raise
+        handle = _Handle(db)
+        self._local.handle = handle
+        with self._handles_lock:
+            self._handles.add(handle)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+        db = self._db()
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.conn.execute("COMMIT")
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction, so the queries inside see one snapshot."""
+        conn = self._db().conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this store opened (call when no thread is using it any more)."""
+        with self._handles_lock:
+            handles = list(self._handles)
+            self._handles.clear()
+        for h in handles:
+            h.db.conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------------------- API
+
+    def save(self, run: dict, owner: str | None = None) -> str:
+        """Store a run JSON dict (DESIGN.md schema) in one transaction; return its new id after COMMIT.
+
+        The id is random (secrets.token_urlsafe(12): 96 bits, URL-safe); created_at is the UTC time of saving.
+        Any "run_id"/"created_at" in `run` are replaced, and `run` itself is not modified. A malformed run
+        raises RunFormatError naming the offending key, before anything is written.
+        """
+        owner = text_or_none(owner, "owner")
+        run_row, variant_rows, kld_rows = rows_of(run)
+        created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        for _attempt in range(5):
+            run_id = secrets.token_urlsafe(12)
+            try:
+                with self._write() as db:
+                    db["runs"].insert({**run_row, "id": run_id, "created_at": created_at, "owner": owner})
+                    db["run_variants"].insert_all([{**r, "run_id": run_id} for r in variant_rows])
+                    db["run_kld"].insert_all([{**r, "run_id": run_id} for r in kld_rows])
+                return run_id
+            except sqlite3.IntegrityError as e:
+                if "runs.id" not in str(e):
+                    raise
+        raise RunLogError("could not draw an unused run id in 5 attempts")  # pragma: no cover (2^-96 odds)
+
+    def get(self, run_id: str) -> dict:
+        """The stored run JSON of `run_id`, exactly as saved plus run_id/created_at; RunNotFound otherwise."""
+        if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
+            raise _not_found(run_id)
+        with self._read() as conn:
+            conn.row_factory = sqlite3.Row
+            try:
+                run_row = conn.execute("SELECT * FROM runs WHERE id = ?", [run_id]).fetchone()
+                if run_row is None:
+                    raise _not_found(run_id)
+                variant_rows = conn.execute("SELECT * FROM run_variants WHERE run_id = ? ORDER BY position",
+                                            [run_id]).fetchall()
+                kld_rows = conn.execute("SELECT * FROM run_kld WHERE run_id = ?", [run_id]).fetchall()
+            finally:
+                conn.row_factory = None
+        return run_of(dict(run_row), [dict(r) for r in variant_rows], [dict(k) for k in kld_rows])
+
+    def list(self, query: str | None = None, owner: str | None = None, limit: int = 50,
+             offset: int = 0) -> list[dict]:
+        """Summary rows, newest first.
+
+        Each row: {"run_id", "created_at", "preview" (the text's first PREVIEW_CHARS characters, "…" when cut),
+        "n_tokens", "scoring", "reference" (spec or None), "reference_ppl", "variants": [{"spec", "label",
+        "ppl"}]}. `query` searches the input texts (every word must occur; any text is taken literally, so
+        quotes, AND/OR/NOT, * and column: filters are plain words); None or blank lists all. `owner` keeps
+        only that owner's runs; None keeps everyone's.
+        """
+        for name, v in (("limit", limit), ("offset", offset)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise BadInput(f"{name} must be a whole number ≥ 0, got {short_repr(v)}")
+        if query is not None and not isinstance(query, str):
+            raise BadInput(f"query must be text, got {short_repr(query)}")
+        if owner is not None and not isinstance(owner, str):
+            raise BadInput(f"owner must be a string or None, got {short_repr(owner)}")
+        if owner is not None:
+            owner = owner.encode("utf-8", "replace").decode("utf-8")
+        match = _fts_query(query or "")
+        sql = ["SELECT r.id, r.created_at, substr(r.text, 1, ?) AS preview, length(r.text) AS chars, r.n_tokens,",
+               "r.scoring, r.reference_spec FROM runs r"]
+        params: list = [PREVIEW_CHARS]
+        if match:
+            sql.append("JOIN runs_fts ON runs_fts.rowid = r.rowid AND runs_fts MATCH ?")
+            params.append(match)
+        if owner is not None:
+            sql.append("WHERE r.owner = ?")
+            params.append(owner)
+        sql.append("ORDER BY r.created_at DESC, r.rowid DESC LIMIT ? OFFSET ?")
+        params += [min(limit, MAX_LIST_LIMIT), offset]
+        with self._read() as conn:
+            runs = conn.execute(" ".join(sql), params).fetchall()
+            ids = [r[0] for r in runs]
+            entries: dict[str, list] = {i: [] for i in ids}
+            if ids:
+                marks = ",".join("?" * len(ids))
+                for run_id, role, spec, label, ppl in conn.execute(
+                        f"SELECT run_id, role, spec, label, ppl FROM run_variants WHERE run_id IN ({marks}) "
+                        f"ORDER BY run_id, position", ids):
+                    entries[run_id].append((role, {"spec": spec, "label": label, "ppl": ppl}))
+        out = []
+        for run_id, created_at, preview, chars, n_tokens, scoring, reference in runs:
+            ref = next((e for role, e in entries[run_id] if role == "reference"), None)
+            out.append({"run_id": run_id, "created_at": created_at,
+                        "preview": preview + ("…" if chars > PREVIEW_CHARS else ""), "n_tokens": n_tokens,
+                        "scoring": scoring, "reference": reference, "reference_ppl": ref["ppl"] if ref else None,
+                        "variants": [e for role, e in entries[run_id] if role == "variant"]})
+        return out
+
+    def delete(self, run_id: str, owner: str | None = None) -> None:
+        """Delete a run and its rows. With `owner`, only that owner's run: another's raises RunNotFound too."""
+        if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
+            raise _not_found(run_id)
+        with self._write() as db:
+            row = db.conn.execute("SELECT owner FROM runs WHERE id = ?", [run_id]).fetchone()
+            if row is None or (owner is not None and row[0] != owner):
+                raise _not_found(run_id)
+            for table in ("run_kld", "run_variants"):
+                db.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            db.conn.execute("DELETE FROM runs WHERE id = ?", [run_id])
+
+    def count(self) -> int:
+        """How many runs are stored."""
+        return self._db().conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+
+def _ensure_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (persistent); retries while another connection briefly holds it locked."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("could not switch the database to WAL mode: it stayed locked")
+        time.sleep(0.01)
