@@ -188,7 +188,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
             data = run_to_csv(run)
         if args.out:
-            Path(args.out).write_text(data, encoding="utf-8")
+            with open(args.out, "w", encoding="utf-8", newline="") as f:
+                f.write(data)
             print(f"wrote {args.out}", file=sys.stderr)
         else:
             sys.stdout.write(data if data.endswith("\n") else data + "\n")

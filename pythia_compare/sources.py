@@ -90,6 +90,10 @@ class Resolver:
         say(f"{variant.label}: looking up {repo}")
         commit = self.hub.resolve_commit(repo, revision)
         files = self.hub.list_gguf_files(repo, commit)
+        if variant.quant not in files and self.settings.offline:
+            raise OfflineMissing(f"offline, and no {variant.quant} GGUF of {repo} is cached (cached: "
+                                 f"{', '.join(sorted(files)) or 'none'}); run once online to fetch it, or use the "
+                                 f"bundled demo suite: demo:{variant.quant}")
         if variant.quant not in files:
             have = ", ".join(sorted(files, key=lambda q: -QUANTS[q].bpw)) or "none"
             raise MissingOnHub(f"{repo} has no {variant.quant} GGUF file (it has: {have}); pick one of those, or "

@@ -77,7 +77,7 @@ def test_runs_list_show_export_and_delete(tiny_ggufs, tmp_path):
     assert js.returncode == 0 and json.loads((tmp_path / "r.json").read_text())["run_id"] == rid
     assert run_cli([*_base(tmp_path), "runs", "delete", rid]).returncode == 0
     gone = run_cli([*_base(tmp_path), "runs", "show", rid])
-    assert gone.returncode == 2 and "no run" in gone.stderr.lower()
+    assert gone.returncode == 2 and "no stored run" in gone.stderr
 
 
 def _bad_cases(tiny_ggufs, tmp_path, sample_text):
@@ -105,8 +105,8 @@ def _bad_cases(tiny_ggufs, tmp_path, sample_text):
                                       "corpus scoring needs"),
         "text between the limits": (["compare", ok, "--text-file", str(between), "--ctx", "150"], "too short for corpus"),
         "missing text file": (["compare", ok, "--text-file", str(tmp_path / "none.txt")], "does not exist"),
-        "unknown run id": (["runs", "show", "doesnotexist"], "no run"),
-        "hostile run id": (["runs", "show", "1' OR '1'='1"], "no run"),
+        "unknown run id": (["runs", "show", "doesnotexist"], "no stored run"),
+        "hostile run id": (["runs", "show", "1' OR '1'='1"], "no stored run"),
         "bad top-k": (["compare", ok, "--prompt", "hi there", "--top-k", "0"], "top-k"),
         "bad convert quant": (["convert", str(tmp_path), "--out", str(tmp_path / "x.gguf"), "--quant", "Q7"], "unknown"),
         "bad convert dir": (["convert", str(tmp_path / "nodir"), "--out", str(tmp_path / "x.gguf")], "does not exist"),
