@@ -22,6 +22,7 @@ import codecs
 import ctypes
 import logging
 import threading
+import unicodedata
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -102,7 +103,9 @@ class Model:
         self.path = check_gguf_file(path)
         self.file_bytes = self.path.stat().st_size
         self.settings = settings
-        self.lock = threading.RLock()
+        # A plain Lock, not an RLock: a streaming generate() may be resumed on another thread (gradio
+        # moves generators between workers), and a Lock may be released by a thread that did not take it.
+        self.lock = threading.Lock()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
         mparams.use_extra_bufts = bool(settings.extra_bufts)
@@ -166,9 +169,13 @@ class Model:
             pass
 
     # --- tokens ---
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        """Token ids of `text`; BOS is prepended when the vocab says so and add_special is true."""
-        data = text.encode("utf-8")
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Token ids of `text`, as Hugging Face tokenizers gives them for GPT-NeoX's tokenizer.json: the text
+        is NFC-normalized first (the tokenizer's normalizer, which llama.cpp does not apply), special tokens
+        written in the text (<|endoftext|>) become their ids, and BOS is prepended when the vocab says so
+        and add_special is true. (llama-perplexity differs only on text holding such special-token strings
+        or non-NFC characters.)"""
+        data = unicodedata.normalize("NFC", text).encode("utf-8")
         with self.lock:
             cap = len(data) + 16
             buf = (llama_cpp.llama_token * cap)()

@@ -20,13 +20,22 @@ def llama_perplexity_bin() -> str:
     return path
 
 
-def run_tool(args: list[str], *, threads: int = 2, flash_attn: bool = False, timeout: int = 1800) -> str:
-    """Run llama-perplexity with the project's load settings (--no-repack = use_extra_bufts off)."""
+def run_tool(args: list[str], *, threads: int = 2, flash_attn: bool = False, timeout: int = 1800,
+             until: str = r"Final estimate|Same top p\s*:") -> str:
+    """Run llama-perplexity with the project's load settings (--no-repack = use_extra_bufts off).
+
+    The tool logs through an asynchronous worker thread that is not flushed at exit, so on a busy machine
+    its last lines (the final estimate, the statistics block) are sometimes lost. A run whose output lacks
+    `until` is run again, up to 8 times.
+    """
     cmd = [llama_perplexity_bin(), *args, "-t", str(threads), "--no-repack", "-fa", "on" if flash_attn else "off",
            "-ngl", "0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"llama-perplexity failed ({proc.returncode}): {proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
+    for _ in range(8):
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        assert proc.returncode == 0, f"llama-perplexity failed ({proc.returncode}): {proc.stdout[-3000:]}"
+        if not until or re.search(until, proc.stdout):
+            break
+    return proc.stdout
 
 
 _NUM = r"([-+]?[0-9.]+(?:e[-+]?\d+)?)"

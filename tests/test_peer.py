@@ -46,13 +46,15 @@ def test_corpus_perplexity_agrees_with_llama_perplexity(tiny_ggufs, corpus_file,
 def test_kl_statistics_agree_with_llama_perplexity_kl_divergence(tiny_ggufs, corpus_file, tmp_path):
     base = tmp_path / "base.kld"
     run_tool(["-m", str(tiny_ggufs["F16"]), "-f", str(corpus_file), "-c", str(CTX), "-b", str(CTX),
-              "--kl-divergence-base", str(base)])
+              "--kl-divergence-base", str(base)], until="")
     quants = ["Q8_0", "Q4_K_M", "Q2_K"]
     run = _ours([tiny_ggufs[q] for q in quants], corpus_file, tmp_path, reference=tiny_ggufs["F16"])
     assert run["reference"]["source"]["file"].endswith("tiny-F16.gguf")
     for q, v in zip(quants, run["variants"]):
-        tool = parse_kl_block(run_tool(["-m", str(tiny_ggufs[q]), "--kl-divergence-base", str(base),
-                                        "--kl-divergence", "-c", str(CTX), "-b", str(CTX)]))
+        out = run_tool(["-m", str(tiny_ggufs[q]), "--kl-divergence-base", str(base), "--kl-divergence",
+                        "-c", str(CTX), "-b", str(CTX)])
+        tool = parse_kl_block(out)
+        assert {"kld_mean", "kld_median", "same_top_pct", "ppl"} <= set(tool), out[-3000:]
         k = v["kld"]
         assert abs(k["mean"] / tool["kld_mean"] - 1) <= 0.03, (q, k["mean"], tool["kld_mean"])
         assert abs(k["median"] / tool["kld_median"] - 1) <= 0.03, (q, k["median"], tool["kld_median"])
