@@ -11,6 +11,8 @@ In corpus mode the reference is evaluated once per chunk and only that chunk's l
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
@@ -128,8 +130,10 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     resolved: list[Resolved] = []
     for v in everything:
         yield Event("progress", f"{v.label}: resolving", done / steps)
-        msgs: list[str] = []
-        resolved.append(resolver.resolve(v, progress=msgs.append))
+        box: list[Resolved] = []
+        for msg in _in_thread(lambda say: box.append(resolver.resolve(v, progress=say))):
+            yield Event("progress", msg, done / steps)  # download / conversion / quantization steps
+        resolved.append(box[0])
         done += 1
     ref_res = resolved[0] if reference else None
     var_res = resolved[1:] if reference else resolved
@@ -185,6 +189,29 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
                     yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
                 e["timings"]["generate_s"] = time.perf_counter() - t
     yield Event("done", "done", 1.0, run)
+
+
+def _in_thread(work: Callable[[Callable[[str], None]], None]) -> Iterator[str]:
+    """Run work(say) in a thread, yielding each message it says as it happens; re-raise its error."""
+    messages: queue.Queue = queue.Queue()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work(messages.put)
+        except BaseException as e:  # handed to the caller's thread below
+            failure.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    while t.is_alive() or not messages.empty():
+        try:
+            yield messages.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    t.join()
+    if failure:
+        raise failure[0]
 
 
 def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:

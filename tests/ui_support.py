@@ -1,0 +1,129 @@
+"""Helpers for the dashboard tests: the demo suite to run on, isolated settings, the app as a real server.
+
+Owns finding the demo suite (the bundled assets/demo; a stand-in built from tinymodels only while the real
+one is absent), starting app.py in a subprocess on a free port (offline, its own database and cache) or the
+dashboard in this process, and running the CLI for reference JSON. Never fakes a model, a database or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_DEMO = ROOT / "assets" / "demo"
+PROMPT = "The quick brown fox jumps over the lazy dog"
+MAX_TOKENS = 6
+
+
+def demo_suite(scratch: Path) -> Path:
+    """The bundled demo suite; while it is not there yet, a stand-in of three tiny checkpoints in `scratch`."""
+    from pythia_compare.sources import demo_steps
+
+    if demo_steps(BUNDLED_DEMO):
+        return BUNDLED_DEMO
+    from tinymodels import make_checkpoint
+
+    for seed, step in enumerate((0, 1000, 4000)):
+        if not (scratch / f"step{step}" / "config.json").is_file():
+            make_checkpoint(scratch / f"step{step}", seed=seed)
+    return scratch
+
+
+def settings_for(tmp: Path, demo_dir: Path, **changes):
+    """Settings isolated in `tmp`: own run log, cache and Hub cache; offline; on `demo_dir`."""
+    from pythia_compare.config import Settings
+
+    return Settings(db_path=tmp / "runs.db", home=tmp / "home", hf_cache_dir=tmp / "hf", offline=True,
+                    hub_endpoint="http://127.0.0.1:9", demo_dir=demo_dir, **changes)
+
+
+def three_specs(demo_dir: Path) -> tuple[list[str], str]:
+    """Three demo variants and a reference: (variants, reference), as the e2e test selects them."""
+    from pythia_compare.sources import demo_steps
+
+    return ["demo:Q4_K_M", "demo:Q2_K", f"demo@step{demo_steps(demo_dir)[0]}"], "demo:F16"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_env(tmp: Path, demo_dir: Path, port: int) -> dict:
+    env = dict(os.environ)
+    env.update({"PYTHIA_COMPARE_OFFLINE": "1", "PYTHIA_COMPARE_DB": str(tmp / "runs.db"),
+                "PYTHIA_COMPARE_HOME": str(tmp / "home"), "HF_HUB_CACHE": str(tmp / "hf"),
+                "PYTHIA_COMPARE_DEMO_DIR": str(demo_dir), "GRADIO_SERVER_PORT": str(port),
+                "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False",
+                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    env.pop("SPACE_ID", None)
+    env.pop("PYTHIA_COMPARE_PUBLIC", None)
+    return env
+
+
+def start_app(tmp: Path, demo_dir: Path, deadline_s: float = 300.0) -> tuple[subprocess.Popen, str]:
+    """`python app.py` in a subprocess, offline on the demo suite; returns (process, base URL) once it answers."""
+    port = free_port()
+    log = open(tmp / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=str(tmp), env=app_env(tmp, demo_dir, port),
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    wait_until_up(url, proc, tmp / "app.log", deadline_s)
+    return proc, url
+
+
+def wait_until_up(url: str, proc: subprocess.Popen | None = None, log: Path | None = None,
+                  deadline_s: float = 300.0) -> None:
+    end = time.monotonic() + deadline_s
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log.read_text() if log else ''}")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > end:
+            raise RuntimeError(f"the app did not answer at {url}:\n{log.read_text() if log else ''}")
+        time.sleep(0.5)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cli_json(tmp: Path, demo_dir: Path, specs: list[str], reference: str | None, prompt: str = PROMPT,
+             max_tokens: int = MAX_TOKENS, db_name: str = "cli.db") -> dict:
+    """The CLI's `compare --json` for the same input (its own run log, the same model cache)."""
+    args = [sys.executable, "-m", "pythia_compare", "--offline", "--db", str(tmp / db_name), "--home", str(tmp / "home"),
+            "compare", *specs, "--prompt", prompt, "--max-tokens", str(max_tokens)]
+    if reference:
+        args += ["--reference", reference]
+    env = app_env(tmp, demo_dir, 0)
+    done = subprocess.run(args + ["--json"], capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def comparable(run: dict) -> dict:
+    """A run JSON without what differs between two executions of the same input: id, time, timings."""
+    out = json.loads(json.dumps(run))
+    out.pop("run_id", None)
+    out.pop("created_at", None)
+    for e in ([out["reference"]] if out.get("reference") else []) + out["variants"]:
+        e.pop("timings", None)
+    return out
