@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -89,21 +90,42 @@ def build_text(n_tokens: int, files: dict[str, Path]) -> Path:
     return path
 
 
-def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Run one process; return (wall seconds, peak RSS MB, stdout+stderr)."""
+def measure(cmd: list[str], env: dict | None = None, until: str | None = None) -> tuple[float, float, str]:
+    """Run one process; return (wall seconds, peak RSS MB, stdout+stderr).
+
+    Peak RSS is the process's own VmHWM, polled from /proc until it exits: wait4's ru_maxrss would start
+    from this (large) benchmark process's high-water mark, which a forked child inherits. `until`: a regex
+    the output must hold; llama-perplexity's asynchronous log sometimes loses its last lines, and such a
+    run is repeated (up to 8 times).
+    """
     full_env = dict(os.environ)
     full_env.update(env or {})
-    with tempfile.TemporaryFile() as out:
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read().decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])}… failed ({proc.returncode}):\n{text[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    for _ in range(8):
+        with tempfile.TemporaryFile() as out:
+            t = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+            peak_kb = 0
+            while proc.poll() is None:
+                peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+                time.sleep(0.02)
+            wall = time.perf_counter() - t
+            out.seek(0)
+            text = out.read().decode("utf-8", "replace")
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:4])}… failed ({proc.returncode}):\n{text[-3000:]}")
+        if until is None or re.search(until, text):
+            return wall, peak_kb / 1024, text
+    raise RuntimeError(f"{' '.join(cmd[:4])}… never printed {until!r}:\n{text[-3000:]}")
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass  # the process has just exited
+    return 0
 
 
 def ours(specs: list[Path], text: Path, reference: Path | None = None) -> tuple[float, float, dict]:
@@ -115,11 +137,11 @@ def ours(specs: list[Path], text: Path, reference: Path | None = None) -> tuple[
     return wall, rss, json.loads(out.strip().splitlines()[-1])
 
 
-def tool(args: list[str]) -> tuple[float, float, str]:
+def tool(args: list[str], until: str | None = r"Final estimate|Same top p\s*:") -> tuple[float, float, str]:
     from peer import llama_perplexity_bin
 
     return measure([llama_perplexity_bin(), *args, "-c", "512", "-b", "512", "-t", "2", "--no-repack", "-fa", "on",
-                    "-ngl", "0"])
+                    "-ngl", "0"], until=until)
 
 
 def main() -> None:
@@ -142,7 +164,7 @@ def main() -> None:
         base = Path(tmp) / "base.kld"
 
         def two_step():
-            w, r, _ = tool(["-m", str(files["F16"]), "-f", str(text), "--kl-divergence-base", str(base)])
+            w, r, _ = tool(["-m", str(files["F16"]), "-f", str(text), "--kl-divergence-base", str(base)], until=None)
             outs = []
             for q in ("Q8_0", "Q6_K", "Q4_K_M"):
                 w2, r2, o = tool(["-m", str(files[q]), "--kl-divergence-base", str(base), "--kl-divergence"])

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="a prompt (prompt scoring: every token after the first)")
     src.add_argument("--text-file", help="a UTF-8 text file (corpus scoring when long enough)")
-    c.add_argument("--reference", help="spec of the reference for KL statistics (e.g. F16 or demo@step3000)")
+    c.add_argument("--reference", help="spec of the reference for KL statistics (e.g. F16, or demo for the demo suite)")
     c.add_argument("--scoring", choices=["auto", "prompt", "corpus"], default="auto")
     c.add_argument("--ctx", type=int, help="context / corpus chunk size in tokens (default 512)")
     c.add_argument("--top-k", type=int, help="next-token alternatives per variant (default 10)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
@@ -252,17 +253,20 @@ def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> It
         ref_logits = None
         for k, (e, m) in enumerate(zip(entries, models)):
             t = time.perf_counter()
-            logits = m.logits(chunk.tokens, positions)
-            if last:
-                e["next_token"] = m.top_k(logits[-1], params.top_k)
-                logits = logits[:-1]
-            per_nll[k].append(metrics.nll(logits, targets))
-            if has_ref and k == 0:
-                ref_logits = logits
-            elif has_ref:
-                per_stats[k].append(metrics.token_stats(ref_logits, logits, targets))
+            holds = has_ref and k == 0  # the reference's rows outlive its lock: a copy; the rest read in place
+            with (nullcontext(m.logits(chunk.tokens, positions)) if holds
+                  else m.logits_view(chunk.tokens, positions)) as logits:
+                if last:
+                    e["next_token"] = m.top_k(logits[-1], params.top_k)
+                    logits = logits[:-1]
+                if has_ref and k > 0:  # the statistics carry the variant's NLL too
+                    per_stats[k].append(metrics.token_stats(ref_logits, logits, targets))
+                    per_nll[k].append(per_stats[k][-1].nll_var)
+                else:
+                    per_nll[k].append(metrics.nll(logits, targets))
+                    ref_logits = logits if holds else None
+                del logits
             e["timings"]["score_s"] += time.perf_counter() - t
-            del logits
         ref_logits = None
         for k, e in enumerate(entries):
             nll = np.concatenate(per_nll[k])

@@ -76,7 +76,7 @@ def split_specs(text: str | None) -> list[str]:
 def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None, free: str | None) -> list[str]:
     """Selections -> spec strings in order (quants, steps, free-form), each once.
 
-    pythia: `Q4_K_M`, `step3000`; demo: `demo:Q4_K_M`, `demo@step3000`; free-form specs as typed.
+    pythia: `Q4_K_M`, `step3000`; demo: `demo:Q4_K_M`, `demo@step300`; free-form specs as typed.
     """
     demo = family == DEMO_ALIAS
     out = [f"{DEMO_ALIAS}:{q}" if demo else str(q) for q in quants or []]

@@ -239,45 +239,74 @@ class Model:
         self._eval(tokens, positions, take)
         return out
 
+    @contextmanager
+    def logits_view(self, tokens: list[int], positions: list[int]) -> Iterator[np.ndarray]:
+        """Like logits(), without the copy when every position lies in the last decode batch (a corpus chunk
+        of up to n_batch tokens): a read-only (len(positions), n_vocab) float32 view of llama.cpp's own output
+        rows, valid only inside the with-block, which holds the model's lock. Otherwise it yields a copy."""
+        want = self._check_positions(tokens, positions)
+        if want:
+            with self.lock:
+                self._ensure_context(_round_ctx(len(tokens)))
+                n_batch = min(self.settings.n_batch, self.n_ctx)
+                if want[0] >= (len(tokens) - 1) // n_batch * n_batch:
+                    self._decode_locked(tokens, want, None)
+                    view = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx),
+                                                 shape=(len(want), self.n_vocab))
+                    view.flags.writeable = False
+                    yield view
+                    return
+        yield self.logits(tokens, positions)
+
     def _eval(self, tokens: list[int], positions: list[int], take) -> None:
         """Evaluate `tokens` from an empty cache in n_batch pieces, calling take(row, position, logits_ptr)
         for each requested position (sorted, unique) while its logits are valid."""
-        n = len(tokens)
+        want = self._check_positions(tokens, positions)
+        if tokens:
+            with self.lock:
+                self._decode_locked(tokens, want, take)
+
+    @staticmethod
+    def _check_positions(tokens: list[int], positions: list[int]) -> list[int]:
         want = [int(p) for p in positions]
         if want != sorted(set(want)):
             raise ValueError("positions must be sorted and unique")
-        if want and (want[0] < 0 or want[-1] >= n):
-            raise ValueError(f"positions must lie in 0..{n - 1}")
-        if n == 0:
-            return
-        with self.lock:
-            self._ensure_context(_round_ctx(n))
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
-            n_batch = min(self.settings.n_batch, self.n_ctx)
-            batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-            try:
-                row = 0
-                for start in range(0, n, n_batch):
-                    end = min(n, start + n_batch)
-                    flagged = []
-                    for i, pos in enumerate(range(start, end)):
-                        batch.token[i] = tokens[pos]
-                        batch.pos[i] = pos
-                        batch.n_seq_id[i] = 1
-                        batch.seq_id[i][0] = 0
-                        on = row + len(flagged) < len(want) and want[row + len(flagged)] == pos
-                        batch.logits[i] = 1 if on else 0
-                        if on:
-                            flagged.append(i)
-                    batch.n_tokens = end - start
-                    rc = llama_cpp.llama_decode(self._ctx, batch)
-                    if rc != 0:
-                        raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
-                    for i in flagged:
+        if want and (want[0] < 0 or want[-1] >= len(tokens)):
+            raise ValueError(f"positions must lie in 0..{len(tokens) - 1}")
+        return want
+
+    def _decode_locked(self, tokens: list[int], want: list[int], take) -> None:
+        """The decode loop of _eval; the caller holds the lock. take may be None (the caller reads the
+        last batch's output rows itself)."""
+        n = len(tokens)
+        self._ensure_context(_round_ctx(n))
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+        n_batch = min(self.settings.n_batch, self.n_ctx)
+        batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        try:
+            row = 0
+            for start in range(0, n, n_batch):
+                end = min(n, start + n_batch)
+                flagged = []
+                for i, pos in enumerate(range(start, end)):
+                    batch.token[i] = tokens[pos]
+                    batch.pos[i] = pos
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    on = row + len(flagged) < len(want) and want[row + len(flagged)] == pos
+                    batch.logits[i] = 1 if on else 0
+                    if on:
+                        flagged.append(i)
+                batch.n_tokens = end - start
+                rc = llama_cpp.llama_decode(self._ctx, batch)
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
+                for i in flagged:
+                    if take is not None:
                         take(row, start + i, llama_cpp.llama_get_logits_ith(self._ctx, i))
-                        row += 1
-            finally:
-                llama_cpp.llama_batch_free(batch)
+                    row += 1
+        finally:
+            llama_cpp.llama_batch_free(batch)
 
     def top_k(self, logits: np.ndarray, k: int) -> list[dict]:
         """[{"id", "text", "prob"}] of the k most probable tokens of one logits row, descending."""

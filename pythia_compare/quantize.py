@@ -49,6 +49,7 @@ def quantize_file(src: str | Path, dst: str | Path, quant: str, *, n_threads: in
             raise ModelFileError(f"llama.cpp could not quantize {src.name!r} to {q} ({last_llama_error() or rc}); "
                                  f"is it a valid "
                                  f"F16/F32 GGUF with row sizes that are multiples of 256 for K-quants?")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a quantized file is as readable as its source
         os.replace(tmp, dst)
         return dst
     except OSError as e:

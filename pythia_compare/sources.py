@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -159,16 +160,46 @@ class Resolver:
                                               "sha256": entry.sha256, "bytes": entry.bytes, "quant": quant})
 
 
-def _gguf_quant(path: Path) -> str | None:
-    """The quant named by a GGUF's general.file_type, or None if absent or unreadable."""
-    try:
-        from gguf import GGUFReader
+# GGUF metadata value types (ggml's gguf.h): fixed sizes in bytes; 8 = string, 9 = array.
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
 
-        field = GGUFReader(str(path)).get_field("general.file_type")
-        ftype = int(field.parts[field.data[0]][0]) if field is not None else None
-    except Exception:  # a damaged file is reported by the engine when it loads, with llama.cpp's reason
-        return None
-    return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
+
+def _gguf_quant(path: Path) -> str | None:
+    """The quant named by a GGUF's general.file_type, or None if absent or unreadable.
+
+    Scans the metadata header only until that key and skips every other value without decoding it (a full
+    reader decodes the whole vocabulary first: seconds for a 50k-token model).
+    """
+    try:
+        with open(path, "rb") as f:
+            magic, version, _n_tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
+            if magic != b"GGUF" or version < 2:
+                return None
+            u32 = lambda: struct.unpack("<I", f.read(4))[0]
+            u64 = lambda: struct.unpack("<Q", f.read(8))[0]
+
+            def skip(vtype: int, count: int = 1) -> None:
+                if vtype == _GGUF_STRING:
+                    for _ in range(count):
+                        f.seek(u64(), 1)
+                elif vtype == _GGUF_ARRAY:
+                    for _ in range(count):
+                        etype = u32()
+                        skip(etype, u64())
+                else:
+                    f.seek(_GGUF_SIZES[vtype] * count, 1)
+
+            for _ in range(n_kv):
+                key = f.read(u64())
+                vtype = u32()
+                if key == b"general.file_type" and vtype == _GGUF_UINT32:
+                    ftype = u32()
+                    return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
+                skip(vtype)
+    except (OSError, struct.error, KeyError, ValueError):
+        return None  # a damaged file is reported by the engine when it loads, with llama.cpp's reason
+    return None
 
 
 def _quant_from_name(name: str) -> str:

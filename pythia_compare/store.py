@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -22,10 +23,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import sqlite_utils
-
 from .errors import BadInput, RunNotFound
-from .migrations import migrations
+
+# sqlite-utils imports pandas at import time, when it is installed, only to recognise pandas values given to
+# insert(). Runs are plain JSON values, so a process that has not loaded pandas (the CLI) keeps it unloaded:
+# it would cost every CLI start about 0.5 s and 50 MB. A process that already has pandas (gradio's) is unchanged.
+_hide_pandas = "pandas" not in sys.modules
+if _hide_pandas:
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # `import pandas` raises ImportError meanwhile
+try:
+    import sqlite_utils
+
+    from .migrations import migrations
+finally:
+    if _hide_pandas and "pandas" in sys.modules and sys.modules["pandas"] is None:
+        del sys.modules["pandas"]
 from .runrows import RunFormatError, rows_of, run_of, short_repr, text_or_none
 
 __all__ = ["RunStore", "RunFormatError", "RunLogError"]

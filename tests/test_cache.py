@@ -103,6 +103,7 @@ def test_converting_a_directory_to_a_quant_writes_one_gguf_and_nothing_else(tiny
     from pythia_compare.sources import _gguf_quant
 
     assert _gguf_quant(out) == "Q4_K_M"
+    assert out.stat().st_mode & 0o777 == 0o644, "the written model must be readable like any other file"
 
 
 def test_file_hashes_are_remembered_across_processes(tmp_path):

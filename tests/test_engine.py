@@ -97,6 +97,25 @@ def test_scoring_in_small_batches_asks_only_for_the_positions_scored(tiny_ggufs,
     pool_small.close()
 
 
+def test_the_in_place_logits_view_equals_the_copy_and_copies_when_rows_span_batches(tiny_ggufs, settings):
+    pool = ModelPool(settings.replace(n_batch=16))
+    with pool.hold([tiny_ggufs["Q4_K_M"]], 256) as (m,):
+        ids = m.tokenize(TEXT)
+        assert len(ids) > 16
+        tail = list(range((len(ids) - 1) // 16 * 16, len(ids)))  # all in the last decode batch: read in place
+        want = m.logits(ids, tail)
+        with m.logits_view(ids, tail) as view:
+            assert not view.flags.owndata and not view.flags.writeable
+            np.testing.assert_array_equal(view, want)
+        spread = [3, len(ids) - 1]                                 # two batches: a copy, still correct
+        want = m.logits(ids, spread)
+        with m.logits_view(ids, spread) as got:
+            assert got.flags.owndata
+            np.testing.assert_array_equal(got, want)
+        assert not m.lock.locked()
+    pool.close()
+
+
 def test_top_k_is_sorted_and_sums_to_at_most_one(tiny_ggufs, settings):
     pool = ModelPool(settings)
     with pool.hold([tiny_ggufs["Q8_0"]], 256) as (m,):

@@ -280,11 +280,11 @@ def train(out: Path, steps: int = STEPS, save_steps: tuple[int, ...] = SAVE_STEP
         _save_checkpoint(model, ckpt, tok)
         saved = GPTNeoXForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32)  # what ships, f16 weights
         saved.eval()
-        row = {"step": step, "train_loss": (sum(recent) / len(recent)) if recent else float("nan")}
+        row = {"step": step, "train_loss": (sum(recent) / len(recent)) if recent else None}  # JSON null: step 0 has no loss
         for ctx in EVAL_CTX:
             row[f"ppl_ctx{ctx}"], row[f"n_scored_ctx{ctx}"] = corpus_ppl(saved, heldout_ids, ctx)
         rows.append(row)
-        print(f"saved step{step}: train loss {row['train_loss']:.4f}, "
+        print(f"saved step{step}: train loss {row['train_loss'] or float('nan'):.4f}, "
               + ", ".join(f"held-out PPL ctx{c} {row[f'ppl_ctx{c}']:.3f}" for c in EVAL_CTX)
               + f" ({time.time() - t0:.0f}s)", flush=True)
 
@@ -325,7 +325,7 @@ def table(rows: list[dict]) -> str:
     sep = "|---:|---:|" + "---:|" * len(EVAL_CTX)
     lines = [head, sep]
     for r in rows:
-        loss = "—" if math.isnan(r["train_loss"]) else f"{r['train_loss']:.4f}"
+        loss = "—" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
         lines.append(f"| {r['step']} | {loss} | " + " | ".join(f"{r[f'ppl_ctx{c}']:.3f}" for c in EVAL_CTX) + " |")
     return "\n".join(lines)
 
