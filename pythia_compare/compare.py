@@ -14,8 +14,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Callable, Iterator
 
 import numpy as np
@@ -245,38 +247,86 @@ def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> It
     per_nll: list[list[np.ndarray]] = [[] for _ in entries]
     per_stats: list[list] = [[] for _ in entries]
     n_chunks = len(plan)
-    for c, chunk in enumerate(plan):
-        targets = np.asarray(chunk.targets, dtype=np.int64)
-        last = c == n_chunks - 1
-        # The last chunk also yields the next-token distribution after its final token (no extra pass).
-        positions = list(chunk.positions) + ([len(chunk.tokens) - 1] if last else [])
-        ref_logits = None
-        for k, (e, m) in enumerate(zip(entries, models)):
-            t = time.perf_counter()
-            holds = has_ref and k == 0  # the reference's rows outlive its lock: a copy; the rest read in place
-            with (nullcontext(m.logits(chunk.tokens, positions)) if holds
-                  else m.logits_view(chunk.tokens, positions)) as logits:
-                if last:
-                    e["next_token"] = m.top_k(logits[-1], params.top_k)
-                    logits = logits[:-1]
-                if has_ref and k > 0:  # the statistics carry the variant's NLL too
-                    per_stats[k].append(metrics.token_stats(ref_logits, logits, targets))
-                    per_nll[k].append(per_stats[k][-1].nll_var)
-                else:
-                    per_nll[k].append(metrics.nll(logits, targets))
-                    ref_logits = logits if holds else None
-                del logits
-            e["timings"]["score_s"] += time.perf_counter() - t
-        ref_logits = None
-        for k, e in enumerate(entries):
-            nll = np.concatenate(per_nll[k])
-            e["token_logprobs"] = [float(-x) for x in nll]
-            e["n_scored"] = int(len(nll))
-            e["ppl"], e["ppl_err"] = metrics.perplexity(nll)
-            if per_stats[k]:
-                e["kld"] = _kld_json(metrics.TokenStats.concat(per_stats[k]))
-        frac = (done + len(entries) * (c + 1) / n_chunks) / steps
-        yield Event("update", f"scored chunk {c + 1}/{n_chunks}", frac, run)
+    # Several models on several cores: evaluate them side by side, each on its share of the threads. Two
+    # decodes of one thread each get more done than one decode after another of two threads each, and the
+    # statistics of one model overlap the next one's decode. The numbers are the same, bit for bit.
+    cores = m0.settings.n_threads
+    workers = min(len(models), cores) if len(models) > 1 and cores > 1 else 1
+
+    def submit(c: int) -> list[Future]:
+        jobs: list[Future] = []
+        for k, m in enumerate(models):
+            job = partial(_score_chunk, m, k, plan[c], c == n_chunks - 1, params.top_k, has_ref,
+                          jobs[0] if jobs else None, n_threads=cores // workers, in_place=workers == 1)
+            jobs.append(pool.submit(job) if workers > 1 else _done_future(job))
+        return jobs
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="pythia-compare-eval") as pool:
+        # With workers, the next chunk is queued before this one is collected, so no core waits at the end
+        # of a chunk for the slowest model; at most two chunks' logits are held.
+        ahead = submit(0) if workers > 1 else None
+        try:
+            for c in range(n_chunks):
+                jobs = ahead if ahead is not None else submit(c)
+                ahead = submit(c + 1) if workers > 1 and c + 1 < n_chunks else None
+                for k, (e, job) in enumerate(zip(entries, jobs)):
+                    nll, stats, next_token, seconds = job.result()[1:]
+                    per_nll[k].append(nll)
+                    if stats is not None:
+                        per_stats[k].append(stats)
+                    if next_token is not None:
+                        e["next_token"] = next_token
+                    e["timings"]["score_s"] += seconds
+                del jobs
+                for k, e in enumerate(entries):
+                    nll = np.concatenate(per_nll[k])
+                    e["token_logprobs"] = [float(-x) for x in nll]
+                    e["n_scored"] = int(len(nll))
+                    e["ppl"], e["ppl_err"] = metrics.perplexity(nll)
+                    if per_stats[k]:
+                        e["kld"] = _kld_json(metrics.TokenStats.concat(per_stats[k]))
+                frac = (done + len(entries) * (c + 1) / n_chunks) / steps
+                yield Event("update", f"scored chunk {c + 1}/{n_chunks}", frac, run)
+        finally:
+            for job in ahead or []:  # a run stopped early (an error, or its reader went away)
+                job.cancel()
+
+
+def _score_chunk(m, k: int, chunk, last: bool, top_k: int, has_ref: bool, ref_job: Future | None, *,
+                 n_threads: int, in_place: bool) -> tuple:
+    """Score one corpus chunk on model k: (the reference's logits or None, nll, KL stats or None, the
+    next-token list on the last chunk or None, seconds). Model 0 is the reference when has_ref; the
+    others wait for its logits. The last chunk also yields the next-token distribution after its final
+    token (no extra pass)."""
+    t = time.perf_counter()
+    targets = np.asarray(chunk.targets, dtype=np.int64)
+    positions = list(chunk.positions) + ([len(chunk.tokens) - 1] if last else [])
+    holds = has_ref and k == 0  # the reference's rows outlive this call: a copy
+    read = (m.logits_view(chunk.tokens, positions, n_threads=n_threads) if in_place and not holds
+            else nullcontext(m.logits(chunk.tokens, positions, n_threads=n_threads)))
+    with read as logits:
+        next_token = m.top_k(logits[-1], top_k) if last else None
+        if last:
+            logits = logits[:-1]
+        stats = None
+        if has_ref and k > 0:  # the statistics carry the variant's NLL too
+            stats = metrics.token_stats(ref_job.result()[0], logits, targets)
+            nll = stats.nll_var
+        else:
+            nll = metrics.nll(logits, targets)
+        kept = logits if holds else None
+        del logits
+    return kept, nll, stats, next_token, time.perf_counter() - t
+
+
+def _done_future(work: Callable[[], object]) -> Future:
+    """Run work now, in this thread, and wrap its outcome as a finished Future."""
+    f: Future = Future()
+    try:
+        f.set_result(work())
+    except BaseException as e:  # re-raised by f.result(), as a pool's future would
+        f.set_exception(e)
+    return f
 
 
 def _last_chunk(ids: list[int], ctx: int, model) -> list[int]:

@@ -208,7 +208,7 @@ class Model:
         return b"".join(self.piece(i) for i in ids).decode("utf-8", "replace")
 
     # --- logits ---
-    def logits(self, tokens: list[int], positions: list[int]) -> np.ndarray:
+    def logits(self, tokens: list[int], positions: list[int], *, n_threads: int | None = None) -> np.ndarray:
         """Logits at `positions` after evaluating `tokens` from an empty KV cache.
 
         Returns float32 (len(positions), n_vocab). Evaluation runs in n_batch pieces and asks llama.cpp
@@ -219,7 +219,7 @@ class Model:
         def take(row: int, pos: int, ptr) -> None:
             out[row] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
-        self._eval(tokens, positions, take)
+        self._eval(tokens, positions, take, n_threads)
         return out
 
     def score(self, tokens: list[int], positions: list[int] | None = None) -> np.ndarray:
@@ -240,7 +240,8 @@ class Model:
         return out
 
     @contextmanager
-    def logits_view(self, tokens: list[int], positions: list[int]) -> Iterator[np.ndarray]:
+    def logits_view(self, tokens: list[int], positions: list[int], *,
+                    n_threads: int | None = None) -> Iterator[np.ndarray]:
         """Like logits(), without the copy when every position lies in the last decode batch (a corpus chunk
         of up to n_batch tokens): a read-only (len(positions), n_vocab) float32 view of llama.cpp's own output
         rows, valid only inside the with-block, which holds the model's lock. Otherwise it yields a copy."""
@@ -250,21 +251,22 @@ class Model:
                 self._ensure_context(_round_ctx(len(tokens)))
                 n_batch = min(self.settings.n_batch, self.n_ctx)
                 if want[0] >= (len(tokens) - 1) // n_batch * n_batch:
-                    self._decode_locked(tokens, want, None)
+                    self._decode_locked(tokens, want, None, n_threads)
                     view = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx),
                                                  shape=(len(want), self.n_vocab))
                     view.flags.writeable = False
                     yield view
                     return
-        yield self.logits(tokens, positions)
+        yield self.logits(tokens, positions, n_threads=n_threads)
 
-    def _eval(self, tokens: list[int], positions: list[int], take) -> None:
+    def _eval(self, tokens: list[int], positions: list[int], take, n_threads: int | None = None) -> None:
         """Evaluate `tokens` from an empty cache in n_batch pieces, calling take(row, position, logits_ptr)
-        for each requested position (sorted, unique) while its logits are valid."""
+        for each requested position (sorted, unique) while its logits are valid. n_threads: this call's
+        llama.cpp threads (default: Settings.n_threads)."""
         want = self._check_positions(tokens, positions)
         if tokens:
             with self.lock:
-                self._decode_locked(tokens, want, take)
+                self._decode_locked(tokens, want, take, n_threads)
 
     @staticmethod
     def _check_positions(tokens: list[int], positions: list[int]) -> list[int]:
@@ -275,11 +277,13 @@ class Model:
             raise ValueError(f"positions must lie in 0..{len(tokens) - 1}")
         return want
 
-    def _decode_locked(self, tokens: list[int], want: list[int], take) -> None:
+    def _decode_locked(self, tokens: list[int], want: list[int], take, n_threads: int | None = None) -> None:
         """The decode loop of _eval; the caller holds the lock. take may be None (the caller reads the
         last batch's output rows itself)."""
         n = len(tokens)
         self._ensure_context(_round_ctx(n))
+        threads = max(1, int(n_threads or self.settings.n_threads))
+        llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
         n_batch = min(self.settings.n_batch, self.n_ctx)
         batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
@@ -329,6 +333,7 @@ class Model:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         with self.lock:
             self._ensure_context(_round_ctx(len(prompt_tokens) + max_tokens))
+            llama_cpp.llama_set_n_threads(self._ctx, self.settings.n_threads, self.settings.n_threads)
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
             batch = llama_cpp.llama_batch_init(max(len(prompt_tokens), 1), 0, 1)
             try:

@@ -64,6 +64,22 @@ def test_compare_prints_ppl_and_the_kl_block_and_json_follows_the_schema(tiny_gg
     assert json.loads(shown.stdout) == run  # the stored run is the printed run
 
 
+def test_models_scored_side_by_side_on_several_cores_give_the_numbers_of_one_at_a_time(tiny_ggufs, corpus, tmp_path):
+    specs = [str(tiny_ggufs[q]) for q in ("Q8_0", "Q4_K_M")]
+    args = [*_base(tmp_path), "compare", *specs, "--reference", str(tiny_ggufs["F16"]), "--text-file", str(corpus),
+            "--ctx", "128", "--max-tokens", "2", "--json"]
+    runs = []
+    for threads in ("1", "2"):  # one model at a time on one thread; two models at once, a thread each
+        proc = run_cli(args, env={"PYTHIA_COMPARE_THREADS": threads})
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+    for run in runs:
+        for v in [run["reference"], *run["variants"]]:
+            del v["timings"]
+        del run["run_id"], run["created_at"]
+    assert runs[0] == runs[1]
+
+
 def test_runs_list_show_export_and_delete(tiny_ggufs, tmp_path):
     proc = run_cli([*_base(tmp_path), "compare", str(tiny_ggufs["Q8_0"]), "--prompt", "A prompt about foxes",
                     "--json", "--max-tokens", "3"])
