@@ -122,7 +122,7 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     variants = parse_specs(specs)
     reference = parse_spec(params.reference) if params.reference else None
     if reference is not None:
-        variants = [v for v in variants if v.spec != reference.spec]  # the reference is not repeated
+        variants = [v for v in variants if v.key != reference.key]  # the reference is not repeated
         if not variants:
             raise SpecError("the only variant given is the reference; add a variant to compare against it")
     everything = ([reference] if reference else []) + variants

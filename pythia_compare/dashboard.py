@@ -81,7 +81,13 @@ def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None
     demo = family == DEMO_ALIAS
     out = [f"{DEMO_ALIAS}:{q}" if demo else str(q) for q in quants or []]
     out += [f"{DEMO_ALIAS}@step{int(s)}" if demo else f"step{int(s)}" for s in steps or []]
-    return list(dict.fromkeys(out + split_specs(free)))
+    unique: dict = {}
+    for spec in out + split_specs(free):  # each variant once, however spelt; a bad spec is reported later
+        try:
+            unique.setdefault(parse_spec(spec).key, spec)
+        except SpecError:
+            unique.setdefault(spec, spec)
+    return list(unique.values())
 
 
 def _precision(spec: str) -> tuple[float, float]:

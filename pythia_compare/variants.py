@@ -90,6 +90,12 @@ class Variant:
     path: str | None = None
 
     @property
+    def key(self) -> tuple:
+        """What the variant is, whatever the spelling: `demo` and `demo:F16`, or `F16` and `step143000`, are
+        one variant."""
+        return (self.kind, self.repo, self.revision, self.quant, self.path)
+
+    @property
     def step(self) -> int | None:
         m = _STEP_RE.match(self.revision or "")
         return int(m.group(1)) if m else None
@@ -188,13 +194,14 @@ def parse_spec(spec: str, *, final_step: int = FINAL_STEP) -> Variant:
 
 
 def parse_specs(specs: list[str]) -> list[Variant]:
-    """Parse several specs, refusing duplicates (the same canonical spec twice)."""
+    """Parse several specs, refusing duplicates (the same variant twice, however spelt)."""
     out: list[Variant] = []
-    seen: set[str] = set()
+    seen: dict[tuple, str] = {}
     for s in specs:
         v = parse_spec(s)
-        if v.spec in seen:
-            raise SpecError(f"variant {v.spec!r} is given twice; list each variant once")
-        seen.add(v.spec)
+        if v.key in seen:
+            same = "" if seen[v.key] == v.spec else f" (as {seen[v.key]!r})"
+            raise SpecError(f"variant {v.spec!r} is given twice{same}; list each variant once")
+        seen[v.key] = v.spec
         out.append(v)
     return out

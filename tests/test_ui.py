@@ -63,6 +63,9 @@ def test_selections_become_specs_of_the_chosen_family_in_order_and_once():
     assert collect_specs("pythia", ["Q8_0", "Q2_K"], [0, 3000], "step3000:Q4_K_M, Q8_0\nx/y:Q5_0") == \
         ["Q8_0", "Q2_K", "step0", "step3000", "step3000:Q4_K_M", "x/y:Q5_0"]
     assert collect_specs("demo", ["Q4_K_M"], [4000], "") == ["demo:Q4_K_M", "demo@step4000"]
+    # the same variant spelt twice (a box ticked and the spec typed) runs once; a bad spec is kept to be named
+    assert collect_specs("demo", ["F16", "Q8_0"], [], "demo demo:q8_0 nonsense!") == ["demo:F16", "demo:Q8_0",
+                                                                                      "nonsense!"]
 
 
 def test_the_default_reference_is_the_highest_precision_variant_chosen():

@@ -53,9 +53,12 @@ def test_bad_specs_get_an_error_that_names_them_and_what_would_work(spec, words)
         assert w in str(e.value)
 
 
-def test_the_same_variant_twice_is_refused():
+@pytest.mark.parametrize("pair", [("Q4_K_M", "q4_k"), ("demo", "demo:F16"), ("F16", "step143000"),
+                                  ("step143000:F16", "step143000")])
+def test_the_same_variant_twice_is_refused_however_it_is_spelt(pair):
     with pytest.raises(SpecError, match="twice"):
-        parse_specs(["Q4_K_M", "q4_k"])
+        parse_specs(list(pair))
+    assert parse_spec(pair[0]).key == parse_spec(pair[1]).key
 
 
 def test_supported_quants_exclude_importance_matrix_types():

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build llama.cpp's own `llama-perplexity` (the peer the tests and benchmarks compare against) from the
 # llama-cpp-python sdist of the pinned version, with the same build flags pip uses for the project
-# (a default, native build), and cache it so later runs reuse it.
+# (a default, native Release build of shared libraries, as scikit-build-core makes it), and cache it so
+# later runs reuse it. The binary finds its libraries beside it ($ORIGIN).
 # Prints the path of the binary on stdout. Usage: tools/build_llama_perplexity.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 version="$(sed -n 's/^llama-cpp-python==\([0-9.]*\).*/\1/p' "$here/requirements.txt")"
-cmake_flags="-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF"
+cmake_flags="-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=ON"
 key="$(printf '%s %s %s' "$version" "$cmake_flags" "$(uname -m)" | sha256sum | cut -c1-12)"
 cache="${PYTHIA_COMPARE_TOOLS_CACHE:-$HOME/.cache/pythia-compare-tools}/llama-perplexity-$version-$key"
 bin="$cache/bin/llama-perplexity"
@@ -17,9 +18,9 @@ python -m pip download --no-deps --no-binary :all: "llama-cpp-python==$version" 
 tar xzf "$work"/llama_cpp_python-"$version".tar.gz -C "$work"
 src="$work/llama_cpp_python-$version/vendor/llama.cpp"
 # shellcheck disable=SC2086
-cmake -S "$src" -B "$work/build" $cmake_flags >&2
+cmake -S "$src" -B "$work/build" $cmake_flags -DCMAKE_BUILD_RPATH='$ORIGIN' >&2
 cmake --build "$work/build" --target llama-perplexity -j "$(nproc)" >&2
 mkdir -p "$cache/bin.tmp"
-cp "$work/build/bin/llama-perplexity" "$cache/bin.tmp/"
+cp -a "$work/build/bin/llama-perplexity" "$work"/build/bin/lib*.so* "$cache/bin.tmp/"
 rm -rf "$cache/bin" && mv "$cache/bin.tmp" "$cache/bin"
 echo "$bin"
