@@ -180,7 +180,7 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"{_cpu_model()}; llama-cpp-python {llama_cpp.__version__} (default native build, use_extra_bufts off; "
-          f"llama-perplexity from the same sdist, native, --no-repack); 2 threads, ctx 512, flash attention on\n")
+          f"llama-perplexity from the same sdist, native, shared libraries, --no-repack); 2 threads, ctx 512, flash attention on\n")
     print("| measurement | chunks | pythia-compare s | llama-perplexity s | speed ratio (tool s / ours s) "
           "| ours peak RSS MB | tool peak RSS MB | RSS ratio (ours / tool) | ours value | tool value |")
     print("|---|---|---|---|---|---|---|---|---|---|")
