@@ -226,16 +226,17 @@ def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> It
         yield Event("progress", f"{e['label']}: scoring {n} tokens", (done + k) / steps)
         t = time.perf_counter()
         logits = m.logits(ids, positions)
-        nll = metrics.nll(logits[:-1], targets)
+        if has_ref and k > 0:  # the statistics carry the variant's NLL too
+            stats = metrics.token_stats(ref_logits, logits[:-1], targets)
+            e["kld"] = _kld_json(stats)
+            nll = stats.nll_var
+        else:
+            nll = metrics.nll(logits[:-1], targets)
+            ref_logits = logits[:-1] if has_ref else None
         e["token_logprobs"] = [float(-x) for x in nll]
         e["n_scored"] = int(len(nll))
         e["ppl"], e["ppl_err"] = metrics.perplexity(nll)
         e["next_token"] = m.top_k(logits[-1], params.top_k)
-        if has_ref and k == 0:
-            ref_logits = logits[:-1]
-        elif has_ref:
-            stats = metrics.token_stats(ref_logits, logits[:-1], targets)
-            e["kld"] = _kld_json(stats)
         e["timings"]["score_s"] = time.perf_counter() - t
         del logits
         yield Event("update", f"{e['label']}: scored", (done + k + 1) / steps, run)

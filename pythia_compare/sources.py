@@ -176,25 +176,25 @@ def _gguf_quant(path: Path) -> str | None:
             magic, version, _n_tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
             if magic != b"GGUF" or version < 2:
                 return None
-            u32 = lambda: struct.unpack("<I", f.read(4))[0]
-            u64 = lambda: struct.unpack("<Q", f.read(8))[0]
+            def read(fmt: str) -> int:
+                return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
 
             def skip(vtype: int, count: int = 1) -> None:
                 if vtype == _GGUF_STRING:
                     for _ in range(count):
-                        f.seek(u64(), 1)
+                        f.seek(read("<Q"), 1)
                 elif vtype == _GGUF_ARRAY:
                     for _ in range(count):
-                        etype = u32()
-                        skip(etype, u64())
+                        etype = read("<I")
+                        skip(etype, read("<Q"))
                 else:
                     f.seek(_GGUF_SIZES[vtype] * count, 1)
 
             for _ in range(n_kv):
-                key = f.read(u64())
-                vtype = u32()
+                key = f.read(read("<Q"))
+                vtype = read("<I")
                 if key == b"general.file_type" and vtype == _GGUF_UINT32:
-                    ftype = u32()
+                    ftype = read("<I")
                     return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
                 skip(vtype)
     except (OSError, struct.error, KeyError, ValueError):

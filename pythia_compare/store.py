@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import BadInput, RunNotFound
+from .runrows import RunFormatError, rows_of, run_of, short_repr, text_or_none
 
 # sqlite-utils imports pandas at import time, when it is installed, only to recognise pandas values given to
 # insert(). Runs are plain JSON values, so a process that has not loaded pandas (the CLI) keeps it unloaded:
@@ -38,7 +39,6 @@ try:
 finally:
     if _hide_pandas and "pandas" in sys.modules and sys.modules["pandas"] is None:
         del sys.modules["pandas"]
-from .runrows import RunFormatError, rows_of, run_of, short_repr, text_or_none
 
 __all__ = ["RunStore", "RunFormatError", "RunLogError"]
 
