@@ -113,6 +113,15 @@ class Cache:
             self._write_meta(d, meta)
             return self._read(d)  # type: ignore[return-value]
 
+    def entry_at(self, path: str | Path) -> CacheEntry | None:
+        """The finished entry whose file is `path`, or None for a file that is not one of this cache's."""
+        p = Path(path).expanduser().resolve()
+        root = self.root.resolve()
+        if p.parent.parent != root:
+            return None
+        entry = self._read(p.parent)
+        return entry if entry is not None and entry.path.resolve() == p else None
+
     def entries(self) -> list[CacheEntry]:
         if not self.root.is_dir():
             return []

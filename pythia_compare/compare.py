@@ -11,6 +11,7 @@ In corpus mode the reference is evaluated once per chunk and only that chunk's l
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -26,6 +27,7 @@ from . import __version__
 from . import metrics
 from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
+from .policy import check_run
 from .sources import Resolved, Resolver
 from .variants import parse_spec, parse_specs
 
@@ -61,20 +63,59 @@ class Event:
     run: dict | None = None  # the run JSON so far ("update") or final ("done")
 
 
+def _show(value) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else text[:20] + "…"
+
+
+def _whole(value, name: str, lo: int, hi: int, hint: str = "") -> int:
+    """`value` as an int in lo … hi, or InputTextError naming the field (NaN, ±inf, text and fractions included)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputTextError(f"{name} must be a whole number, not {_show(value)!r}; use {lo} … {hi}{hint}")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+        raise InputTextError(f"{name} must be a whole number, not {_show(value)}; use {lo} … {hi}{hint}")
+    if not lo <= int(value) <= hi:
+        raise InputTextError(f"{name} {_show(int(value))} is out of range; use {lo} … {hi}{hint}")
+    return int(value)
+
+
+def _real(value, name: str, lo: float, hi: float, hint: str = "") -> float:
+    """`value` as a float in lo … hi, or InputTextError naming the field (NaN, ±inf and text included)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputTextError(f"{name} must be a number, not {_show(value)!r}; use {lo:g} … {hi:g}{hint}")
+    try:
+        f = float(value)
+    except OverflowError:  # an int too large for a float
+        f = math.inf
+    if math.isnan(f):
+        raise InputTextError(f"{name} must be a number, not NaN; use {lo:g} … {hi:g}{hint}")
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise InputTextError(f"{name} {_show(value)} is out of range; use {lo:g} … {hi:g}{hint}")
+    return f
+
+
+def check_unicode(value: str, what: str) -> None:
+    """Raise InputTextError if `value` holds a lone surrogate: not Unicode text, it cannot be encoded or stored."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputTextError(f"{what} holds a lone surrogate at character {e.start + 1} (U+{ord(value[e.start]):04X}), "
+                             f"which is not Unicode text; remove it, or save the text as UTF-8") from None
+
+
 def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None:
-    """Raise BadInput naming the parameter and what would work."""
+    """Raise BadInput naming the parameter and what would work; numbers are normalized in place (int, float)."""
     if params.scoring not in SCORING_MODES:
-        raise InputTextError(f"scoring {params.scoring!r} is not a mode; use one of {', '.join(SCORING_MODES)}")
-    if not 8 <= int(params.ctx) <= 8192:
-        raise InputTextError(f"ctx {params.ctx} is out of range; use 8 … 8192 tokens (512 is llama-perplexity's)")
-    if not 1 <= int(params.top_k) <= 100:
-        raise InputTextError(f"top-k {params.top_k} is out of range; use 1 … 100")
-    if not 0 <= int(params.max_tokens) <= 1024:
-        raise InputTextError(f"max-tokens {params.max_tokens} is out of range; use 0 … 1024")
-    if not (0.0 <= float(params.temperature) <= 5.0) or params.temperature != params.temperature:
-        raise InputTextError(f"temperature {params.temperature} is out of range; use 0 (greedy) … 5")
-    if not 0 <= int(params.seed) < 2**63:
-        raise InputTextError(f"seed {params.seed} is out of range; use 0 … 2^63-1")
+        raise InputTextError(f"scoring {str(params.scoring)[:40]!r} is not a mode; use one of {', '.join(SCORING_MODES)}")
+    params.ctx = _whole(params.ctx, "ctx", 8, 8192, " tokens (512 is llama-perplexity's)")
+    params.top_k = _whole(params.top_k, "top-k", 1, 100)
+    params.max_tokens = _whole(params.max_tokens, "max-tokens", 0, 1024)
+    params.temperature = _real(params.temperature, "temperature", 0.0, 5.0, " (0 is greedy)")
+    params.seed = _whole(params.seed, "seed", 0, 2**63 - 1)
+    if params.reference is not None:
+        if not isinstance(params.reference, str):
+            raise SpecError(f"the reference must be a spec string, not {type(params.reference).__name__}")
+        check_unicode(params.reference, "the reference")
     if n_specs == 0:
         raise SpecError("no variants given; name at least one, e.g. Q4_K_M or demo@step0")
     total = n_specs + (1 if params.reference else 0)
@@ -119,6 +160,10 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     limit = settings.max_text_chars
     if len(text) > limit:
         raise InputTextError(f"the input has {len(text)} characters; the limit is {limit}")
+    check_unicode(text, "the input text")
+    for s in specs:
+        if isinstance(s, str):
+            check_unicode(s, "a variant spec")
     variants = parse_specs(specs)
     reference = parse_spec(params.reference) if params.reference else None
     if reference is not None:
@@ -126,6 +171,7 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
         if not variants:
             raise SpecError("the only variant given is the reference; add a variant to compare against it")
     everything = ([reference] if reference else []) + variants
+    check_run(everything, settings)  # public mode: Hub and demo specs only, before anything is opened
     resolver = resolver or Resolver(settings)
     steps = len(everything) * 3
     done = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,16 @@ class Settings:
     max_upload_bytes: int = 1024 * 1024  # largest .txt upload the dashboard accepts
     # --- deployment ---
     public: bool = False  # a public deployment: each browser sees only its own runs (on when SPACE_ID is set)
+    # --- public mode and hostile files (issue 9: policy.py, probe.py) ---
+    # Public mode: Hub repos a run may name (None: gguf_repo and checkpoint_repo; `demo` is always allowed)
+    # (PYTHIA_COMPARE_ALLOWED_REPOS, comma- or space-separated)
+    allowed_repos: tuple[str, ...] | None = None
+    max_conversions_public: int = 2  # public mode: checkpoints converted/quantized anew per run (cached ones are free)
+    probe: bool = True  # first load of a GGUF never loaded here before happens in a throwaway subprocess
+    probe_timeout_s: float = 120.0  # the probe's wall-clock limit (PYTHIA_COMPARE_PROBE_TIMEOUT)
+    # the probe's address-space limit over its own needs: this margin plus 3× the file's size
+    # (PYTHIA_COMPARE_PROBE_MEMORY, e.g. 2G)
+    probe_memory_margin_bytes: int = 1024**3
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -135,7 +146,13 @@ class Settings:
             values["memory_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_MEMORY_BUDGET"])
         if env.get("PYTHIA_COMPARE_PUBLIC"):
             values["public"] = _truthy(env["PYTHIA_COMPARE_PUBLIC"])
-        elif env.get("SPACE_ID"):
-            values["public"] = True
+        if env.get("PYTHIA_COMPARE_ALLOWED_REPOS"):
+            values["allowed_repos"] = tuple(r for r in re.split(r"[\s,]+", env["PYTHIA_COMPARE_ALLOWED_REPOS"]) if r)
+        if env.get("PYTHIA_COMPARE_PROBE_TIMEOUT"):
+            values["probe_timeout_s"] = float(env["PYTHIA_COMPARE_PROBE_TIMEOUT"])
+        if env.get("PYTHIA_COMPARE_PROBE_MEMORY"):
+            values["probe_memory_margin_bytes"] = parse_size(env["PYTHIA_COMPARE_PROBE_MEMORY"])
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if env.get("SPACE_ID"):  # a Space faces the internet: nothing turns public mode off there
+            values.update(public=True, probe=True)
         return cls(**values)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import report
-from .compare import Event, RunParams, iter_comparison
+from .compare import Event, RunParams, check_unicode, iter_comparison
 from .config import Settings
 from .errors import BadInput, RunNotFound, SpecError
 from .export import run_to_csv
@@ -288,6 +288,10 @@ class Dashboard:
         """The page's inputs checked and turned into (specs, text, params); BadInput names what is wrong."""
         if specs is not None and len(str(specs)) > MAX_SPECS_CHARS:
             raise BadInput(f"the spec box holds {len(str(specs))} characters; the limit is {MAX_SPECS_CHARS}")
+        for value, what in ((prompt, "the prompt"), (text, "the text"), (specs, "the spec box"),
+                            (reference, "the reference")):
+            if isinstance(value, str):
+                check_unicode(value, what)  # a lone surrogate: not text
         chosen = collect_specs(family, quants, steps, specs)
         if len(chosen) > self.settings.max_variants:
             raise SpecError(f"{len(chosen)} variants chosen; the limit is {self.settings.max_variants} per run "

@@ -450,6 +450,11 @@ class ModelPool:
         """Load (or reuse) every model in `paths`, pinned against eviction for the duration."""
         self.check_budget(paths, labels)
         keys = [str(Path(p).expanduser().resolve()) for p in paths]
+        from .probe import ensure_loadable
+
+        for p, key in zip(paths, keys):
+            if key not in self._models:  # a file never loaded here is first loaded in a throwaway subprocess
+                ensure_loadable(p, self.settings)
         acquired: list[str] = []
         try:
             models = []

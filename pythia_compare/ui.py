@@ -241,6 +241,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                         queue=False, **private)
         reference.input(lambda: True, None, ref_touched, queue=False, **private)
 
+        _as_sent(ctx, top_k, max_tokens, temperature, seed)
         # --- running ---
         run_inputs = [family, quants, steps, specs, reference, prompt, text, text_file, scoring, ctx, top_k,
                       max_tokens, temperature, seed, owner]
@@ -265,6 +266,14 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.handlers = app  # for tests and embedding
     return demo
+
+
+def _as_sent(*numbers: gr.Number) -> None:
+    """Hand these numbers to the handler as the client sent them: Dashboard.prepare and compare.validate_params
+    check them and name the field. (gr.Number's own checks fail with no message on NaN, ±inf or text, and
+    name no field for a value out of bounds.)"""
+    for n in numbers:
+        n.preprocess = lambda payload: payload
 
 
 # The share link is built in the browser, which knows the address it is served at (behind any proxy),
