@@ -116,11 +116,13 @@ def _read_text_file(path: str, limit: int) -> str:
 
 
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .compare import RunParams, iter_comparison
+    from .compare import RunParams, check_unicode, iter_comparison
     from .engine import ModelPool
     from .report import format_run
     from .store import RunStore
 
+    if args.prompt is not None:
+        check_unicode(args.prompt, "--prompt")  # bytes that are not UTF-8 in argv arrive as lone surrogates
     text = args.prompt if args.prompt is not None else _read_text_file(args.text_file, settings.max_text_chars)
     if args.prompt is not None and len(text) > settings.max_prompt_chars:
         raise BadInput(f"the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars} "
