@@ -277,7 +277,7 @@ def gguf_scan(path: Path, stop_at: str | None = None) -> tuple[dict[str, object]
             for tname, offset in starts:
                 if offset >= size - data_start:
                     raise bad(f"the data of tensor {tname!r} would start at byte {offset} of the data section, past "
-                              f"the end of the file")
+                              f"the end of the file (it is truncated or corrupt)")
     return out, counts
 
 

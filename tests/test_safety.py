@@ -117,13 +117,18 @@ def public_app(work, demo_dir, hub):
         stop(proc)
 
 
+_CLIENTS: dict[str, Client] = {}
+
+
 def call(url: str, specs: str, *, family: str = "demo", **over) -> tuple[bool, object]:
     """One /compare call through gradio_client: (True, run JSON) or (False, the error message shown)."""
     args = dict(family=family, quants=[], steps=[], specs=specs, reference="", prompt=PROMPT, text="",
                 text_file=None, scoring="auto", ctx=512, top_k=5, max_tokens=1, temperature=0, seed=0, owner=None)
     args.update(over)
+    if url not in _CLIENTS:
+        _CLIENTS[url] = Client(url, verbose=False)
     try:
-        return True, Client(url, verbose=False).predict(*args.values(), api_name="/compare")
+        return True, _CLIENTS[url].predict(*args.values(), api_name="/compare")
     except AppError as e:
         return False, str(e)
 
