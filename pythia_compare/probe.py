@@ -3,8 +3,8 @@
 Owns deciding whether a file needs a probe, running it, and the verdicts. The probe is a child process
 (`python -m pythia_compare.probe`) that does what a run does, with the run's own Settings and engine.Model (the
 same constructor, so the same load options): load the file, create a context, tokenize a sample, decode one
-token and read its top tokens. It runs under an address-space limit (RLIMIT_AS: Settings.probe_memory_margin_bytes
-plus 3× the file's size) and a wall-clock timeout (Settings.probe_timeout_s), since a hostile file can exhaust
+token and read its top tokens. It runs under an address-space limit (RLIMIT_AS: what its own imports map, plus
+Settings.probe_memory_margin_bytes, plus 3× the file's size) and a wall-clock timeout (Settings.probe_timeout_s), since a hostile file can exhaust
 memory or hang as well as abort (llama.cpp's GGML_ASSERT ends the whole process). Verdicts are kept by sha256
 (and llama.cpp version) in Settings.home/probe-verdicts.json, failures too, so a file is probed once and a
 hostile one is refused at once the next time. A failed probe raises ModelFileError naming the file and what is
@@ -15,7 +15,8 @@ they come from the project's own converter and quantizer on bundled checkpoints.
 local files, Hub downloads, and checkpoints converted from the Hub (a hostile config.json passes through the
 converter's checks into a file's hyper-parameters).
 
-Never loads a model in the calling process: only the child imports engine.py.
+Never loads a model in the calling process: only the child imports engine.py (the calling process reads a failed
+file's header with sources.gguf_scan, which bounds every length, to name the value at fault).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ READY = "pythia-compare-probe: ready"
 _MEMORY = "loading it needs more memory than the probe grants ({gb:.1f} GB over its own needs)"
 PROBE_CTX = 256  # the context the probe creates (a run's smallest)
 SAMPLE = "The quick brown fox jumps over the lazy dog. 12 + 7 = 19. Crème brûlée, Привет, 日本語, 🚀"
-# Header keys whose values llama.cpp asserts on (an abort, not an error): named in the refusal when out of range.
+# Header values a refusal names first when they are out of range (block_count makes llama.cpp abort outright).
 _HPARAM_RANGES = {"block_count": (1, 512), "attention.head_count": (1, 4096), "embedding_length": (1, 1 << 20),
                   "context_length": (1, 1 << 24), "feed_forward_length": (1, 1 << 22)}
 
@@ -214,9 +215,13 @@ def _child() -> int:
     set to what is mapped now plus the headroom the parent grants, and READY says the file's turn has come.
     """
     import logging
-    import resource
 
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # an abort leaves no core file behind
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: the probe runs without limits (the timeout still holds)
+        resource = None
+    if resource is not None:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # an abort leaves no core file behind
     path, settings, headroom = pickle.loads(sys.stdin.buffer.read())
     errors: list[str] = []
 
@@ -233,7 +238,9 @@ def _child() -> int:
     from .engine import Model, init_backend
 
     init_backend()
-    resource.setrlimit(resource.RLIMIT_AS, (_mapped_bytes() + headroom,) * 2)
+    mapped = _mapped_bytes()
+    if resource is not None and mapped:  # without /proc (macOS), the size of the imports is unknown
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + headroom,) * 2)
     print(READY, flush=True)
     try:
         model = Model(path, settings, PROBE_CTX)
@@ -252,10 +259,13 @@ def _child() -> int:
 
 def _mapped_bytes() -> int:
     """This process's address-space size now (VmSize), in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 0
 
 
