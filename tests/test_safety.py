@@ -11,8 +11,6 @@ llama.cpp in the probe subprocess, real app.py processes, the real huggingface_h
 from __future__ import annotations
 
 import json
-import math
-import os
 import random
 import re
 import shutil
