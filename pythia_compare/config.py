@@ -66,6 +66,17 @@ def parse_size(text: str) -> int:
     return int(value * units[unit])
 
 
+def parse_minutes(text: str) -> float:
+    """'5', '0.5' -> minutes (a finite number > 0). Raises ValueError naming the variable and a working value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise ValueError(f"PYTHIA_COMPARE_BACKUP_MINUTES={text!r} is not a number of minutes > 0; use e.g. 5 or 0.5")
+    return value
+
+
 @dataclass
 class Settings:
     # --- where things live ---
@@ -98,6 +109,10 @@ class Settings:
     max_upload_bytes: int = 1024 * 1024  # largest .txt upload the dashboard accepts
     # --- deployment ---
     public: bool = False  # a public deployment: each browser sees only its own runs (on when SPACE_ID is set)
+    # --- backup of the run log to a Hub dataset (backup.py; off unless backup_repo is set) ---
+    backup_repo: str | None = None  # owner/name of the dataset runs are pushed to (PYTHIA_COMPARE_BACKUP_REPO)
+    backup_minutes: float = 5.0  # minutes between pushes (PYTHIA_COMPARE_BACKUP_MINUTES)
+    owner_secret: str | None = None  # HMAC key for browsers' owner tokens (PYTHIA_COMPARE_OWNER_SECRET); never shown
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -137,5 +152,11 @@ class Settings:
             values["public"] = _truthy(env["PYTHIA_COMPARE_PUBLIC"])
         elif env.get("SPACE_ID"):
             values["public"] = True
+        if env.get("PYTHIA_COMPARE_BACKUP_REPO", "").strip():
+            values["backup_repo"] = env["PYTHIA_COMPARE_BACKUP_REPO"].strip()
+        if env.get("PYTHIA_COMPARE_BACKUP_MINUTES", "").strip():
+            values["backup_minutes"] = parse_minutes(env["PYTHIA_COMPARE_BACKUP_MINUTES"])
+        if env.get("PYTHIA_COMPARE_OWNER_SECRET"):
+            values["owner_secret"] = env["PYTHIA_COMPARE_OWNER_SECRET"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
