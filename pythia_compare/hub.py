@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import httpx2
-from huggingface_hub import (CommitScheduler, HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url,
+from huggingface_hub import (CommitScheduler, HfApi, RepoUrl, get_hf_file_metadata, hf_hub_download, hf_hub_url,
                              try_to_load_from_cache)
 from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
                                     RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
@@ -413,6 +413,20 @@ class DatasetSnapshot:
     files: tuple[str, ...] = ()
 
 
+class _DatasetApi(HfApi):
+    """HfApi whose create_repo asks the Hub only about a repo not already seen to exist.
+
+    CommitScheduler calls create_repo(exist_ok=True) when it starts. For a repo that exists and a token that may
+    not create repos (403), huggingface_hub 2.4.0 then builds the repo's URL on its default endpoint and fails
+    on any other one; and asking is needless when the dataset was just read."""
+    existing: frozenset = frozenset()
+
+    def create_repo(self, repo_id: str, **kwargs):
+        if repo_id in self.existing and kwargs.get("exist_ok"):
+            return RepoUrl(f"{self.endpoint}/datasets/{repo_id}", endpoint=self.endpoint)
+        return super().create_repo(repo_id, **kwargs)
+
+
 class _Pusher(CommitScheduler):
     """huggingface_hub's CommitScheduler, remembering whether its last push worked (for the page's status)."""
     last_error: str | None = None  # class defaults: the scheduler's thread pushes before __init__ returns
@@ -442,7 +456,7 @@ class BackupDataset:
         self.settings, self.repo = settings, repo
         self.endpoint = settings.hub_endpoint.rstrip("/")
         self._token: str | bool = settings.hf_token or False
-        self._api = HfApi(endpoint=self.endpoint, token=self._token, library_name="pythia-compare")
+        self._api = _DatasetApi(endpoint=self.endpoint, token=self._token, library_name="pythia-compare")
         self._pusher: _Pusher | None = None
         self.lock = threading.Lock()  # the scheduler's own lock once pushing
 
@@ -458,6 +472,7 @@ class BackupDataset:
             return DatasetSnapshot(False)
         except (HfHubHTTPError, HFValidationError, httpx2.TransportError) as e:
             raise self._error(e, "read") from None
+        self._api.existing = self._api.existing | {self.repo}
         return DatasetSnapshot(True, info.sha, bool(info.private), tuple(sorted(s.rfilename for s in info.siblings or [])))
 
     def download(self, filename: str, commit: str) -> Path:
