@@ -61,6 +61,7 @@ def space_venv() -> Path:
 
 def space_port() -> int:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", SPACE_PORT))
             return SPACE_PORT
