@@ -54,6 +54,11 @@ _OWNER_RE = re.compile(r"[0-9a-f]{64}")
 MAX_SKIPPED_SHOWN = 3  # skipped lines or files named on the page (the log names all)
 
 
+def local_root(settings: Settings) -> Path:
+    """Where this machine keeps the backup's files before they are pushed: beside the run log."""
+    return Path(settings.db_path).expanduser().parent / "backup"
+
+
 def new_instance_id(now: datetime | None = None) -> str:
     """A name no other process lifetime will pick: UTC start time + 8 random hex digits."""
     now = now or datetime.now(timezone.utc)
@@ -182,7 +187,7 @@ class Backup:
         self.private: bool | None = None
         self.restore: RestoreReport | None = None
         self.instance = new_instance_id()
-        self.folder = Path(settings.db_path).expanduser().parent / "backup" / self.instance
+        self.folder = local_root(settings) / self.instance
         self.write_error: str | None = None
         self._store = store
         self._dataset = None

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from . import plots, report
-from .backup import Backup
+from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, default_reference, load_catalog, log_spaced, quant_choices,
@@ -348,6 +348,7 @@ def launch_kwargs(settings: Settings | None = None) -> dict:
     # A folder that holds Gradio's own cache would block every upload and download: block only the rest.
     blocked = [str(d) for d in dirs if not any(g == d or d in g.parents for g in gradio_dirs)]
     blocked += [str(db) + x for x in ("", "-wal", "-shm", "-journal")]
+    blocked.append(str(local_root(s).resolve()))  # the backup's local files (backup.py): every run, every owner
     css_file = ASSETS_DIR / "style.css"
     return dict(
         allowed_paths=[str(ASSETS_DIR.resolve())], blocked_paths=blocked, max_file_size=s.max_upload_bytes,

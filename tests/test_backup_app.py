@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
 from gradio_client import Client
@@ -88,6 +90,13 @@ def test_after_a_space_restart_links_and_each_browsers_history_show_the_same_run
             # The id is on the page: the run is already in the file the next push sends.
             staged = "".join(p.read_text() for p in (first_disk / "backup").rglob("*.jsonl"))
             assert browser_run in staged
+            for staged_file in (first_disk / "backup").rglob("*.jsonl"):  # and that file is not served
+                try:
+                    with urllib.request.urlopen(f"{url}gradio_api/file={staged_file}", timeout=30) as r:
+                        status, body = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, body = e.code, e.read()
+                assert status in (403, 404) and browser_run.encode() not in body, (staged_file, status)
 
             args = dict(family="demo", quants=[], steps=[], specs="demo demo:Q4_K_M", reference="", prompt="Hello",
                         text="", text_file=None, scoring="auto", ctx=512, top_k=5, max_tokens=2, temperature=0,
