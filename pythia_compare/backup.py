@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -212,6 +213,8 @@ class Backup:
             return
         if not _REPO_RE.fullmatch(self.repo):
             return self._off(f"PYTHIA_COMPARE_BACKUP_REPO={self.repo!r} is not a dataset id; use owner/name")
+        if not (math.isfinite(s.backup_minutes) and s.backup_minutes > 0):
+            return self._off("PYTHIA_COMPARE_BACKUP_MINUTES is not a number of minutes > 0; use e.g. 5 or 0.5")
         if s.offline:
             return self._off("the app runs offline (PYTHIA_COMPARE_OFFLINE), so it cannot reach the Hub")
         if not s.owner_secret:

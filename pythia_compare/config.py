@@ -9,6 +9,7 @@ here and passed to hub.py explicitly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,10 @@ class Settings:
         if env.get("PYTHIA_COMPARE_BACKUP_REPO", "").strip():
             values["backup_repo"] = env["PYTHIA_COMPARE_BACKUP_REPO"].strip()
         if env.get("PYTHIA_COMPARE_BACKUP_MINUTES", "").strip():
-            values["backup_minutes"] = parse_minutes(env["PYTHIA_COMPARE_BACKUP_MINUTES"])
+            try:
+                values["backup_minutes"] = parse_minutes(env["PYTHIA_COMPARE_BACKUP_MINUTES"])
+            except ValueError:
+                values["backup_minutes"] = math.nan  # backup.py turns the backup off and says why; the app runs
         if env.get("PYTHIA_COMPARE_OWNER_SECRET"):
             values["owner_secret"] = env["PYTHIA_COMPARE_OWNER_SECRET"]
         values.update({k: v for k, v in overrides.items() if v is not None})

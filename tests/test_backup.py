@@ -297,3 +297,23 @@ def test_an_unreachable_hub_leaves_backup_off_with_the_reason(tmp_path, hub, sta
     settings = settings_of(tmp_path, hub, "first", hub_endpoint="http://127.0.0.1:9")
     backup, _ = start(settings, started)
     assert not backup.on and "cannot reach the Hub at http://127.0.0.1:9" in backup.status_markdown()
+
+
+def test_the_backup_is_configured_by_environment_variables_and_off_by_default():
+    env = {"PYTHIA_COMPARE_BACKUP_REPO": " you/runs ", "PYTHIA_COMPARE_BACKUP_MINUTES": "0.5", "HF_TOKEN": WRITE,
+           "PYTHIA_COMPARE_OWNER_SECRET": SECRET}
+    s = Settings.from_env(env)
+    assert (s.backup_repo, s.backup_minutes, s.hf_token, s.owner_secret) == ("you/runs", 0.5, WRITE, SECRET)
+    default = Settings.from_env({})
+    assert default.backup_repo is None and default.backup_minutes == 5.0 and default.owner_secret is None
+    assert Backup.start(default).status_markdown() == ""  # locally, nothing is said and nothing is tried
+
+
+@pytest.mark.parametrize("minutes", ["five", "0", "-1", "nan", "inf"])
+def test_a_bad_interval_leaves_the_app_running_with_backup_off_and_says_which_variable(tmp_path, hub, minutes):
+    settings = Settings.from_env({"PYTHIA_COMPARE_BACKUP_MINUTES": minutes},
+                                 **{k: v for k, v in vars(settings_of(tmp_path, hub, "x")).items()
+                                    if k != "backup_minutes"})
+    backup = Backup.start(settings)
+    assert not backup.on and "PYTHIA_COMPARE_BACKUP_MINUTES is not a number of minutes" in backup.status_markdown()
+    assert hub.requests == []
