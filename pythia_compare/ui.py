@@ -145,7 +145,10 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
                     "side: next-token distributions, generations, perplexity and KL divergence from a reference.")
         banner = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
-        kept = backup.status_markdown()  # where runs are kept: the backup dataset, or why there is none
+        def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
+            return scrub(backup.status_markdown(), settings.hf_token)
+
+        kept = where_runs_are_kept()
         backup_note = gr.Markdown(kept, visible=bool(kept), elem_id="pc-backup")
         with gr.Tabs(selected="compare") as tabs:
             with gr.Tab("Compare", id="compare"):
@@ -263,7 +266,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         # --- links, history ---
         demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **private)
         if kept:
-            demo.load(backup.status_markdown, None, backup_note, queue=False, **private)
+            demo.load(where_runs_are_kept, None, backup_note, queue=False, **private)
         for trigger in (search.click, query.submit):
             trigger(app.history, [query, owner], history, queue=False, **private)
         tabs.select(app.history, [query, owner], history, queue=False, **private)
