@@ -9,6 +9,7 @@ here and passed to hub.py explicitly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -67,6 +68,17 @@ def parse_size(text: str) -> int:
     return int(value * units[unit])
 
 
+def parse_minutes(text: str) -> float:
+    """'5', '0.5' -> minutes (a finite number > 0). Raises ValueError naming the variable and a working value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise ValueError(f"PYTHIA_COMPARE_BACKUP_MINUTES={text!r} is not a number of minutes > 0; use e.g. 5 or 0.5")
+    return value
+
+
 @dataclass
 class Settings:
     # --- where things live ---
@@ -109,6 +121,10 @@ class Settings:
     # the probe's address-space limit over its own needs: this margin plus 3× the file's size
     # (PYTHIA_COMPARE_PROBE_MEMORY, e.g. 2G)
     probe_memory_margin_bytes: int = 1024**3
+    # --- backup of the run log to a Hub dataset (backup.py; off unless backup_repo is set) ---
+    backup_repo: str | None = None  # owner/name of the dataset runs are pushed to (PYTHIA_COMPARE_BACKUP_REPO)
+    backup_minutes: float = 5.0  # minutes between pushes (PYTHIA_COMPARE_BACKUP_MINUTES)
+    owner_secret: str | None = None  # HMAC key for browsers' owner tokens (PYTHIA_COMPARE_OWNER_SECRET); never shown
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -152,6 +168,15 @@ class Settings:
             values["probe_timeout_s"] = float(env["PYTHIA_COMPARE_PROBE_TIMEOUT"])
         if env.get("PYTHIA_COMPARE_PROBE_MEMORY"):
             values["probe_memory_margin_bytes"] = parse_size(env["PYTHIA_COMPARE_PROBE_MEMORY"])
+        if env.get("PYTHIA_COMPARE_BACKUP_REPO", "").strip():
+            values["backup_repo"] = env["PYTHIA_COMPARE_BACKUP_REPO"].strip()
+        if env.get("PYTHIA_COMPARE_BACKUP_MINUTES", "").strip():
+            try:
+                values["backup_minutes"] = parse_minutes(env["PYTHIA_COMPARE_BACKUP_MINUTES"])
+            except ValueError:
+                values["backup_minutes"] = math.nan  # backup.py turns the backup off and says why; the app runs
+        if env.get("PYTHIA_COMPARE_OWNER_SECRET"):
+            values["owner_secret"] = env["PYTHIA_COMPARE_OWNER_SECRET"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if env.get("SPACE_ID"):  # a Space faces the internet: nothing turns public mode off there
             values.update(public=True, probe=True)

@@ -34,6 +34,7 @@ from .store import RunStore
 from .variants import DEMO_ALIAS, PYTHIA_STEPS, QUANTS, SUPPORTED_QUANTS, parse_spec
 
 if TYPE_CHECKING:
+    from .backup import Backup
     from .engine import ModelPool
 
 log = logging.getLogger("pythia_compare.dashboard")
@@ -242,14 +243,16 @@ def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, 
 class Dashboard:
     """The dashboard's work for one process: settings, one ModelPool (models stay loaded), the run log."""
 
-    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None):
+    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None,
+                 backup: Backup | None = None):
         self.settings = settings
+        self.backup = backup  # told of every save and delete, before the page is (backup.py)
         if pool is None:
             from .engine import ModelPool
 
             pool = ModelPool(settings)
         self.pool = pool
-        self.store = store or RunStore(settings.db_path)
+        self.store = store or RunStore(settings.db_path, owner_secret=settings.owner_secret)
         self.export_dir = Path(tempfile.mkdtemp(prefix="pythia-compare-export-"))
 
     def owner_of(self, owner: object) -> str | None:
@@ -312,6 +315,8 @@ class Dashboard:
         for kind, fraction, message, run in streamed(work):
             if kind == "done":
                 run = self.store.get(self.store.save(run, owner=self.owner_of(owner)))
+                if self.backup is not None:
+                    self.backup.record(run, owner=self.owner_of(owner))
             yield kind, fraction, message, run
 
     def find(self, run_id: object) -> dict | None:
@@ -369,6 +374,8 @@ class Dashboard:
             return False
         try:
             self.store.delete(run_id, owner=token if self.settings.public else None)
+            if self.backup is not None:
+                self.backup.deleted(run_id)
             return True
         except RunNotFound:
             return False

@@ -90,3 +90,15 @@ def m003_owner(db: sqlite_utils.Database) -> None:
     """runs.owner: who may delete a run on a shared deployment (NULL: nobody in particular)."""
     db["runs"].add_column("owner", str)
     db["runs"].create_index(["owner"])
+
+
+@migrations()
+def m004_owner_hmac(db: sqlite_utils.Database) -> None:
+    """runs.owner_hmac: the owner as HMAC-SHA256(PYTHIA_COMPARE_OWNER_SECRET, browser token), hex.
+
+    A migration cannot know the secret, so existing rows keep their raw token in runs.owner, which marks them
+    as not yet hashed; RunStore, opened with a secret, moves every such token into owner_hmac and clears
+    runs.owner (store.py, `_hash_raw_owners`). Rows written with a secret never hold the raw token.
+    """
+    db["runs"].add_column("owner_hmac", str)
+    db["runs"].create_index(["owner_hmac"])

@@ -1,7 +1,8 @@
 """The run log: `RunStore` saves run JSON dicts to SQLite and gives them back exactly.
 
 Owns the database file: connections (one per thread), WAL mode, write transactions, applying migrations.py,
-ids and timestamps, full-text search over input texts, listing, owner-scoped deletes. The mapping of a run
+ids and timestamps, full-text search over input texts, listing, owner-scoped deletes, owner tokens kept as
+HMACs, importing runs under their own ids (backups, merges). The mapping of a run
 dict onto rows lives in runrows.py, the schema in migrations.py. Never runs a model, computes a metric or
 draws a figure.
 
@@ -11,6 +12,8 @@ replaced), floats bit for bit.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import sqlite3
@@ -46,6 +49,7 @@ BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another writer's lock b
 MAX_LIST_LIMIT = 1000  # the most summary rows one list() call returns
 PREVIEW_CHARS = 80  # characters of the input text in a summary row
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the alphabet of secrets.token_urlsafe; anything else is not an id
+_OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")  # an owner as kept with a secret: HMAC-SHA256 hex (RunStore.owner_key)
 
 
 class RunLogError(BadInput):
@@ -90,13 +94,19 @@ class RunStore:
     block and writers queue on SQLite's own lock (busy timeout BUSY_TIMEOUT_S). Every write is one
     `BEGIN IMMEDIATE` transaction; several RunStore objects, threads and processes may share a file.
     Opening applies any pending migrations (once, under the write lock).
+
+    Owners: with `owner_secret` (PYTHIA_COMPARE_OWNER_SECRET), an owner token is kept only as
+    HMAC-SHA256(owner_secret, token) in runs.owner_hmac, and lookups hash the token they are given; opening
+    moves any raw token an older log holds in runs.owner into owner_hmac (migration m004). Without a secret,
+    tokens are kept raw in runs.owner, as before.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, owner_secret: str | None = None):
         if str(path) == ":memory:" or not str(path):
             raise RunLogError("RunStore needs a database file path (each thread opens its own connection, so "
                               "':memory:' would give every thread a different empty database)")
         self.path = Path(path).expanduser()
+        self._owner_secret = owner_secret.encode("utf-8", "replace") if owner_secret else None
         self._local = threading.local()
         self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
         self._handles_lock = threading.Lock()
@@ -106,6 +116,8 @@ class RunStore:
             if migrations.pending(db):
                 with self._write() as db:
                     migrations.apply(db)
+            if self._owner_secret is not None:
+                self._hash_raw_owners()
         except OSError as e:
             raise RunLogError(f"cannot create the run log at {self.path}: {e.strerror or e}") from None
         except sqlite3.DatabaseError as e:
@@ -184,11 +196,12 @@ class RunStore:
         owner = text_or_none(owner, "owner")
         run_row, variant_rows, kld_rows = rows_of(run)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        owner_cols = self._owner_columns(owner)
         for _attempt in range(5):
             run_id = secrets.token_urlsafe(12)
             try:
                 with self._write() as db:
-                    db["runs"].insert({**run_row, "id": run_id, "created_at": created_at, "owner": owner})
+                    db["runs"].insert({**run_row, "id": run_id, "created_at": created_at, **owner_cols})
                     db["run_variants"].insert_all([{**r, "run_id": run_id} for r in variant_rows])
                     db["run_kld"].insert_all([{**r, "run_id": run_id} for r in kld_rows])
                 return run_id
@@ -196,6 +209,82 @@ class RunStore:
                 if "runs.id" not in str(e):
                     raise
         raise RunLogError("could not draw an unused run id in 5 attempts")  # pragma: no cover (2^-96 odds)
+
+    def import_run(self, run: dict, owner: str | None = None) -> bool:
+        """Store a run under its own "run_id" and "created_at" (from a backup, or another log); keep both.
+
+        Idempotent: returns True when the run was added, False when a run with that id is already stored
+        (nothing is compared or changed). `owner` is an owner as this log keeps it with a secret, i.e.
+        `owner_key(token)` (64 hex digits, e.g. from a backup line), or None; never a raw token. A malformed
+        run, id, created_at or owner raises RunFormatError naming it, before anything is written.
+        """
+        if not isinstance(run, dict):
+            raise RunFormatError(f"run JSON must be an object, got {short_repr(run)}")
+        run_id, created = run.get("run_id"), run.get("created_at")
+        if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
+            raise RunFormatError(f"run JSON: run_id must be a run id (1-64 of A-Z a-z 0-9 _ -), "
+                                 f"got {short_repr(run_id)}")
+        try:
+            when = datetime.fromisoformat(created) if isinstance(created, str) else None
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            raise RunFormatError(f"run JSON: created_at must be an ISO 8601 time with its UTC offset, "
+                                 f"got {short_repr(created)}")
+        created_at = when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        if owner is not None and (not isinstance(owner, str) or not _OWNER_KEY_RE.fullmatch(owner)):
+            raise RunFormatError(f"owner must be an owner key (64 hex digits, RunStore.owner_key) or None, "
+                                 f"got {short_repr(owner)}")
+        run_row, variant_rows, kld_rows = rows_of(run)
+        try:
+            with self._write() as db:
+                if db.conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is not None:
+                    return False
+                db["runs"].insert({**run_row, "id": run_id, "created_at": created_at, "owner": None,
+                                   "owner_hmac": owner})
+                db["run_variants"].insert_all([{**r, "run_id": run_id} for r in variant_rows])
+                db["run_kld"].insert_all([{**r, "run_id": run_id} for r in kld_rows])
+        except sqlite3.IntegrityError as e:  # another writer imported it in between
+            if "runs.id" not in str(e):
+                raise
+            return False
+        return True
+
+    def owner_key(self, owner: str | None) -> str | None:
+        """How this log keeps an owner token with its secret: HMAC-SHA256(secret, token) as hex; None without
+        a secret or a token."""
+        if self._owner_secret is None or owner is None:
+            return None
+        return hmac.new(self._owner_secret, owner.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
+    def _owner_columns(self, owner: str | None) -> dict:
+        if self._owner_secret is None:
+            return {"owner": owner}
+        return {"owner": None, "owner_hmac": self.owner_key(owner)}
+
+    def _owner_match(self, owner: str) -> tuple[str, str]:
+        """(column, value) that select the runs of an owner token."""
+        if self._owner_secret is None:
+            return "owner", owner
+        return "owner_hmac", self.owner_key(owner) or ""
+
+    def _hash_raw_owners(self) -> None:
+        """Move every raw owner token (rows from before m004, or written without a secret) into owner_hmac.
+
+        secure_delete makes SQLite zero the freed bytes, and the checkpoint writes the pages back, so the
+        tokens do not linger in the file."""
+        conn = self._db().conn
+        if conn.execute("SELECT 1 FROM runs WHERE owner IS NOT NULL LIMIT 1").fetchone() is None:
+            return
+        conn.execute("PRAGMA secure_delete = ON")
+        try:
+            with self._write() as db:
+                rows = db.conn.execute("SELECT rowid, owner FROM runs WHERE owner IS NOT NULL").fetchall()
+                db.conn.executemany("UPDATE runs SET owner_hmac = ?, owner = NULL WHERE rowid = ?",
+                                    [(self.owner_key(owner), rowid) for rowid, owner in rows])
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.execute("PRAGMA secure_delete = OFF")
 
     def get(self, run_id: str) -> dict:
         """The stored run JSON of `run_id`, exactly as saved plus run_id/created_at; RunNotFound otherwise."""
@@ -241,8 +330,9 @@ class RunStore:
             sql.append("JOIN runs_fts ON runs_fts.rowid = r.rowid AND runs_fts MATCH ?")
             params.append(match)
         if owner is not None:
-            sql.append("WHERE r.owner = ?")
-            params.append(owner)
+            column, key = self._owner_match(owner)
+            sql.append(f"WHERE r.{column} = ?")
+            params.append(key)
         sql.append("ORDER BY r.created_at DESC, r.rowid DESC LIMIT ? OFFSET ?")
         params += [min(limit, MAX_LIST_LIMIT), offset]
         with self._read() as conn:
@@ -269,8 +359,9 @@ class RunStore:
         if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
             raise _not_found(run_id)
         with self._write() as db:
-            row = db.conn.execute("SELECT owner FROM runs WHERE id = ?", [run_id]).fetchone()
-            if row is None or (owner is not None and row[0] != owner):
+            row = db.conn.execute("SELECT owner, owner_hmac FROM runs WHERE id = ?", [run_id]).fetchone()
+            if row is None or (owner is not None and (row[1] if self._owner_secret else row[0])
+                               != self._owner_match(owner)[1]):
                 raise _not_found(run_id)
             for table in ("run_kld", "run_variants"):
                 db.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from . import plots, report
+from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, default_reference, load_catalog, log_spaced, quant_choices,
@@ -47,8 +48,9 @@ EXAMPLES = ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n     
 class Handlers:
     """The page's event handlers over one Dashboard; callable without a browser (the tests do)."""
 
-    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None):
-        self.core = Dashboard(settings, pool=pool, store=store)
+    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None,
+                 backup: Backup | None = None):
+        self.core = Dashboard(settings, pool=pool, store=store, backup=backup)
         self.settings, self.pool, self.store = settings, self.core.pool, self.core.store
 
     def _fail(self, e: Exception) -> gr.Error:
@@ -124,11 +126,14 @@ def _selected_run(data: object, evt: gr.SelectData) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ layout
-def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_queue: int = 16) -> gr.Blocks:
-    """The dashboard. `concurrency` model runs at once, at most `max_queue` waiting (then "busy, try again")."""
+def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_queue: int = 16,
+               backup: Backup | None = None) -> gr.Blocks:
+    """The dashboard. `concurrency` model runs at once, at most `max_queue` waiting (then "busy, try again").
+    `backup`: the run backup (backup.py); None starts one from `settings` (a no-op unless one is configured)."""
     settings = settings or Settings.from_env()
+    backup = backup if backup is not None else Backup.start(settings)
     cat = load_catalog(settings)
-    app = Handlers(settings)
+    app = Handlers(settings, backup=backup)
     fam = cat.family
     quant_default = [q for q in DEFAULT_QUANTS[fam] if q in cat.quants[fam]]
     ref_default = default_reference(collect_specs(fam, quant_default, [], ""))
@@ -140,6 +145,11 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
                     "side: next-token distributions, generations, perplexity and KL divergence from a reference.")
         banner = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
+        def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
+            return scrub(backup.status_markdown(), settings.hf_token)
+
+        kept = where_runs_are_kept()
+        backup_note = gr.Markdown(kept, visible=bool(kept), elem_id="pc-backup")
         with gr.Tabs(selected="compare") as tabs:
             with gr.Tab("Compare", id="compare"):
                 with gr.Row():
@@ -256,6 +266,8 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
 
         # --- links, history ---
         demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **private)
+        if kept:
+            demo.load(where_runs_are_kept, None, backup_note, queue=False, **private)
         for trigger in (search.click, query.submit):
             trigger(app.history, [query, owner], history, queue=False, **private)
         tabs.select(app.history, [query, owner], history, queue=False, **private)
@@ -348,6 +360,7 @@ def launch_kwargs(settings: Settings | None = None) -> dict:
     # A folder that holds Gradio's own cache would block every upload and download: block only the rest.
     blocked = [str(d) for d in dirs if not any(g == d or d in g.parents for g in gradio_dirs)]
     blocked += [str(db) + x for x in ("", "-wal", "-shm", "-journal")]
+    blocked.append(str(local_root(s).resolve()))  # the backup's local files (backup.py): every run, every owner
     css_file = ASSETS_DIR / "style.css"
     return dict(
         allowed_paths=[str(ASSETS_DIR.resolve())], blocked_paths=blocked, max_file_size=s.max_upload_bytes,
