@@ -339,8 +339,9 @@ class Dashboard:
         if not p:
             return head
         ref = f"reference {run['reference']['label']}" if run.get("reference") else "no reference"
+        notes = "".join(f"\n- {n}" for n in report.run_notes(run))  # warnings and overrides, per variant
         return (f"{head} · {inp.get('n_tokens')} tokens · {p.get('scoring')} scoring · ctx {p.get('ctx')} · {ref} "
-                f"· {len(entries)} models")
+                f"· {len(entries)} models" + (f"\n{notes}" if notes else ""))
 
     def history(self, query: str | None, owner: str | None) -> list[list]:
         """Rows of HISTORY_COLUMNS, newest first. Public deployments list only the owner's runs."""
