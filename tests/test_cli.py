@@ -150,11 +150,13 @@ def test_models_over_the_memory_budget_exit_2_naming_the_budget(tiny_ggufs, tmp_
     assert _runs_in_db(tmp_path) == 0
 
 
-def test_variants_that_tokenize_differently_stop_the_run_naming_the_variant(tiny_ggufs, other_tokenizer_gguf, tmp_path):
+def test_variants_with_different_vocabularies_stop_the_run_naming_both_files(tiny_ggufs, other_tokenizer_gguf,
+                                                                            tmp_path):
     proc = run_cli([*_base(tmp_path), "compare", str(tiny_ggufs["Q8_0"]), str(other_tokenizer_gguf), "--prompt",
                     "Tokenizers differ on this sentence, surely."])
     assert proc.returncode == 2, proc.stderr
-    assert other_tokenizer_gguf.name in proc.stderr and "token ids" in proc.stderr
+    assert "vocabularies differ" in proc.stderr
+    assert other_tokenizer_gguf.name in proc.stderr and tiny_ggufs["Q8_0"].name in proc.stderr
     assert _runs_in_db(tmp_path) == 0
 
 

@@ -103,8 +103,9 @@ def vocab_model(vocab_gguf: str | Path, out: str | Path, *, keep_pre: bool = Tru
     return out
 
 
-def copy_without_key(src: str | Path, dst: str | Path, key: str) -> Path:
-    """`src` rewritten at `dst` without metadata `key`: every other key, and every tensor byte for byte."""
+def copy_without_key(src: str | Path, dst: str | Path, key: str, *, uint32: dict[str, int] | None = None) -> Path:
+    """`src` rewritten at `dst` without metadata `key` (then with the `uint32` keys set, if given): every other
+    key, and every tensor byte for byte."""
     reader = gguf.GGUFReader(str(src))
     arch = reader.fields["general.architecture"].contents()
     assert key in reader.fields, f"{src} has no {key}"
@@ -113,6 +114,8 @@ def copy_without_key(src: str | Path, dst: str | Path, key: str) -> Path:
         if f.name.startswith("GGUF.") or f.name in ("general.architecture", key):
             continue
         _copy_field(writer, f)
+    for k, v in (uint32 or {}).items():
+        writer.add_uint32(k, v)
     for t in reader.tensors:
         writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, raw_dtype=t.tensor_type)
     writer.write_header_to_file()
