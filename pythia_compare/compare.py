@@ -131,6 +131,8 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     steps = len(everything) * 3
     done = 0
 
+    for v in everything:  # a step its repo lacks is refused before anything is downloaded
+        resolver.check_step(v)
     resolved: list[Resolved] = []
     for v in everything:
         yield Event("progress", f"{v.label}: resolving", done / steps)

@@ -44,9 +44,14 @@ def mixed_run_warnings(resolved: list, settings: Settings | None = None) -> list
             f"training runs, so differences between them are not due to quantization or training step alone."]
 
 
-def nearest_steps(steps: list[int], want: int, n: int = 2) -> list[int]:
-    """The n steps of `steps` nearest to `want`, ascending."""
-    return sorted(sorted(steps, key=lambda s: (abs(s - want), s))[:n])
+def nearest_steps(steps: list[int], want: int) -> list[int]:
+    """The steps either side of `want` (the last below, the first above), ascending; at either end of the list,
+    the two nearest."""
+    below = [s for s in steps if s < want]
+    above = [s for s in steps if s > want]
+    if below and above:
+        return [max(below), min(above)]
+    return sorted(sorted(steps, key=lambda s: (abs(s - want), s))[:2])
 
 
 def describe_steps(steps: list[int]) -> str:
