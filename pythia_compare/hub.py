@@ -98,13 +98,13 @@ class Hub:
                 self._remember_steps(repo, found)
                 return found
             except httpx2.TransportError as e:
-                cached = self._remembered_steps(repo) or self._cached_steps(repo)
+                cached = self._cached_steps(repo)
                 if not cached:
                     raise self._unreachable(e, f"the list of step branches of {repo}") from None
                 return cached
             except (HfHubHTTPError, HFValidationError) as e:
                 raise self._hub_error(e, repo) from None
-        return self._remembered_steps(repo) or self._cached_steps(repo)
+        return self._cached_steps(repo)
 
     def checkpoint_steps(self, repo: str) -> list[int] | None:
         """The steps `repo` has, to offer and to check specs against: its stepN branches on the Hub (remembered

@@ -9,7 +9,10 @@ from fakehub import FakeHub, files_from_dir
 
 from pythia_compare.compare import RunParams, iter_comparison
 from pythia_compare.config import Settings
-from pythia_compare.dashboard import load_catalog
+from pythia_compare.dashboard import Dashboard, load_catalog
+from pythia_compare.engine import ModelPool
+from pythia_compare.lineage import mixed_run_warnings
+from pythia_compare.sources import Resolved
 from pythia_compare.errors import SpecError
 from pythia_compare.hub import Hub
 from pythia_compare.sources import Resolver
@@ -24,7 +27,7 @@ def hub_server(tiny_ckpt):
     hub = FakeHub()
     ckpt = files_from_dir(tiny_ckpt)
     hub.add_step_branches(V0, V0_STEPS, files={3000: ckpt})
-    hub.add_step_branches(CURRENT, PYTHIA_STEPS)
+    hub.add_step_branches(CURRENT, PYTHIA_STEPS, files={3000: ckpt})
     for repo in (V0, CURRENT):
         hub.add_revision(repo, "main", {"config.json": b"{}"})
     hub.add_revision(V0 + "-gguf-like", "main", {"README.md": b"no steps here\n"})
@@ -90,7 +93,7 @@ def test_an_accepted_step_resolves_and_converts(hub_server, tmp_path):
 def test_offline_the_remembered_branch_list_decides_then_the_builtin_list_of_a_known_repo(hub_server, tmp_path):
     assert Hub(online(tmp_path, hub_server)).checkpoint_steps(CURRENT) == PYTHIA_STEPS  # remembered here
     offline = online(tmp_path, hub_server, offline=True)
-    hub_server.remove_repo(CURRENT)  # whatever the Hub says now, offline never asks
+    asked = len(hub_server.requests)
     assert Hub(offline).checkpoint_steps(CURRENT) == PYTHIA_STEPS
     with pytest.raises(SpecError, match="nearest it has are step2000, step3000"):
         Resolver(offline.replace(checkpoint_repo=CURRENT)).check_step(parse_spec("step2500"))
@@ -99,16 +102,43 @@ def test_offline_the_remembered_branch_list_decides_then_the_builtin_list_of_a_k
     with pytest.raises(SpecError, match="nearest it has are step1000, step2000"):
         Resolver(fresh).check_step(parse_spec("step1"))
     assert Hub(fresh).checkpoint_steps("someone/unknown-model") is None  # unknown: left to resolving
+    assert len(hub_server.requests) == asked  # offline never asked the Hub
 
 
 def test_an_unreachable_hub_falls_back_to_the_remembered_list(hub_server, tmp_path):
     Hub(online(tmp_path, hub_server)).checkpoint_steps(V0)
     down = online(tmp_path, hub_server).replace(hub_endpoint="http://127.0.0.1:9")
     assert Hub(down).checkpoint_steps(V0) == V0_STEPS
-    assert [s for s, _ in Hub(down).list_steps(V0)] == V0_STEPS
 
 
 def test_the_offline_dashboard_offers_the_default_repos_steps(tmp_path):
     settings = Settings(home=tmp_path / "home", hf_cache_dir=tmp_path / "hf", offline=True)
     assert load_catalog(settings).steps["pythia"] == V0_STEPS
     assert load_catalog(settings.replace(checkpoint_repo=CURRENT)).steps["pythia"] == PYTHIA_STEPS
+
+
+def _resolved(spec: str, repo: str | None) -> Resolved:
+    return Resolved(parse_spec(spec), None, {"repo": repo})
+
+
+def test_the_hub_quants_and_the_v0_checkpoints_count_as_one_training_run_and_the_current_repo_as_another():
+    gguf = "RichardErkhov/EleutherAI_-_pythia-410m-deduped-v0-gguf"
+    assert mixed_run_warnings([_resolved("Q8_0", gguf), _resolved("step3000", V0), _resolved("./a.gguf", None)]) == []
+    assert mixed_run_warnings([_resolved("demo", "demo"), _resolved("demo@step0", "demo")]) == []
+    (warning,) = mixed_run_warnings([_resolved("Q8_0", gguf), _resolved(f"{CURRENT}@step3000", CURRENT)])
+    assert f"{V0} (Q8_0)" in warning and f"{CURRENT} (pythia-410m-deduped step3000 F16)" in warning
+    assert "different training runs" in warning
+    assert mixed_run_warnings([_resolved("demo", "demo"), _resolved("step3000", V0)])  # the demo is its own
+
+
+def test_a_run_mixing_v0_and_current_checkpoints_warns_in_the_run_json_and_on_the_page(hub_server, tmp_path):
+    settings = online(tmp_path, hub_server)
+    dash = Dashboard(settings, pool=ModelPool(settings))
+    run = None
+    for kind, _f, _m, snapshot in dash.run(["step3000", f"{CURRENT}@step3000"], "Hello there, world. " * 4,
+                                           RunParams(max_tokens=0), owner=None):
+        run = snapshot if kind == "done" else run
+    assert len(run["warnings"]) == 1 and "different training runs" in run["warnings"][0]
+    assert V0 in run["warnings"][0] and CURRENT in run["warnings"][0]
+    assert "different training runs" in dash.status(run)
+    dash.pool.close()

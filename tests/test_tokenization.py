@@ -196,3 +196,21 @@ def test_the_cli_prints_a_variants_load_warnings_on_stderr(warning_gguf, tmp_pat
 
     run = json.loads(proc.stdout)
     assert any("bad special token" in w for w in run["variants"][0]["warnings"])
+
+
+def test_the_dashboard_shows_a_variants_load_warnings_and_overrides_beside_its_name(warning_gguf, preless_twin,
+                                                                                    settings):
+    from pythia_compare.dashboard import Dashboard
+
+    dash = Dashboard(settings, pool=ModelPool(settings))
+    run = None
+    for kind, _f, _m, snapshot in dash.run([str(warning_gguf)], "Hello there, world.", RunParams(max_tokens=0),
+                                           owner=None):
+        run = snapshot if kind == "done" else run
+    status = dash.status(run)
+    assert f"{warning_gguf.name}: llama.cpp: bad special token" in status
+    for kind, _f, _m, snapshot in dash.run([str(preless_twin[0])], "Hello there, world.", RunParams(max_tokens=0),
+                                           owner=None):
+        run = snapshot if kind == "done" else run
+    assert f"{preless_twin[0].name}: loaded with tokenizer.ggml.pre=mpt" in dash.status(run)
+    dash.pool.close()
