@@ -5,6 +5,9 @@ the loop that feeds the engine and metrics, and the shape of the result. It yiel
 the CLI and the dashboard can show work as it happens. Never writes the run log (store.py does),
 never draws (plots.py does) and never parses command lines.
 
+One tokenization per run: the reference (else the first variant) tokenizes the input and every variant is fed
+those ids; variants must share one vocabulary (Model.vocab_sha256), which is what makes the ids mean the same.
+
 In corpus mode the reference is evaluated once per chunk and only that chunk's logits are held
 (O(ctx × vocab) memory); no logit file is written.
 """

@@ -11,6 +11,12 @@ Design notes:
   turned off: on Xeons with AMX, ggml's AMX matmul crashes on quantized weights, and (c) llama.cpp's log
   goes to Python logging through our own `llama_log_set` callback instead of redirecting the process's
   stdout and stderr (which `Llama(verbose=False)` does, and which is not thread-safe).
+- Loading reads the file's vocabulary from its metadata header first (ggufmeta.py): a gptneox file saved
+  without tokenizer.ggml.pre is loaded with tokenizer.ggml.pre=mpt through llama.cpp's kv_overrides (else
+  llama.cpp would pre-tokenize with 'default', unlike the model's training), and `Model.vocab_sha256` says
+  which files may be compared. What llama.cpp warns about during the load is kept as `Model.warnings`: the log
+  callback is process-wide, but llama.cpp logs a load on the thread that called it, so each load collects its
+  own lines in a thread-local list and two loads at once never mix them.
 - A `Model` is not thread-safe in llama.cpp, so every operation holds the model's own lock.
 - `ModelPool` keeps models loaded under a memory budget (file bytes, which llama.cpp maps), evicting
   the least recently used model that no run holds.

@@ -214,3 +214,39 @@ def test_the_dashboard_shows_a_variants_load_warnings_and_overrides_beside_its_n
         run = snapshot if kind == "done" else run
     assert f"{preless_twin[0].name}: loaded with tokenizer.ggml.pre=mpt" in dash.status(run)
     dash.pool.close()
+
+
+def test_this_projects_converter_and_llama_cpps_give_the_gpt_neox_20b_vocabulary_one_hash(llama_vocab_dir,
+                                                                                          vocab_file_models,
+                                                                                          settings, tmp_path, cases):
+    """llama.cpp's converter pads with [PAD…] typed USER_DEFINED, this project's with UNUSED: a Hub file beside a
+    converted one must still compare. The tokenizer.json rebuilt from llama.cpp's file also gives HF's ids."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    from pythia_compare.convert import convert_checkpoint
+    from tinymodels import config_dict, random_weights, write_weights
+    from vocabmodels import tokenizer_json_of
+
+    tok = tokenizer_json_of(llama_vocab_dir / "ggml-vocab-mpt.gguf")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
+    hf = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    assert [(t, hf.encode(t).ids) for t, _ in cases] == cases  # the rebuilt tokenizer is GPT-NeoX-20B's
+    cfg = config_dict(d_model=64, n_head=2, d_ff=128, n_layer=1, vocab_size=50432)
+    (ckpt / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    write_weights(ckpt, random_weights(cfg, seed=3))
+    converted = convert_checkpoint(ckpt, tmp_path / "converted-F16.gguf", "F16")
+    ours, theirs = ggufmeta.read_vocab(converted), ggufmeta.read_vocab(vocab_file_models["mpt"])
+    assert ours.types[-1] == ggufmeta.TOKEN_UNUSED and theirs.types[-1] == 4  # padding typed differently
+    a, b = Model(converted, settings, 256), Model(vocab_file_models["gpt-neox"], settings, 256)
+    assert a.vocab_sha256 == b.vocab_sha256
+    assert _mismatches(a, cases) == []
+    pool = ModelPool(settings)
+    run = run_comparison([str(vocab_file_models["gpt-neox"]), str(converted)], DIGITS_AND_PUNCTUATION,
+                         RunParams(max_tokens=0), settings=settings, pool=pool)
+    assert run["variants"][0]["n_scored"] == run["variants"][1]["n_scored"] == run["input"]["n_tokens"] - 1
+    assert run["variants"][0]["overrides"] == {"tokenizer.ggml.pre": "mpt"}
+    pool.close()

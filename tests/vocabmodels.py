@@ -125,3 +125,29 @@ def copy_without_key(src: str | Path, dst: str | Path, key: str, *, uint32: dict
         writer.write_tensor_data(t.data)
     writer.close()
     return Path(dst)
+
+
+def tokenizer_json_of(vocab_gguf: str | Path) -> dict:
+    """The Hugging Face tokenizer.json a GPT-NeoX-style GGUF vocabulary came from, rebuilt: byte-level BPE with
+    its merges, NFC, ByteLevel pre-tokenizer; CONTROL tokens as special added tokens, USER_DEFINED ones (not
+    padding) as plain added tokens; padding left out."""
+    from pythia_compare import ggufmeta
+
+    v = ggufmeta.read_vocab(vocab_gguf)
+    vocab, added = {}, []
+    for i in range(v.n_real):
+        text, kind = v.tokens[i].decode("utf-8"), v.types[i]
+        if kind in (3, 4):
+            added.append({"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": kind == 4, "special": kind == 3})
+        vocab[text] = i
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": {"type": "NFC"},
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                              "use_regex": True},
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                               "use_regex": True},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": vocab, "merges": [m.decode("utf-8") for m in v.merges]}}
