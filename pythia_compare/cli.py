@@ -118,6 +118,7 @@ def _read_text_file(path: str, limit: int) -> str:
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from .compare import RunParams, check_unicode, iter_comparison
     from .engine import ModelPool
+    from . import report
     from .report import format_run
     from .store import RunStore
 
@@ -144,6 +145,8 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     store = RunStore(settings.db_path)
     run_id = store.save(run)
     run = store.get(run_id)
+    for line in report.run_notes(run):
+        print(line, file=sys.stderr)
     if args.json:
         print(json.dumps(run, ensure_ascii=False))
     else:

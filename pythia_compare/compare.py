@@ -5,6 +5,9 @@ the loop that feeds the engine and metrics, and the shape of the result. It yiel
 the CLI and the dashboard can show work as it happens. Never writes the run log (store.py does),
 never draws (plots.py does) and never parses command lines.
 
+One tokenization per run: the reference (else the first variant) tokenizes the input and every variant is fed
+those ids; variants must share one vocabulary (Model.vocab_sha256), which is what makes the ids mean the same.
+
 In corpus mode the reference is evaluated once per chunk and only that chunk's logits are held
 (O(ctx × vocab) memory); no logit file is written.
 """
@@ -28,6 +31,7 @@ from . import metrics
 from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
 from .policy import check_run
+from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver
 from .variants import parse_spec, parse_specs
 
@@ -176,6 +180,8 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     steps = len(everything) * 3
     done = 0
 
+    for v in everything:  # a step its repo lacks is refused before anything is downloaded
+        resolver.check_step(v)
     resolved: list[Resolved] = []
     for v in everything:
         yield Event("progress", f"{v.label}: resolving", done / steps)
@@ -193,7 +199,7 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     run: dict = {"schema": SCHEMA_VERSION, "run_id": None, "created_at": None, "input": None, "params": None,
                  "variants": [_variant_json(r) for r in var_res],
                  "reference": _variant_json(ref_res) if ref_res else None,
-                 "versions": _versions()}
+                 "versions": _versions(), "warnings": mixed_run_warnings(resolved, settings)}
     entries = ([run["reference"]] if ref_res else []) + run["variants"]
 
     yield Event("progress", "loading models", done / steps)
@@ -202,15 +208,14 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
         load_s = time.perf_counter() - t0
         for e in entries:
             e["timings"]["load_s"] = load_s / len(entries)
+        _check_vocabularies(resolved, models)
+        for e, m in zip(entries, models):
+            e["source"]["vocab_sha256"] = m.vocab_sha256
+            e["overrides"] = dict(m.overrides)
+            e["warnings"] = list(m.warnings)
+        # One tokenization per run: the reference's (after any override), else the first variant's, fed to
+        # every variant. The vocabularies are identical, so any of them would give these ids.
         ids = models[0].tokenize(text)
-        for res, m in zip(resolved[1:], models[1:]):
-            other = m.tokenize(text)
-            if other != ids:
-                first = next((i for i, (a, b) in enumerate(zip(ids, other)) if a != b), min(len(ids), len(other)))
-                raise TokenizerMismatch(
-                    f"variant {res.variant.spec!r} turns the input into different token ids than "
-                    f"{resolved[0].variant.spec!r} (first difference at token {first}); perplexities across "
-                    f"tokenizers are not comparable, so compare variants of one model")
         scoring = choose_scoring(params.scoring, len(ids), params.ctx)
         m0 = models[0]
         run["input"] = {"text": text, "n_tokens": len(ids), "tokens": [m0.token_text(i) for i in ids]}
@@ -238,6 +243,18 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
                     yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
                 e["timings"]["generate_s"] = time.perf_counter() - t
     yield Event("done", "done", 1.0, run)
+
+
+def _check_vocabularies(resolved: list[Resolved], models: list) -> None:
+    """Raise TokenizerMismatch unless every model has the first one's vocabulary (ggufmeta.vocab_sha256)."""
+    first = resolved[0]
+    for res, m in zip(resolved[1:], models[1:]):
+        if m.vocab_sha256 != models[0].vocab_sha256:
+            raise TokenizerMismatch(
+                f"the vocabularies differ: variant {res.variant.spec!r} ({res.path.name}) and "
+                f"{first.variant.spec!r} ({first.path.name}) have different tokens, merges or special tokens, so "
+                f"their token ids do not mean the same and their perplexities are not comparable; compare "
+                f"variants of one model")
 
 
 def _in_thread(work: Callable[[Callable[[str], None]], None]) -> Iterator[str]:

@@ -31,7 +31,7 @@ from .errors import BadInput, RunNotFound, SpecError
 from .export import run_to_csv
 from .sources import demo_steps
 from .store import RunStore
-from .variants import DEMO_ALIAS, PYTHIA_STEPS, QUANTS, SUPPORTED_QUANTS, parse_spec
+from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
 
 if TYPE_CHECKING:
     from .backup import Backup
@@ -54,6 +54,10 @@ DEMO_BANNER = (
     "about Pythia-410M. To compare the real models, start the app with network access (without "
     "`PYTHIA_COMPARE_OFFLINE`), or download them while online with `python -m pythia_compare compare Q8_0 "
     "Q4_K_M --prompt hi` and then use them offline from the cache.")
+MODELS_NOTE = ("The Hub's GGUF quants are of the v0 models (`EleutherAI/pythia-410m-deduped-v0`, the default "
+               "checkpoint repo: 143 checkpoints, step1000 … step143000); the current models "
+               "(`EleutherAI/pythia-410m-deduped`, 154 checkpoints from step0) are a different training run. The "
+               "steps offered are the checkpoint repo's own branches.")
 NOT_FOUND = ("### Run not found\nNo stored run matches this link. It may have been deleted, or the link was "
              "cut short. Start a new comparison below, or find past runs in the History tab.")
 HISTORY_COLUMNS = ["run", "created (UTC)", "text", "tokens", "scoring", "variants", "reference"]
@@ -145,7 +149,7 @@ def load_catalog(settings: Settings) -> Catalog:
     """The Hub's GGUF quants and step branches (waiting at most HUB_TIMEOUT_S), or the demo suite."""
     cat = Catalog(DEMO_ALIAS, "", {DEMO_ALIAS: [q for q in SUPPORTED_QUANTS if q not in ("F32", "BF16")],
                                    "pythia": list(HUB_MB)},
-                  {DEMO_ALIAS: demo_steps(settings.demo_dir), "pythia": list(PYTHIA_STEPS)})
+                  {DEMO_ALIAS: demo_steps(settings.demo_dir), "pythia": _offline_steps(settings)})
     if settings.offline:
         cat.banner = DEMO_BANNER.format(why="This app runs offline.")
         return cat
@@ -159,7 +163,7 @@ def load_catalog(settings: Settings) -> Catalog:
         quants, step_list = files.result(HUB_TIMEOUT_S), steps.result(HUB_TIMEOUT_S)
         cat.quants["pythia"] = ["F16"] + [q for q in quants if q in QUANTS and q != "F16"]
         found = sorted(int(s[0] if isinstance(s, (tuple, list)) else s) for s in step_list)
-        cat.steps["pythia"] = found or list(PYTHIA_STEPS)
+        cat.steps["pythia"] = found or cat.steps["pythia"]
         cat.family = "pythia"
     except Exception as e:  # unreachable Hub, timeout, odd answer: the demo suite still works
         log.warning("the Hub's lists are unavailable (%s); defaulting to the demo suite", type(e).__name__)
@@ -167,6 +171,17 @@ def load_catalog(settings: Settings) -> Catalog:
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return cat
+
+
+def _offline_steps(settings: Settings) -> list[int]:
+    """The checkpoint repo's steps without asking the Hub: the list remembered from its last answer, else the
+    built-in list of a known repo (v0: 143, current: 154), else none."""
+    try:
+        from .hub import Hub
+
+        return Hub(settings.replace(offline=True)).checkpoint_steps(settings.checkpoint_repo) or []
+    except Exception:  # an unreadable memo: the built-in list
+        return builtin_steps(settings.checkpoint_repo) or []
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -348,8 +363,9 @@ class Dashboard:
         if not p:
             return head
         ref = f"reference {run['reference']['label']}" if run.get("reference") else "no reference"
+        notes = "".join(f"\n- {n}" for n in report.run_notes(run))  # warnings and overrides, per variant
         return (f"{head} · {inp.get('n_tokens')} tokens · {p.get('scoring')} scoring · ctx {p.get('ctx')} · {ref} "
-                f"· {len(entries)} models")
+                f"· {len(entries)} models" + (f"\n{notes}" if notes else ""))
 
     def history(self, query: str | None, owner: str | None) -> list[list]:
         """Rows of HISTORY_COLUMNS, newest first. Public deployments list only the owner's runs."""

@@ -35,7 +35,7 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidation
 
 from .config import DEFAULT_ENDPOINT, Settings
 from .errors import HubError, MissingOnHub, OfflineMissing
-from .variants import QUANT_ALIASES, QUANTS
+from .variants import QUANT_ALIASES, QUANTS, builtin_steps
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _STEP_RE = re.compile(r"^step(\d+)$")
@@ -100,8 +100,10 @@ class Hub:
         if not self.settings.offline:
             try:
                 refs = self._api.list_repo_refs(repo)
-                return sorted((int(m.group(1)), b.target_commit) for b in refs.branches
-                              if (m := _STEP_RE.match(b.name)))
+                found = sorted((int(m.group(1)), b.target_commit) for b in refs.branches
+                               if (m := _STEP_RE.match(b.name)))
+                self._remember_steps(repo, found)
+                return found
             except httpx2.TransportError as e:
                 cached = self._cached_steps(repo)
                 if not cached:
@@ -110,6 +112,27 @@ class Hub:
             except (HfHubHTTPError, HFValidationError) as e:
                 raise self._hub_error(e, repo) from None
         return self._cached_steps(repo)
+
+    def checkpoint_steps(self, repo: str) -> list[int] | None:
+        """The steps `repo` has, to offer and to check specs against: its stepN branches on the Hub (remembered
+        for offline use), else the list remembered from an earlier answer, else the built-in list of a known
+        repo (variants.builtin_steps). None when nothing complete is known (offline, an unknown repo), or the
+        repo has no step branches."""
+        if not self.settings.offline:
+            try:
+                refs = self._api.list_repo_refs(repo)
+                found = sorted((int(m.group(1)), b.target_commit) for b in refs.branches
+                               if (m := _STEP_RE.match(b.name)))
+                self._remember_steps(repo, found)
+                return [s for s, _ in found] or None
+            except httpx2.TransportError:
+                pass  # unreachable: what is remembered or built in
+            except (HfHubHTTPError, HFValidationError) as e:
+                raise self._hub_error(e, repo) from None
+        remembered = self._remembered_steps(repo)
+        if remembered:
+            return [s for s, _ in remembered]
+        return builtin_steps(repo)
 
     def resolve_commit(self, repo: str, revision: str | None) -> str:
         """The commit sha of `revision` (None: main). Offline: from the cache's refs/<revision>."""
@@ -296,6 +319,24 @@ class Hub:
         if snap.is_dir():
             return sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()), False
         return None
+
+    def _remember_steps(self, repo: str, steps: list[tuple[int, str]]) -> None:
+        """Keep the repo's complete step list (with commit shas) for offline use; a later answer replaces it."""
+        memo = self._listing_memo(repo, "steps")
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps([[s, sha] for s, sha in steps]))
+            os.replace(tmp, memo)
+        except OSError:
+            pass  # an optimisation for offline use only
+
+    def _remembered_steps(self, repo: str) -> list[tuple[int, str]]:
+        try:
+            data = json.loads(self._listing_memo(repo, "steps").read_text())
+            return sorted((int(s), str(sha)) for s, sha in data if _SHA_RE.match(str(sha)))
+        except (OSError, ValueError, TypeError):
+            return []
 
     def _cached_steps(self, repo: str) -> list[tuple[int, str]]:
         return sorted((int(m.group(1)), sha) for name, sha in self._cached_refs(repo).items()

@@ -53,6 +53,7 @@ class Resolver:
         self._hub = hub
         self.cache = Cache(settings.home)
         self.conversions = 0  # checkpoints this resolver converted anew (public mode caps them per run)
+        self._steps: dict[str, list[int] | None] = {}  # repo -> its steps, asked once per resolver
 
     @property
     def hub(self):
@@ -79,6 +80,29 @@ class Resolver:
             repo = variant.repo or self.settings.checkpoint_repo
             return self._checkpoint(variant, repo, variant.revision or "main", say)
         raise SpecError(f"variant {variant.spec!r} has an unknown kind {variant.kind!r}")
+
+    def check_step(self, variant: Variant) -> None:
+        """Refuse, before any download, a checkpoint step its repo does not have (SpecError naming the nearest
+        steps it has). The repo's own branch list decides (hub.checkpoint_steps); when none is known, the
+        revision is left to resolve (or fail) as any other."""
+        if variant.kind != "checkpoint" or variant.repo == DEMO_ALIAS or variant.step is None:
+            return
+        from .lineage import describe_steps, nearest_steps
+        from .variants import PYTHIA_STEPS, V0_STEPS
+
+        repo = variant.repo or self.settings.checkpoint_repo
+        if repo not in self._steps:
+            self._steps[repo] = self.hub.checkpoint_steps(repo)
+        steps = self._steps[repo]
+        if not steps or variant.step in steps:
+            return
+        near = ", ".join(f"step{s}" for s in nearest_steps(steps, variant.step))
+        hint = ""
+        if steps == V0_STEPS and variant.step in PYTHIA_STEPS:
+            hint = (f"; step{variant.step} exists in the current repos (e.g. EleutherAI/pythia-410m-deduped@"
+                    f"step{variant.step}), a different training run from the v0 models")
+        raise SpecError(f"variant {variant.spec!r}: {repo} has no checkpoint at step {variant.step}; the nearest it "
+                        f"has are {near} ({describe_steps(steps)}){hint}")
 
     # --- kinds ---
     def _local(self, variant: Variant) -> Resolved:
@@ -111,6 +135,7 @@ class Resolver:
                                         "quant": variant.quant})
 
     def _checkpoint(self, variant: Variant, repo: str, revision: str, say: Progress) -> Resolved:
+        self.check_step(variant)
         say(f"{variant.label}: looking up {repo}@{revision}")
         commit = self.hub.resolve_commit(repo, revision)
         return self._build(variant, repo, commit, lambda: self.hub.download_checkpoint(repo, commit), say)

@@ -26,6 +26,7 @@ from .config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, default_reference, load_catalog, log_spaced, quant_choices,
                         reference_choices, scrub, table_cells)
+from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
 from .store import RunStore
 from .variants import DEMO_ALIAS
@@ -143,7 +144,8 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         live = gr.State(None)
         ref_touched = gr.State(False)
         gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
-                    "side: next-token distributions, generations, perplexity and KL divergence from a reference.")
+                    "side: next-token distributions, generations, perplexity and KL divergence from a reference. "
+                    + MODELS_NOTE)
         banner = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
         def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
             return scrub(backup.status_markdown(), settings.hf_token)

@@ -173,6 +173,13 @@ class FakeHub:
             self._repos.setdefault(repo, {})[revision] = rev
         return sha
 
+    def add_step_branches(self, repo: str, steps, files: dict[int, FileMap] | None = None) -> None:
+        """Add a branch stepN per step, cheaply: each holds a small config.json naming its step, unless `files`
+        gives that step's files (e.g. a whole checkpoint for the steps a test downloads)."""
+        for step in steps:
+            chosen = (files or {}).get(step) or {"config.json": json.dumps({"step": step}).encode()}
+            self.add_revision(repo, f"step{step}", chosen)
+
     def remove_repo(self, repo: str) -> None:
         with self._lock:
             self._repos.pop(repo, None)

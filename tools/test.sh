@@ -2,7 +2,8 @@
 # Install everything the test suite needs and run it: the README's test command, and what CI runs.
 # - Python packages from requirements-dev.txt (llama-cpp-python builds from source the first time);
 # - Debian's chromium for the browser tests (never a downloaded browser);
-# - llama.cpp's llama-perplexity, the peer of the metric tests (built once, cached).
+# - llama.cpp's llama-perplexity, the peer of the metric tests (built once, cached);
+# - llama.cpp's tokenizer test material (ggml-vocab-*.gguf and test vectors, kept once, cached).
 # Extra arguments go to pytest. Exits non-zero on any failure, on "no tests ran", and on any skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +17,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 PYTHIA_COMPARE_LLAMA_PERPLEXITY="$(bash tools/build_llama_perplexity.sh)"
 export PYTHIA_COMPARE_LLAMA_PERPLEXITY
+PYTHIA_COMPARE_LLAMA_VOCAB_DIR="$(bash tools/llama_vocab_files.sh)"
+export PYTHIA_COMPARE_LLAMA_VOCAB_DIR
 exec python -m pytest "$@"
