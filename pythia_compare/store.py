@@ -361,6 +361,7 @@ class RunStore:
                 raise BadInput(f"the run of cell step {step} {quant} scored another text than sweep {sweep_id}'s")
             if sweep[1] is None:
                 db.conn.execute("UPDATE sweeps SET tokens = ? WHERE id = ?", [run_row["tokens"], sweep_id])
+                run_row["tokens"] = None
             elif sweep[1] == run_row["tokens"]:
                 run_row["tokens"] = None
             run_row["text"] = ""
