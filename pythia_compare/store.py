@@ -301,7 +301,9 @@ class RunStore:
         """
         row = _sweep_row(plan)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        sweep_id = secrets.token_urlsafe(9)
+        sweep_id = "-"
+        while sweep_id.startswith("-"):  # an id is a command-line argument: never one that reads as an option
+            sweep_id = secrets.token_urlsafe(9)
         with self._write() as db:
             db["sweeps"].insert({**row, "id": sweep_id, "created_at": created_at, "n_cells": len(cells),
                                  "tokens": None})

@@ -320,3 +320,60 @@ def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(case, tmp_pat
     assert says in r.stderr and r.stderr.startswith("error: ")
     assert (db.read_bytes() if db.exists() else None) == before
     assert not list(tmp_path.glob("s*.db")) and not (tmp_path / "home").exists()
+
+
+@pytest.fixture(scope="module")
+def hub_repos(tmp_path_factory):
+    """A fake Hub serving the demo steps as a checkpoint repo with stepN branches, and a GGUF repo whose files
+    were made from its final step (so they share its vocabulary)."""
+    from fakehub import FakeHub, files_from_dir
+
+    from pythia_compare.convert import convert_checkpoint
+    from pythia_compare.quantize import quantize_file
+
+    out = tmp_path_factory.mktemp("hubgguf")
+    hub = FakeHub()
+    for step in (25, 100, 300):
+        hub.add_revision("org/tiny-pythia", f"step{step}", files_from_dir(ROOT / "assets/demo" / f"step{step}"))
+    f16 = convert_checkpoint(ROOT / "assets/demo/step300", out / "f16.gguf", "F16")
+    hub.add_revision("org/tiny-pythia-gguf", "main", {
+        "tiny.Q8_0.gguf": quantize_file(f16, out / "q8.gguf", "Q8_0").read_bytes(),
+        "tiny.Q4_K.gguf": quantize_file(f16, out / "q4.gguf", "Q4_K_M").read_bytes(), "README.md": b"# gguf"})
+    with hub:
+        yield hub
+
+
+def test_a_hub_checkpoint_repo_sweep_adds_hub_quants_and_deletes_only_what_it_downloaded(hub_repos, tmp_path):
+    env = {"PYTHIA_COMPARE_OFFLINE": "0", "HF_ENDPOINT": hub_repos.endpoint,
+           "PYTHIA_COMPARE_GGUF_REPO": "org/tiny-pythia-gguf"}
+    db = tmp_path / "runs.db"
+    r = _cli(["sweep", "plan", "--repo", "org/tiny-pythia", "--steps", "log:2", "--quants", "F16,Q2_K",
+              "--hub-quants", "--text-file", str(ROOT / "assets/demo/heldout.txt"), "--ctx", "64",
+              "--max-chunks", "2"], tmp_path, db, env)
+    assert r.returncode == 0, r.stderr
+    sweep_id = r.stdout.strip().splitlines()[-1]
+    assert "2 hub cells" in r.stdout
+    # Only the tokenizer and config were fetched to count the text's tokens: no weights.
+    assert not hub_repos.downloads_of("model.safetensors")
+    assert hub_repos.downloads_of("tokenizer.json")
+    hf = tmp_path / "hf"
+    r = _cli(["sweep", "run", sweep_id], tmp_path, db, env)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(_cli(["sweep", "show", sweep_id, "--json"], tmp_path, db, env).stdout)
+    assert s["steps"] == [25, 300] and s["hub_repo"] == "org/tiny-pythia-gguf"
+    assert [(c["step"], c["quant"], c["hub"]) for c in s["cells"]] == [
+        (25, "F16", False), (25, "Q2_K", False), (300, "F16", False), (300, "Q2_K", False),
+        (300, "Q8_0", True), (300, "Q4_K_M", True)]
+    assert s["done"] == 6, s
+    from pythia_compare.store import RunStore
+
+    with RunStore(db) as store:
+        hub_run = store.get(next(c["run_id"] for c in s["cells"] if c["hub"] and c["quant"] == "Q8_0"))
+    assert hub_run["variants"][0]["source"]["repo"] == "org/tiny-pythia-gguf"
+    assert hub_run["reference"]["spec"] == "org/tiny-pythia@step300:F16"
+    # The weights and GGUF files the sweep downloaded, and the files it built, are gone; the small files
+    # `plan` fetched before (tokenizer, config) stay.
+    assert len(hub_repos.downloads_of("model.safetensors")) == 2
+    left = sorted(p.name for p in hf.rglob("*") if p.is_file() or p.is_symlink())
+    assert not [n for n in left if n.endswith((".safetensors", ".gguf"))], left
+    assert not list((tmp_path / "home").rglob("*.gguf"))
