@@ -312,7 +312,8 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
 
     `store` holds the plan; cells go to `out_store` (a shard DB, which gets the plan copied in) or to `store`.
     A cell that fails (download error, bad checkpoint, a model llama.cpp refuses) is recorded with its error and
-    the shard goes on; a rerun retries it. Unless `keep`, a step's files that this shard fetched or built are
+    the shard goes on; a rerun retries it. `pool`: a ModelPool to share (the dashboard's); by default the shard
+    makes its own and empties it after each step. `on_cell(cell, "done" | "failed")` is called as cells finish. Unless `keep`, a step's files that this shard fetched or built are
     deleted once the step's cells are done. Progress goes to stderr through tqdm (with an ETA).
     """
     from tqdm import tqdm
@@ -328,8 +329,10 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     if out_store is not None:
         out_store.copy_sweep_plan(store, sweep_id)
     cells = [Cell(s, q, h) for s, q, h in plan["cells"]]
-    status = {(c["step"], c["quant"], c["hub"]): c["status"] for c in target.sweep_cells(sweep_id)}
-    todo = [c for c in shard_cells(cells, index, count) if status.get((c.step, c.quant, c.hub)) != "done"]
+    done = {(c["step"], c["quant"], c["hub"]) for c in target.sweep_cells(sweep_id) if c["status"] == "done"}
+    if target is not store:  # cells already done in the plan's own run log are not run again in a shard
+        done |= {(c["step"], c["quant"], c["hub"]) for c in store.sweep_cells(sweep_id) if c["status"] == "done"}
+    todo = [c for c in shard_cells(cells, index, count) if (c.step, c.quant, c.hub) not in done]
     report = ShardReport(sweep_id, shard, Path(target.path))
     report.skipped = len(shard_cells(cells, index, count)) - len(todo)
     own_pool = pool is None
@@ -342,7 +345,8 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     try:
         for step in sorted({c.step for c in todo}):
             step_cells = [c for c in todo if c.step == step]
-            _run_step(settings, plan, target, step, step_cells, pool, resolver, keep, bar, report, on_cell)
+            _run_step(settings, plan, target, step, step_cells, pool, resolver, keep, bar, report, on_cell,
+                      own_pool)
     finally:
         bar.close()
         if own_pool:
@@ -357,7 +361,8 @@ def _spec(plan: dict, cell: Cell) -> str:
     return f"{plan['repo']}@step{cell.step}:{cell.quant}"
 
 
-def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, report, on_cell) -> None:
+def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, report, on_cell,
+              own_pool: bool = True) -> None:
     """Score one step's pending cells: resolve each file, then one pass per group of quants that fits."""
     from .compare import RunParams, iter_comparison
 
@@ -374,7 +379,7 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
         for c in cs:
             store.record_cell_failure(sweep_id, c.step, c.quant, c.hub, msg)
             report.failed += 1
-            bar.update(1)
+            _advance(bar, 1)
             if on_cell:
                 on_cell(c, "failed")
 
@@ -446,17 +451,17 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
                 if ev.kind == "update" and ev.message == "tokenized":
                     t_scoring = time.perf_counter()
                 if ev.kind == "update" and ev.fraction > last:
-                    bar.update((ev.fraction - last) * len(members) * 0.999)
+                    _advance(bar, (ev.fraction - last) * len(members) * 0.999)
                     last = ev.fraction
                 if ev.kind == "done":
                     run = ev.run
         except Exception as e:  # noqa: BLE001
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            bar.update(-last * len(members) * 0.999)
+            _advance(bar, -last * len(members) * 0.999)
             fail(members, e)
             continue
-        bar.update(-last * len(members) * 0.999)
+        _advance(bar, -last * len(members) * 0.999)
         seconds = (time.perf_counter() - t + (t - t0 if g_index == 0 else 0.0)) / max(1, len(members))
         report.score_seconds += time.perf_counter() - t_scoring  # the corpus pass itself, wall time
         for c, entry, ref_entry in _split(run, group, with_ref_cell, ref_cell):
@@ -465,11 +470,18 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             summary.update(_size(entry["source"], resolver, ref_res if c is ref_cell else dict(group).get(c), sizes))
             store.save_cell_run(sweep_id, c.step, c.quant, c.hub, cell_run, summary, seconds)
             report.done += 1
-            bar.update(1)
+            _advance(bar, 1)
             if on_cell:
                 on_cell(c, "done")
-    pool.close()  # the step's models are not needed again; their files may be deleted next
+    if own_pool:
+        pool.close()  # the step's models are not needed again; their files may be deleted next
     _cleanup(settings, resolver, before, made, keep, snapshot)
+
+
+def _advance(bar, by: float) -> None:
+    """Move the progress bar by a (fractional) number of cells, rounded so it never passes its total."""
+    bar.n = min(float(bar.total), round(bar.n + by, 6))
+    bar.update(0)  # draws at tqdm's own pace (mininterval)
 
 
 def _split(run: dict, group: list, with_ref_cell: bool, ref_cell: Cell | None):
