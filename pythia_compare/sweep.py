@@ -313,8 +313,9 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     `store` holds the plan; cells go to `out_store` (a shard DB, which gets the plan copied in) or to `store`.
     A cell that fails (download error, bad checkpoint, a model llama.cpp refuses) is recorded with its error and
     the shard goes on; a rerun retries it. `pool`: a ModelPool to share (the dashboard's); by default the shard
-    makes its own and empties it after each step. `on_cell(cell, "done" | "failed")` is called as cells finish. Unless `keep`, a step's files that this shard fetched or built are
-    deleted once the step's cells are done. Progress goes to stderr through tqdm (with an ETA).
+    makes its own and empties it after each step. `on_cell(cell, "done" | "failed")` is called as cells finish.
+    Unless `keep`, a step's files that this shard fetched or built are deleted once the step's cells are done (a
+    sweep-wide --reference's at the shard's end). Progress goes to stderr through tqdm (with an ETA).
     """
     from tqdm import tqdm
 
@@ -342,11 +343,22 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     bar = tqdm(total=len(todo), file=sys.stderr, disable=not progress, unit="cell", dynamic_ncols=True,
                desc=f"sweep {sweep_id} shard {index}/{count}", smoothing=0.1,
                bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} cells [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+    before_all = _cache_paths(resolver)
     try:
         for step in sorted({c.step for c in todo}):
             step_cells = [c for c in todo if c.step == step]
             _run_step(settings, plan, target, step, step_cells, pool, resolver, keep, bar, report, on_cell,
                       own_pool)
+        if plan["reference"] != "F16" and todo and not keep:  # the sweep-wide reference, if this shard made it
+            try:
+                ref_res = resolver.resolve(parse_spec(plan["reference"]))
+            except Exception:  # noqa: BLE001 - its cells already say why; nothing of it to delete
+                ref_res = None
+            if ref_res is not None:
+                if own_pool:
+                    pool.close()
+                _cleanup(settings, resolver, before_all, [ref_res.path, *_step_cache_files(
+                    resolver, before_all, ref_res.source.get("commit"))], keep)
     finally:
         bar.close()
         if own_pool:
@@ -387,7 +399,8 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
     try:
         bar.set_postfix_str(f"step{step}: building F16" if own_ref else f"step{step}: reference", refresh=False)
         ref_res = resolver.resolve(parse_spec(ref_spec))
-        made.append(ref_res.path)
+        if own_ref:  # a sweep-wide reference serves every step: the shard deletes it at its end
+            made.append(ref_res.path)
         if own_ref and plan["repo"] != DEMO_ALIAS and ref_res.source.get("commit"):
             snapshot = resolver.hub.snapshot_dir(plan["repo"], ref_res.source["commit"])
     except Exception as e:  # noqa: BLE001 - recorded per cell, the shard goes on
@@ -413,25 +426,31 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             fail([c], e)
-    made += _step_cache_files(resolver, before, ref_res)  # e.g. the F16 base of quantized cells
-    # 2. Groups that fit the budget (and the per-run variant limit) beside the reference.
-    # Only the memory budget splits a step (the dashboard's per-run variant limit is for people reading tables).
+    step_commit = ref_res.source.get("commit") if own_ref else next(
+        (r.source.get("commit") for c, r in ready if not c.hub), None)
+    made += _step_cache_files(resolver, before, step_commit)  # e.g. the F16 base of quantized cells
+    # 2. Groups that fit the memory budget beside the reference (only the budget splits a step: the dashboard's
+    # per-run variant limit is for people reading tables); the hub's own files in groups of their own.
     budget = settings.memory_budget_bytes
     groups: list[list[tuple[Cell, object]]] = []
     for c, res in ready:
         size = Path(res.path).stat().st_size
-        if (groups and ref_res.path.stat().st_size + sum(Path(r.path).stat().st_size for _, r in groups[-1]) + size
+        if (groups and groups[-1][-1][0].hub == c.hub
+                and ref_res.path.stat().st_size + sum(Path(r.path).stat().st_size for _, r in groups[-1]) + size
                 <= budget):
             groups[-1].append((c, res))
         else:
             groups.append([(c, res)])
+    # Work items: (variants, whether the step's own F16 cell comes out of this pass as well).
+    work: list[tuple[list, bool]] = [(g, ref_cell is not None and i == 0) for i, g in enumerate(groups)]
     if ref_cell is not None and not groups:
-        groups.append([])  # the step's F16 cell alone: a run of the F16 with no reference
+        work.append(([], True))  # the step's F16 cell alone: a run of the F16 with no reference
     params = RunParams(scoring="corpus", ctx=int(plan["ctx"]), top_k=int(plan["params"]["top_k"]), max_tokens=0,
                        temperature=0.0, seed=0)
     sizes: dict[str, tuple[int, int]] = {}
-    for g_index, group in enumerate(groups):
-        with_ref_cell = ref_cell is not None and g_index == 0
+    prep_s = time.perf_counter() - t0  # building the step's files, shared out over its cells
+    while work:
+        group, with_ref_cell = work.pop(0)
         members = [c for c, _ in group] + ([ref_cell] if with_ref_cell else [])
         t = time.perf_counter()
         specs = [_spec(plan, c) for c, _ in group]
@@ -439,8 +458,7 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             params.reference = ref_spec
         else:
             specs, params.reference = [ref_spec], None
-        label = ", ".join(c.quant for c in members)
-        bar.set_postfix_str(f"step{step}: scoring {label}", refresh=False)
+        bar.set_postfix_str(f"step{step}: scoring {', '.join(c.quant for c in members)}", refresh=False)
         run = None
         last = 0.0
         t_scoring = time.perf_counter()
@@ -459,10 +477,13 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             _advance(bar, -last * len(members) * 0.999)
-            fail(members, e)
+            if len(members) > 1:  # one bad file must not fail the others: score them one by one
+                work[:0] = [([m], False) for m in group] + ([([], True)] if with_ref_cell else [])
+            else:
+                fail(members, e)
             continue
         _advance(bar, -last * len(members) * 0.999)
-        seconds = (time.perf_counter() - t + (t - t0 if g_index == 0 else 0.0)) / max(1, len(members))
+        seconds = (time.perf_counter() - t + prep_s * len(members) / max(1, len(cells))) / len(members)
         report.score_seconds += time.perf_counter() - t_scoring  # the corpus pass itself, wall time
         for c, entry, ref_entry in _split(run, group, with_ref_cell, ref_cell):
             cell_run = _cell_run(run, entry, ref_entry)
@@ -547,9 +568,8 @@ def _hf_files(resolver) -> list[Path]:
     return [p for d in root.glob("models--*") for p in (d / "snapshots").glob("*/**/*") if p.is_symlink() or p.is_file()]
 
 
-def _step_cache_files(resolver, before: set[Path], ref_res) -> list[Path]:
+def _step_cache_files(resolver, before: set[Path], commit: str | None) -> list[Path]:
     """Cache entries of the step's commit made during this step (intermediates such as the F16 base)."""
-    commit = ref_res.source.get("commit")
     return [e.path for e in resolver.cache.entries()
             if e.path not in before and commit and e.key.get("commit") == commit]
 

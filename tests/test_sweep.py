@@ -377,3 +377,19 @@ def test_a_hub_checkpoint_repo_sweep_adds_hub_quants_and_deletes_only_what_it_do
     left = sorted(p.name for p in hf.rglob("*") if p.is_file() or p.is_symlink())
     assert not [n for n in left if n.endswith((".safetensors", ".gguf"))], left
     assert not list((tmp_path / "home").rglob("*.gguf"))
+
+
+def test_a_sweep_wide_reference_compares_every_cell_with_one_model_and_its_files_go_at_the_end(tmp_path):
+    db = tmp_path / "runs.db"
+    sweep_id = _plan(tmp_path, db, steps="25,100", quants="F16,Q2_K", extra=["--reference", "demo@step800"])
+    r = _cli(["sweep", "run", sweep_id], tmp_path, db)
+    assert r.returncode == 0 and "4 done, 0 failed" in r.stdout, r.stderr
+    s = json.loads(_cli(["sweep", "show", sweep_id, "--json"], tmp_path, db).stdout)
+    assert s["reference"] == "demo@step800"
+    assert all(c["kld_mean"] is not None and c["kld_mean"] > 0 for c in s["cells"])  # F16 cells compared too
+    from pythia_compare.store import RunStore
+
+    with RunStore(db) as store:
+        run = store.get(s["cells"][0]["run_id"])
+    assert run["reference"]["spec"] == "demo@step800" and run["variants"][0]["spec"] == "demo@step25:F16"
+    assert not list((tmp_path / "home").rglob("*.gguf"))
