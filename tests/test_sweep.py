@@ -393,3 +393,32 @@ def test_a_sweep_wide_reference_compares_every_cell_with_one_model_and_its_files
         run = store.get(s["cells"][0]["run_id"])
     assert run["reference"]["spec"] == "demo@step800" and run["variants"][0]["spec"] == "demo@step25:F16"
     assert not list((tmp_path / "home").rglob("*.gguf"))
+
+
+def test_a_hub_file_of_another_model_fails_only_its_own_cell(other_tokenizer_gguf, tmp_path):
+    from fakehub import FakeHub, files_from_dir
+
+    from pythia_compare.convert import convert_checkpoint
+    from pythia_compare.quantize import quantize_file
+
+    f16 = convert_checkpoint(ROOT / "assets/demo/step300", tmp_path / "f16.gguf", "F16")
+    good = quantize_file(f16, tmp_path / "q4.gguf", "Q4_K_M")
+    hub = FakeHub()
+    hub.add_revision("org/tiny-pythia", "step300", files_from_dir(ROOT / "assets/demo/step300"))
+    hub.add_revision("org/tiny-pythia-gguf", "main", {"tiny.Q4_K.gguf": good.read_bytes(),
+                                                     "tiny.Q8_0.gguf": other_tokenizer_gguf.read_bytes()})
+    env = {"PYTHIA_COMPARE_OFFLINE": "0", "PYTHIA_COMPARE_GGUF_REPO": "org/tiny-pythia-gguf"}
+    db = tmp_path / "runs.db"
+    with hub:
+        env["HF_ENDPOINT"] = hub.endpoint
+        r = _cli(["sweep", "plan", "--repo", "org/tiny-pythia", "--steps", "all", "--quants", "F16",
+                  "--hub-quants", "--text-file", str(ROOT / "assets/demo/heldout.txt"), "--ctx", "64",
+                  "--max-chunks", "2"], tmp_path, db, env)
+        assert r.returncode == 0, r.stderr
+        sweep_id = r.stdout.strip().splitlines()[-1]
+        r = _cli(["sweep", "run", sweep_id], tmp_path, db, env)
+    assert r.returncode == 0 and "2 done, 1 failed" in r.stdout, (r.stdout, r.stderr)
+    s = json.loads(_cli(["sweep", "show", sweep_id, "--json"], tmp_path, db, env).stdout)
+    by = {(c["quant"], c["hub"]): c for c in s["cells"]}
+    assert by[("F16", False)]["status"] == "done" and by[("Q4_K_M", True)]["status"] == "done"
+    assert by[("Q8_0", True)]["status"] == "failed" and "different token ids" in by[("Q8_0", True)]["error"]
