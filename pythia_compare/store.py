@@ -599,14 +599,17 @@ def _pending_cell(sweep_id: str, position: int, cell: tuple) -> dict:
 
 def sweep_ids_in_file(path: str | Path) -> list[str]:
     """The sweep ids a database file holds, read without writing to it (read-only, no migrations); [] when it
-    has no sweeps table. sqlite3.DatabaseError when it is not a SQLite database."""
-    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    has no sweeps table. RunLogError when it is not a SQLite database."""
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps'").fetchone() is None:
-            return []
-        return [r[0] for r in conn.execute("SELECT id FROM sweeps ORDER BY created_at, rowid")]
-    finally:
-        conn.close()
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps'").fetchone() is None:
+                return []
+            return [r[0] for r in conn.execute("SELECT id FROM sweeps ORDER BY created_at, rowid")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise RunLogError(f"{str(path)!r} is not a pythia-compare database ({e})") from None
 
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .config import Settings
-from .errors import BadInput, InputTextError, PythiaCompareError, SpecError
+from .errors import BadInput, InputTextError, PythiaCompareError
 from .variants import DEMO_ALIAS, QUANTS, normalize_quant, parse_spec
 
 DEFAULT_MAX_CHUNKS = 64  # the estimate: 64 chunks of 512 tokens per cell
@@ -625,10 +624,7 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
             raise SweepError(f"shard database {str(p)!r} does not exist; give the files `sweep run --out` wrote")
         if path.resolve() == target:
             raise SweepError(f"shard database {str(p)!r} is the --db itself; merge shards into another file")
-        try:
-            ids = sweep_ids_in_file(path)
-        except sqlite3.DatabaseError as e:
-            raise SweepError(f"{str(p)!r} is not a pythia-compare database ({e})") from None
+        ids = sweep_ids_in_file(path)  # RunLogError (exit 2) when it is not a SQLite file
         if not ids:
             raise SweepError(f"{str(p)!r} holds no sweep; give the shard databases `sweep run --out` wrote")
         if len(ids) > 1:
