@@ -236,7 +236,7 @@ def _check_text(settings: Settings, repo: str, step: int, text: str, ctx: int, m
                                  f"{ctx} needs at least {2 * ctx}; give a longer text or a smaller --ctx "
                                  f"(at most {len(ids) // 2})")
             keep = max_chunks * ctx + ctx // 2 if max_chunks else None
-            if keep is None or len(ids) <= keep + ctx // 2:
+            if keep is None or len(ids) // ctx <= max_chunks:  # it has no more chunks than that anyway
                 return text, len(ids)
             start = 1 if vocab.add_bos else 0
             prefix = b"".join(vocab.piece(i) for i in ids[start:keep]).decode("utf-8", "replace")

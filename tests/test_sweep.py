@@ -96,6 +96,7 @@ def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process)
     for (step, quant), run in runs.items():
         assert run["input"]["text"] == text and len(run["input"]["tokens"]) == run["input"]["n_tokens"]
         assert run["params"]["scoring"] == "corpus" and run["params"]["ctx"] == 64
+        assert run["variants"][0]["n_scored"] == 2 * (64 - 1 - 32)  # --max-chunks 2: two chunks of ctx 64
         assert [v["spec"] for v in run["variants"]] == [f"demo@step{step}:{quant}"]
         if quant == "F16":
             assert run["reference"] is None
