@@ -41,7 +41,8 @@ finally:
     if _hide_pandas and "pandas" in sys.modules and sys.modules["pandas"] is None:
         del sys.modules["pandas"]
 
-__all__ = ["RunStore", "RunFormatError", "RunLogError", "SweepNotFound", "SweepMismatch", "sweep_ids_in_file"]
+__all__ = ["RunStore", "RunFormatError", "RunLogError", "SweepNotFound", "SweepMismatch", "sweep_ids_in_file",
+           "read_sweep_file"]
 
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another writer's lock before failing
 MAX_LIST_LIMIT = 1000  # the most summary rows one list() call returns
@@ -340,6 +341,12 @@ class RunStore:
         with self._write() as db:
             self._insert_plan(db, row, cells)
 
+    def import_sweep_plan(self, row: dict, cells: list[dict]) -> None:
+        """Store a plan read by read_sweep_file (its cells as pending), keeping its id; nothing happens when this
+        store has it already; another plan under that id raises SweepMismatch."""
+        with self._write() as db:
+            self._insert_plan(db, row, [{k: c[k] for k in ("step", "quant", "hub", "position")} for c in cells])
+
     def save_cell_run(self, sweep_id: str, step: int, quant: str, hub: bool, run: dict, summary: dict,
                       seconds: float) -> str:
         """Store a finished cell in one transaction: its run (text and tokens kept only in the sweep row) and
@@ -610,6 +617,35 @@ def sweep_ids_in_file(path: str | Path) -> list[str]:
             conn.close()
     except sqlite3.DatabaseError as e:
         raise RunLogError(f"{str(path)!r} is not a pythia-compare database ({e})") from None
+
+
+def read_sweep_file(path: str | Path, sweep_id: str) -> tuple[dict, list[dict]]:
+    """(the sweeps row, its cell rows) of `sweep_id` in the database file at `path`, read without writing to it
+    and, when no -wal file stands beside it, as an immutable file: no locks and no -shm, so array tasks on many
+    nodes may read one plan on a shared filesystem (nothing may write to it meanwhile; the merge job runs after
+    them). For RunStore.import_sweep_plan. SweepNotFound / RunLogError otherwise."""
+    _check_sweep_id(sweep_id)
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise RunLogError(f"there is no run log at {path}; give the --db that `sweep plan` wrote to")
+    wal = p.with_name(p.name + "-wal")
+    uri = f"{p.as_uri()}?mode=ro" + ("" if wal.exists() and wal.stat().st_size else "&immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps'").fetchone() is None:
+                raise _sweep_not_found(sweep_id)
+            row = _fetch_dict(conn, "SELECT * FROM sweeps WHERE id = ?", [sweep_id])
+            if row is None:
+                raise _sweep_not_found(sweep_id)
+            cur = conn.execute("SELECT * FROM sweep_cells WHERE sweep_id = ? ORDER BY position", [sweep_id])
+            names = [d[0] for d in cur.description]
+            cells = [dict(zip(names, r)) for r in cur.fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise RunLogError(f"{str(path)!r} is not a pythia-compare database ({e})") from None
+    return row, cells
 
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:

@@ -306,7 +306,8 @@ class ShardReport:
 
 def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] = (0, 1), *, out_store=None,
               keep: bool = False, pool=None, resolver=None, progress: bool = True,
-              on_cell: Callable[[Cell, str], None] | None = None) -> ShardReport:
+              on_cell: Callable[[Cell, str], None] | None = None,
+              skip: set[tuple[int, str, bool]] | None = None) -> ShardReport:
     """Run the not-yet-done cells of one shard, writing each finished cell in one transaction.
 
     `store` holds the plan; cells go to `out_store` (a shard DB, which gets the plan copied in) or to `store`.
@@ -332,6 +333,7 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     done = {(c["step"], c["quant"], c["hub"]) for c in target.sweep_cells(sweep_id) if c["status"] == "done"}
     if target is not store:  # cells already done in the plan's own run log are not run again in a shard
         done |= {(c["step"], c["quant"], c["hub"]) for c in store.sweep_cells(sweep_id) if c["status"] == "done"}
+    done |= set(skip or ())  # (step, quant, hub) done elsewhere, e.g. in the plan's run log
     todo = [c for c in shard_cells(cells, index, count) if (c.step, c.quant, c.hub) not in done]
     report = ShardReport(sweep_id, shard, Path(target.path))
     report.skipped = len(shard_cells(cells, index, count)) - len(todo)

@@ -164,9 +164,12 @@ def test_shard_dbs_merge_into_one_sweep_with_the_numbers_of_one_process_and_merg
     db = tmp_path / "plan.db"
     sweep_id = _plan(tmp_path, db)
     out = str(tmp_path / "shard-{shard}.db")
+    plan_bytes = db.read_bytes()
     for i in range(2):
         r = _cli(["sweep", "run", sweep_id, "--shard", f"{i}/2", "--out", out], tmp_path, db)
         assert r.returncode == 0, r.stderr
+    # Shards only read the plan's file (no lock, no -wal/-shm): safe for many nodes on a shared filesystem.
+    assert db.read_bytes() == plan_bytes and not list(tmp_path.glob("plan.db-*"))
     shards = [str(tmp_path / f"shard-{i}.db") for i in range(2)]
     assert _numbers(Path(shards[0]), sweep_id) != _numbers(Path(shards[1]), sweep_id)
     merged = tmp_path / "merged.db"
