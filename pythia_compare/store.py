@@ -314,15 +314,22 @@ class RunStore:
     def sweep_plan(self, sweep_id: str) -> dict:
         """The sweep's plan: the sweeps row as a dict (JSON columns decoded) plus "cells": [(step, quant, hub)]
         in grid order. SweepNotFound otherwise."""
+        plan, cells = self._sweep_snapshot(sweep_id)
+        plan["cells"] = [(c["step"], c["quant"], c["hub"]) for c in cells]
+        return plan
+
+    def _sweep_snapshot(self, sweep_id: str) -> tuple[dict, list[dict]]:
+        """(the decoded sweeps row, its cell rows in grid order with hub as bool), read in one transaction."""
         with self._read() as conn:
             row = _fetch_dict(conn, "SELECT * FROM sweeps WHERE id = ?", [_check_sweep_id(sweep_id)])
             if row is None:
                 raise _sweep_not_found(sweep_id)
-            cells = conn.execute("SELECT step, quant, hub FROM sweep_cells WHERE sweep_id = ? ORDER BY position",
-                                 [sweep_id]).fetchall()
-        plan = _decode_sweep_row(row)
-        plan["cells"] = [(int(s), q, bool(h)) for s, q, h in cells]
-        return plan
+            cur = conn.execute("SELECT * FROM sweep_cells WHERE sweep_id = ? ORDER BY position", [sweep_id])
+            names = [d[0] for d in cur.description]
+            cells = [dict(zip(names, r)) for r in cur.fetchall()]
+        for c in cells:
+            c["hub"] = bool(c["hub"])
+        return _decode_sweep_row(row), cells
 
     def sweep_ids(self) -> list[str]:
         """Ids of the stored sweeps, oldest first."""
@@ -396,23 +403,11 @@ class RunStore:
 
     def sweep_cells(self, sweep_id: str) -> list[dict]:
         """The sweep's cell rows in grid order (dicts keyed by sweep_cells' columns, hub as bool)."""
-        with self._read() as conn:
-            if conn.execute("SELECT 1 FROM sweeps WHERE id = ?", [_check_sweep_id(sweep_id)]).fetchone() is None:
-                raise _sweep_not_found(sweep_id)
-            conn.row_factory = sqlite3.Row
-            try:
-                rows = [dict(r) for r in conn.execute(
-                    "SELECT * FROM sweep_cells WHERE sweep_id = ? ORDER BY position", [sweep_id])]
-            finally:
-                conn.row_factory = None
-        for r in rows:
-            r["hub"] = bool(r["hub"])
-        return rows
+        return self._sweep_snapshot(sweep_id)[1]
 
     def get_sweep(self, sweep_id: str) -> dict:
         """The sweep JSON (docs/sweeps.md): the plan, every cell with its status and numbers, the counts."""
-        plan = self.sweep_plan(sweep_id)
-        cells = self.sweep_cells(sweep_id)
+        plan, cells = self._sweep_snapshot(sweep_id)  # one snapshot: counts and cells agree while shards write
         out = {"schema": SWEEP_SCHEMA, "sweep_id": plan["id"], "name": plan["name"],
                "created_at": plan["created_at"], "repo": plan["repo"], "steps": plan["steps"],
                "quants": plan["quants"], "hub_repo": plan["hub_repo"], "hub_quants": plan["hub_quants"],
