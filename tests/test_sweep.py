@@ -425,7 +425,7 @@ def test_a_hub_file_of_another_model_fails_only_its_own_cell(other_tokenizer_ggu
     s = json.loads(_cli(["sweep", "show", sweep_id, "--json"], tmp_path, db, env).stdout)
     by = {(c["quant"], c["hub"]): c for c in s["cells"]}
     assert by[("F16", False)]["status"] == "done" and by[("Q4_K_M", True)]["status"] == "done"
-    assert by[("Q8_0", True)]["status"] == "failed" and "different token ids" in by[("Q8_0", True)]["error"]
+    assert by[("Q8_0", True)]["status"] == "failed" and "vocabularies differ" in by[("Q8_0", True)]["error"]
 
 
 def test_the_store_keeps_a_cells_run_whole_and_refuses_another_plan_under_the_same_id(tmp_path):
