@@ -27,6 +27,8 @@ from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_
                         reference_choices, scrub, table_cells)
 from .errors import PythiaCompareError
 from .store import RunStore
+from .sweepview import (CELL_COLUMNS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk,
+                        cell_rows, cell_run_id, status_line)
 from .variants import DEMO_ALIAS
 
 if TYPE_CHECKING:
@@ -216,6 +218,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                 gr.Markdown("Runs are kept in the server's SQLite log. " + (
                     "This deployment is public: this browser sees only its own runs, but a link opens for anyone "
                     "who has it." if settings.public else "All runs of this log are listed."))
+            sweeps = _sweeps_tab(settings, app.store)
 
         view_outputs = [status, summary, fig_next, gen_html, fig_ppl, fig_surprisal, fig_kld, kl_table, run_id,
                         json_dl, csv_dl]
@@ -262,6 +265,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         open_btn.click(lambda rid: (*app.open_run(rid), gr.Tabs(selected="compare")), selected,
                        [*view_outputs, tabs], queue=False, **private)
         delete_btn.click(app.delete, [selected, query, owner], [note, history, selected], queue=False, **private)
+        _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.handlers = app  # for tests and embedding
     return demo
@@ -272,6 +276,137 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
 _LINK_JS = """(rid) => {
   if (!rid) { return ""; }
   const url = window.location.origin + window.location.pathname + "?run=" + encodeURIComponent(rid);
+  try { window.history.replaceState(null, "", url); } catch (e) {}
+  return url;
+}"""
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+SWEEP_FIGURES = ["ppl", "kld", "bpw", "heatmap"]
+SWEEP_INTRO = ("A sweep scores a grid of training steps × quant levels on one text (`python -m pythia_compare "
+               "sweep …`, on one machine or as a Slurm job array). Click a sweep to draw it; click a cell in its "
+               "table to open that cell's full run in the Compare tab.")
+
+
+class SweepHandlers:
+    """The Sweeps tab's event handlers over one SweepDesk; callable without a browser (the tests do)."""
+
+    def __init__(self, settings: Settings, store: RunStore):
+        self.settings = settings
+        self.desk = SweepDesk(settings, store)
+
+    def listing(self) -> dict:
+        return {"headers": SWEEP_COLUMNS, "data": self.desk.list()}
+
+    def views(self, sweep: dict | None, status: str | None = None) -> tuple:
+        """A sweep's views (or nothing's): status, the 4 figures (SWEEP_FIGURES), the cell table, its id."""
+        if not sweep:
+            return (status if status is not None else NO_SWEEP, None, None, None, None, None, "")
+        figs = plots.sweep_figures(sweep)
+        return (status_line(sweep), *(figs[n] for n in SWEEP_FIGURES),
+                {"headers": CELL_COLUMNS, "data": cell_rows(sweep)}, sweep["sweep_id"])
+
+    def open_sweep(self, sweep_id: object) -> tuple:
+        """A stored sweep's views, or the friendly not-found text (for any id, hostile ones included)."""
+        sweep = self.desk.find(sweep_id)
+        return self.views(sweep) if sweep else self.views(None, SWEEP_NOT_FOUND)
+
+    def sweep(self, sweep_id: str) -> dict:
+        """The API ("/sweep"): a stored sweep's results as the sweep JSON of docs/sweeps.md."""
+        try:
+            return self.desk.get(sweep_id)
+        except PythiaCompareError as e:
+            raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+
+    def on_load(self, request: gr.Request | None = None) -> tuple:
+        """Page load: the sweep list; with `?sweep=<id>` that sweep's views and the Sweeps tab selected."""
+        sweep_id = dict(getattr(request, "query_params", None) or {}).get("sweep") if request is not None else None
+        if sweep_id is None:
+            return (self.listing(), *self.views(None), gr.skip())
+        return (self.listing(), *self.open_sweep(sweep_id), gr.Tabs(selected="sweeps"))
+
+    def refresh(self, sweep_id: str | None) -> tuple:
+        """The Refresh button: the list again, and the shown sweep (if any) redrawn with its latest cells."""
+        return (self.listing(), *(self.open_sweep(sweep_id) if sweep_id else self.views(None)))
+
+    def select_sweep(self, evt: gr.SelectData | None = None) -> tuple:
+        """A click in the sweep list: that row's sweep drawn."""
+        row = evt.row_value if evt is not None else None
+        return self.open_sweep(str(row[0]) if row else None)
+
+    def select_cell(self, evt: gr.SelectData | None = None) -> tuple[str, str]:
+        """A click in the cell table: (the cell's run id or '', a note saying what happens)."""
+        row = evt.row_value if evt is not None else None
+        run_id = cell_run_id(row)
+        if run_id:
+            return run_id, f"Opened cell step {row[0]} {row[1]}: run `{run_id}` in the Compare tab."
+        if row:
+            return "", f"Cell step {row[0]} {row[1]} is {row[2]}: it has no run to open yet."
+        return "", ""
+
+
+def _sweeps_tab(settings: Settings, store: RunStore) -> dict:
+    """The Sweeps tab's layout (called inside build_demo's Tabs); returns its handlers and components."""
+    h = SweepHandlers(settings, store)
+    c: dict = {"handlers": h}
+    with gr.Tab("Sweeps", id="sweeps"):
+        gr.Markdown(SWEEP_INTRO)
+        c["list"] = gr.Dataframe(headers=SWEEP_COLUMNS, interactive=False, wrap=True, elem_id="pc-sweeps",
+                                 max_height=300)
+        with gr.Row(elem_classes=["pc-share"]):
+            c["refresh"] = gr.Button("Refresh", size="sm", scale=1, min_width=90, elem_id="pc-sweeps-refresh")
+            c["id"] = gr.Textbox(visible=False, elem_id="pc-sweep-id")
+            c["link"] = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], scale=6,
+                                   elem_id="pc-sweep-link")
+        c["status"] = gr.Markdown(NO_SWEEP, elem_id="pc-sweep-status", container=True, min_height=50)
+        with gr.Row():
+            c["ppl"] = gr.Plot(label="Perplexity vs step", elem_id="pc-sweep-fig-ppl")
+            c["kld"] = gr.Plot(label="KL divergence vs step", elem_id="pc-sweep-fig-kld")
+        with gr.Row():
+            c["bpw"] = gr.Plot(label="Perplexity vs bits per weight", elem_id="pc-sweep-fig-bpw")
+            c["heatmap"] = gr.Plot(label="ln(PPL(Q)/PPL(ref)) per cell", elem_id="pc-sweep-fig-heatmap")
+        c["cell_note"] = gr.Markdown("Click a cell's row to open its full run in the Compare tab.",
+                                     elem_id="pc-sweep-cell-note")
+        c["cells"] = gr.Dataframe(headers=CELL_COLUMNS, interactive=False, wrap=True, elem_id="pc-sweep-cells",
+                                  label="Cells", max_height=420)
+        if h.desk.can_start:
+            _start_form(c, settings)
+        else:
+            gr.Markdown(PUBLIC_NO_START, elem_classes=["pc-note"])
+    return c
+
+
+def _start_form(c: dict, settings: Settings) -> None:
+    """The start-a-sweep form (local apps only)."""
+    with gr.Accordion("Start a sweep (this app runs it; local only)", open=False, elem_id="pc-sweep-start"):
+        gr.Markdown("Runs a grid of the bundled demo suite in this process. For Pythia's grid, use the command "
+                    "line (below), on a cluster with `sweep slurm`.", elem_classes=["pc-note"])
+
+
+def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_outputs: list) -> None:
+    """The Sweeps tab's events (called inside build_demo's Blocks, after the Compare tab's views exist)."""
+    h: SweepHandlers = c["handlers"]
+    private = dict(api_visibility="private")
+    outputs = [c["status"], *(c[n] for n in SWEEP_FIGURES), c["cells"], c["id"]]
+    gr.api(h.sweep, api_name="sweep")
+    demo.load(h.on_load, None, [c["list"], *outputs, tabs], queue=False, **private)
+    c["refresh"].click(h.refresh, c["id"], [c["list"], *outputs], queue=False, **private)
+    tabs.select(h.listing, None, c["list"], queue=False, **private)
+    c["list"].select(h.select_sweep, None, outputs, queue=False, **private)
+    c["id"].change(None, c["id"], c["link"], js=_SWEEP_LINK_JS, **private)
+
+    def open_cell(evt: gr.SelectData) -> tuple:
+        run_id, note = h.select_cell(evt)
+        if not run_id:
+            return (note, *[gr.skip()] * len(view_outputs), gr.skip())
+        return (note, *app.open_run(run_id), gr.Tabs(selected="compare"))
+
+    c["cells"].select(open_cell, None, [c["cell_note"], *view_outputs, tabs], queue=False, **private)
+
+
+_SWEEP_LINK_JS = """(sid) => {
+  if (!sid) { return ""; }
+  const url = window.location.origin + window.location.pathname + "?sweep=" + encodeURIComponent(sid);
   try { window.history.replaceState(null, "", url); } catch (e) {}
   return url;
 }"""
