@@ -122,3 +122,73 @@ class SweepDesk:
             raise BadInput(f"the sweep id must be a string, got {type(sweep_id).__name__}; "
                            f"`python -m pythia_compare sweep list` shows the stored sweeps")
         return self.store.get_sweep(sweep_id.strip())
+
+    # -------------------------------------------------------------------------------- starting (local only)
+    def check_form(self, steps: object, quants: object, text: object, ctx: object, max_chunks: object,
+                   name: object) -> StartForm:
+        """The start form's inputs checked; BadInput names what is wrong. An empty text means the demo suite's
+        held-out text; max chunks 0 means all of the text."""
+        from .dashboard import _int
+
+        if not self.can_start:
+            raise BadInput("this deployment is public: sweeps are started from the command line, not the page")
+        steps = str(steps or "").strip()
+        if not steps or len(steps) > MAX_FORM_CHARS:
+            raise BadInput(f"the steps box must hold a step spec of 1 … {MAX_FORM_CHARS} characters: all, "
+                           f"log:5, 0-800/100 or a comma list like 0,100,800")
+        if not isinstance(quants, (list, tuple)) or not quants or not all(isinstance(q, str) for q in quants):
+            raise BadInput("choose at least one quant for the sweep (F16, Q8_0, … Q2_K)")
+        chunks = _int(max_chunks if max_chunks not in (None, "") else 0, "max chunks")
+        if chunks < 0:
+            raise BadInput(f"max chunks must be 0 (all of the text) or more, got {chunks}")
+        name = str(name or "").strip()[:200] or None
+        text = text if isinstance(text, str) and text.strip() else ""
+        if not text:
+            held_out = Path(self.settings.demo_dir) / "heldout.txt"
+            if not held_out.is_file():
+                raise BadInput("paste a text to score: the demo suite's held-out text is not installed here")
+            text = held_out.read_text(encoding="utf-8")
+        if len(text) > self.settings.max_text_chars:
+            raise BadInput(f"the text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
+        return StartForm(steps, [str(q) for q in quants], _int(ctx, "context"), chunks or None, name, text)
+
+    def command(self, form: StartForm) -> str:
+        """The same sweep from the command line (the text as a file named text.txt)."""
+        base = ["python", "-m", "pythia_compare", "sweep"]
+        plan = base + ["plan", "--repo", "demo", "--steps", form.steps, "--quants", ",".join(form.quants),
+                       "--text-file", "text.txt", "--ctx", str(form.ctx)]
+        plan += ["--max-chunks", str(form.max_chunks)] if form.max_chunks else []
+        plan += ["--name", form.name] if form.name else []
+        return f"{shlex.join(plan)}\n{shlex.join(base + ['run', 'ID'])}   # ID: the last line plan printed"
+
+    def running(self) -> list[str]:
+        """Ids of the sweeps this process is running now."""
+        with self._lock:
+            return [sid for sid, t in self.jobs.items() if t.is_alive()]
+
+    def start(self, form: StartForm) -> str:
+        """Plan a demo sweep in the run log (checked first, nothing written on bad input), then run all of its
+        cells on a thread of this process (sweep.run_shard, one shard). Returns the new sweep's id."""
+        from .sweep import plan_sweep, run_shard
+
+        if not self.can_start:
+            raise BadInput("this deployment is public: sweeps are started from the command line, not the page")
+        with self._lock:
+            busy = [sid for sid, t in self.jobs.items() if t.is_alive()]
+            if busy:
+                raise BadInput(f"sweep {busy[0]} started here is still running; wait for it to finish (its view "
+                               f"fills in as cells finish), or run more from the command line")
+            sweep_id, _ = plan_sweep(self.settings, self.store, steps=form.steps, quants=form.quants,
+                                     text=form.text, repo="demo", ctx=form.ctx, max_chunks=form.max_chunks,
+                                     name=form.name)
+
+            def work() -> None:
+                try:
+                    run_shard(self.settings, self.store, sweep_id, progress=False)
+                except Exception:
+                    log.exception("the sweep %s started from the page failed", sweep_id)
+
+            thread = threading.Thread(target=work, name=f"pythia-compare-sweep-{sweep_id}", daemon=True)
+            self.jobs[sweep_id] = thread
+            thread.start()
+        return sweep_id

@@ -27,7 +27,7 @@ from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_
                         reference_choices, scrub, table_cells)
 from .errors import PythiaCompareError
 from .store import RunStore
-from .sweepview import (CELL_COLUMNS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk,
+from .sweepview import (CELL_COLUMNS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk,
                         cell_rows, cell_run_id, status_line)
 from .variants import DEMO_ALIAS
 
@@ -334,6 +334,26 @@ class SweepHandlers:
         row = evt.row_value if evt is not None else None
         return self.open_sweep(str(row[0]) if row else None)
 
+    def start(self, steps: str, quants: list[str], text: str, ctx: float, max_chunks: float, name: str) -> tuple:
+        """The start form: plan and run a demo sweep here; (note, list, its views…, the poll timer on)."""
+        try:
+            form = self.desk.check_form(steps, quants, text, ctx, max_chunks, name)
+            sweep_id = self.desk.start(form)
+        except Exception as e:
+            if isinstance(e, PythiaCompareError):
+                raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+            log.exception("starting a sweep failed")
+            raise gr.Error(f"Something went wrong ({type(e).__name__}); the details are in the server log.",
+                           print_exception=False) from None
+        note = (f"Started sweep `{sweep_id}`: its view fills in as cells finish. The same from the command "
+                f"line:\n```\n{self.desk.command(form)}\n```")
+        return (note, self.listing(), *self.open_sweep(sweep_id), gr.Timer(active=True))
+
+    def tick(self, sweep_id: str | None) -> tuple:
+        """The poll timer while a sweep started here runs: the list and the shown sweep redrawn; off when done."""
+        running = self.desk.running()
+        return (*self.refresh(sweep_id), gr.Timer(active=bool(running)))
+
     def select_cell(self, evt: gr.SelectData | None = None) -> tuple[str, str]:
         """A click in the cell table: (the cell's run id or '', a note saying what happens)."""
         row = evt.row_value if evt is not None else None
@@ -377,10 +397,29 @@ def _sweeps_tab(settings: Settings, store: RunStore) -> dict:
 
 
 def _start_form(c: dict, settings: Settings) -> None:
-    """The start-a-sweep form (local apps only)."""
-    with gr.Accordion("Start a sweep (this app runs it; local only)", open=False, elem_id="pc-sweep-start"):
-        gr.Markdown("Runs a grid of the bundled demo suite in this process. For Pythia's grid, use the command "
-                    "line (below), on a cluster with `sweep slurm`.", elem_classes=["pc-note"])
+    """The start-a-sweep form (local apps only): a demo grid run in this process."""
+    quants = [q for q in ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K")]
+    with gr.Accordion("Start a sweep of the demo suite (runs in this app; local only)", open=False,
+                      elem_id="pc-sweep-start"):
+        gr.Markdown("Plans a grid of the bundled demo suite and scores it in this process; the view fills in as "
+                    "cells finish. Pythia's grid runs from the command line, on a cluster with `sweep slurm`.",
+                    elem_classes=["pc-note"])
+        with gr.Row():
+            c["f_steps"] = gr.Textbox("all", label="Steps", max_length=MAX_FORM_CHARS, elem_id="pc-sweep-f-steps",
+                                      info="all, log:3, 0-800/100 or 0,100,800")
+            c["f_name"] = gr.Textbox("", label="Name (optional)", max_length=200, elem_id="pc-sweep-f-name")
+        c["f_quants"] = gr.CheckboxGroup(quants, value=["F16", "Q8_0", "Q4_K_M", "Q2_K"], label="Quants",
+                                         elem_id="pc-sweep-f-quants")
+        c["f_text"] = gr.Textbox("", lines=3, label="Text (empty: the demo suite's held-out text)",
+                                 max_length=settings.max_text_chars, elem_id="pc-sweep-f-text")
+        with gr.Row():
+            c["f_ctx"] = gr.Number(64, precision=0, minimum=8, maximum=8192, label="Context",
+                                   elem_id="pc-sweep-f-ctx")
+            c["f_chunks"] = gr.Number(2, precision=0, minimum=0, label="Max chunks per cell (0: all)",
+                                      elem_id="pc-sweep-f-chunks")
+        c["f_start"] = gr.Button("Plan and run", variant="primary", elem_id="pc-sweep-f-start")
+        c["f_note"] = gr.Markdown(elem_id="pc-sweep-f-note")
+        c["timer"] = gr.Timer(2.0, active=False)
 
 
 def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_outputs: list) -> None:
@@ -401,6 +440,10 @@ def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_ou
             return (note, *[gr.skip()] * len(view_outputs), gr.skip())
         return (note, *app.open_run(run_id), gr.Tabs(selected="compare"))
 
+    if "f_start" in c:
+        c["f_start"].click(h.start, [c["f_steps"], c["f_quants"], c["f_text"], c["f_ctx"], c["f_chunks"],
+                                     c["f_name"]], [c["f_note"], c["list"], *outputs, c["timer"]], **private)
+        c["timer"].tick(h.tick, c["id"], [c["list"], *outputs, c["timer"]], queue=False, **private)
     c["cells"].select(open_cell, None, [c["cell_note"], *view_outputs, tabs], queue=False, **private)
 
 
