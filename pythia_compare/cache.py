@@ -146,6 +146,22 @@ class Cache:
             removed.append(e)
         return removed
 
+    def remove(self, entry: CacheEntry) -> bool:
+        """Delete one entry (a sweep's step files once done), unless another process holds its lock; True if
+        it was removed."""
+        lock = FileLock(str(entry.path.parent / ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        try:
+            (entry.path.parent / "meta.json").unlink(missing_ok=True)
+            entry.path.unlink(missing_ok=True)
+        finally:
+            lock.release()
+        shutil.rmtree(entry.path.parent, ignore_errors=True)
+        return True
+
     # --- internals ---
     def _read(self, d: Path) -> CacheEntry | None:
         try:

@@ -506,3 +506,60 @@ class ModelPool:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+class Vocabulary:
+    """A GGUF's tokenizer alone (llama.cpp's vocab_only load: no weights read), tokenizing as Model.tokenize
+    does (NFC first, special tokens parsed, BOS when the vocab adds it). For counting a text's tokens before
+    any model is built (sweep plan). Call close() when done."""
+
+    def __init__(self, path: str | Path):
+        init_backend()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.vocab_only = True
+        _last_error.text = ""
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise ModelFileError(f"llama.cpp could not load the vocabulary of {Path(path).name!r} "
+                                 f"({last_llama_error().split(': ')[-1] or 'unknown error'})")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    def tokenize(self, text: str) -> list[int]:
+        data = unicodedata.normalize("NFC", text).encode("utf-8")
+        cap = len(data) + 16
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, True, True)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, True, True)
+        return list(buf[:n])
+
+    def piece(self, token_id: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, 64, 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, True)
+        return buf.raw[:n]
+
+    def close(self) -> None:
+        if self._model is not None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+
+def model_size(path: str | Path) -> tuple[int, int]:
+    """(parameters, tensor bytes) of a GGUF as llama.cpp counts them (vocab_only=False load, no context)."""
+    init_backend()
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    mparams.use_extra_bufts = False
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+    if not model:
+        raise ModelFileError(f"llama.cpp could not load {Path(path).name!r}")
+    try:
+        return int(llama_cpp.llama_model_n_params(model)), int(llama_cpp.llama_model_size(model))
+    finally:
+        llama_cpp.llama_model_free(model)

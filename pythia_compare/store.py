@@ -41,7 +41,7 @@ finally:
     if _hide_pandas and "pandas" in sys.modules and sys.modules["pandas"] is None:
         del sys.modules["pandas"]
 
-__all__ = ["RunStore", "RunFormatError", "RunLogError", "SweepNotFound", "SweepMismatch"]
+__all__ = ["RunStore", "RunFormatError", "RunLogError", "SweepNotFound", "SweepMismatch", "sweep_ids_in_file"]
 
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another writer's lock before failing
 MAX_LIST_LIMIT = 1000  # the most summary rows one list() call returns
@@ -592,6 +592,18 @@ def _pending_cell(sweep_id: str, position: int, cell: tuple) -> dict:
     return {"sweep_id": sweep_id, "step": int(step), "quant": str(quant), "hub": int(bool(hub)),
             "position": int(position), "status": "pending", "run_id": None, "error": None, "attempts": 0,
             "seconds": None, "updated_at": None, **{k: None for k in _CELL_NUMBERS}, "extra": None}
+
+
+def sweep_ids_in_file(path: str | Path) -> list[str]:
+    """The sweep ids a database file holds, read without writing to it (read-only, no migrations); [] when it
+    has no sweeps table. sqlite3.DatabaseError when it is not a SQLite database."""
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps'").fetchone() is None:
+            return []
+        return [r[0] for r in conn.execute("SELECT id FROM sweeps ORDER BY created_at, rowid")]
+    finally:
+        conn.close()
 
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:
