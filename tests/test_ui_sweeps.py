@@ -101,7 +101,8 @@ def test_clicking_a_cell_row_opens_that_cells_run_with_the_same_numbers(made, sw
         assert views[8] == run_id and run_id in views[0]
         run = dash.store.get(run_id)
         assert run["variants"][0]["ppl"] == cell["ppl"] and run["variants"][0]["kld"]["mean"] == cell["kld_mean"]
-        assert run["input"]["text"] == (made[0].demo_dir / "heldout.txt").read_text(encoding="utf-8")
+        held_out = (made[0].demo_dir / "heldout.txt").read_text(encoding="utf-8")
+        assert held_out.startswith(run["input"]["text"]) and run["input"]["n_tokens"] == sweep["n_tokens"]
     finally:
         dash.pool.close()
 
@@ -162,3 +163,49 @@ def test_only_a_local_app_offers_to_start_a_sweep(made, suite, tmp_path):
     finally:
         local.handlers.pool.close()
         public.handlers.pool.close()
+
+
+def start_args(suite, **over) -> dict:
+    steps = ",".join(str(s) for s in demo_sweep_steps(suite))
+    args = dict(steps=steps, quants=list(DEMO_SWEEP_QUANTS), text="", ctx=64, max_chunks=2, name="from the page")
+    args.update(over)
+    return args
+
+
+def test_a_sweep_started_from_a_local_page_runs_here_and_matches_the_cli_sweep(made, sweeps, sweep, suite):
+    note, listing, status, *figs, cells, sweep_id, timer = sweeps.start(**start_args(suite))
+    assert sweep_id and sweep_id in note and "sweep plan --repo demo" in note and timer.active
+    assert sweep_id in [r[0] for r in listing["data"]]
+    sweeps.desk.jobs[sweep_id].join(timeout=1800)
+    assert sweeps.desk.running() == []
+    *_, timer = sweeps.tick(sweep_id)
+    assert timer.active is False  # nothing runs here any more: the page stops polling
+    mine = sweeps.desk.store.get_sweep(sweep_id)
+    assert mine["done"] == mine["total"] == sweep["total"] and mine["name"] == "from the page"
+    for a, b in zip(mine["cells"], sweep["cells"]):
+        assert (a["step"], a["quant"]) == (b["step"], b["quant"]) and a["run_id"] != b["run_id"]
+        assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-6)
+        for key in ("kld_mean", "ln_ratio"):
+            assert (a[key] is None) == (b[key] is None) and (a[key] is None or a[key] == pytest.approx(b[key],
+                                                                                                  rel=1e-6, abs=1e-12))
+
+
+@pytest.mark.parametrize("bad, says", [(dict(quants=[]), "at least one quant"),
+                                       (dict(steps="step7"), "has no step 7"),
+                                       (dict(steps=""), "step spec"),
+                                       (dict(max_chunks=-1), "max chunks"),
+                                       (dict(ctx="wide"), "context"),
+                                       (dict(text="too short"), "needs at least 128")])
+def test_bad_start_inputs_are_refused_by_name_and_nothing_is_planned(sweeps, suite, bad, says):
+    before = sweeps.desk.store.sweep_ids()
+    with pytest.raises(gr.Error) as e:
+        sweeps.start(**start_args(suite, **bad))
+    assert says in e.value.message and sweeps.desk.store.sweep_ids() == before
+    assert "Traceback" not in e.value.message and "Something went wrong" not in e.value.message
+
+
+def test_a_public_deployment_refuses_to_start_a_sweep_even_through_a_direct_call(made, suite, tmp_path):
+    pub = SweepHandlers(settings_for(tmp_path, suite, public=True), RunStore(tmp_path / "runs.db"))
+    with pytest.raises(gr.Error) as e:
+        pub.start(**start_args(suite))
+    assert "public" in e.value.message and pub.desk.store.sweep_ids() == []
