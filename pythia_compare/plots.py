@@ -378,9 +378,9 @@ def _sweep_hover(what: str) -> str:
 
 
 def sweep_ppl_figure(sweep: dict) -> go.Figure:
-    """PPL vs training step on a log axis, one line per quant (Hub files their own line), ± 1 standard error."""
+    """PPL vs training step on log axes, one line per quant (Hub files their own line), ± 1 standard error."""
     fig = _figure(_sweep_title(sweep, "Perplexity vs training step (± 1 standard error)"),
-                  "training step (log scale)", "perplexity")
+                  "training step (log scale)", "perplexity (log scale)")
     fig.update_layout(legend_title_text="quant")
     cells, xs, colors = _done_cells(sweep), sweep_step_x(sweep), _series_colors(sweep)
     if not cells:
@@ -399,6 +399,7 @@ def sweep_ppl_figure(sweep: dict) -> go.Figure:
             customdata=[[_step_label(int(c["step"])), c.get("run_id") or "–", fmt_num(c["ppl"]),
                          fmt_num(c.get("ppl_err") or 0.0)] for c in pts],
             hovertemplate=_sweep_hover("PPL = %{customdata[2]} ± %{customdata[3]}")))
+    fig.update_yaxes(type="log")
     return _log_step_axis(fig, sweep)
 
 
@@ -451,9 +452,10 @@ def _cell_bpw(cell: dict) -> float | None:
 
 
 def sweep_bpw_figure(sweep: dict) -> go.Figure:
-    """PPL vs bits per weight, one line per training step (Hub files their own line), ± 1 standard error."""
+    """PPL (log axis) vs bits per weight, one line per training step (Hub files their own line), ± 1 standard
+    error; the last step's points are labelled with their quant."""
     fig = _figure(_sweep_title(sweep, "Perplexity vs bits per weight (± 1 standard error)"),
-                  "bits per weight", "perplexity")
+                  "bits per weight", "perplexity (log scale)")
     fig.update_layout(legend_title_text="training step")
     cells = [c for c in _done_cells(sweep) if _cell_bpw(c) is not None]
     if not cells:
@@ -466,9 +468,12 @@ def sweep_bpw_figure(sweep: dict) -> go.Figure:
             if not pts:
                 continue
             name = ("step 0" if step == 0 else f"step {step}") + (" (Hub files)" if hub else "")
+            labelled = step == steps[-1]  # quant names on the last step's line only, to keep it readable
             fig.add_trace(go.Scatter(
-                x=[_cell_bpw(c) for c in pts], y=[c["ppl"] for c in pts], name=_esc(name), mode="lines+markers+text",
-                text=[_esc(str(c.get("quant"))) for c in pts], textposition="top center", textfont=dict(size=9),
+                x=[_cell_bpw(c) for c in pts], y=[c["ppl"] for c in pts], name=_esc(name),
+                mode="lines+markers+text" if labelled else "lines+markers",
+                text=[_esc(str(c.get("quant"))) for c in pts] if labelled else None, textposition="bottom center",
+                textfont=dict(size=9),
                 marker=dict(color=colors[step], size=8, symbol="diamond" if hub else "circle"),
                 line=dict(color=colors[step], dash="dot" if hub else "solid"),
                 error_y=dict(type="data", array=[c.get("ppl_err") or 0.0 for c in pts], visible=True,
@@ -477,7 +482,7 @@ def sweep_bpw_figure(sweep: dict) -> go.Figure:
                              fmt_num(c.get("ppl_err") or 0.0), f"{_cell_bpw(c):g}"] for c in pts],
                 hovertemplate="<b>%{fullData.name}</b><br>%{customdata[0]} · %{customdata[4]} bpw<br>"
                               "PPL = %{customdata[2]} ± %{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
-    return fig
+    return fig.update_yaxes(type="log")
 
 
 def sweep_heatmap(sweep: dict) -> go.Figure:

@@ -329,7 +329,7 @@ class SweepHandlers:
         """The Refresh button: the list again, and the shown sweep (if any) redrawn with its latest cells."""
         return (self.listing(), *(self.open_sweep(sweep_id) if sweep_id else self.views(None)))
 
-    def select_sweep(self, evt: gr.SelectData | None = None) -> tuple:
+    def select_sweep(self, evt: gr.SelectData) -> tuple:
         """A click in the sweep list: that row's sweep drawn."""
         row = evt.row_value if evt is not None else None
         return self.open_sweep(str(row[0]) if row else None)
@@ -354,7 +354,7 @@ class SweepHandlers:
         running = self.desk.running()
         return (*self.refresh(sweep_id), gr.Timer(active=bool(running)))
 
-    def select_cell(self, evt: gr.SelectData | None = None) -> tuple[str, str]:
+    def select_cell(self, evt: gr.SelectData) -> tuple[str, str]:
         """A click in the cell table: (the cell's run id or '', a note saying what happens)."""
         row = evt.row_value if evt is not None else None
         run_id = cell_run_id(row)

@@ -32,7 +32,7 @@ def test_ppl_vs_step_has_one_line_per_quant_on_a_log_step_axis_with_error_bars()
     sweep = make_sweep()
     fig = plots.sweep_ppl_figure(sweep)
     assert [t.name for t in fig.data] == DEMO_QUANTS
-    assert fig.layout.xaxis.type == "log"
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     for q in DEMO_QUANTS:
         t = _trace(fig, q)
         assert t.mode == "lines+markers" and len(t.x) == len(DEMO_STEPS)
@@ -118,10 +118,11 @@ def test_ppl_vs_bits_per_weight_has_one_line_per_step_in_bpw_order():
     assert [t.name for t in fig.data] == ["step 0", "step 25", "step 100", "step 300", "step 800"]
     for step, t in zip(DEMO_STEPS, fig.data):
         assert list(t.x) == sorted(QUANTS[q].bpw for q in DEMO_QUANTS)
-        by_quant = dict(zip(t.text, t.y))
+        by_quant = {c[0]: y for c, y in zip(t.customdata, t.y)}
         assert by_quant == {q: cell(sweep, step, q)["ppl"] for q in DEMO_QUANTS}
         assert t.error_y.visible and len(t.error_y.array) == len(DEMO_QUANTS)
-    assert fig.layout.xaxis.title.text == "bits per weight"
+    assert fig.layout.xaxis.title.text == "bits per weight" and fig.layout.yaxis.type == "log"
+    assert fig.data[-1].text and list(fig.data[-1].text) == [q for q in reversed(DEMO_QUANTS)]  # labelled by quant
 
 
 def test_later_steps_are_drawn_darker_so_the_lines_read_in_training_order():
