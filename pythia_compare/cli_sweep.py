@@ -108,7 +108,7 @@ def _show(args, settings: Settings) -> int:
           f"{'bpw':>6}  run")
     for c in sweep["cells"]:
         def f(v, fmt):
-            return format(v, fmt) if v is not None else "—"
+            return format(v, fmt) if v is not None else format("—", ">" + fmt.split(".")[0])
         print(f"{c['step']:>7} {c['quant'] + (' hub' if c['hub'] else ''):10} {c['status']:8} "
               f"{f(c['ppl'], '10.4f')} {f(c['ppl_err'], '8.4f')} {f(c['kld_mean'], '10.6f')} "
               f"{f(c['kld_p99'], '10.6f')} {f(c['bpw'], '6.2f')}  {c['run_id'] or ''}")

@@ -260,6 +260,10 @@ class Hub:
         info = self._api.model_info(repo, revision=commit, timeout=_API_TIMEOUT)
         return sorted(s.rfilename for s in info.siblings or [])
 
+    def snapshot_dir(self, repo: str, commit: str) -> Path:
+        """The HF cache folder holding `repo`'s files at `commit` (links to blobs); it may not exist."""
+        return self._storage(repo) / "snapshots" / commit
+
     def _storage(self, repo: str) -> Path:
         return self.cache_dir / ("models--" + repo.replace("/", "--"))
 

@@ -301,7 +301,9 @@ class RunStore:
         """
         row = _sweep_row(plan)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        sweep_id = secrets.token_urlsafe(9)
+        sweep_id = "-"
+        while sweep_id.startswith("-"):  # an id is a command-line argument: never one that reads as an option
+            sweep_id = secrets.token_urlsafe(9)
         with self._write() as db:
             db["sweeps"].insert({**row, "id": sweep_id, "created_at": created_at, "n_cells": len(cells),
                                  "tokens": None})
@@ -361,6 +363,7 @@ class RunStore:
                 raise BadInput(f"the run of cell step {step} {quant} scored another text than sweep {sweep_id}'s")
             if sweep[1] is None:
                 db.conn.execute("UPDATE sweeps SET tokens = ? WHERE id = ?", [run_row["tokens"], sweep_id])
+                run_row["tokens"] = None
             elif sweep[1] == run_row["tokens"]:
                 run_row["tokens"] = None
             run_row["text"] = ""

@@ -365,6 +365,7 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
     ref_spec = f"{plan['repo']}@step{step}:F16" if own_ref else plan["reference"]
     before = _cache_paths(resolver)
     made: list[Path] = []  # files this step resolved (deleted afterwards if they were not there before)
+    snapshot: Path | None = None  # the step's checkpoint folder in the HF cache
     t0 = time.perf_counter()
 
     def fail(cs: list[Cell], error: BaseException | str) -> None:
@@ -381,6 +382,8 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
         bar.set_postfix_str(f"step{step}: building F16" if own_ref else f"step{step}: reference", refresh=False)
         ref_res = resolver.resolve(parse_spec(ref_spec))
         made.append(ref_res.path)
+        if own_ref and plan["repo"] != DEMO_ALIAS and ref_res.source.get("commit"):
+            snapshot = resolver.hub.snapshot_dir(plan["repo"], ref_res.source["commit"])
     except Exception as e:  # noqa: BLE001 - recorded per cell, the shard goes on
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
@@ -398,6 +401,8 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             res = resolver.resolve(parse_spec(_spec(plan, c)))
             made.append(res.path)
             ready.append((c, res))
+            if snapshot is None and not c.hub and plan["repo"] != DEMO_ALIAS and res.source.get("commit"):
+                snapshot = resolver.hub.snapshot_dir(plan["repo"], res.source["commit"])
         except Exception as e:  # noqa: BLE001
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -459,7 +464,7 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             if on_cell:
                 on_cell(c, "done")
     pool.close()  # the step's models are not needed again; their files may be deleted next
-    _cleanup(settings, resolver, before, made, keep)
+    _cleanup(settings, resolver, before, made, keep, snapshot)
 
 
 def _entries(run: dict) -> list[dict]:
@@ -536,7 +541,8 @@ def _step_cache_files(resolver, before: set[Path], ref_res) -> list[Path]:
             if e.path not in before and commit and e.key.get("commit") == commit]
 
 
-def _cleanup(settings: Settings, resolver, before: set[Path], made: list[Path], keep: bool) -> None:
+def _cleanup(settings: Settings, resolver, before: set[Path], made: list[Path], keep: bool,
+             snapshot: Path | None = None) -> None:
     """Delete the step's files that were not there before it (built GGUFs, downloaded snapshot files)."""
     if keep:
         return
@@ -549,10 +555,11 @@ def _cleanup(settings: Settings, resolver, before: set[Path], made: list[Path], 
             resolver.cache.remove(entry)
         elif p.is_symlink() or p.is_file():
             _remove_hf_file(p)
-    # checkpoint files a step downloaded (config.json, tokenizer.json, weights) sit beside in the HF snapshot
-    for p in _hf_files(resolver):
-        if p not in before and any(Path(m).parent == p.parent for m in made):
-            _remove_hf_file(p)
+    # the checkpoint files the step downloaded (weights, config, tokenizer) in its commit's HF snapshot folder
+    if snapshot is not None and snapshot.is_dir():
+        for p in sorted(snapshot.rglob("*")):
+            if p not in before and (p.is_symlink() or p.is_file()):
+                _remove_hf_file(p)
 
 
 def _remove_hf_file(p: Path) -> None:

@@ -2,6 +2,7 @@
 # Install everything the test suite needs and run it: the README's test command, and what CI runs.
 # - Python packages from requirements-dev.txt (llama-cpp-python builds from source the first time);
 # - Debian's chromium for the browser tests (never a downloaded browser);
+# - Debian's slurmd, slurmctld, slurm-client and munge for the real-Slurm sweep test;
 # - llama.cpp's llama-perplexity, the peer of the metric tests (built once, cached).
 # Extra arguments go to pytest. Exits non-zero on any failure, on "no tests ran", and on any skip.
 set -euo pipefail
@@ -12,6 +13,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+# Debian's Slurm and munge for the sweep test's one-node cluster (tests/test_slurm.py starts and stops it).
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmd slurmctld slurm-client munge >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmd slurmctld slurm-client munge >/dev/null
   fi
 fi
 PYTHIA_COMPARE_LLAMA_PERPLEXITY="$(bash tools/build_llama_perplexity.sh)"
