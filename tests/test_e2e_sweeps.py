@@ -152,3 +152,29 @@ def test_a_gradio_client_call_returns_the_stored_sweep_json(app):
     tmp, sweep_id, url = app
     got = Client(url, verbose=False).predict(sweep_id, api_name="/sweep")
     assert got == RunStore(tmp / "runs.db").get_sweep(sweep_id)
+
+
+def test_a_local_page_starts_a_demo_sweep_and_draws_it_as_its_cells_finish(app, browser):
+    tmp, _, url = app
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_role("tab", name="Sweeps").click()
+    page.locator("#pc-sweep-start").get_by_text("Start a sweep").click()
+    page.locator("#pc-sweep-f-steps input, #pc-sweep-f-steps textarea").first.fill("0,800")
+    for label in page.locator("#pc-sweep-f-quants label").all():
+        name = label.locator("input").get_attribute("name")
+        if label.locator("input").is_checked() != (name in {"F16", "Q4_K_M"}):
+            label.click()
+    page.locator("#pc-sweep-f-name input, #pc-sweep-f-name textarea").first.fill("started in the browser")
+    page.locator("#pc-sweep-f-start").click()
+    page.locator("#pc-sweep-f-note").get_by_text("Started sweep").wait_for(timeout=LONG_MS)
+    assert "sweep plan --repo demo --steps 0,800 --quants F16,Q4_K_M" in page.locator("#pc-sweep-f-note").inner_text()
+    # the page polls while the sweep runs in the app: the status reaches 4 of 4 with no click
+    page.locator("#pc-sweep-status").get_by_text("4 of 4 cells done").wait_for(timeout=LONG_MS)
+    wait_drawn(page)
+    sweep_id = page.locator("#pc-sweep-link textarea").input_value().split("?sweep=", 1)[1]
+    stored = RunStore(tmp / "runs.db").get_sweep(sweep_id)
+    assert stored["name"] == "started in the browser" and stored["steps"] == [0, 800] and stored["done"] == 4
+    names = page.evaluate(_FIGURE_JS, FIGURES)["ppl"]["data"]
+    assert [t["name"] for t in names] == ["F16", "Q4_K_M"]
+    page.close()

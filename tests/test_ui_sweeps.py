@@ -139,6 +139,13 @@ def test_the_sweep_api_returns_the_stored_sweep_json_and_names_a_bad_id(made, sw
     assert "no stored sweep" in e.value.message and "nosuchsweep1" in e.value.message
 
 
+@pytest.mark.parametrize("hostile", ["' OR 1=1 --", "x" * 10_000, "../../etc/passwd", "", None, 12345, ["a"]])
+def test_the_sweep_api_answers_hostile_ids_with_a_clear_error(sweeps, hostile):
+    with pytest.raises(gr.Error) as e:
+        sweeps.sweep(hostile)
+    assert "sweep" in e.value.message and "Traceback" not in e.value.message
+
+
 def test_the_page_offers_the_compare_and_sweep_apis(made):
     demo = build_demo(made[0])
     try:
