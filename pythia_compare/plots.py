@@ -10,6 +10,9 @@ Colours: the reference is always REFERENCE_COLOR; variant i of run["variants"] i
 variant keeps its colour in every figure and while a run streams (variants only ever get appended).
 Text from the model or the user is escaped everywhere: plotly renders a pseudo-HTML subset in labels and
 hover, so plotly text goes through `_esc`; the generations' HTML goes through html.escape.
+
+Sweeps (the section at the end): the Sweeps tab's four figures from a sweep JSON dict (docs/sweeps.md), pure in
+the same way; every point and heatmap square carries its cell's run id at customdata[1].
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ SWEEP_NOT_FOUND = ("### Sweep not found\nNo stored sweep matches this link. It m
 NO_SWEEP = "Choose a sweep in the list to draw it."
 PUBLIC_NO_START = ("Sweeps are started from the command line (`python -m pythia_compare sweep plan …` then "
                    "`sweep run ID`, or `sweep slurm` on a cluster); this public deployment does not run them.")
-MAX_FORM_CHARS = 400  # the start form's steps and quants boxes
+MAX_FORM_CHARS = 400  # the start form's steps box
+FORM_QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]  # the start form's choices: the demo's test quants
 
 
 def _cell_quant(cell: dict) -> str:

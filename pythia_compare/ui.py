@@ -27,8 +27,8 @@ from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_
                         reference_choices, scrub, table_cells)
 from .errors import PythiaCompareError
 from .store import RunStore
-from .sweepview import (CELL_COLUMNS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk,
-                        cell_rows, cell_run_id, status_line)
+from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
+                        SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
 from .variants import DEMO_ALIAS
 
 if TYPE_CHECKING:
@@ -398,7 +398,6 @@ def _sweeps_tab(settings: Settings, store: RunStore) -> dict:
 
 def _start_form(c: dict, settings: Settings) -> None:
     """The start-a-sweep form (local apps only): a demo grid run in this process."""
-    quants = [q for q in ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K")]
     with gr.Accordion("Start a sweep of the demo suite (runs in this app; local only)", open=False,
                       elem_id="pc-sweep-start"):
         gr.Markdown("Plans a grid of the bundled demo suite and scores it in this process; the view fills in as "
@@ -408,7 +407,7 @@ def _start_form(c: dict, settings: Settings) -> None:
             c["f_steps"] = gr.Textbox("all", label="Steps", max_length=MAX_FORM_CHARS, elem_id="pc-sweep-f-steps",
                                       info="all, log:3, 0-800/100 or 0,100,800")
             c["f_name"] = gr.Textbox("", label="Name (optional)", max_length=200, elem_id="pc-sweep-f-name")
-        c["f_quants"] = gr.CheckboxGroup(quants, value=["F16", "Q8_0", "Q4_K_M", "Q2_K"], label="Quants",
+        c["f_quants"] = gr.CheckboxGroup(FORM_QUANTS, value=["F16", "Q8_0", "Q4_K_M", "Q2_K"], label="Quants",
                                          elem_id="pc-sweep-f-quants")
         c["f_text"] = gr.Textbox("", lines=3, label="Text (empty: the demo suite's held-out text)",
                                  max_length=settings.max_text_chars, elem_id="pc-sweep-f-text")
@@ -433,6 +432,7 @@ def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_ou
     tabs.select(h.listing, None, c["list"], queue=False, **private)
     c["list"].select(h.select_sweep, None, outputs, queue=False, **private)
     c["id"].change(None, c["id"], c["link"], js=_SWEEP_LINK_JS, **private)
+    demo.load(None, None, None, js=_SWEEP_CLICK_JS, **private)
 
     def open_cell(evt: gr.SelectData) -> tuple:
         run_id, note = h.select_cell(evt)
@@ -445,6 +445,28 @@ def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_ou
                                      c["f_name"]], [c["f_note"], c["list"], *outputs, c["timer"]], **private)
         c["timer"].tick(h.tick, c["id"], [c["list"], *outputs, c["timer"]], queue=False, **private)
     c["cells"].select(open_cell, None, [c["cell_note"], *view_outputs, tabs], queue=False, **private)
+
+
+# Plotly's clicks stay in the browser (gr.Plot sends none to the server): a click on a point or a heatmap square
+# of a sweep figure opens its cell's run by its link, `?run=<id>` (the back button returns to the sweep). Every
+# sweep figure puts the cell's run id at customdata[1]; the handler is re-attached (once) as figures are redrawn.
+_SWEEP_CLICK_JS = """() => {
+  if (window.__pcSweepClicks) { return; }
+  const open = (ev) => {
+    const p = ev && ev.points && ev.points[0];
+    const rid = p && p.customdata && p.customdata[1];
+    if (rid && rid !== "\u2013") {
+      window.location.assign(window.location.pathname + "?run=" + encodeURIComponent(rid));
+    }
+  };
+  window.__pcSweepClicks = setInterval(() => {
+    document.querySelectorAll("[id^=pc-sweep-fig-] .js-plotly-plot").forEach((gd) => {
+      if (typeof gd.on !== "function") { return; }
+      gd.removeListener("plotly_click", open);
+      gd.on("plotly_click", open);
+    });
+  }, 400);
+}"""
 
 
 _SWEEP_LINK_JS = """(sid) => {

@@ -140,6 +140,48 @@ def test_clicking_a_cell_opens_its_full_run_in_the_compare_tab(app, browser):
     page.close()
 
 
+_POINT_JS = """([fig, trace, x, y]) => {
+  const gd = document.querySelector('#pc-sweep-fig-' + fig + ' .js-plotly-plot');
+  const fl = gd._fullLayout, box = gd.getBoundingClientRect();
+  return [box.left + fl.xaxis._offset + fl.xaxis.d2p(x), box.top + fl.yaxis._offset + fl.yaxis.d2p(y)];
+}"""
+
+
+def click_at(page, fig: str, x, y) -> None:
+    """A real mouse click where plotly draws the data point (x, y) of a sweep figure."""
+    page.locator(f"#pc-sweep-fig-{fig}").scroll_into_view_if_needed()
+    px, py = page.evaluate(_POINT_JS, [fig, None, x, y])
+    page.mouse.move(px, py)
+    page.mouse.click(px, py)
+
+
+def wait_for_run_page(page, run_id: str) -> None:
+    page.wait_for_url(f"**?run={run_id}", timeout=LONG_MS)
+    page.locator("#pc-status").get_by_text(run_id).wait_for(timeout=LONG_MS)
+    assert page.get_by_role("tab", name="Compare").get_attribute("aria-selected") == "true"
+
+
+def test_clicking_a_point_or_a_heatmap_square_opens_that_cells_run(app, browser):
+    tmp, sweep_id, url = app
+    stored = RunStore(tmp / "runs.db").get_sweep(sweep_id)
+    at = {(c["step"], c["quant"]): c for c in stored["cells"]}
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}?sweep={sweep_id}")
+    wait_drawn(page)
+    # a point of the PPL-vs-step figure: Q2_K at the middle step (x is the step itself on the log axis)
+    mid = stored["steps"][1]
+    click_at(page, "ppl", mid, at[(mid, "Q2_K")]["ppl"])
+    wait_for_run_page(page, at[(mid, "Q2_K")]["run_id"])
+    # back to the sweep, then a heatmap square: Q8_0 at the last step
+    page.go_back()
+    wait_drawn(page)
+    last = stored["steps"][-1]
+    label = str(last) if last < 1000 or last % 1000 else f"{last // 1000}k"
+    click_at(page, "heatmap", label, "Q8_0")
+    wait_for_run_page(page, at[(last, "Q8_0")]["run_id"])
+    page.close()
+
+
 def test_a_bad_sweep_link_shows_a_friendly_not_found(app, browser):
     page = browser.new_page()
     page.goto(app[2] + "?sweep=%27%20OR%201%3D1%20--%20%3Cscript%3E")

@@ -170,3 +170,16 @@ def test_markup_in_a_sweep_name_is_escaped_for_plotly():
     sweep["name"] = "<b>bold</b>"
     for fig in plots.sweep_figures(sweep).values():
         assert "<b>bold" not in fig.layout.title.text and "&lt;b&gt;bold" in fig.layout.title.text
+
+
+def test_every_point_and_square_carries_its_cells_run_id_for_the_click_that_opens_it():
+    sweep = make_sweep(hub_quants=("Q4_K_M",))
+    run_ids = {c["run_id"] for c in sweep["cells"]}
+    figs = plots.sweep_figures(sweep)
+    for name in ("ppl", "kld", "bpw"):
+        for t in figs[name].data:
+            assert t.customdata is not None and all(row[1] in run_ids for row in t.customdata), (name, t.name)
+    hm = figs["heatmap"].data[0]
+    assert all(sq[1] in run_ids for row in hm.customdata for sq in row if sq[2] != "–")
+    bpw = _trace(figs["bpw"], "step 100")
+    assert {row[1] for row in bpw.customdata} == {cell(sweep, 100, q)["run_id"] for q in DEMO_QUANTS}
