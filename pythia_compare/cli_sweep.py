@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from .config import Settings
@@ -56,12 +55,20 @@ def _run(args, settings: Settings) -> int:
     from .sweep import parse_shard, run_shard
 
     shard = parse_shard(args.shard)
-    store = _existing_store(settings)
-    store.sweep_plan(args.sweep_id)  # unknown id: exit 2 before any shard DB is made
-    out = None
     if args.out:
+        # A shard file: the plan is read from --db without writing or locking it (many nodes may read it at once
+        # on a shared filesystem), copied into the shard file, and the cells are written there only.
+        from .store import read_sweep_file
+
+        row, cells = read_sweep_file(settings.db_path, args.sweep_id)  # unknown id: exit 2, no shard file made
         out = RunStore(Path(args.out.replace("{shard}", str(shard[0]))).expanduser())
-    report = run_shard(settings, store, args.sweep_id, shard, out_store=out, keep=args.keep)
+        out.import_sweep_plan(row, cells)
+        done = {(c["step"], c["quant"], bool(c["hub"])) for c in cells if c["status"] == "done"}
+        report = run_shard(settings, out, args.sweep_id, shard, keep=args.keep, skip=done)
+    else:
+        store = _existing_store(settings)
+        store.sweep_plan(args.sweep_id)  # unknown id: exit 2
+        report = run_shard(settings, store, args.sweep_id, shard, keep=args.keep)
     print(f"shard {shard[0]}/{shard[1]} of sweep {args.sweep_id}: {report.done} done, {report.failed} failed, "
           f"{report.skipped} already done, in {report.seconds:.1f} s; cells in {report.db}")
     return 0

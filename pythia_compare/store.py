@@ -41,7 +41,8 @@ finally:
     if _hide_pandas and "pandas" in sys.modules and sys.modules["pandas"] is None:
         del sys.modules["pandas"]
 
-__all__ = ["RunStore", "RunFormatError", "RunLogError", "SweepNotFound", "SweepMismatch", "sweep_ids_in_file"]
+__all__ = ["RunStore", "RunFormatError", "RunLogError", "SweepNotFound", "SweepMismatch", "sweep_ids_in_file",
+           "read_sweep_file"]
 
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another writer's lock before failing
 MAX_LIST_LIMIT = 1000  # the most summary rows one list() call returns
@@ -313,15 +314,22 @@ class RunStore:
     def sweep_plan(self, sweep_id: str) -> dict:
         """The sweep's plan: the sweeps row as a dict (JSON columns decoded) plus "cells": [(step, quant, hub)]
         in grid order. SweepNotFound otherwise."""
+        plan, cells = self._sweep_snapshot(sweep_id)
+        plan["cells"] = [(c["step"], c["quant"], c["hub"]) for c in cells]
+        return plan
+
+    def _sweep_snapshot(self, sweep_id: str) -> tuple[dict, list[dict]]:
+        """(the decoded sweeps row, its cell rows in grid order with hub as bool), read in one transaction."""
         with self._read() as conn:
             row = _fetch_dict(conn, "SELECT * FROM sweeps WHERE id = ?", [_check_sweep_id(sweep_id)])
             if row is None:
                 raise _sweep_not_found(sweep_id)
-            cells = conn.execute("SELECT step, quant, hub FROM sweep_cells WHERE sweep_id = ? ORDER BY position",
-                                 [sweep_id]).fetchall()
-        plan = _decode_sweep_row(row)
-        plan["cells"] = [(int(s), q, bool(h)) for s, q, h in cells]
-        return plan
+            cur = conn.execute("SELECT * FROM sweep_cells WHERE sweep_id = ? ORDER BY position", [sweep_id])
+            names = [d[0] for d in cur.description]
+            cells = [dict(zip(names, r)) for r in cur.fetchall()]
+        for c in cells:
+            c["hub"] = bool(c["hub"])
+        return _decode_sweep_row(row), cells
 
     def sweep_ids(self) -> list[str]:
         """Ids of the stored sweeps, oldest first."""
@@ -339,6 +347,12 @@ class RunStore:
                 "SELECT step, quant, hub, position FROM sweep_cells WHERE sweep_id = ?", [sweep_id])]
         with self._write() as db:
             self._insert_plan(db, row, cells)
+
+    def import_sweep_plan(self, row: dict, cells: list[dict]) -> None:
+        """Store a plan read by read_sweep_file (its cells as pending), keeping its id; nothing happens when this
+        store has it already; another plan under that id raises SweepMismatch."""
+        with self._write() as db:
+            self._insert_plan(db, row, [{k: c[k] for k in ("step", "quant", "hub", "position")} for c in cells])
 
     def save_cell_run(self, sweep_id: str, step: int, quant: str, hub: bool, run: dict, summary: dict,
                       seconds: float) -> str:
@@ -389,23 +403,11 @@ class RunStore:
 
     def sweep_cells(self, sweep_id: str) -> list[dict]:
         """The sweep's cell rows in grid order (dicts keyed by sweep_cells' columns, hub as bool)."""
-        with self._read() as conn:
-            if conn.execute("SELECT 1 FROM sweeps WHERE id = ?", [_check_sweep_id(sweep_id)]).fetchone() is None:
-                raise _sweep_not_found(sweep_id)
-            conn.row_factory = sqlite3.Row
-            try:
-                rows = [dict(r) for r in conn.execute(
-                    "SELECT * FROM sweep_cells WHERE sweep_id = ? ORDER BY position", [sweep_id])]
-            finally:
-                conn.row_factory = None
-        for r in rows:
-            r["hub"] = bool(r["hub"])
-        return rows
+        return self._sweep_snapshot(sweep_id)[1]
 
     def get_sweep(self, sweep_id: str) -> dict:
         """The sweep JSON (docs/sweeps.md): the plan, every cell with its status and numbers, the counts."""
-        plan = self.sweep_plan(sweep_id)
-        cells = self.sweep_cells(sweep_id)
+        plan, cells = self._sweep_snapshot(sweep_id)  # one snapshot: counts and cells agree while shards write
         out = {"schema": SWEEP_SCHEMA, "sweep_id": plan["id"], "name": plan["name"],
                "created_at": plan["created_at"], "repo": plan["repo"], "steps": plan["steps"],
                "quants": plan["quants"], "hub_repo": plan["hub_repo"], "hub_quants": plan["hub_quants"],
@@ -599,14 +601,46 @@ def _pending_cell(sweep_id: str, position: int, cell: tuple) -> dict:
 
 def sweep_ids_in_file(path: str | Path) -> list[str]:
     """The sweep ids a database file holds, read without writing to it (read-only, no migrations); [] when it
-    has no sweeps table. sqlite3.DatabaseError when it is not a SQLite database."""
-    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    has no sweeps table. RunLogError when it is not a SQLite database."""
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps'").fetchone() is None:
-            return []
-        return [r[0] for r in conn.execute("SELECT id FROM sweeps ORDER BY created_at, rowid")]
-    finally:
-        conn.close()
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps'").fetchone() is None:
+                return []
+            return [r[0] for r in conn.execute("SELECT id FROM sweeps ORDER BY created_at, rowid")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise RunLogError(f"{str(path)!r} is not a pythia-compare database ({e})") from None
+
+
+def read_sweep_file(path: str | Path, sweep_id: str) -> tuple[dict, list[dict]]:
+    """(the sweeps row, its cell rows) of `sweep_id` in the database file at `path`, read without writing to it
+    and, when no -wal file stands beside it, as an immutable file: no locks and no -shm, so array tasks on many
+    nodes may read one plan on a shared filesystem (nothing may write to it meanwhile; the merge job runs after
+    them). For RunStore.import_sweep_plan. SweepNotFound / RunLogError otherwise."""
+    _check_sweep_id(sweep_id)
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise RunLogError(f"there is no run log at {path}; give the --db that `sweep plan` wrote to")
+    wal = p.with_name(p.name + "-wal")
+    uri = f"{p.as_uri()}?mode=ro" + ("" if wal.exists() and wal.stat().st_size else "&immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps'").fetchone() is None:
+                raise _sweep_not_found(sweep_id)
+            row = _fetch_dict(conn, "SELECT * FROM sweeps WHERE id = ?", [sweep_id])
+            if row is None:
+                raise _sweep_not_found(sweep_id)
+            cur = conn.execute("SELECT * FROM sweep_cells WHERE sweep_id = ? ORDER BY position", [sweep_id])
+            names = [d[0] for d in cur.description]
+            cells = [dict(zip(names, r)) for r in cur.fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise RunLogError(f"{str(path)!r} is not a pythia-compare database ({e})") from None
+    return row, cells
 
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:

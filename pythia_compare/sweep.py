@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .config import Settings
-from .errors import BadInput, InputTextError, PythiaCompareError, SpecError
+from .errors import BadInput, InputTextError, PythiaCompareError
 from .variants import DEMO_ALIAS, QUANTS, normalize_quant, parse_spec
 
 DEFAULT_MAX_CHUNKS = 64  # the issue's estimate: 64 chunks of 512 tokens per cell
@@ -237,7 +236,7 @@ def _check_text(settings: Settings, repo: str, step: int, text: str, ctx: int, m
                                  f"{ctx} needs at least {2 * ctx}; give a longer text or a smaller --ctx "
                                  f"(at most {len(ids) // 2})")
             keep = max_chunks * ctx + ctx // 2 if max_chunks else None
-            if keep is None or len(ids) <= keep + ctx // 2:
+            if keep is None or len(ids) // ctx <= max_chunks:  # it has no more chunks than that anyway
                 return text, len(ids)
             start = 1 if vocab.add_bos else 0
             prefix = b"".join(vocab.piece(i) for i in ids[start:keep]).decode("utf-8", "replace")
@@ -301,19 +300,22 @@ class ShardReport:
     done: int = 0
     failed: int = 0
     skipped: int = 0
-    seconds: float = 0.0
-    score_seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the whole shard
+    score_seconds: float = 0.0  # wall time of the corpus passes alone (tokenized -> done), the rest is overhead
 
 
 def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] = (0, 1), *, out_store=None,
               keep: bool = False, pool=None, resolver=None, progress: bool = True,
-              on_cell: Callable[[Cell, str], None] | None = None) -> ShardReport:
+              on_cell: Callable[[Cell, str], None] | None = None,
+              skip: set[tuple[int, str, bool]] | None = None) -> ShardReport:
     """Run the not-yet-done cells of one shard, writing each finished cell in one transaction.
 
     `store` holds the plan; cells go to `out_store` (a shard DB, which gets the plan copied in) or to `store`.
     A cell that fails (download error, bad checkpoint, a model llama.cpp refuses) is recorded with its error and
-    the shard goes on; a rerun retries it. Unless `keep`, a step's files that this shard fetched or built are
-    deleted once the step's cells are done. Progress goes to stderr through tqdm (with an ETA).
+    the shard goes on; a rerun retries it. `pool`: a ModelPool to share (the dashboard's); by default the shard
+    makes its own and empties it after each step. `on_cell(cell, "done" | "failed")` is called as cells finish.
+    Unless `keep`, a step's files that this shard fetched or built are deleted once the step's cells are done (a
+    sweep-wide --reference's at the shard's end). Progress goes to stderr through tqdm (with an ETA).
     """
     from tqdm import tqdm
 
@@ -328,8 +330,11 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     if out_store is not None:
         out_store.copy_sweep_plan(store, sweep_id)
     cells = [Cell(s, q, h) for s, q, h in plan["cells"]]
-    status = {(c["step"], c["quant"], c["hub"]): c["status"] for c in target.sweep_cells(sweep_id)}
-    todo = [c for c in shard_cells(cells, index, count) if status.get((c.step, c.quant, c.hub)) != "done"]
+    done = {(c["step"], c["quant"], c["hub"]) for c in target.sweep_cells(sweep_id) if c["status"] == "done"}
+    if target is not store:  # cells already done in the plan's own run log are not run again in a shard
+        done |= {(c["step"], c["quant"], c["hub"]) for c in store.sweep_cells(sweep_id) if c["status"] == "done"}
+    done |= set(skip or ())  # (step, quant, hub) done elsewhere, e.g. in the plan's run log
+    todo = [c for c in shard_cells(cells, index, count) if (c.step, c.quant, c.hub) not in done]
     report = ShardReport(sweep_id, shard, Path(target.path))
     report.skipped = len(shard_cells(cells, index, count)) - len(todo)
     own_pool = pool is None
@@ -337,11 +342,24 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     resolver = resolver or Resolver(settings)
     t_start = time.perf_counter()
     bar = tqdm(total=len(todo), file=sys.stderr, disable=not progress, unit="cell", dynamic_ncols=True,
-               desc=f"sweep {sweep_id} shard {index}/{count}", smoothing=0.1)
+               desc=f"sweep {sweep_id} shard {index}/{count}", smoothing=0.1,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} cells [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+    before_all = _cache_paths(resolver)
     try:
         for step in sorted({c.step for c in todo}):
             step_cells = [c for c in todo if c.step == step]
-            _run_step(settings, plan, target, step, step_cells, pool, resolver, keep, bar, report, on_cell)
+            _run_step(settings, plan, target, step, step_cells, pool, resolver, keep, bar, report, on_cell,
+                      own_pool)
+        if plan["reference"] != "F16" and todo and not keep:  # the sweep-wide reference, if this shard made it
+            try:
+                ref_res = resolver.resolve(parse_spec(plan["reference"]))
+            except Exception:  # noqa: BLE001 - its cells already say why; nothing of it to delete
+                ref_res = None
+            if ref_res is not None:
+                if own_pool:
+                    pool.close()
+                _cleanup(settings, resolver, before_all, [ref_res.path, *_step_cache_files(
+                    resolver, before_all, ref_res.source.get("commit"))], keep)
     finally:
         bar.close()
         if own_pool:
@@ -356,7 +374,8 @@ def _spec(plan: dict, cell: Cell) -> str:
     return f"{plan['repo']}@step{cell.step}:{cell.quant}"
 
 
-def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, report, on_cell) -> None:
+def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, report, on_cell,
+              own_pool: bool = True) -> None:
     """Score one step's pending cells: resolve each file, then one pass per group of quants that fits."""
     from .compare import RunParams, iter_comparison
 
@@ -373,7 +392,7 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
         for c in cs:
             store.record_cell_failure(sweep_id, c.step, c.quant, c.hub, msg)
             report.failed += 1
-            bar.update(1)
+            _advance(bar, 1)
             if on_cell:
                 on_cell(c, "failed")
 
@@ -381,7 +400,8 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
     try:
         bar.set_postfix_str(f"step{step}: building F16" if own_ref else f"step{step}: reference", refresh=False)
         ref_res = resolver.resolve(parse_spec(ref_spec))
-        made.append(ref_res.path)
+        if own_ref:  # a sweep-wide reference serves every step: the shard deletes it at its end
+            made.append(ref_res.path)
         if own_ref and plan["repo"] != DEMO_ALIAS and ref_res.source.get("commit"):
             snapshot = resolver.hub.snapshot_dir(plan["repo"], ref_res.source["commit"])
     except Exception as e:  # noqa: BLE001 - recorded per cell, the shard goes on
@@ -407,26 +427,31 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             fail([c], e)
-    made += _step_cache_files(resolver, before, ref_res)  # e.g. the F16 base of quantized cells
-    # 2. Groups that fit the budget (and the per-run variant limit) beside the reference.
+    step_commit = ref_res.source.get("commit") if own_ref else next(
+        (r.source.get("commit") for c, r in ready if not c.hub), None)
+    made += _step_cache_files(resolver, before, step_commit)  # e.g. the F16 base of quantized cells
+    # 2. Groups that fit the memory budget beside the reference (only the budget splits a step: the dashboard's
+    # per-run variant limit is for people reading tables); the hub's own files in groups of their own.
     budget = settings.memory_budget_bytes
-    per_run = max(1, settings.max_variants - 1)
     groups: list[list[tuple[Cell, object]]] = []
     for c, res in ready:
         size = Path(res.path).stat().st_size
-        if (groups and len(groups[-1]) < per_run
+        if (groups and groups[-1][-1][0].hub == c.hub
                 and ref_res.path.stat().st_size + sum(Path(r.path).stat().st_size for _, r in groups[-1]) + size
                 <= budget):
             groups[-1].append((c, res))
         else:
             groups.append([(c, res)])
+    # Work items: (variants, whether the step's own F16 cell comes out of this pass as well).
+    work: list[tuple[list, bool]] = [(g, ref_cell is not None and i == 0) for i, g in enumerate(groups)]
     if ref_cell is not None and not groups:
-        groups.append([])  # the step's F16 cell alone: a run of the F16 with no reference
+        work.append(([], True))  # the step's F16 cell alone: a run of the F16 with no reference
     params = RunParams(scoring="corpus", ctx=int(plan["ctx"]), top_k=int(plan["params"]["top_k"]), max_tokens=0,
                        temperature=0.0, seed=0)
     sizes: dict[str, tuple[int, int]] = {}
-    for g_index, group in enumerate(groups):
-        with_ref_cell = ref_cell is not None and g_index == 0
+    prep_s = time.perf_counter() - t0  # building the step's files, shared out over its cells
+    while work:
+        group, with_ref_cell = work.pop(0)
         members = [c for c, _ in group] + ([ref_cell] if with_ref_cell else [])
         t = time.perf_counter()
         specs = [_spec(plan, c) for c, _ in group]
@@ -434,41 +459,51 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             params.reference = ref_spec
         else:
             specs, params.reference = [ref_spec], None
-        label = ", ".join(c.quant for c in members)
-        bar.set_postfix_str(f"step{step}: scoring {label}", refresh=False)
+        bar.set_postfix_str(f"step{step}: scoring {', '.join(c.quant for c in members)}", refresh=False)
         run = None
         last = 0.0
+        t_scoring = time.perf_counter()
         try:
-            for ev in iter_comparison(specs, plan["text"], params, settings=settings, pool=pool, resolver=resolver):
+            run_settings = settings.replace(max_variants=max(settings.max_variants, len(specs) + 1))
+            for ev in iter_comparison(specs, plan["text"], params, settings=run_settings, pool=pool,
+                                      resolver=resolver):
+                if ev.kind == "update" and ev.message == "tokenized":
+                    t_scoring = time.perf_counter()
                 if ev.kind == "update" and ev.fraction > last:
-                    bar.update((ev.fraction - last) * len(members) * 0.999)
+                    _advance(bar, (ev.fraction - last) * len(members) * 0.999)
                     last = ev.fraction
                 if ev.kind == "done":
                     run = ev.run
         except Exception as e:  # noqa: BLE001
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            bar.update(-last * len(members) * 0.999)
-            fail(members, e)
+            _advance(bar, -last * len(members) * 0.999)
+            if len(members) > 1:  # one bad file must not fail the others: score them one by one
+                work[:0] = [([m], False) for m in group] + ([([], True)] if with_ref_cell else [])
+            else:
+                fail(members, e)
             continue
-        bar.update(-last * len(members) * 0.999)
-        seconds = (time.perf_counter() - t + (t - t0 if g_index == 0 else 0.0)) / max(1, len(members))
-        report.score_seconds += sum(e["timings"]["score_s"] for e in _entries(run))
+        _advance(bar, -last * len(members) * 0.999)
+        seconds = (time.perf_counter() - t + prep_s * len(members) / max(1, len(cells))) / len(members)
+        report.score_seconds += time.perf_counter() - t_scoring  # the corpus pass itself, wall time
         for c, entry, ref_entry in _split(run, group, with_ref_cell, ref_cell):
             cell_run = _cell_run(run, entry, ref_entry)
             summary = _summary(entry, ref_entry)
             summary.update(_size(entry["source"], resolver, ref_res if c is ref_cell else dict(group).get(c), sizes))
             store.save_cell_run(sweep_id, c.step, c.quant, c.hub, cell_run, summary, seconds)
             report.done += 1
-            bar.update(1)
+            _advance(bar, 1)
             if on_cell:
                 on_cell(c, "done")
-    pool.close()  # the step's models are not needed again; their files may be deleted next
+    if own_pool:
+        pool.close()  # the step's models are not needed again; their files may be deleted next
     _cleanup(settings, resolver, before, made, keep, snapshot)
 
 
-def _entries(run: dict) -> list[dict]:
-    return ([run["reference"]] if run["reference"] else []) + run["variants"]
+def _advance(bar, by: float) -> None:
+    """Move the progress bar by a (fractional) number of cells, rounded so it never passes its total."""
+    bar.n = min(float(bar.total), round(bar.n + by, 6))
+    bar.update(0)  # draws at tqdm's own pace (mininterval)
 
 
 def _split(run: dict, group: list, with_ref_cell: bool, ref_cell: Cell | None):
@@ -534,9 +569,8 @@ def _hf_files(resolver) -> list[Path]:
     return [p for d in root.glob("models--*") for p in (d / "snapshots").glob("*/**/*") if p.is_symlink() or p.is_file()]
 
 
-def _step_cache_files(resolver, before: set[Path], ref_res) -> list[Path]:
+def _step_cache_files(resolver, before: set[Path], commit: str | None) -> list[Path]:
     """Cache entries of the step's commit made during this step (intermediates such as the F16 base)."""
-    commit = ref_res.source.get("commit")
     return [e.path for e in resolver.cache.entries()
             if e.path not in before and commit and e.key.get("commit") == commit]
 
@@ -592,10 +626,7 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
             raise SweepError(f"shard database {str(p)!r} does not exist; give the files `sweep run --out` wrote")
         if path.resolve() == target:
             raise SweepError(f"shard database {str(p)!r} is the --db itself; merge shards into another file")
-        try:
-            ids = sweep_ids_in_file(path)
-        except sqlite3.DatabaseError as e:
-            raise SweepError(f"{str(p)!r} is not a pythia-compare database ({e})") from None
+        ids = sweep_ids_in_file(path)  # RunLogError (exit 2) when it is not a SQLite file
         if not ids:
             raise SweepError(f"{str(p)!r} holds no sweep; give the shard databases `sweep run --out` wrote")
         if len(ids) > 1:

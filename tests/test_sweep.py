@@ -96,6 +96,7 @@ def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process)
     for (step, quant), run in runs.items():
         assert run["input"]["text"] == text and len(run["input"]["tokens"]) == run["input"]["n_tokens"]
         assert run["params"]["scoring"] == "corpus" and run["params"]["ctx"] == 64
+        assert run["variants"][0]["n_scored"] == 2 * (64 - 1 - 32)  # --max-chunks 2: two chunks of ctx 64
         assert [v["spec"] for v in run["variants"]] == [f"demo@step{step}:{quant}"]
         if quant == "F16":
             assert run["reference"] is None
@@ -163,9 +164,12 @@ def test_shard_dbs_merge_into_one_sweep_with_the_numbers_of_one_process_and_merg
     db = tmp_path / "plan.db"
     sweep_id = _plan(tmp_path, db)
     out = str(tmp_path / "shard-{shard}.db")
+    plan_bytes = db.read_bytes()
     for i in range(2):
         r = _cli(["sweep", "run", sweep_id, "--shard", f"{i}/2", "--out", out], tmp_path, db)
         assert r.returncode == 0, r.stderr
+    # Shards only read the plan's file (no lock, no -wal/-shm): safe for many nodes on a shared filesystem.
+    assert db.read_bytes() == plan_bytes and not list(tmp_path.glob("plan.db-*"))
     shards = [str(tmp_path / f"shard-{i}.db") for i in range(2)]
     assert _numbers(Path(shards[0]), sweep_id) != _numbers(Path(shards[1]), sweep_id)
     merged = tmp_path / "merged.db"
@@ -377,3 +381,82 @@ def test_a_hub_checkpoint_repo_sweep_adds_hub_quants_and_deletes_only_what_it_do
     left = sorted(p.name for p in hf.rglob("*") if p.is_file() or p.is_symlink())
     assert not [n for n in left if n.endswith((".safetensors", ".gguf"))], left
     assert not list((tmp_path / "home").rglob("*.gguf"))
+
+
+def test_a_sweep_wide_reference_compares_every_cell_with_one_model_and_its_files_go_at_the_end(tmp_path):
+    db = tmp_path / "runs.db"
+    sweep_id = _plan(tmp_path, db, steps="25,100", quants="F16,Q2_K", extra=["--reference", "demo@step800"])
+    r = _cli(["sweep", "run", sweep_id], tmp_path, db)
+    assert r.returncode == 0 and "4 done, 0 failed" in r.stdout, r.stderr
+    s = json.loads(_cli(["sweep", "show", sweep_id, "--json"], tmp_path, db).stdout)
+    assert s["reference"] == "demo@step800"
+    assert all(c["kld_mean"] is not None and c["kld_mean"] > 0 for c in s["cells"])  # F16 cells compared too
+    from pythia_compare.store import RunStore
+
+    with RunStore(db) as store:
+        run = store.get(s["cells"][0]["run_id"])
+    assert run["reference"]["spec"] == "demo@step800" and run["variants"][0]["spec"] == "demo@step25:F16"
+    assert not list((tmp_path / "home").rglob("*.gguf"))
+
+
+def test_a_hub_file_of_another_model_fails_only_its_own_cell(other_tokenizer_gguf, tmp_path):
+    from fakehub import FakeHub, files_from_dir
+
+    from pythia_compare.convert import convert_checkpoint
+    from pythia_compare.quantize import quantize_file
+
+    f16 = convert_checkpoint(ROOT / "assets/demo/step300", tmp_path / "f16.gguf", "F16")
+    good = quantize_file(f16, tmp_path / "q4.gguf", "Q4_K_M")
+    hub = FakeHub()
+    hub.add_revision("org/tiny-pythia", "step300", files_from_dir(ROOT / "assets/demo/step300"))
+    hub.add_revision("org/tiny-pythia-gguf", "main", {"tiny.Q4_K.gguf": good.read_bytes(),
+                                                     "tiny.Q8_0.gguf": other_tokenizer_gguf.read_bytes()})
+    env = {"PYTHIA_COMPARE_OFFLINE": "0", "PYTHIA_COMPARE_GGUF_REPO": "org/tiny-pythia-gguf"}
+    db = tmp_path / "runs.db"
+    with hub:
+        env["HF_ENDPOINT"] = hub.endpoint
+        r = _cli(["sweep", "plan", "--repo", "org/tiny-pythia", "--steps", "all", "--quants", "F16",
+                  "--hub-quants", "--text-file", str(ROOT / "assets/demo/heldout.txt"), "--ctx", "64",
+                  "--max-chunks", "2"], tmp_path, db, env)
+        assert r.returncode == 0, r.stderr
+        sweep_id = r.stdout.strip().splitlines()[-1]
+        r = _cli(["sweep", "run", sweep_id], tmp_path, db, env)
+    assert r.returncode == 0 and "2 done, 1 failed" in r.stdout, (r.stdout, r.stderr)
+    s = json.loads(_cli(["sweep", "show", sweep_id, "--json"], tmp_path, db, env).stdout)
+    by = {(c["quant"], c["hub"]): c for c in s["cells"]}
+    assert by[("F16", False)]["status"] == "done" and by[("Q4_K_M", True)]["status"] == "done"
+    assert by[("Q8_0", True)]["status"] == "failed" and "different token ids" in by[("Q8_0", True)]["error"]
+
+
+def test_the_store_keeps_a_cells_run_whole_and_refuses_another_plan_under_the_same_id(tmp_path):
+    from store_runs import full_run
+
+    from pythia_compare.errors import BadInput
+    from pythia_compare.store import RunStore, SweepMismatch, SweepNotFound
+
+    run = full_run(3)
+    plan = {"name": "t", "repo": "demo", "steps": [25, 100], "quants": ["F16", "Q8_0"], "hub_repo": None,
+            "hub_quants": [], "reference": "F16", "ctx": 64, "max_chunks": 2, "text": run["input"]["text"],
+            "text_sha256": "0" * 64, "n_tokens": run["input"]["n_tokens"], "params": {"top_k": 10}}
+    a, b = RunStore(tmp_path / "a.db"), RunStore(tmp_path / "b.db")
+    sweep_id = a.create_sweep(plan, [(25, "F16", False), (25, "Q8_0", False), (100, "F16", False)])
+    run_id = a.save_cell_run(sweep_id, 25, "Q8_0", False, run, {"ppl": 2.5, "bpw": 8.5}, 1.0)
+    got = a.get(run_id)
+    assert {k: v for k, v in got.items() if k not in ("run_id", "created_at")} == \
+        {k: v for k, v in run.items() if k not in ("run_id", "created_at")}  # text and tokens filled back in
+    other = {**run, "input": {**run["input"], "text": run["input"]["text"] + " more"}}
+    with pytest.raises(BadInput, match="another text"):
+        a.save_cell_run(sweep_id, 100, "F16", False, other, {}, 1.0)
+    a.record_cell_failure(sweep_id, 25, "Q8_0", False, "late failure")  # a done cell stays done
+    s = a.get_sweep(sweep_id)
+    assert (s["done"], s["failed"], s["pending"], s["total"]) == (1, 0, 2, 3)
+    assert s["cells"][1]["run_id"] == run_id and s["cells"][1]["ppl"] == 2.5
+    assert b.merge_sweep_from(a, sweep_id) == {"added": 1, "failed": 0, "skipped": 0}
+    assert b.get(run_id)["input"] == run["input"]
+    with sqlite3.connect(tmp_path / "b.db") as conn:
+        conn.execute("UPDATE sweeps SET ctx = 128")
+    with pytest.raises(SweepMismatch, match="another sweep under the id"):
+        b.merge_sweep_from(a, sweep_id)
+    with pytest.raises(SweepNotFound):
+        a.get_sweep("nope")
+    assert a.list_sweeps()[0]["done"] == 1 and a.list() == []
