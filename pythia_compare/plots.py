@@ -314,6 +314,8 @@ def all_figures(run: dict) -> dict[str, go.Figure]:
 # with status "done" are drawn. Quant q keeps colour PALETTE[i] (i its place in sweep["quants"]) in every figure.
 SWEEP_STEP0_LABEL = "step0"
 MAX_STEP_TICKS = 10  # up to this many steps, every step is a tick; more, and the ticks are decades
+MAX_LEGEND_STEPS = 20  # the PPL-vs-bpw figure lists its steps in a legend up to this many
+MAX_HEATMAP_TEXT = 120  # squares up to which the heatmap writes each value in its square (beyond: hover only)
 
 
 def _done_cells(sweep: dict) -> list[dict]:
@@ -485,6 +487,7 @@ def sweep_bpw_figure(sweep: dict) -> go.Figure:
                              fmt_num(c.get("ppl_err") or 0.0), f"{_cell_bpw(c):g}"] for c in pts],
                 hovertemplate="<b>%{fullData.name}</b><br>%{customdata[0]} · %{customdata[4]} bpw<br>"
                               "PPL = %{customdata[2]} ± %{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
+    fig.update_layout(showlegend=len(steps) <= MAX_LEGEND_STEPS)  # more steps: colour and hover tell them apart
     return fig.update_yaxes(type="log")
 
 
@@ -493,6 +496,7 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
 
     Columns are one per step, labelled like the step axis (step0 first); a cell not done, or with no
     reference, is empty. Colours diverge at 0 (no change from the reference). Hub files get rows of their own.
+    Up to MAX_HEATMAP_TEXT squares, each shows its value; a bigger grid (Pythia's 154 steps) shows it on hover.
     """
     fig = _figure(_sweep_title(sweep, "ln(PPL(Q) / PPL(reference)) per step and quant"), "training step",
                   "quant")
@@ -508,11 +512,13 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
                 fmt_num(at[(r, s)].get("ln_ratio_err") or 0.0)] if (r, s) in at else [_step_label(s), "–", "–", "–"]
                for s in steps] for r in rows]
     labels = [_step_label(s) for s in steps]
+    written = len(steps) * len(rows) <= MAX_HEATMAP_TEXT  # values written in the squares while they fit
     lim = max(abs(v) for row in z for v in row if v is not None) or 1e-6
     fig.add_trace(go.Heatmap(
         z=z, x=labels, y=[_esc(r) for r in rows], customdata=custom, colorscale="RdBu_r", zmid=0.0,
         zmin=-lim, zmax=lim, xgap=2, ygap=2, colorbar=dict(title=dict(text="ln ratio")),
-        text=[[fmt_num(v, 3) if v is not None else "" for v in row] for row in z], texttemplate="%{text}",
+        text=[[fmt_num(v, 3) if v is not None and written else "" for v in row] for row in z],
+        texttemplate="%{text}",
         hovertemplate="<b>%{y}</b> · step %{customdata[0]}<br>ln(PPL(Q)/PPL(ref)) = %{customdata[2]} ± "
                       "%{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)

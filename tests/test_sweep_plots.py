@@ -183,3 +183,23 @@ def test_every_point_and_square_carries_its_cells_run_id_for_the_click_that_open
     assert all(sq[1] in run_ids for row in hm.customdata for sq in row if sq[2] != "–")
     bpw = _trace(figs["bpw"], "step 100")
     assert {row[1] for row in bpw.customdata} == {cell(sweep, 100, q)["run_id"] for q in DEMO_QUANTS}
+
+
+def test_the_full_pythia_grid_draws_with_every_step_placed_and_values_on_hover_only():
+    from pythia_compare.variants import PYTHIA_STEPS
+
+    quants = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
+    sweep = make_sweep(steps=PYTHIA_STEPS, quants=quants)
+    figs = plots.sweep_figures(sweep)
+    assert len(_trace(figs["ppl"], "Q2_K").x) == len(PYTHIA_STEPS) == 154
+    assert figs["ppl"].layout.xaxis.ticktext[0] == "step0" and "100k" in figs["ppl"].layout.xaxis.ticktext
+    hm = figs["heatmap"].data[0]
+    assert len(hm.x) == 154 and len(hm.y) == len(quants) - 1
+    assert all(t == "" for row in hm.text for t in row)  # 1071 squares: too small to write in
+    assert "ln(PPL(Q)/PPL(ref)) = %{customdata[2]}" in hm.hovertemplate
+    assert len(figs["bpw"].data) == 154 and figs["bpw"].layout.showlegend is False
+
+
+def test_a_small_heatmap_writes_each_value_in_its_square():
+    hm = plots.sweep_heatmap(make_sweep()).data[0]
+    assert hm.text[0][0] == plots.fmt_num(hm.z[0][0], 3)
