@@ -284,8 +284,8 @@ _LINK_JS = """(rid) => {
 # ------------------------------------------------------------------------------------------ sweeps
 SWEEP_FIGURES = ["ppl", "kld", "bpw", "heatmap"]
 SWEEP_INTRO = ("A sweep scores a grid of training steps × quant levels on one text (`python -m pythia_compare "
-               "sweep …`, on one machine or as a Slurm job array). Click a sweep to draw it; click a cell in its "
-               "table to open that cell's full run in the Compare tab.")
+               "sweep …`, on one machine or as a Slurm job array). Click a sweep to draw it; click a point, a "
+               "heatmap square or a row of its cell table to open that cell's full run in the Compare tab.")
 
 
 class SweepHandlers:
