@@ -508,9 +508,13 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
             if any(_cell_series(c) == s for c in cells)]
     at = {(_cell_series(c), int(c["step"])): c for c in cells}
     z = [[at[(r, s)]["ln_ratio"] if (r, s) in at else None for s in steps] for r in rows]
-    custom = [[[_step_label(s), at[(r, s)].get("run_id") or "–", fmt_num(at[(r, s)]["ln_ratio"]),
-                fmt_num(at[(r, s)].get("ln_ratio_err") or 0.0)] if (r, s) in at else [_step_label(s), "–", "–", "–"]
-               for s in steps] for r in rows]
+    def square(r: str, s: int) -> list:
+        c = at.get((r, s))
+        if c is None:
+            return [_step_label(s), "–", "–", "–"]
+        return [_step_label(s), c.get("run_id") or "–", fmt_num(c["ln_ratio"]), fmt_num(c.get("ln_ratio_err") or 0.0)]
+
+    custom = [[square(r, s) for s in steps] for r in rows]
     labels = [_step_label(s) for s in steps]
     written = len(steps) * len(rows) <= MAX_HEATMAP_TEXT  # values written in the squares while they fit
     lim = max(abs(v) for row in z for v in row if v is not None) or 1e-6

@@ -8,6 +8,10 @@ the figures in plots.py; nothing here runs a model, draws or writes SQL.
 Streaming: the Run button's event (api_name "compare") yields the run JSON as it grows into a hidden gr.JSON
 (its only API output, so `gradio_client` gets exactly the CLI's JSON) and a gr.State; the State's change event
 redraws the views, unqueued, so a full queue never freezes a run already on screen.
+
+Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
+cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
+local-only start form; its decisions live in sweepview.py, its figures in plots.py.
 """
 
 from __future__ import annotations

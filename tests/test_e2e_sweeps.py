@@ -131,8 +131,9 @@ def test_clicking_a_cell_opens_its_full_run_in_the_compare_tab(app, browser):
     page.goto(f"{url}?sweep={sweep_id}")
     wait_drawn(page)
     page.locator("#pc-sweep-cells [role=gridcell]").filter(has_text=cell["run_id"]).first.click()
-    page.wait_for_function("(rid) => (document.querySelector('#pc-link textarea') || {}).value?.endsWith('?run=' + rid)",
-                           arg=cell["run_id"], timeout=LONG_MS)
+    page.wait_for_function(
+        "(rid) => (document.querySelector('#pc-link textarea') || {}).value?.endsWith('?run=' + rid)",
+        arg=cell["run_id"], timeout=LONG_MS)
     assert page.get_by_role("tab", name="Compare").get_attribute("aria-selected") == "true"
     assert cell["run_id"] in page.locator("#pc-status").inner_text()
     page.wait_for_function("() => { const gd = document.querySelector('#pc-fig-kld .js-plotly-plot');"

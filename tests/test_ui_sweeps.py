@@ -123,8 +123,8 @@ def test_a_sweep_link_opens_the_sweeps_tab_with_the_sweep_drawn(made, sweeps, sw
     assert plain[1] == NO_SWEEP and plain[-2] == "" and not isinstance(plain[-1], gr.Tabs)  # the tab is left alone
 
 
-@pytest.mark.parametrize("hostile", ["' OR 1=1 --", "x" * 10_000, "ünïcödé-☃", "../../etc/passwd", "", None, 12345,
-                                     "AAAAAAAAAAAA"])
+@pytest.mark.parametrize("hostile", ["' OR 1=1 --", "x" * 10_000, "ünïcödé-☃", "../../etc/passwd", "", None,
+                                     12345, "AAAAAAAAAAAA"])
 def test_unknown_malformed_and_hostile_sweep_ids_show_a_friendly_not_found(sweeps, hostile):
     out = sweeps.open_sweep(hostile)
     assert out[0] == SWEEP_NOT_FOUND and out[-1] == "" and out[1] is None
