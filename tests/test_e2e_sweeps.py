@@ -5,7 +5,7 @@ The browser opens the Sweeps tab, clicks the sweep and sees its four views drawn
 at its start); the figures are exactly what plots.py builds from the stored sweep. The sweep's share link, in a
 fresh browser profile, reopens the tab with the same figures. Clicking a cell's row opens that cell's full run
 in the Compare tab. A gradio_client call to /sweep returns the stored sweep JSON. The tab's screenshot goes to
-assets/screenshot-sweeps.png for the README.
+the test's temp dir (README's assets/screenshot-sweeps.png is made by hand, never by a test run).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pythia_compare.store import RunStore
 from ui_support import ROOT, demo_suite, make_demo_sweep, start_app, stop
 
 FIGURES = ["ppl", "kld", "bpw", "heatmap"]
-SCREENSHOT = ROOT / "assets" / "screenshot-sweeps.png"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
 LONG_MS = 120_000  # nothing here loads a big model: the sweep is made before the app starts
 
@@ -105,8 +104,7 @@ def test_the_sweeps_tab_draws_the_four_views_of_a_demo_sweep_and_its_link_reopen
     assert live["heatmap"]["data"][0]["type"] == "heatmap"
     cells = page.locator("#pc-sweep-cells [role=row]").filter(has=page.locator("[role=gridcell]"))
     assert cells.count() == stored["total"]
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=str(tmp_path / "sweeps.png"), full_page=True)
     ctx.close()
 
     # the link, in a fresh browser profile, opens the Sweeps tab with the same figures
