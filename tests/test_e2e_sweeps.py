@@ -75,7 +75,7 @@ def wait_drawn(page) -> None:
     page.wait_for_function(_DRAWN_JS, arg=FIGURES, timeout=LONG_MS)
 
 
-def test_the_sweeps_tab_draws_the_four_views_of_a_demo_sweep_and_its_link_reopens_it(app, browser):
+def test_the_sweeps_tab_draws_the_four_views_of_a_demo_sweep_and_its_link_reopens_it(app, browser, tmp_path):
     tmp, sweep_id, url = app
     stored = RunStore(tmp / "runs.db").get_sweep(sweep_id)
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
