@@ -22,13 +22,26 @@ import plotly.graph_objects as go
 
 # Table data and cell formatting live in report.py (no plotly, so the CLI can share them); re-exported here.
 from .report import (  # noqa: F401
-    KL_TABLE_NOTE, PALETTE, REFERENCE_COLOR, STAT_COLUMN, SUMMARY_COLUMNS, _entries, _Entry, _parsed, _quant_of,
-    fmt_num, format_cell, format_table, kl_table, show_token, summary_table, variant_colors)
+    KL_TABLE_NOTE, PALETTE, REFERENCE_COLOR, STAT_COLUMN, SUMMARY_COLUMNS, _entries, _Entry, _no_error, _parsed,
+    _quant_of, fmt_num, format_cell, format_table, kl_table, show_token, summary_table, variant_colors)
 from .variants import FINAL_STEP, QUANTS
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
 MAX_TICK_LABELS = 80  # above this many columns the heatmap's x ticks are positions, not token text
 LN2 = math.log(2.0)
+TITLE_CHARS = 44  # titles wrap at this many characters, so they fit a phone's width
+MAX_GROUPED = 4  # more entries than this: the next-token chart gets a panel per entry (grouped bars get thin)
+FACET_TOKENS = 5  # tokens per panel then
+LOG_SPAN = 10.0  # perplexities spanning more than this factor get a log axis
+
+
+def _wrap(title: str, width: int = TITLE_CHARS) -> str:
+    """Plain text wrapped at spaces into lines of at most `width` characters, escaped, joined by <br>."""
+    import textwrap
+
+    return "<br>".join(_esc(line) for line in textwrap.wrap(title, width, break_on_hyphens=False) or [""])
+
+
 def _esc(text: str) -> str:
     """Escape text for plotly labels and hover (plotly reads <b>, <br>, &amp; … as markup)."""
     return html.escape(str(text), quote=False)
@@ -43,9 +56,10 @@ def _fmt_p(p: float) -> str:
 
 
 def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
-    return go.Figure(layout=dict(title=dict(text=_esc(title)), xaxis_title=x_title, yaxis_title=y_title,
+    text = _wrap(title)
+    return go.Figure(layout=dict(title=dict(text=text), xaxis_title=x_title, yaxis_title=y_title,
                                  template="plotly_white", legend_title_text="variant", hovermode="closest",
-                                 margin=dict(l=60, r=20, t=60, b=60)))
+                                 margin=dict(l=60, r=20, t=40 + 20 * (text.count("<br>") + 1), b=60)))
 
 
 def _placeholder(fig: go.Figure, message: str) -> go.Figure:
@@ -71,6 +85,8 @@ def next_token_figure(run: dict) -> go.Figure:
         for t in e.data["next_token"]:
             best[t["id"]] = max(best.get(t["id"], 0.0), float(t["prob"]))
             text_of.setdefault(t["id"], t["text"])
+    if len(entries) > MAX_GROUPED:
+        return _next_token_panels(fig, entries)
     ids = sorted(best, key=lambda i: (-best[i], i))
     shown = [show_token(text_of[i]) for i in ids]
     dup = {s for s in shown if shown.count(s) > 1}
@@ -87,20 +103,46 @@ def next_token_figure(run: dict) -> go.Figure:
     return fig
 
 
+def _next_token_panels(fig: go.Figure, entries: list[_Entry]) -> go.Figure:
+    """A panel per entry, two across, each with that entry's FACET_TOKENS most likely tokens (one trace each)."""
+    from plotly.subplots import make_subplots
+
+    rows = math.ceil(len(entries) / 2)
+    out = make_subplots(rows=rows, cols=2, shared_yaxes=True, vertical_spacing=0.5 / rows, horizontal_spacing=0.06,
+                        subplot_titles=[_esc(e.name) for e in entries])
+    out.update_layout(fig.layout)
+    out.update_layout(title_text=_wrap(f"Next-token distribution: each variant's top {FACET_TOKENS}"),
+                      height=140 + 190 * rows, showlegend=False, bargap=0.25)
+    for k, e in enumerate(entries):
+        top = e.data["next_token"][:FACET_TOKENS]
+        out.add_trace(go.Bar(
+            x=[_esc(show_token(t["text"])) + "\u200b" * r for r, t in enumerate(top)],  # same text: two bars
+            y=[float(t["prob"]) for t in top], name=_esc(e.name), marker_color=e.color,
+            customdata=[[_esc(repr(t["text"])), t["id"], r + 1] for r, t in enumerate(top)],
+            hovertemplate="<b>%{fullData.name}</b><br>token %{customdata[0]} (id %{customdata[1]})"
+                          "<br>p = %{y:.4f}<br>rank %{customdata[2]}<extra></extra>"), row=k // 2 + 1, col=k % 2 + 1)
+    out.update_xaxes(type="category", tickangle=0, automargin=True)
+    out.update_yaxes(range=[0, 1.05], title_text="")
+    out.update_yaxes(title_text="probability", col=1)
+    return out
+
+
 def _prob_color(p: float) -> str:
     """Background for a token of probability p: red (p≈0) through yellow to green (p≈1)."""
     return f"hsl({round(120 * min(max(float(p), 0.0), 1.0))}, 75%, 82%)"
 
 
 def _token_span(tok: dict) -> str:
+    """A generated token: focusable (a tap or a click focuses it), its top alternatives in a box that the page's
+    CSS (assets/style.css: .pc-tok:focus .pc-alt) shows while it is hovered or focused; no script needed."""
     p = float(tok.get("prob", 0.0))
     lines = [f"{tok.get('text', '')!r}  p = {_fmt_p(p)}", "top alternatives:"]
     for alt in tok.get("top") or []:
         mark = "→" if alt.get("id") == tok.get("id") else "  "
         lines.append(f"{mark} {alt.get('text', '')!r}  {_fmt_p(float(alt.get('prob', 0.0)))}")
-    return (f'<span class="pc-tok" style="background:{_prob_color(p)};color:#111;white-space:pre-wrap;'
-            f'border-radius:2px" title="{html.escape(chr(10).join(lines), quote=True)}">'
-            f"{html.escape(tok.get('text', ''), quote=True)}</span>")
+    return (f'<span class="pc-tok" tabindex="0" role="button" style="background:{_prob_color(p)};color:#111;'
+            f'white-space:pre-wrap;border-radius:2px">{html.escape(tok.get("text", ""), quote=True)}'
+            f'<span class="pc-alt" role="tooltip">{html.escape(chr(10).join(lines), quote=True)}</span></span>')
 
 
 def generation_html(run: dict) -> str:
@@ -121,14 +163,14 @@ def generation_html(run: dict) -> str:
             body = "".join(_token_span(t) for t in gen["tokens"])
         else:
             body = f'<span style="white-space:pre-wrap">{html.escape(gen.get("text") or "")}</span>'
-        cols.append(f'<div class="pc-gen-col" style="flex:1 1 0;min-width:14em;border-top:4px solid {e.color};'
+        cols.append(f'<div class="pc-gen-col" style="flex:1 1 14em;min-width:14em;border-top:4px solid {e.color};'
                     f'padding:0.4em"><div style="font-weight:600;margin-bottom:0.3em">{html.escape(e.name)}</div>'
                     f'<div style="font-family:monospace;line-height:1.6">{body}</div></div>')
     swatch = [f'<span style="background:{_prob_color(p)};color:#111">&nbsp;{w}&nbsp;</span>' for p, w in [(0, "low"),
                                                                                                  (1, "high")]]
     legend = ('<div style="font-size:0.85em;color:#666;margin-top:0.4em">Background: probability of each generated '
-              f'token, {swatch[0]} to {swatch[1]}; hover a token for the top alternatives.</div>')
-    return (f'<div class="pc-gen"><div style="display:flex;gap:0.8em;overflow-x:auto">{"".join(cols)}</div>'
+              f'token, {swatch[0]} to {swatch[1]}; hover or tap a token for the top alternatives.</div>')
+    return (f'<div class="pc-gen"><div style="display:flex;flex-wrap:wrap;gap:0.8em">{"".join(cols)}</div>'
             f"{legend}</div>")
 
 
@@ -153,8 +195,8 @@ def step_to_x(step: int) -> float:
     return math.log10(step + 1)
 
 
-def _error_y(err: float | None, color: str) -> dict:
-    return dict(type="data", array=[err if err is not None else 0.0], visible=True, color=color, thickness=1.5)
+def _error_y(err: float | None, color: str, known: bool = True) -> dict:
+    return dict(type="data", array=[err if err is not None else 0.0], visible=known, color=color, thickness=1.5)
 
 
 def ppl_figure(run: dict) -> go.Figure:
@@ -169,20 +211,27 @@ def ppl_figure(run: dict) -> go.Figure:
     mode = ppl_axis_mode(run)
     entries = [e for e in _entries(run) if e.data.get("ppl") is not None]
     x_title = {"step": "training step (axis: log10(step + 1))", "quant": "file size (MB)", "label": "variant"}[mode]
-    fig = _figure(f"Perplexity on the {_unit(run)} (± 1 standard error)", x_title, "perplexity")
+    unknown = [e for e in entries if _no_error(e.data)]
+    errors = (f"± n/a: {min(int(e.data.get('n_scored') or 0) for e in unknown)} scored tokens" if unknown
+              else "± 1 standard error")
+    fig = _figure(f"Perplexity on the {_unit(run)} ({errors})", x_title, "perplexity")
     if not entries:
         return _placeholder(fig, "No perplexity yet.")
     hover = "<b>%{fullData.name}</b><br>%{customdata[0]}<br>PPL = %{customdata[1]} ± %{customdata[2]}<extra></extra>"
+    ppls = [float(e.data["ppl"]) for e in entries]
+    if min(ppls) > 0 and max(ppls) / min(ppls) > LOG_SPAN:  # e.g. step 0 beside the quants: log, or all look alike
+        fig.update_yaxes(type="log", title_text="perplexity (log scale)")
 
     def custom(e: _Entry, where: str) -> list:
-        return [[_esc(where), fmt_num(e.data["ppl"]), fmt_num(e.data.get("ppl_err") or 0.0)]]
+        err = "n/a" if _no_error(e.data) else fmt_num(e.data.get("ppl_err") or 0.0)
+        return [[_esc(where), fmt_num(e.data["ppl"]), err]]
 
     if mode == "label":
         for e in entries:
             fig.add_trace(go.Bar(x=[_esc(e.name)], y=[e.data["ppl"]], name=_esc(e.name), marker_color=e.color,
-                                 error_y=_error_y(e.data.get("ppl_err"), "#222"),
+                                 error_y=_error_y(e.data.get("ppl_err"), "#222", not _no_error(e.data)),
                                  customdata=custom(e, e.data.get("spec", "")), hovertemplate=hover))
-        fig.update_layout(barmode="overlay", xaxis=dict(type="category"), showlegend=False)
+        fig.update_layout(barmode="overlay", xaxis=dict(type="category", automargin=True), showlegend=False)
         return fig
 
     placed: list[tuple[_Entry, float, str, str]] = []  # entry, x, group for trend line, hover line
@@ -203,16 +252,35 @@ def ppl_figure(run: dict) -> go.Figure:
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
                                      name=_esc(f"{group} (trend)" if mode == "step" else "trend"),
                                      line=dict(color="#c8c8c8", width=1.5), hoverinfo="skip", showlegend=False))
-    for e, x, _, where in placed:
+    xs = [x for _, x, _, _ in placed] or [0.0, 1.0]
+    span = max(xs) - min(xs)
+    # Labels of points close in x go above and below by turns, and the axis leaves room for the outer ones.
+    by_x = sorted(range(len(placed)), key=lambda i: placed[i][1])
+    below: set[int] = set()
+    for a, b in zip(by_x, by_x[1:]):
+        if a not in below and placed[b][1] - placed[a][1] < 0.25 * (span or 1.0):
+            below.add(b)
+    for i, (e, x, _, where) in enumerate(placed):
         q = _quant_of(e)
-        label = (f"{q} ({QUANTS[q].bpw:g} bpw)" if q in QUANTS else q) if mode == "quant" else None
+        label = (f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q) if mode == "quant" else None
         fig.add_trace(go.Scatter(
             x=[x], y=[e.data["ppl"]], name=_esc(e.name), mode="markers+text" if label else "markers",
-            text=[_esc(label)] if label else None, textposition="top center",
+            text=[_esc(label)] if label else None, cliponaxis=False,
+            textposition="bottom center" if i in below else "top center",
             marker=dict(color=e.color, size=11, symbol="diamond" if e.is_reference else "circle"),
-            error_y=_error_y(e.data.get("ppl_err"), e.color), customdata=custom(e, where), hovertemplate=hover))
-    xs = [x for _, x, _, _ in placed] or [0.0, 1.0]
-    pad = 0.05 * (max(xs) - min(xs)) or 0.2
+            error_y=_error_y(e.data.get("ppl_err"), e.color, not _no_error(e.data)), customdata=custom(e, where),
+            hovertemplate=hover))
+    pad = 0.05 * span or 0.2
+    if mode == "quant":
+        pad = 0.15 * span or 1.0  # room for the first and last labels
+        fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad])
+        fig.update_yaxes(automargin=True)
+        err = [0.0 if _no_error(e.data) else float(e.data.get("ppl_err") or 0.0) for e, _, _, _ in placed]
+        lo = min(float(e.data["ppl"]) - d for (e, _, _, _), d in zip(placed, err))
+        hi = max(float(e.data["ppl"]) + d for (e, _, _, _), d in zip(placed, err))
+        if fig.layout.yaxis.type != "log":
+            room = 0.25 * (hi - lo) or 0.1 * hi
+            fig.update_yaxes(range=[lo - room, hi + room])
     for e in lines:
         fig.add_trace(go.Scatter(x=[min(xs) - pad, max(xs) + pad], y=[e.data["ppl"]] * 2, mode="lines",
                                  name=_esc(e.name),
