@@ -402,7 +402,8 @@ class Dashboard:
 def _within(value, label: str, lo: float, hi: float, unit: str = ""):
     """value if lo ≤ value ≤ hi, else BadInput naming the page's field and its range."""
     if not lo <= value <= hi:
-        raise BadInput(f"{label} {value} is out of range; use {lo:g} … {hi:g}{unit}")
+        shown = value if isinstance(value, int) else f"{value:g}"
+        raise BadInput(f"{label} {shown} is out of range; use {lo:g} … {hi:g}{unit}")
     return value
 
 

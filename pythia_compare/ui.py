@@ -129,7 +129,7 @@ class Handlers:
         steps = [(f"step {s}", s) for s in cat.steps.get(c["family"], [])]
         return (c["family"], gr.CheckboxGroup(choices=quant_choices(c["family"], cat.quants[c["family"]]),
                                               value=c["quants"]),
-                gr.Dropdown(choices=steps, value=c["steps"]), c["specs"],
+                gr.Dropdown(choices=steps, value=c["steps"], multiselect=True), c["specs"],
                 gr.Dropdown(choices=reference_choices(collect_specs(c["family"], c["quants"], c["steps"], c["specs"],
                                                                     demo_final=self.core.demo_final)),
                             value=c["reference"]),
