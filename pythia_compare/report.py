@@ -199,7 +199,7 @@ def format_table(columns: list[str], rows: list[list]) -> list[list[str]]:
 
 # The summary's columns in the order they are dropped when a terminal is too narrow (the rest stay).
 DROP_FIRST = ["load s", "score s", "generate s", "spec", "role", "bpw", "size MB", "top-1 p", "quant",
-              "same top %", "n scored"]
+              "same top %", "n scored", "top-1 next token", "KLD ±", "PPL ±"]
 MIN_CELL = 12  # a cell narrower than its text is cut to at least this many characters, with "…"
 
 
@@ -234,7 +234,10 @@ def text_table(columns: list[str], rows: list[list], width: int | None = None) -
     out = [line(columns), line(dashes)] + [line(r) for r in cells]
     left_out = [c for i, c in enumerate(columns) if i not in keep]
     if left_out:
-        out.append(f"(not shown to fit {width} columns: {', '.join(left_out)}; --json has everything)")
+        import textwrap
+
+        out += textwrap.wrap(f"(not shown to fit {width} columns: {', '.join(left_out)}; --json has everything)",
+                             width)
     return "\n".join(out)
 
 
