@@ -254,33 +254,37 @@ def ppl_figure(run: dict) -> go.Figure:
                                      line=dict(color="#c8c8c8", width=1.5), hoverinfo="skip", showlegend=False))
     xs = [x for _, x, _, _ in placed] or [0.0, 1.0]
     span = max(xs) - min(xs)
-    # Labels of points close in x go above and below by turns, and the axis leaves room for the outer ones.
-    by_x = sorted(range(len(placed)), key=lambda i: placed[i][1])
-    below: set[int] = set()
-    for a, b in zip(by_x, by_x[1:]):
-        if a not in below and placed[b][1] - placed[a][1] < 0.25 * (span or 1.0):
-            below.add(b)
-    for i, (e, x, _, where) in enumerate(placed):
-        q = _quant_of(e)
-        label = (f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q) if mode == "quant" else None
+    for e, x, _, where in placed:
         fig.add_trace(go.Scatter(
-            x=[x], y=[e.data["ppl"]], name=_esc(e.name), mode="markers+text" if label else "markers",
-            text=[_esc(label)] if label else None, cliponaxis=False,
-            textposition="bottom center" if i in below else "top center",
+            x=[x], y=[e.data["ppl"]], name=_esc(e.name), mode="markers",
             marker=dict(color=e.color, size=11, symbol="diamond" if e.is_reference else "circle"),
             error_y=_error_y(e.data.get("ppl_err"), e.color, not _no_error(e.data)), customdata=custom(e, where),
             hovertemplate=hover))
     pad = 0.05 * span or 0.2
     if mode == "quant":
-        pad = 0.15 * span or 1.0  # room for the first and last labels
-        fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad])
-        fig.update_yaxes(automargin=True)
+        # Each point's quant and bits per weight in a label above every point, on a pointer to it. Labels sit on
+        # three heights near the top (in axis units, so a few tens of pixels apart), by turns for points close
+        # in x, so that no label covers another or a point; the axes leave room for them.
+        log_y = fig.layout.yaxis.type == "log"
+        ax = (lambda v: math.log10(v)) if log_y else (lambda v: v)
         err = [0.0 if _no_error(e.data) else float(e.data.get("ppl_err") or 0.0) for e, _, _, _ in placed]
-        lo = min(float(e.data["ppl"]) - d for (e, _, _, _), d in zip(placed, err))
-        hi = max(float(e.data["ppl"]) + d for (e, _, _, _), d in zip(placed, err))
-        if fig.layout.yaxis.type != "log":
-            room = 0.25 * (hi - lo) or 0.1 * hi
-            fig.update_yaxes(range=[lo - room, hi + room])
+        lo = min(ax(max(float(e.data["ppl"]) - d, 1e-9) if log_y else float(e.data["ppl"]) - d)
+                 for (e, _, _, _), d in zip(placed, err))
+        hi = max(ax(float(e.data["ppl"]) + d) for (e, _, _, _), d in zip(placed, err))
+        room = (hi - lo) or 0.2 * abs(hi) or 1.0
+        y0, y1 = lo - 0.2 * room, hi + 1.1 * room
+        fig.update_yaxes(range=[y0, y1])
+        level, last_x = 0, None
+        for e, x, _, _ in sorted(placed, key=lambda p: p[1]):
+            level = (level + 1) % 3 if last_x is not None and x - last_x < 0.3 * (span or 1.0) else 0
+            last_x = x
+            q = _quant_of(e)
+            fig.add_annotation(x=x, y=ax(float(e.data["ppl"])), ax=x, ay=y1 - (0.06 + 0.11 * level) * (y1 - y0),
+                               axref="x", ayref="y", text=_esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
+                               name=_esc(e.name), showarrow=True, arrowwidth=1, arrowhead=0, arrowcolor="#bbb",
+                               standoff=7, font=dict(size=11), bgcolor="rgba(255,255,255,0.85)")
+        pad = 0.2 * span or 1.0  # room for the first and last labels
+        fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad])
     for e in lines:
         fig.add_trace(go.Scatter(x=[min(xs) - pad, max(xs) + pad], y=[e.data["ppl"]] * 2, mode="lines",
                                  name=_esc(e.name),

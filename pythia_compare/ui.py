@@ -261,7 +261,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                     fig_kld = gr.Plot(label="KL divergence", elem_id="pc-fig-kld")
                     with gr.Column():
                         kl_table = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)", visible=False,
-                                                interactive=False, elem_id="pc-kl-table", max_height=420)
+                                                interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
                         gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
                 run_json = gr.JSON(visible=False, label="Run JSON")
             with gr.Tab("History", id="history"):
@@ -298,7 +298,8 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
             keep = touched and (current == "" or current in chosen)
             return gr.Dropdown(choices=reference_choices(chosen), value=current if keep else default_reference(chosen))
 
-        family.change(switch_family, family, [quants, steps, banner], **private)
+        # On the user's choice only: a reopened run sets the family together with its own quants and steps.
+        family.input(switch_family, family, [quants, steps, banner], **private)
         logpick.click(lambda f: log_spaced(cat.steps[f]), family, steps, **private)
         for comp in (family, quants, steps, specs):
             comp.change(refresh_reference, [family, quants, steps, specs, reference, ref_touched], reference,

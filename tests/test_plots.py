@@ -120,7 +120,9 @@ def test_a_quant_series_is_plotted_against_file_size_with_bits_per_weight():
         assert t.x[0] == v["source"]["bytes"] / 1e6
         assert list(t.error_y.array) == [v["ppl_err"]]
         q = v["source"]["quant"]
-        assert f"{QUANTS[q].bpw:g} bpw" in t.text[0]
+        label = next(a for a in fig.layout.annotations if a.name == name)  # the point's label, on a pointer
+        assert label.x == label.ax == t.x[0] and f"{q} · {QUANTS[q].bpw:g} bpw" == label.text
+        assert label.ay > max(fig.data[k].y[0] for k in range(len(fig.data)))  # above every point
     assert fig.layout.xaxis.title.text == "file size (MB)"
 
 
