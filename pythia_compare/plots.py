@@ -29,7 +29,7 @@ from .variants import FINAL_STEP, QUANTS
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
 MAX_TICK_LABELS = 80  # above this many columns the heatmap's x ticks are positions, not token text
 LN2 = math.log(2.0)
-TITLE_CHARS = 44  # titles wrap at this many characters, so they fit a phone's width
+TITLE_CHARS = 36  # titles wrap at this many characters, so they fit a phone's width (390 px)
 MAX_GROUPED = 4  # more entries than this: the next-token chart gets a panel per entry (grouped bars get thin)
 FACET_TOKENS = 5  # tokens per panel then
 LOG_SPAN = 10.0  # perplexities spanning more than this factor get a log axis
@@ -57,9 +57,9 @@ def _fmt_p(p: float) -> str:
 
 def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
     text = _wrap(title)
-    return go.Figure(layout=dict(title=dict(text=text), xaxis_title=x_title, yaxis_title=y_title,
+    return go.Figure(layout=dict(title=dict(text=text, font=dict(size=15)), xaxis_title=x_title, yaxis_title=y_title,
                                  template="plotly_white", legend_title_text="variant", hovermode="closest",
-                                 margin=dict(l=60, r=20, t=40 + 20 * (text.count("<br>") + 1), b=60)))
+                                 margin=dict(l=60, r=20, t=36 + 19 * (text.count("<br>") + 1), b=60)))
 
 
 def _placeholder(fig: go.Figure, message: str) -> go.Figure:
@@ -333,7 +333,8 @@ def surprisal_heatmap(run: dict) -> go.Figure:
     n = max(len(e.data["token_logprobs"]) for e in entries)
     ncols = min(n, MAX_HEATMAP_COLUMNS)
     if n > ncols:
-        fig.update_layout(title_text=_esc(f"Surprisal per scored token (bits): first {ncols} of {n} tokens"))
+        title = _wrap(f"Surprisal per scored token (bits): first {ncols} of {n} tokens")
+        fig.update_layout(title_text=title, margin_t=36 + 19 * (title.count("<br>") + 1))
     z, hover = [], []
     for e in entries:
         lp = np.asarray(e.data["token_logprobs"][:ncols], dtype=np.float64)
