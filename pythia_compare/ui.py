@@ -270,7 +270,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                                        elem_id="pc-query")
                     search = gr.Button("Search", scale=1)
                 history = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="pc-history",
-                                       column_widths=["9%", "10%", "21%", "6%", "7%", "22%", "10%", "15%"])
+                                       column_widths=["11%", "10%", "19%", "6%", "7%", "22%", "10%", "15%"])
                 selected = gr.State("")
                 armed = gr.State("")  # the run whose Delete awaits its second click
                 with gr.Row():

@@ -412,3 +412,26 @@ def test_on_a_phone_run_stays_on_screen_alternatives_open_on_tap_and_plot_titles
         assert _inside(title, svg), (name, title, svg)
     page.screenshot(path=str(tmp / "phone.png"), full_page=False)
     phone.close()
+
+
+def test_the_history_shows_whole_variant_lists_and_each_runs_settings(app, browser, seven):
+    tmp, suite, url = app
+    run, _ = seven
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    open_page(page, url)
+    page.get_by_role("tab", name="History").click()
+    page.locator("#pc-query input, #pc-query textarea").first.fill("zebra xylophone")
+    page.get_by_role("button", name="Search").click()
+    page.locator("#pc-history-note").get_by_text("No run's text matches").wait_for(timeout=LONG_MS)
+    page.locator("#pc-query input, #pc-query textarea").first.fill("")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_function("(id) => document.querySelector('#pc-history').innerText.includes(id)", arg=run["run_id"],
+                           timeout=LONG_MS)
+    cols = page.evaluate(_HEAD_JS, "pc-history")
+    row = next(r for r in page.evaluate(_TABLE_JS, "pc-history") if r[0] == run["run_id"])
+    assert row[cols.index("variants")] == ", ".join(v["label"] for v in run["variants"])
+    assert row[cols.index("reference")] == "demo:F16" and "T 0.5 · seed 7" in row[cols.index("settings")]
+    cut = page.evaluate("""() => Array.from(document.querySelectorAll('#pc-history td span'))
+        .filter(s => s.scrollWidth > s.clientWidth + 1 || s.scrollHeight > s.clientHeight + 1).map(s => s.innerText)""")
+    assert cut == [], cut  # nothing cut off
+    page.close()
