@@ -41,7 +41,7 @@ OWNER_SECRET = "pythia-compare-owner-token-v1"
 FAMILIES = [("Pythia-410M-deduped (Hugging Face Hub)", "pythia"), ("demo suite (bundled, offline)", DEMO_ALIAS)]
 NOT_FINISHED = ("The run did not finish (the server may be busy, or the connection dropped); try again in a "
                 "minute.")
-CONTROLS = ["family", "quants", "steps", "specs", "reference", "prompt", "text", "scoring", "ctx", "top_k",
+CONTROLS = ["family", "quants", "steps", "specs", "reference", "prompt", "text", "text_file", "scoring", "ctx", "top_k",
             "max_tokens", "temperature", "seed"]  # what restore_controls sets, in its order
 EXAMPLES = ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
             "Once upon a time, in a small village by the sea,", "12 + 7 = 19. 23 + 5 ="]
@@ -133,7 +133,7 @@ class Handlers:
                 gr.Dropdown(choices=reference_choices(collect_specs(c["family"], c["quants"], c["steps"], c["specs"],
                                                                     demo_final=self.core.demo_final)),
                             value=c["reference"]),
-                gr.skip() if c["prompt"] is None else c["prompt"], c["text"], c["scoring"], c["ctx"], c["top_k"],
+                gr.skip() if c["prompt"] is None else c["prompt"], c["text"], None, c["scoring"], c["ctx"], c["top_k"],
                 c["max_tokens"], c["temperature"], c["seed"], True)
 
     def open_run(self, run_id: object) -> tuple:
@@ -319,7 +319,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         run_id.change(None, run_id, link, js=_LINK_JS, **private)
 
         # --- links, history ---
-        controls = [family, quants, steps, specs, reference, prompt, text, scoring, ctx, top_k, max_tokens,
+        controls = [family, quants, steps, specs, reference, prompt, text, text_file, scoring, ctx, top_k, max_tokens,
                     temperature, seed, ref_touched]
         restore = lambda rid: app.restore_controls(rid, cat)  # noqa: E731
         demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **private).then(

@@ -119,14 +119,18 @@ def test_nine_variants_are_refused_in_words_for_a_browser_user(dash):
 
 
 # ------------------------------------------------------------------------------------------ 2. reopening a run
-def test_a_reopened_prompt_run_with_steps_and_quants_runs_again_the_same(dash, cat, suite):
+def test_a_reopened_prompt_run_with_steps_and_quants_runs_again_the_same(dash, cat, suite, tmp_path):
     steps = sorted(cat.steps["demo"])[:2]
     first = last_run(dash, **page(quants=["F16", "Q4_K_M"], steps=steps, reference="demo:F16", top_k=4,
                                   temperature=0.7, seed=5, max_tokens=3))
     assert [v["spec"] for v in first["variants"]] == ["demo:Q4_K_M"] + [f"demo@step{s}" for s in steps]
     # a fresh page (default controls), then the link is opened: every control shows what produced the run
-    fresh = page(quants=["Q8_0"], prompt="The capital of France is", temperature=0.0, seed=0, top_k=10)
+    upload = tmp_path / "other.txt"
+    upload.write_text("A file uploaded before the link was opened.", encoding="utf-8")
+    fresh = page(quants=["Q8_0"], prompt="The capital of France is", temperature=0.0, seed=0, top_k=10,
+                 text="Some other text", text_file=str(upload))
     again = inputs_after_restore(dash, first["run_id"], cat, fresh)
+    assert again["text_file"] is None  # the upload would win over the restored text
     assert again["quants"] == ["F16", "Q4_K_M"] and again["steps"] == steps and again["reference"] == "demo:F16"
     assert again["prompt"] == PROMPT and again["text"] == ""
     assert (again["temperature"], again["seed"], again["top_k"]) == (0.7, 5, 4)
