@@ -70,6 +70,8 @@ class Handlers:
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
+        With `family` "demo" (the default) a bare Pythia spec (`Q8_0`, `step3000`) is refused as ambiguous beside
+        the demo suite: pass family="pythia" for the real model.
         """
         try:
             chosen, run_text, params = self.core.prepare(family, quants, steps, specs, reference, prompt, text,
