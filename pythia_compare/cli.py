@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="a prompt (prompt scoring: every token after the first)")
     src.add_argument("--text-file", help="a UTF-8 text file (corpus scoring when long enough)")
-    c.add_argument("--reference", help="spec of the reference for KL statistics (e.g. F16, or demo for the demo suite)")
+    c.add_argument("--reference", help="spec of the reference for KL statistics (e.g. F16, or demo for the demo "
+                   "suite); default, as on the dashboard: the highest-precision variant given (most bits per weight, "
+                   "then the latest step) when two or more are given; 'none' for no reference and no KL")
     c.add_argument("--scoring", choices=["auto", "prompt", "corpus"], default="auto")
     c.add_argument("--ctx", type=int, help="context / corpus chunk size in tokens (default 512)")
     c.add_argument("--top-k", type=int, help="next-token alternatives per variant (default 10)")
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--temperature", type=float, help="0 is greedy (default); > 0 samples with --seed")
     c.add_argument("--seed", type=int, help="sampling seed (default 0)")
     c.add_argument("--no-flash-attn", action="store_true", help="turn flash attention off (llama-perplexity's exact numerics)")
-    c.add_argument("--json", action="store_true", help="print the run JSON instead of tables")
+    c.add_argument("--json", action="store_true", help="print the run JSON instead of tables (complete, whatever "
+                   "the terminal's width; the tables fit it)")
 
     r = sub.add_parser("runs", help="the run log: list, show, export, delete")
     rs = r.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
@@ -50,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     rsh = rs.add_parser("show", help="print a stored run's tables (or --json)")
     rsh.add_argument("run_id")
     rsh.add_argument("--json", action="store_true")
-    rex = rs.add_parser("export", help="export a run as JSON or CSV")
+    rex = rs.add_parser("export", help="export a run as JSON, CSV (per token) or zip (summary.csv + tokens.csv)")
     rex.add_argument("run_id")
-    rex.add_argument("--format", choices=["json", "csv"], default="json")
-    rex.add_argument("--out", help="write to this file instead of stdout")
+    rex.add_argument("--format", choices=["json", "csv", "zip"], default="json")
+    rex.add_argument("--out", help="write to this file instead of stdout (required for zip)")
     rd = rs.add_parser("delete", help="delete a run")
     rd.add_argument("run_id")
 
@@ -172,7 +175,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
                        f"(use --text-file for long texts)")
     params = RunParams.from_settings(settings, scoring=args.scoring, ctx=args.ctx, top_k=args.top_k,
                                      max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
-                                     reference=args.reference)
+                                     reference=_reference(args.specs, args.reference, settings))
     pool = ModelPool(settings)
     run = None
     bar = _progress_bar()
@@ -192,9 +195,25 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(run, ensure_ascii=False))
     else:
-        print(format_run(run))
+        print(format_run(run, width=_width()))
         print(f"\nrun {run_id} saved to {settings.db_path}; `python -m pythia_compare runs show {run_id}`")
     return 0
+
+
+def _reference(specs: list[str], given: str | None, settings: Settings) -> str | None:
+    """--reference as given; 'none' for no reference; absent: the dashboard's rule (default_reference)."""
+    if given is not None:
+        return None if given.strip().lower() in ("none", "") else given
+    from .dashboard import default_reference
+
+    return default_reference(list(specs)) or None
+
+
+def _width() -> int:
+    """The terminal's width (COLUMNS when set; 100 when stdout is not a terminal)."""
+    import shutil
+
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
 
 
 class _progress_bar:
@@ -225,9 +244,17 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
         print(format_run_list(store.list(query=args.query, limit=args.limit)))
     elif args.runs_command == "show":
         run = store.get(args.run_id)
-        print(json.dumps(run, ensure_ascii=False) if args.json else format_run(run))
+        print(json.dumps(run, ensure_ascii=False) if args.json else format_run(run, width=_width()))
     elif args.runs_command == "export":
         run = store.get(args.run_id)
+        if args.format == "zip":
+            from .export import run_to_zip
+
+            if not args.out:
+                raise BadInput("--format zip writes a binary file; give --out FILE.zip")
+            Path(args.out).expanduser().write_bytes(run_to_zip(run))
+            print(f"wrote {args.out}", file=sys.stderr)
+            return 0
         if args.format == "json":
             data = json.dumps(run, ensure_ascii=False, indent=1)
         else:

@@ -32,7 +32,7 @@ from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
 from .policy import check_run
 from .lineage import mixed_run_warnings
-from .sources import Resolved, Resolver
+from .sources import Resolved, Resolver, demo_steps
 from .variants import parse_spec, parse_specs
 
 SCHEMA_VERSION = 1
@@ -122,10 +122,31 @@ def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None
         check_unicode(params.reference, "the reference")
     if n_specs == 0:
         raise SpecError("no variants given; name at least one, e.g. Q4_K_M or demo@step0")
-    total = n_specs + (1 if params.reference else 0)
-    if total > settings.max_variants:
-        raise SpecError(f"{total} variants (reference included) is more than the limit of {settings.max_variants} "
-                        f"per run; compare fewer, or raise the limit (Settings.max_variants)")
+    if n_specs > settings.max_variants:  # distinct variants, the reference counted once (count_variants)
+        raise SpecError(too_many(n_specs, settings.max_variants))
+
+
+def too_many(n: int, limit: int) -> str:
+    """The one message for too many variants, for the CLI, the API and the page alike."""
+    return (f"{n} variants chosen (the reference counted once); the limit is {limit} per run; "
+            f"choose at most {limit}")
+
+
+def count_variants(specs: list[str], reference: str | None, demo_final: int | None = None) -> int:
+    """Distinct variants of a run, the reference counted once; a spec that does not parse counts as itself."""
+    keys = set()
+    for s in list(specs) + ([reference] if reference else []):
+        try:
+            keys.add(parse_spec(s, demo_final=demo_final).key)
+        except SpecError:
+            keys.add(s)
+    return len(keys)
+
+
+def demo_final_step(settings: Settings) -> int | None:
+    """The demo suite's last step (`demo` is that step), or None without a demo suite."""
+    steps = demo_steps(settings.demo_dir)
+    return steps[-1] if steps else None
 
 
 def choose_scoring(mode: str, n_tokens: int, ctx: int) -> str:
@@ -158,18 +179,19 @@ def _variant_json(res: Resolved) -> dict:
 def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings: Settings, pool,
                     resolver: Resolver | None = None) -> Iterator[Event]:
     """Run one comparison, yielding progress and partial results; the last event is "done"."""
-    validate_params(params, len(specs), settings)
+    demo_final = demo_final_step(settings)
+    for s in specs:
+        if isinstance(s, str):
+            check_unicode(s, "a variant spec")
+    validate_params(params, count_variants(specs, params.reference, demo_final) if specs else 0, settings)
     if not isinstance(text, str) or not text.strip():
         raise InputTextError("the input is empty; give a prompt (--prompt) or a text file (--text-file)")
     limit = settings.max_text_chars
     if len(text) > limit:
         raise InputTextError(f"the input has {len(text)} characters; the limit is {limit}")
     check_unicode(text, "the input text")
-    for s in specs:
-        if isinstance(s, str):
-            check_unicode(s, "a variant spec")
-    variants = parse_specs(specs)
-    reference = parse_spec(params.reference) if params.reference else None
+    variants = parse_specs(specs, demo_final=demo_final)
+    reference = parse_spec(params.reference, demo_final=demo_final) if params.reference else None
     if reference is not None:
         variants = [v for v in variants if v.key != reference.key]  # the reference is not repeated
         if not variants:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import report
-from .compare import Event, RunParams, check_unicode, iter_comparison
+from .compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
 from .config import Settings
 from .errors import BadInput, RunNotFound, SpecError
-from .export import run_to_csv
+from .export import run_to_zip
 from .sources import demo_steps
 from .store import RunStore
 from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
@@ -51,16 +51,21 @@ DEFAULT_QUANTS = {"pythia": ["Q8_0", "Q6_K", "Q4_K_M", "Q2_K"], DEMO_ALIAS: ["F1
 DEMO_BANNER = (
     "**Demo models, not Pythia.** {why} The variants below are a small demo suite trained on this project's "
     "own text and bundled with it, so that the dashboard works with no network. Their numbers say nothing "
-    "about Pythia-410M. To compare the real models, start the app with network access (without "
-    "`PYTHIA_COMPARE_OFFLINE`), or download them while online with `python -m pythia_compare compare Q8_0 "
-    "Q4_K_M --prompt hi` and then use them offline from the cache.")
+    "about Pythia-410M. To compare the real models, start the app with network access{restart}, or download "
+    "them while online with `python -m pythia_compare compare Q8_0 Q4_K_M --prompt hi` and then use them "
+    "offline from the cache.")
 MODELS_NOTE = ("The Hub's GGUF quants are of the v0 models (`EleutherAI/pythia-410m-deduped-v0`, the default "
                "checkpoint repo: 143 checkpoints, step1000 … step143000); the current models "
                "(`EleutherAI/pythia-410m-deduped`, 154 checkpoints from step0) are a different training run. The "
                "steps offered are the checkpoint repo's own branches.")
 NOT_FOUND = ("### Run not found\nNo stored run matches this link. It may have been deleted, or the link was "
-             "cut short. Start a new comparison below, or find past runs in the History tab.")
-HISTORY_COLUMNS = ["run", "created (UTC)", "text", "tokens", "scoring", "variants", "reference"]
+             "cut short. Start a new comparison with the controls above, or find past runs in the History tab.")
+HISTORY_COLUMNS = ["run", "created (UTC)", "text", "tokens", "scoring", "variants", "reference", "settings"]
+
+
+def demo_banner(why: str, settings: Settings) -> str:
+    """The demo suite's banner; it mentions PYTHIA_COMPARE_OFFLINE only when this app was started with it."""
+    return DEMO_BANNER.format(why=why, restart=" (without `PYTHIA_COMPARE_OFFLINE`)" if settings.offline else "")
 
 _ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:[A-Za-z]:\\|~?/)(?:[^\s'\"`<>|]*[/\\])?([^\s'\"`<>|/\\]*)")
 _TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
@@ -78,10 +83,12 @@ def split_specs(text: str | None) -> list[str]:
     return [s for s in re.split(r"[\s,]+", text or "") if s]
 
 
-def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None, free: str | None) -> list[str]:
+def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None, free: str | None, *,
+                  demo_final: int | None = None) -> list[str]:
     """Selections -> spec strings in order (quants, steps, free-form), each once.
 
-    pythia: `Q4_K_M`, `step3000`; demo: `demo:Q4_K_M`, `demo@step300`; free-form specs as typed.
+    pythia: `Q4_K_M`, `step3000`; demo: `demo:Q4_K_M`, `demo@step300`; free-form specs as typed. With
+    `demo_final` (the demo suite's last step) `demo@step<last>` and `demo:F16` are one variant.
     """
     demo = family == DEMO_ALIAS
     out = [f"{DEMO_ALIAS}:{q}" if demo else str(q) for q in quants or []]
@@ -89,7 +96,7 @@ def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None
     unique: dict = {}
     for spec in out + split_specs(free):  # each variant once, however spelt; a bad spec is reported later
         try:
-            unique.setdefault(parse_spec(spec).key, spec)
+            unique.setdefault(parse_spec(spec, demo_final=demo_final).key, spec)
         except SpecError:
             unique.setdefault(spec, spec)
     return list(unique.values())
@@ -151,7 +158,7 @@ def load_catalog(settings: Settings) -> Catalog:
                                    "pythia": list(HUB_MB)},
                   {DEMO_ALIAS: demo_steps(settings.demo_dir), "pythia": _offline_steps(settings)})
     if settings.offline:
-        cat.banner = DEMO_BANNER.format(why="This app runs offline.")
+        cat.banner = demo_banner("This app runs offline.", settings)
         return cat
     pool = ThreadPoolExecutor(2)
     try:
@@ -167,7 +174,7 @@ def load_catalog(settings: Settings) -> Catalog:
         cat.family = "pythia"
     except Exception as e:  # unreachable Hub, timeout, odd answer: the demo suite still works
         log.warning("the Hub's lists are unavailable (%s); defaulting to the demo suite", type(e).__name__)
-        cat.banner = DEMO_BANNER.format(why="The Hugging Face Hub could not be reached.")
+        cat.banner = demo_banner("The Hugging Face Hub could not be reached.", settings)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return cat
@@ -269,6 +276,7 @@ class Dashboard:
         self.pool = pool
         self.store = store or RunStore(settings.db_path, owner_secret=settings.owner_secret)
         self.export_dir = Path(tempfile.mkdtemp(prefix="pythia-compare-export-"))
+        self.demo_final = demo_final_step(settings)  # `demo@step<last>` is `demo`
 
     def owner_of(self, owner: object) -> str | None:
         """The browser's owner token if it is one, else None."""
@@ -310,15 +318,21 @@ class Dashboard:
                             (reference, "the reference")):
             if isinstance(value, str):
                 check_unicode(value, what)  # a lone surrogate: not text
-        chosen = collect_specs(family, quants, steps, specs)
-        if len(chosen) > self.settings.max_variants:
-            raise SpecError(f"{len(chosen)} variants chosen; the limit is {self.settings.max_variants} per run "
-                            f"(reference included); unselect some")
+        chosen = collect_specs(family, quants, steps, specs, demo_final=self.demo_final)
+        ref = (reference or "").strip() or None
+        n = count_variants(chosen, ref, self.demo_final)
+        if n > self.settings.max_variants:
+            raise SpecError(too_many(n, self.settings.max_variants))
+        if family == DEMO_ALIAS:
+            _no_hub_specs_beside_the_demo(split_specs(specs))
         run_text = self.input_text(prompt, text, text_file)
         params = RunParams.from_settings(
-            self.settings, scoring=str(scoring or "auto"), ctx=_int(ctx, "context"), top_k=_int(top_k, "top-k"),
-            max_tokens=_int(max_tokens, "max new tokens"), temperature=_float(temperature, "temperature"),
-            seed=_int(seed, "seed"), reference=(reference or "").strip() or None)
+            self.settings, scoring=str(scoring or "auto"),
+            ctx=_within(_int(ctx, "context"), "Context", 8, 8192, " tokens (512 is llama-perplexity's)"),
+            top_k=_within(_int(top_k, "top-k"), "Top-k", 1, 100),
+            max_tokens=_within(_int(max_tokens, "max new tokens"), "Max new tokens", 0, 1024),
+            temperature=_within(_float(temperature, "temperature"), "Temperature", 0, 5, " (0: greedy)"),
+            seed=_within(_int(seed, "seed"), "Seed", 0, 2**63 - 1), reference=ref)
         return chosen, run_text, params
 
     def run(self, specs: list[str], text: str, params: RunParams,
@@ -347,25 +361,39 @@ class Dashboard:
             return None
 
     def export(self, run: dict) -> tuple[Path, Path]:
-        """The run as JSON and CSV files to download: (json path, csv path)."""
+        """The run as files to download: (JSON, zip of summary.csv and tokens.csv, as `runs export --format zip`)."""
         base = self.export_dir / f"pythia-compare-{run['run_id']}"
-        jpath, cpath = base.with_suffix(".json"), base.with_suffix(".csv")
+        jpath, zpath = base.with_suffix(".json"), base.with_suffix(".zip")
         jpath.write_text(json.dumps(run, ensure_ascii=False, indent=1), encoding="utf-8")
-        cpath.write_text(run_to_csv(run), encoding="utf-8", newline="")  # the CSV keeps its CRLF
-        return jpath, cpath
+        zpath.write_bytes(run_to_zip(run))
+        return jpath, zpath
 
     def status(self, run: dict) -> str:
-        """One line (markdown) about a run: its id or its progress, tokens, scoring, reference."""
+        """A run in markdown: its id or its progress, tokens, scoring, reference; then why a number is n/a.
+
+        A variant counts as scored once every token the run scores has its log-probability (in corpus mode
+        every chunk, not only the first); mid-run, corpus mode also says how many chunks are done.
+        """
         p, inp = run.get("params") or {}, run.get("input") or {}
         entries = ([run["reference"]] if run.get("reference") else []) + list(run.get("variants") or [])
-        done = sum(1 for e in entries if e.get("ppl") is not None)
+        want = expected_scored(run)
+        done = sum(1 for e in entries if e.get("ppl") is not None and (want is None or (e.get("n_scored") or 0) >= want))
         head = f"**Run `{run['run_id']}`**" if run.get("run_id") else f"**Running** · {done} of {len(entries)} scored"
         if not p:
             return head
+        if not run.get("run_id") and p.get("scoring") == "corpus" and int(p.get("ctx") or 0) >= 3:
+            ctx = int(p["ctx"])
+            per, chunks = ctx - 1 - ctx // 2, int(inp.get("n_tokens") or 0) // ctx
+            least = min((e.get("n_scored") or 0) for e in entries) if entries else 0
+            head += f" · chunk {min(least // per, chunks) if per else 0} of {chunks} done"
         ref = f"reference {run['reference']['label']}" if run.get("reference") else "no reference"
+        line = (f"{head} · {inp.get('n_tokens')} tokens · {p.get('scoring')} scoring · ctx {p.get('ctx')} · {ref} "
+                f"· {len(entries)} models")
+        if run.get("run_id") and p.get("scoring") == "corpus":
+            line += " · the scored text is in “Longer text for corpus scoring”"
         notes = "".join(f"\n- {n}" for n in report.run_notes(run))  # warnings and overrides, per variant
-        return (f"{head} · {inp.get('n_tokens')} tokens · {p.get('scoring')} scoring · ctx {p.get('ctx')} · {ref} "
-                f"· {len(entries)} models" + (f"\n{notes}" if notes else ""))
+        note = report.uncertainty_note(run)
+        return line + (f"\n{notes}" if notes else "") + (f"\n\n{note}" if note else "")
 
     def history(self, query: str | None, owner: str | None) -> list[list]:
         """Rows of HISTORY_COLUMNS, newest first. Public deployments list only the owner's runs."""
@@ -381,7 +409,7 @@ class Dashboard:
         return [[r["run_id"], str(r.get("created_at") or "")[:19].replace("T", " "), r.get("preview") or "",
                  r.get("n_tokens"), r.get("scoring"),
                  ", ".join(str(v.get("label") or v.get("spec")) for v in r.get("variants") or []),
-                 r.get("reference") or ""] for r in found]
+                 r.get("reference") or "", settings_text(r.get("params") or {})] for r in found]
 
     def delete(self, run_id: object, owner: str | None) -> bool:
         """Delete a run (public deployments: only the owner's). False when there is no such run to delete."""
@@ -395,3 +423,103 @@ class Dashboard:
             return True
         except RunNotFound:
             return False
+
+
+# ------------------------------------------------------------------------------------------ second pass helpers
+def _within(value, label: str, lo: float, hi: float, unit: str = ""):
+    """value if lo ≤ value ≤ hi, else BadInput naming the page's field and its range."""
+    if not lo <= value <= hi:
+        shown = value if isinstance(value, int) else f"{value:g}"
+        raise BadInput(f"{label} {shown} is out of range; use {lo:g} … {hi:g}{unit}")
+    return value
+
+
+def _no_hub_specs_beside_the_demo(typed: list[str]) -> None:
+    """With the demo suite chosen, a bare `Q4_K_M` or `step3000` (the real Pythia on the Hub) is refused,
+    saying how to write the demo suite's variant instead."""
+    for spec in typed:
+        try:
+            v = parse_spec(spec)
+        except SpecError:
+            continue  # named later, by the run itself
+        if v.repo is None and v.kind in ("gguf", "checkpoint"):
+            demo = f"{DEMO_ALIAS}@{v.revision}" if v.spec.startswith("step") else f"{DEMO_ALIAS}:{v.quant}"
+            if v.spec.startswith("step") and v.quant != "F16":
+                demo += f":{v.quant}"
+            raise BadInput(f"{spec!r} names the real Pythia-410M on the Hugging Face Hub, but the demo suite is "
+                           f"chosen under Models; write {demo} for the demo suite's variant, or choose "
+                           f"Pythia-410M-deduped under Models")
+
+
+def expected_scored(run: dict) -> int | None:
+    """How many tokens each entry scores once the run is done (prompt: n − 1; corpus: its chunks' targets)."""
+    p, n = run.get("params") or {}, int((run.get("input") or {}).get("n_tokens") or 0)
+    if not p or not n:
+        return None
+    if p.get("scoring") == "corpus":
+        ctx = int(p.get("ctx") or 0)
+        return (n // ctx) * (ctx - 1 - ctx // 2) if ctx >= 3 else None
+    return n - 1
+
+
+def settings_text(p: dict) -> str:
+    """A run's settings in a few words, so that runs differing only in temperature or seed tell apart."""
+    if not p:
+        return ""
+    t = float(p.get("temperature") or 0.0)
+    return (f"ctx {p.get('ctx')} · top-k {p.get('top_k')} · {p.get('max_tokens')} new · "
+            + ("greedy" if t == 0 else f"T {t:g} · seed {p.get('seed')}"))
+
+
+def controls_for(run: dict, cat: Catalog, max_prompt_chars: int) -> dict:
+    """The page's controls set to what produced `run`, so that Run repeats it: the same specs in the same order,
+    reference, text and settings.
+
+    Keys: family, quants, steps, specs (the free-form box), reference, prompt (None: leave as it is), text,
+    scoring, ctx, top_k, max_tokens, temperature, seed. A spec goes to a quant box or the step list only when
+    that control spells it exactly so and keeps the variants' order (quants, then steps, then free-form specs);
+    any other goes to the free-form box. The reference is chosen too (it runs first whatever its place).
+    """
+    ref = run.get("reference")
+    specs = [str(v.get("spec")) for v in run.get("variants") or []]
+    ref_spec = str(ref.get("spec")) if ref else ""
+    family = DEMO_ALIAS if any(_is_demo(s) for s in specs + [ref_spec] if s) else "pythia"
+    quants_offered, steps_offered = cat.quants.get(family) or [], cat.steps.get(family) or []
+
+    def control(spec: str) -> tuple[int, object]:
+        """(0, quant) | (1, step) | (2, spec): where `spec` goes so that collect_specs gives it back as it is."""
+        prefix = f"{DEMO_ALIAS}:" if family == DEMO_ALIAS else ""
+        if spec.startswith(prefix) and spec[len(prefix):] in quants_offered:
+            return 0, spec[len(prefix):]
+        m = re.fullmatch((f"{DEMO_ALIAS}@" if family == DEMO_ALIAS else "") + r"step(\d+)", spec)
+        if m and int(m.group(1)) in steps_offered:
+            return 1, int(m.group(1))
+        return 2, spec
+
+    quants: list[str] = []
+    steps: list[int] = []
+    free: list[str] = []
+    phase = 0
+    for spec in specs:
+        where, value = control(spec)
+        if where < phase:  # putting it there would run it earlier than it ran
+            where, value = 2, spec
+        phase = where
+        (quants, steps, free)[where].append(value)
+    if ref_spec:
+        where, value = control(ref_spec)
+        (quants, steps, free)[where].insert(0, value)
+    inp, p = run.get("input") or {}, run.get("params") or {}
+    text = str(inp.get("text") or "")
+    as_prompt = p.get("scoring") == "prompt" and len(text) <= max_prompt_chars
+    return {"family": family, "quants": quants, "steps": steps, "specs": " ".join(free), "reference": ref_spec,
+            "prompt": text if as_prompt else None, "text": "" if as_prompt else text,
+            "scoring": p.get("scoring") or "auto", "ctx": p.get("ctx"), "top_k": p.get("top_k"),
+            "max_tokens": p.get("max_tokens"), "temperature": p.get("temperature"), "seed": p.get("seed")}
+
+
+def _is_demo(spec: str) -> bool:
+    try:
+        return parse_spec(spec).is_demo
+    except SpecError:
+        return False

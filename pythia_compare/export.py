@@ -1,7 +1,8 @@
-"""Run JSON -> CSV text for spreadsheets: one tidy row per (model, scored position).
+"""Run JSON -> CSV for spreadsheets: one tidy row per (model, scored position), a summary row per model, and
+both in one zip (summary.csv + tokens.csv), the export of the CLI (`runs export ID --format zip`) and the page.
 
-Owns the CSV layout of a run. Pure: takes the run dict (DESIGN.md "Run JSON") and returns text; never opens
-the database, a file or a model.
+Owns the CSV layouts of a run. Pure: takes the run dict (DESIGN.md "Run JSON") and returns text or bytes;
+never opens the database, a file or a model.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import csv
 import io
 import math
 import re
+import zipfile
 
 COLUMNS = ("run_id", "role", "spec", "label", "position", "token_index", "token", "logprob", "prob",
            "surprisal_bits", "kld", "dp")
@@ -85,4 +87,36 @@ def run_to_csv(run: dict) -> str:
                         "" if ti is None else ti, "" if ti is None else _text(tokens[ti]), _num(lp),
                         "" if lp is None else _num(math.exp(lp)), "" if lp is None else _num(-lp / math.log(2)),
                         _num(per[j]) if j < len(per) else "", _num(dp[j]) if j < len(dp) else ""])
+    return buf.getvalue()
+
+
+def summary_to_csv(run: dict) -> str:
+    """One row per model (reference first): run_id, then report.SUMMARY_COLUMNS with raw values (numbers at full
+    precision, fractions as fractions, 'n/a' where a standard error is unknown, empty where missing)."""
+    from .report import summary_table
+
+    columns, rows = summary_table(run)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["run_id", *columns])
+    for r in rows:
+        w.writerow([_text(run.get("run_id"))] + [
+            "" if c is None else repr(float(c)) if isinstance(c, float) else str(c) if isinstance(c, int)
+            else _text(c) for c in r])
+    return buf.getvalue()
+
+
+def run_to_zip(run: dict) -> bytes:
+    """summary.csv (summary_to_csv) and tokens.csv (run_to_csv) in one zip; the same bytes for the same run
+    (the entries are dated by the run's created_at)."""
+    when = (1980, 1, 1, 0, 0, 0)
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)", str(run.get("created_at") or ""))
+    if m and int(m.group(1)) >= 1980:
+        when = tuple(int(x) for x in m.groups())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in (("summary.csv", summary_to_csv(run)), ("tokens.csv", run_to_csv(run))):
+            info = zipfile.ZipInfo(name, date_time=when)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, text.encode("utf-8"))
     return buf.getvalue()

@@ -25,13 +25,26 @@ import plotly.graph_objects as go
 
 # Table data and cell formatting live in report.py (no plotly, so the CLI can share them); re-exported here.
 from .report import (  # noqa: F401
-    KL_TABLE_NOTE, PALETTE, REFERENCE_COLOR, STAT_COLUMN, SUMMARY_COLUMNS, _entries, _Entry, _parsed, _quant_of,
-    fmt_num, format_cell, format_table, kl_table, show_token, summary_table, variant_colors)
+    KL_TABLE_NOTE, PALETTE, REFERENCE_COLOR, STAT_COLUMN, SUMMARY_COLUMNS, _entries, _Entry, _no_error, _parsed,
+    _quant_of, fmt_num, format_cell, format_table, kl_table, show_token, summary_table, variant_colors)
 from .variants import FINAL_STEP, QUANTS
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
 MAX_TICK_LABELS = 80  # above this many columns the heatmap's x ticks are positions, not token text
 LN2 = math.log(2.0)
+TITLE_CHARS = 36  # titles wrap at this many characters, so they fit a phone's width (390 px)
+MAX_GROUPED = 4  # more entries than this: the next-token chart gets a panel per entry (grouped bars get thin)
+FACET_TOKENS = 5  # tokens per panel then
+LOG_SPAN = 10.0  # perplexities spanning more than this factor get a log axis
+
+
+def _wrap(title: str, width: int = TITLE_CHARS) -> str:
+    """Plain text wrapped at spaces into lines of at most `width` characters, escaped, joined by <br>."""
+    import textwrap
+
+    return "<br>".join(_esc(line) for line in textwrap.wrap(title, width, break_on_hyphens=False) or [""])
+
+
 def _esc(text: str) -> str:
     """Escape text for plotly labels and hover (plotly reads <b>, <br>, &amp; … as markup)."""
     return html.escape(str(text), quote=False)
@@ -46,9 +59,10 @@ def _fmt_p(p: float) -> str:
 
 
 def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
-    return go.Figure(layout=dict(title=dict(text=_esc(title)), xaxis_title=x_title, yaxis_title=y_title,
+    text = _wrap(title)
+    return go.Figure(layout=dict(title=dict(text=text, font=dict(size=15)), xaxis_title=x_title, yaxis_title=y_title,
                                  template="plotly_white", legend_title_text="variant", hovermode="closest",
-                                 margin=dict(l=60, r=20, t=60, b=60)))
+                                 margin=dict(l=60, r=20, t=36 + 19 * (text.count("<br>") + 1), b=60)))
 
 
 def _placeholder(fig: go.Figure, message: str) -> go.Figure:
@@ -74,6 +88,8 @@ def next_token_figure(run: dict) -> go.Figure:
         for t in e.data["next_token"]:
             best[t["id"]] = max(best.get(t["id"], 0.0), float(t["prob"]))
             text_of.setdefault(t["id"], t["text"])
+    if len(entries) > MAX_GROUPED:
+        return _next_token_panels(fig, entries)
     ids = sorted(best, key=lambda i: (-best[i], i))
     shown = [show_token(text_of[i]) for i in ids]
     dup = {s for s in shown if shown.count(s) > 1}
@@ -90,20 +106,46 @@ def next_token_figure(run: dict) -> go.Figure:
     return fig
 
 
+def _next_token_panels(fig: go.Figure, entries: list[_Entry]) -> go.Figure:
+    """A panel per entry, two across, each with that entry's FACET_TOKENS most likely tokens (one trace each)."""
+    from plotly.subplots import make_subplots
+
+    rows = math.ceil(len(entries) / 2)
+    out = make_subplots(rows=rows, cols=2, shared_yaxes=True, vertical_spacing=0.5 / rows, horizontal_spacing=0.06,
+                        subplot_titles=[_esc(e.name) for e in entries])
+    out.update_layout(fig.layout)
+    out.update_layout(title_text=_wrap(f"Next-token distribution: each variant's top {FACET_TOKENS}"),
+                      height=140 + 190 * rows, showlegend=False, bargap=0.25)
+    for k, e in enumerate(entries):
+        top = e.data["next_token"][:FACET_TOKENS]
+        out.add_trace(go.Bar(
+            x=[_esc(show_token(t["text"])) + "\u200b" * r for r, t in enumerate(top)],  # same text: two bars
+            y=[float(t["prob"]) for t in top], name=_esc(e.name), marker_color=e.color,
+            customdata=[[_esc(repr(t["text"])), t["id"], r + 1] for r, t in enumerate(top)],
+            hovertemplate="<b>%{fullData.name}</b><br>token %{customdata[0]} (id %{customdata[1]})"
+                          "<br>p = %{y:.4f}<br>rank %{customdata[2]}<extra></extra>"), row=k // 2 + 1, col=k % 2 + 1)
+    out.update_xaxes(type="category", tickangle=0, automargin=True)
+    out.update_yaxes(range=[0, 1.05], title_text="")
+    out.update_yaxes(title_text="probability", col=1)
+    return out
+
+
 def _prob_color(p: float) -> str:
     """Background for a token of probability p: red (p≈0) through yellow to green (p≈1)."""
     return f"hsl({round(120 * min(max(float(p), 0.0), 1.0))}, 75%, 82%)"
 
 
 def _token_span(tok: dict) -> str:
+    """A generated token: focusable (a tap or a click focuses it), its top alternatives in a box that the page's
+    CSS (assets/style.css: .pc-tok:focus .pc-alt) shows while it is hovered or focused; no script needed."""
     p = float(tok.get("prob", 0.0))
     lines = [f"{tok.get('text', '')!r}  p = {_fmt_p(p)}", "top alternatives:"]
     for alt in tok.get("top") or []:
         mark = "→" if alt.get("id") == tok.get("id") else "  "
         lines.append(f"{mark} {alt.get('text', '')!r}  {_fmt_p(float(alt.get('prob', 0.0)))}")
-    return (f'<span class="pc-tok" style="background:{_prob_color(p)};color:#111;white-space:pre-wrap;'
-            f'border-radius:2px" title="{html.escape(chr(10).join(lines), quote=True)}">'
-            f"{html.escape(tok.get('text', ''), quote=True)}</span>")
+    return (f'<span class="pc-tok" tabindex="0" role="button" style="background:{_prob_color(p)};color:#111;'
+            f'white-space:pre-wrap;border-radius:2px">{html.escape(tok.get("text", ""), quote=True)}'
+            f'<span class="pc-alt" role="tooltip">{html.escape(chr(10).join(lines), quote=True)}</span></span>')
 
 
 def generation_html(run: dict) -> str:
@@ -124,14 +166,14 @@ def generation_html(run: dict) -> str:
             body = "".join(_token_span(t) for t in gen["tokens"])
         else:
             body = f'<span style="white-space:pre-wrap">{html.escape(gen.get("text") or "")}</span>'
-        cols.append(f'<div class="pc-gen-col" style="flex:1 1 0;min-width:14em;border-top:4px solid {e.color};'
+        cols.append(f'<div class="pc-gen-col" style="flex:1 1 14em;min-width:14em;border-top:4px solid {e.color};'
                     f'padding:0.4em"><div style="font-weight:600;margin-bottom:0.3em">{html.escape(e.name)}</div>'
                     f'<div style="font-family:monospace;line-height:1.6">{body}</div></div>')
     swatch = [f'<span style="background:{_prob_color(p)};color:#111">&nbsp;{w}&nbsp;</span>' for p, w in [(0, "low"),
                                                                                                  (1, "high")]]
     legend = ('<div style="font-size:0.85em;color:#666;margin-top:0.4em">Background: probability of each generated '
-              f'token, {swatch[0]} to {swatch[1]}; hover a token for the top alternatives.</div>')
-    return (f'<div class="pc-gen"><div style="display:flex;gap:0.8em;overflow-x:auto">{"".join(cols)}</div>'
+              f'token, {swatch[0]} to {swatch[1]}; hover or tap a token for the top alternatives.</div>')
+    return (f'<div class="pc-gen"><div style="display:flex;flex-wrap:wrap;gap:0.8em">{"".join(cols)}</div>'
             f"{legend}</div>")
 
 
@@ -156,8 +198,8 @@ def step_to_x(step: int) -> float:
     return math.log10(step + 1)
 
 
-def _error_y(err: float | None, color: str) -> dict:
-    return dict(type="data", array=[err if err is not None else 0.0], visible=True, color=color, thickness=1.5)
+def _error_y(err: float | None, color: str, known: bool = True) -> dict:
+    return dict(type="data", array=[err if err is not None else 0.0], visible=known, color=color, thickness=1.5)
 
 
 def ppl_figure(run: dict) -> go.Figure:
@@ -172,20 +214,27 @@ def ppl_figure(run: dict) -> go.Figure:
     mode = ppl_axis_mode(run)
     entries = [e for e in _entries(run) if e.data.get("ppl") is not None]
     x_title = {"step": "training step (axis: log10(step + 1))", "quant": "file size (MB)", "label": "variant"}[mode]
-    fig = _figure(f"Perplexity on the {_unit(run)} (± 1 standard error)", x_title, "perplexity")
+    unknown = [e for e in entries if _no_error(e.data)]
+    errors = (f"± n/a: {min(int(e.data.get('n_scored') or 0) for e in unknown)} scored tokens" if unknown
+              else "± 1 standard error")
+    fig = _figure(f"Perplexity on the {_unit(run)} ({errors})", x_title, "perplexity")
     if not entries:
         return _placeholder(fig, "No perplexity yet.")
     hover = "<b>%{fullData.name}</b><br>%{customdata[0]}<br>PPL = %{customdata[1]} ± %{customdata[2]}<extra></extra>"
+    ppls = [float(e.data["ppl"]) for e in entries]
+    if min(ppls) > 0 and max(ppls) / min(ppls) > LOG_SPAN:  # e.g. step 0 beside the quants: log, or all look alike
+        fig.update_yaxes(type="log", title_text="perplexity (log scale)")
 
     def custom(e: _Entry, where: str) -> list:
-        return [[_esc(where), fmt_num(e.data["ppl"]), fmt_num(e.data.get("ppl_err") or 0.0)]]
+        err = "n/a" if _no_error(e.data) else fmt_num(e.data.get("ppl_err") or 0.0)
+        return [[_esc(where), fmt_num(e.data["ppl"]), err]]
 
     if mode == "label":
         for e in entries:
             fig.add_trace(go.Bar(x=[_esc(e.name)], y=[e.data["ppl"]], name=_esc(e.name), marker_color=e.color,
-                                 error_y=_error_y(e.data.get("ppl_err"), "#222"),
+                                 error_y=_error_y(e.data.get("ppl_err"), "#222", not _no_error(e.data)),
                                  customdata=custom(e, e.data.get("spec", "")), hovertemplate=hover))
-        fig.update_layout(barmode="overlay", xaxis=dict(type="category"), showlegend=False)
+        fig.update_layout(barmode="overlay", xaxis=dict(type="category", automargin=True), showlegend=False)
         return fig
 
     placed: list[tuple[_Entry, float, str, str]] = []  # entry, x, group for trend line, hover line
@@ -206,16 +255,39 @@ def ppl_figure(run: dict) -> go.Figure:
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
                                      name=_esc(f"{group} (trend)" if mode == "step" else "trend"),
                                      line=dict(color="#c8c8c8", width=1.5), hoverinfo="skip", showlegend=False))
-    for e, x, _, where in placed:
-        q = _quant_of(e)
-        label = (f"{q} ({QUANTS[q].bpw:g} bpw)" if q in QUANTS else q) if mode == "quant" else None
-        fig.add_trace(go.Scatter(
-            x=[x], y=[e.data["ppl"]], name=_esc(e.name), mode="markers+text" if label else "markers",
-            text=[_esc(label)] if label else None, textposition="top center",
-            marker=dict(color=e.color, size=11, symbol="diamond" if e.is_reference else "circle"),
-            error_y=_error_y(e.data.get("ppl_err"), e.color), customdata=custom(e, where), hovertemplate=hover))
     xs = [x for _, x, _, _ in placed] or [0.0, 1.0]
-    pad = 0.05 * (max(xs) - min(xs)) or 0.2
+    span = max(xs) - min(xs)
+    for e, x, _, where in placed:
+        fig.add_trace(go.Scatter(
+            x=[x], y=[e.data["ppl"]], name=_esc(e.name), mode="markers",
+            marker=dict(color=e.color, size=11, symbol="diamond" if e.is_reference else "circle"),
+            error_y=_error_y(e.data.get("ppl_err"), e.color, not _no_error(e.data)), customdata=custom(e, where),
+            hovertemplate=hover))
+    pad = 0.05 * span or 0.2
+    if mode == "quant":
+        # Each point's quant and bits per weight in a label above every point, on a pointer to it. Labels sit on
+        # three heights near the top (in axis units, so a few tens of pixels apart), by turns for points close
+        # in x, so that no label covers another or a point; the axes leave room for them.
+        log_y = fig.layout.yaxis.type == "log"
+        ax = (lambda v: math.log10(v)) if log_y else (lambda v: v)
+        err = [0.0 if _no_error(e.data) else float(e.data.get("ppl_err") or 0.0) for e, _, _, _ in placed]
+        lo = min(ax(max(float(e.data["ppl"]) - d, 1e-9) if log_y else float(e.data["ppl"]) - d)
+                 for (e, _, _, _), d in zip(placed, err))
+        hi = max(ax(float(e.data["ppl"]) + d) for (e, _, _, _), d in zip(placed, err))
+        room = (hi - lo) or 0.2 * abs(hi) or 1.0
+        y0, y1 = lo - 0.2 * room, hi + 1.1 * room
+        fig.update_yaxes(range=[y0, y1])
+        level, last_x = 0, None
+        for e, x, _, _ in sorted(placed, key=lambda p: p[1]):
+            level = (level + 1) % 3 if last_x is not None and x - last_x < 0.3 * (span or 1.0) else 0
+            last_x = x
+            q = _quant_of(e)
+            fig.add_annotation(x=x, y=ax(float(e.data["ppl"])), ax=x, ay=y1 - (0.06 + 0.11 * level) * (y1 - y0),
+                               axref="x", ayref="y", text=_esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
+                               name=_esc(e.name), showarrow=True, arrowwidth=1, arrowhead=0, arrowcolor="#bbb",
+                               standoff=7, font=dict(size=11), bgcolor="rgba(255,255,255,0.85)")
+        pad = 0.2 * span or 1.0  # room for the first and last labels
+        fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad])
     for e in lines:
         fig.add_trace(go.Scatter(x=[min(xs) - pad, max(xs) + pad], y=[e.data["ppl"]] * 2, mode="lines",
                                  name=_esc(e.name),
@@ -264,7 +336,8 @@ def surprisal_heatmap(run: dict) -> go.Figure:
     n = max(len(e.data["token_logprobs"]) for e in entries)
     ncols = min(n, MAX_HEATMAP_COLUMNS)
     if n > ncols:
-        fig.update_layout(title_text=_esc(f"Surprisal per scored token (bits): first {ncols} of {n} tokens"))
+        title = _wrap(f"Surprisal per scored token (bits): first {ncols} of {n} tokens")
+        fig.update_layout(title_text=title, margin_t=36 + 19 * (title.count("<br>") + 1))
     z, hover = [], []
     for e in entries:
         lp = np.asarray(e.data["token_logprobs"][:ncols], dtype=np.float64)

@@ -104,21 +104,55 @@ SUMMARY_COLUMNS: list[str] = ["variant", "role", "spec", "quant", "size MB", "bp
 _TOKEN_COLUMNS = {"top-1 next token"}
 
 
+# A standard error needs more than this many scored tokens (metrics.perplexity's rule, the tool's KL-mode one):
+# at or below it the run JSON holds the tool's 0, which the tables show as NA (uncertainty_note says why).
+MAX_TOKENS_WITHOUT_ERROR = 10
+NA = "n/a"
+
+
+def _no_error(e: dict) -> bool:
+    return e.get("ppl") is not None and (e.get("n_scored") or 0) <= MAX_TOKENS_WITHOUT_ERROR
+
+
+def uncertainty_note(run: dict) -> str | None:
+    """Why some ± reads n/a (too few scored tokens for a standard error), or None when every ± is known."""
+    ns = sorted({int(e.data.get("n_scored") or 0) for e in _entries(run) if _no_error(e.data)})
+    if not ns:
+        return None
+    return (f"± n/a: {ns[0]} scored token{'s' if ns[0] != 1 else ''}; a standard error needs more than "
+            f"{MAX_TOKENS_WITHOUT_ERROR} (llama-perplexity's rule; the run JSON keeps its 0).")
+
+
+def kl_block_note(run: dict) -> str | None:
+    """Why the KL statistics block is not shown (fewer scored tokens than llama-perplexity prints it from), or
+    None when it is; the same line the CLI prints."""
+    from .metrics import MIN_TOKENS_FOR_BLOCK, format_kl_block
+
+    vs = [v for v in run.get("variants") or [] if v.get("kld")]
+    n = min((int(v.get("n_scored") or 0) for v in vs), default=None)
+    if n is None or n >= MIN_TOKENS_FOR_BLOCK:
+        return None
+    return format_kl_block({}, n)
+
+
 def summary_table(run: dict) -> tuple[list[str], list[list]]:
     """One row per entry (reference first): the numbers the CLI prints, as raw values (see SUMMARY_COLUMNS).
 
     'size MB' is source.bytes / 1e6; 'same top %' holds the fraction 0..1 (format_cell shows percent);
-    'top-1 next token' holds the raw token text; missing values are None.
+    'top-1 next token' holds the raw token text; missing values are None. 'PPL ±' and 'KLD ±' hold NA
+    when the entry has too few scored tokens for a standard error (uncertainty_note).
     """
     rows = []
     for e in _entries(run):
         d, src = e.data, e.data.get("source") or {}
         kld, tim, top = d.get("kld") or {}, d.get("timings") or {}, (d.get("next_token") or [{}])[0]
         q = src.get("quant") or _quant_of(e)
+        na = _no_error(d)
         rows.append([d.get("label") or d.get("spec"), "reference" if e.is_reference else "variant", d.get("spec"),
                      q, src["bytes"] / 1e6 if src.get("bytes") is not None else None,
-                     QUANTS[q].bpw if q in QUANTS else None, d.get("ppl"), d.get("ppl_err"), d.get("n_scored"),
-                     kld.get("mean"), kld.get("mean_err"), kld.get("same_top"), top.get("text"), top.get("prob"),
+                     QUANTS[q].bpw if q in QUANTS else None, d.get("ppl"), NA if na else d.get("ppl_err"),
+                     d.get("n_scored"), kld.get("mean"), NA if na and kld else kld.get("mean_err"),
+                     kld.get("same_top"), top.get("text"), top.get("prob"),
                      tim.get("load_s"), tim.get("score_s"), tim.get("generate_s")])
     return list(SUMMARY_COLUMNS), rows
 
@@ -163,19 +197,59 @@ def format_table(columns: list[str], rows: list[list]) -> list[list[str]]:
     return [[format_cell(c, r[0] if by_row else columns[i]) for i, c in enumerate(r)] for r in rows]
 
 
-def text_table(columns: list[str], rows: list[list]) -> str:
+# The summary's columns in the order they are dropped when a terminal is too narrow (the rest stay).
+DROP_FIRST = ["load s", "score s", "generate s", "spec", "role", "bpw", "size MB", "top-1 p", "quant",
+              "same top %", "n scored", "top-1 next token", "KLD ±", "PPL ±"]
+MIN_CELL = 12  # a cell narrower than its text is cut to at least this many characters, with "…"
+
+
+def text_table(columns: list[str], rows: list[list], width: int | None = None) -> str:
+    """The table as aligned text. With `width`, columns of DROP_FIRST are left out, in that order, until it fits;
+    if it still does not, the widest cells are cut with "…"; a last line names the columns left out."""
     cells = [[_visible(c) for c in r] for r in format_table(columns, rows)]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = lambda items: "  ".join(s.ljust(w) for s, w in zip(items, widths)).rstrip()
-    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+    keep = list(range(len(columns)))
+
+    def widths_of(idx: list[int]) -> list[int]:
+        return [max([len(columns[i])] + [len(r[i]) for r in cells]) for i in idx]
+
+    def total(ws: list[int]) -> int:
+        return sum(ws) + 2 * (len(ws) - 1)
+
+    if width is not None:
+        for name in DROP_FIRST:
+            if total(widths_of(keep)) <= width:
+                break
+            if name in columns and len(keep) > 1:
+                keep.remove(columns.index(name))
+    widths = widths_of(keep)
+    if width is not None:
+        while total(widths) > width and max(widths) > MIN_CELL:
+            widest = widths.index(max(widths))
+            widths[widest] = max(MIN_CELL, widths[widest] - (total(widths) - width))
+    cut = lambda s, w: s if len(s) <= w else s[:max(w - 1, 0)] + "…"
+    line = lambda items: "  ".join(cut(items[i], w).ljust(w) for i, w in zip(keep, widths)).rstrip()
+    dashes = [""] * len(columns)
+    for i, w in zip(keep, widths):
+        dashes[i] = "-" * w
+    out = [line(columns), line(dashes)] + [line(r) for r in cells]
+    left_out = [c for i, c in enumerate(columns) if i not in keep]
+    if left_out:
+        import textwrap
+
+        out += textwrap.wrap(f"(not shown to fit {width} columns: {', '.join(left_out)}; --json has everything)",
+                             width)
+    return "\n".join(out)
 
 
 def _visible(s: str) -> str:
     return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
-def format_run(run: dict) -> str:
-    """The CLI's readable report: summary table, the KL statistics blocks, then generations."""
+def format_run(run: dict, width: int | None = None) -> str:
+    """The CLI's readable report: summary table, the KL statistics blocks, then generations. With `width` the
+    head and the table fit that many columns (text_table drops columns to fit)."""
+    import textwrap
+
     from .metrics import format_kl_block
 
     p = run.get("params") or {}
@@ -183,7 +257,9 @@ def format_run(run: dict) -> str:
     head = (f"run {run.get('run_id') or '(unsaved)'}  {p.get('scoring')} scoring, {inp.get('n_tokens')} tokens, "
             f"ctx {p.get('ctx')}, flash attention {'on' if p.get('flash_attn') else 'off'}"
             + (f", reference {p['reference']}" if p.get("reference") else ""))
-    parts = [head, "", text_table(*summary_table(run))]
+    note = uncertainty_note(run)
+    wrap = (lambda t: textwrap.fill(t, width, break_on_hyphens=False)) if width else (lambda t: t)
+    parts = [wrap(head), "", text_table(*summary_table(run), width=width)] + ([wrap(note)] if note else [])
     for v in run.get("variants") or []:
         if v.get("kld"):
             parts += ["", f"== {v['label']} vs reference {run['reference']['label']} ==", format_kl_block(v["kld"])]

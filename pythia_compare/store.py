@@ -317,7 +317,7 @@ class RunStore:
 
         Each row: {"run_id", "created_at", "preview" (the text's first PREVIEW_CHARS characters, "…" when cut),
         "n_tokens", "scoring", "reference" (spec or None), "reference_ppl", "variants": [{"spec", "label",
-        "ppl"}]}. `query` searches the input texts (every word must occur; any text is taken literally, so
+        "ppl"}], "params": {"ctx", "top_k", "max_tokens", "temperature", "seed"}}. `query` searches the input texts (every word must occur; any text is taken literally, so
         quotes, AND/OR/NOT, * and column: filters are plain words); None or blank lists all. `owner` keeps
         only that owner's runs; None keeps everyone's.
         """
@@ -332,7 +332,7 @@ class RunStore:
             owner = owner.encode("utf-8", "replace").decode("utf-8")
         match = _fts_query(query or "")
         sql = ["SELECT r.id, r.created_at, substr(r.text, 1, ?) AS preview, length(r.text) AS chars, r.n_tokens,",
-               "r.scoring, r.reference_spec FROM runs r"]
+               "r.scoring, r.reference_spec, r.ctx, r.top_k, r.max_tokens, r.temperature, r.seed FROM runs r"]
         params: list = [PREVIEW_CHARS]
         if match:
             sql.append("JOIN runs_fts ON runs_fts.rowid = r.rowid AND runs_fts MATCH ?")
@@ -355,12 +355,13 @@ class RunStore:
                         f"ORDER BY run_id, position", ids):
                     entries[run_id].append((role, {"spec": spec, "label": label, "ppl": ppl}))
         out = []
-        for run_id, created_at, preview, chars, n_tokens, scoring, reference in runs:
+        for run_id, created_at, preview, chars, n_tokens, scoring, reference, *settings in runs:
             ref = next((e for role, e in entries[run_id] if role == "reference"), None)
             out.append({"run_id": run_id, "created_at": created_at,
                         "preview": preview + ("…" if chars > PREVIEW_CHARS else ""), "n_tokens": n_tokens,
                         "scoring": scoring, "reference": reference, "reference_ppl": ref["ppl"] if ref else None,
-                        "variants": [e for role, e in entries[run_id] if role == "variant"]})
+                        "variants": [e for role, e in entries[run_id] if role == "variant"],
+                        "params": dict(zip(("ctx", "top_k", "max_tokens", "temperature", "seed"), settings))})
         return out
 
     def delete(self, run_id: str, owner: str | None = None) -> None:

@@ -28,8 +28,8 @@ from . import plots, report
 from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
-                        Dashboard, collect_specs, default_reference, load_catalog, log_spaced, quant_choices,
-                        reference_choices, scrub, table_cells)
+                        Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
+                        log_spaced, quant_choices, reference_choices, scrub, table_cells)
 from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
 from .store import RunStore
@@ -47,7 +47,10 @@ OWNER_KEY = "pythia-compare-owner"  # localStorage key of the browser's owner to
 # A fixed key keeps the owner token readable across server restarts (a random one would orphan every run).
 OWNER_SECRET = "pythia-compare-owner-token-v1"
 FAMILIES = [("Pythia-410M-deduped (Hugging Face Hub)", "pythia"), ("demo suite (bundled, offline)", DEMO_ALIAS)]
-STOPPED = "**Stopped.** The run did not finish: the message in the corner says why. Views below may be partial."
+NOT_FINISHED = ("The run did not finish (the server may be busy, or the connection dropped); try again in a "
+                "minute.")
+CONTROLS = ["family", "quants", "steps", "specs", "reference", "prompt", "text", "text_file", "scoring", "ctx", "top_k",
+            "max_tokens", "temperature", "seed"]  # what restore_controls sets, in its order
 EXAMPLES = ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
             "Once upon a time, in a small village by the sea,", "12 + 7 = 19. 23 + 5 ="]
 
@@ -76,6 +79,8 @@ class Handlers:
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
+        With `family` "demo" (the default) a bare Pythia spec (`Q8_0`, `step3000`) is refused as ambiguous beside
+        the demo suite: pass family="pythia" for the real model.
         """
         try:
             chosen, run_text, params = self.core.prepare(family, quants, steps, specs, reference, prompt, text,
@@ -85,24 +90,62 @@ class Handlers:
                 if run is not None:
                     yield run, run
         except Exception as e:
-            raise self._fail(e) from None
+            error = self._fail(e)
+            # The views' state holds the error: the status box shows it (the corner's toast goes away), and the
+            # previous run's results and link are cleared. The API output is left as it is; the call fails.
+            yield gr.skip(), {"error": error.message}
+            raise error from None
 
     def views(self, run: dict | None, status: str | None = None) -> tuple:
-        """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, 2 files."""
+        """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, 2 files.
+
+        A failed run ({"error": message}) clears every view and its link, the status saying why. Tables with
+        nothing to show are hidden (an empty gradio table shows placeholder headers "1 2 3").
+        """
+        if run and run.get("error"):
+            run, status = None, f"**Stopped.** {run['error']}\n\nThe results of the previous run were cleared."
         if not run:
             hidden = gr.DownloadButton(value=None, visible=False)
-            return (status or "", None, None, "", None, None, None, None, "", hidden, hidden)
+            return (status or "", gr.Dataframe(value=None, visible=False), None, "", None, None, None,
+                    gr.Dataframe(value=None, visible=False), "", hidden, hidden)
         figs = plots.all_figures(run)
         cols, rows = report.summary_table(run)
         kcols, krows = report.kl_table(run)
         files = [gr.DownloadButton(value=None, visible=False)] * 2
         if run.get("run_id"):
             files = [gr.DownloadButton(value=str(p), visible=True) for p in self.core.export(run)]
+        why = report.kl_block_note(run)
+        if why:  # as the CLI: llama-perplexity's block only from MIN_TOKENS_FOR_BLOCK scored tokens on
+            kl = gr.Dataframe(value={"headers": ["KL statistics"], "data": [[why]]}, visible=True)
+        elif len(kcols) > 1:
+            kl = gr.Dataframe(value={"headers": kcols, "data": table_cells(kcols, krows)}, visible=True)
+        else:
+            kl = gr.Dataframe(value=None, visible=False)
         return (status if status is not None else self.core.status(run),
-                {"headers": cols, "data": table_cells(cols, rows)}, figs["next_token"], plots.generation_html(run),
-                figs["ppl"], figs["surprisal"], figs["kld"],
-                {"headers": kcols, "data": table_cells(kcols, krows)} if len(kcols) > 1 else None,
+                gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows)}, visible=True),
+                figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
                 run.get("run_id") or "", *files)
+
+    def stopped(self, live: dict | None) -> tuple:
+        """After a failed run: its error in the status box (or why it did not run), every view cleared."""
+        return self.views(live if isinstance(live, dict) and live.get("error") else {"error": NOT_FINISHED})
+
+    def restore_controls(self, run_id: object, cat) -> tuple:
+        """Every control of CONTROLS set to what produced the stored run (gr.skip() for a prompt left as it is),
+        then the reference marked as chosen; all skipped when there is no such run."""
+        run = self.core.find(run_id) if run_id else None
+        if not run:
+            return tuple(gr.skip() for _ in CONTROLS) + (gr.skip(),)
+        c = controls_for(run, cat, self.settings.max_prompt_chars)
+        steps = [(f"step {s}", s) for s in cat.steps.get(c["family"], [])]
+        return (c["family"], gr.CheckboxGroup(choices=quant_choices(c["family"], cat.quants[c["family"]]),
+                                              value=c["quants"]),
+                gr.Dropdown(choices=steps, value=c["steps"], multiselect=True), c["specs"],
+                gr.Dropdown(choices=reference_choices(collect_specs(c["family"], c["quants"], c["steps"], c["specs"],
+                                                                    demo_final=self.core.demo_final)),
+                            value=c["reference"]),
+                gr.skip() if c["prompt"] is None else c["prompt"], c["text"], None, c["scoring"], c["ctx"], c["top_k"],
+                c["max_tokens"], c["temperature"], c["seed"], True)
 
     def open_run(self, run_id: object) -> tuple:
         """A stored run's views, or the friendly not-found page (for any id, hostile ones included)."""
@@ -119,11 +162,29 @@ class Handlers:
     def history(self, query: str | None, owner: str | None) -> dict:
         return {"headers": HISTORY_COLUMNS, "data": self.core.history(query, owner)}
 
-    def delete(self, run_id: str | None, query: str | None, owner: str | None) -> tuple[str, dict, str]:
-        """Delete the selected run (in a public deployment, only the browser's own): (note, list, selection)."""
+    def search(self, query: str | None, owner: str | None) -> tuple[dict, str]:
+        """The history for a search, and a note saying when nothing matches."""
+        table = self.history(query, owner)
+        q = str(query or "").strip()
+        if table["data"]:
+            note = f"{len(table['data'])} run{'s' if len(table['data']) != 1 else ''} found." if q else ""
+        else:
+            note = (f"No run's text matches “{q[:80]}”; try fewer or other words." if q
+                    else "No runs yet: run a comparison in the Compare tab.")
+        return table, note or "Click a run in the list to select it."
+
+    def delete(self, run_id: str | None, query: str | None, owner: str | None,
+               armed: str | None = None) -> tuple[str, dict, str, str]:
+        """Delete the selected run in two clicks: the first asks, the second (on the same run) deletes; in a public
+        deployment only the browser's own. (note, list, selection, the run awaiting confirmation)."""
+        if run_id and armed != run_id:
+            if self.core.find(run_id) is None:
+                return "Select one of your runs in the list first.", self.history(query, owner), "", ""
+            return (f"Delete run `{run_id}` for good? Click **Delete** again to confirm, or select another run.",
+                    self.history(query, owner), run_id, run_id)
         done = self.core.delete(run_id, owner)
         note = f"Deleted run `{run_id}`." if done else "Select one of your runs in the list first."
-        return note, self.history(query, owner), ""
+        return note, self.history(query, owner), "", ""
 
 
 def _selected_run(data: object, evt: gr.SelectData) -> tuple[str, str]:
@@ -144,6 +205,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     fam = cat.family
     quant_default = [q for q in DEFAULT_QUANTS[fam] if q in cat.quants[fam]]
     ref_default = default_reference(collect_specs(fam, quant_default, [], ""))
+    last = app.core.demo_final  # `demo@step<last>` is `demo:F16`: one variant
 
     with gr.Blocks(title="pythia-compare", analytics_enabled=False) as demo:
         owner = gr.BrowserState(None, storage_key=OWNER_KEY, secret=OWNER_SECRET)
@@ -178,7 +240,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                     with gr.Column(scale=3, min_width=360):
                         prompt = gr.Textbox(EXAMPLES[0], lines=3, label="Prompt", elem_id="pc-prompt",
                                             max_length=settings.max_prompt_chars)
-                        with gr.Accordion("Longer text for corpus scoring", open=False):
+                        with gr.Accordion("Longer text for corpus scoring", open=False, elem_id="pc-text-box"):
                             text = gr.Textbox("", lines=6, label="Text (used instead of the prompt when given)",
                                               max_length=settings.max_text_chars, elem_id="pc-text")
                             text_file = gr.File(label=f"…or a .txt file (≤ {settings.max_upload_bytes // 1024} KiB)",
@@ -186,14 +248,16 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                         with gr.Accordion("Settings", open=False, elem_id="pc-settings"):
                             with gr.Row():
                                 scoring = gr.Radio(["auto", "prompt", "corpus"], value="auto", label="Scoring")
-                                ctx = gr.Number(settings.ctx, precision=0, minimum=8, maximum=8192, label="Context")
-                                top_k = gr.Number(settings.top_k, precision=0, minimum=1, maximum=100, label="Top-k")
+                                # Ranges are checked by the server, whose message names the field (gradio's own
+                                # minimum/maximum check would not).
+                                ctx = gr.Number(settings.ctx, precision=0, label="Context", elem_id="pc-ctx")
+                                top_k = gr.Number(settings.top_k, precision=0, label="Top-k", elem_id="pc-top-k")
                             with gr.Row():
-                                max_tokens = gr.Number(settings.max_tokens, precision=0, minimum=0, maximum=1024,
-                                                       label="Max new tokens", elem_id="pc-max-tokens")
-                                temperature = gr.Number(settings.temperature, minimum=0, maximum=5, step=0.1,
-                                                        label="Temperature (0: greedy)")
-                                seed = gr.Number(settings.seed, precision=0, minimum=0, label="Seed")
+                                max_tokens = gr.Number(settings.max_tokens, precision=0, label="Max new tokens",
+                                                       elem_id="pc-max-tokens")
+                                temperature = gr.Number(settings.temperature, step=0.1, label="Temperature (0: greedy)",
+                                                        elem_id="pc-temperature")
+                                seed = gr.Number(settings.seed, precision=0, label="Seed", elem_id="pc-seed")
                         run_btn = gr.Button("Run", variant="primary", elem_id="pc-run")
                         status = gr.Markdown(elem_id="pc-status", container=True, min_height=60)
                         examples = gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click to run)",
@@ -204,10 +268,10 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                                       elem_id="pc-link")
                     json_dl = gr.DownloadButton("⬇ JSON", visible=False, size="sm", scale=1, min_width=90,
                                                 elem_id="pc-json")
-                    csv_dl = gr.DownloadButton("⬇ CSV", visible=False, size="sm", scale=1, min_width=90,
-                                               elem_id="pc-csv")
+                    csv_dl = gr.DownloadButton("⬇ CSV (zip)", visible=False, size="sm", scale=1, min_width=110,
+                                               elem_id="pc-zip")
                 summary = gr.Dataframe(label="Summary (the numbers the CLI prints)", interactive=False, wrap=True,
-                                       elem_id="pc-summary")
+                                       elem_id="pc-summary", visible=False)
                 with gr.Row():
                     fig_next = gr.Plot(label="Next-token distribution", elem_id="pc-fig-next_token")
                     fig_ppl = gr.Plot(label="Perplexity", elem_id="pc-fig-ppl")
@@ -216,8 +280,8 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                 with gr.Row():
                     fig_kld = gr.Plot(label="KL divergence", elem_id="pc-fig-kld")
                     with gr.Column():
-                        kl_table = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)",
-                                                interactive=False, elem_id="pc-kl-table", max_height=420)
+                        kl_table = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)", visible=False,
+                                                interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
                         gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
                 run_json = gr.JSON(visible=False, label="Run JSON")
             with gr.Tab("History", id="history"):
@@ -225,8 +289,10 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                     query = gr.Textbox(label="Search the input texts", scale=4, max_length=MAX_QUERY_CHARS,
                                        elem_id="pc-query")
                     search = gr.Button("Search", scale=1)
-                history = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="pc-history")
+                history = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="pc-history",
+                                       column_widths=["11%", "10%", "19%", "6%", "7%", "22%", "10%", "15%"])
                 selected = gr.State("")
+                armed = gr.State("")  # the run whose Delete awaits its second click
                 with gr.Row():
                     note = gr.Markdown("Click a run in the list to select it.", elem_id="pc-history-note")
                     open_btn = gr.Button("Open", size="sm", elem_id="pc-open")
@@ -243,17 +309,18 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         # --- choosing variants ---
         def switch_family(f):
             q = [q for q in DEFAULT_QUANTS[f] if q in cat.quants[f]]
-            text = cat.banner or (DEMO_BANNER.format(why="You chose the demo suite.") if f == DEMO_ALIAS else "")
+            text = cat.banner or (demo_banner("You chose the demo suite.", settings) if f == DEMO_ALIAS else "")
             return (gr.CheckboxGroup(choices=quant_choices(f, cat.quants[f]), value=q),
                     gr.Dropdown(choices=[(f"step {s}", s) for s in cat.steps[f]], value=[]),
                     gr.Markdown(value=text, visible=bool(text)))
 
         def refresh_reference(f, q, s, free, current, touched):
-            chosen = collect_specs(f, q, s, free)
+            chosen = collect_specs(f, q, s, free, demo_final=last)
             keep = touched and (current == "" or current in chosen)
             return gr.Dropdown(choices=reference_choices(chosen), value=current if keep else default_reference(chosen))
 
-        family.change(switch_family, family, [quants, steps, banner], **private)
+        # On the user's choice only: a reopened run sets the family together with its own quants and steps.
+        family.input(switch_family, family, [quants, steps, banner], **private)
         logpick.click(lambda f: log_spaced(cat.steps[f]), family, steps, **private)
         for comp in (family, quants, steps, specs):
             comp.change(refresh_reference, [family, quants, steps, specs, reference, ref_touched], reference,
@@ -268,22 +335,28 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         runs = [run_btn.click(app.compare, run_inputs, [run_json, live], api_name="compare", **run_kw),
                 examples.load_input_event.then(app.compare, run_inputs, [run_json, live], **run_kw, **private)]
         for event in runs:
-            event.failure(lambda: STOPPED, None, status, queue=False, **private)
+            event.failure(app.stopped, live, view_outputs, queue=False, **private)
         live.change(app.views, live, view_outputs, queue=False, trigger_mode="always_last", show_progress="hidden",
                     **private)
         run_id.change(None, run_id, link, js=_LINK_JS, **private)
 
         # --- links, history ---
-        demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **private)
+        controls = [family, quants, steps, specs, reference, prompt, text, text_file, scoring, ctx, top_k, max_tokens,
+                    temperature, seed, ref_touched]
+        restore = lambda rid: app.restore_controls(rid, cat)  # noqa: E731
+        demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **private).then(
+            restore, run_id, controls, queue=False, **private)
         if kept:
             demo.load(where_runs_are_kept, None, backup_note, queue=False, **private)
         for trigger in (search.click, query.submit):
-            trigger(app.history, [query, owner], history, queue=False, **private)
+            trigger(app.search, [query, owner], [history, note], queue=False, **private)
         tabs.select(app.history, [query, owner], history, queue=False, **private)
         history.select(_selected_run, history, [selected, note], queue=False, **private)
         open_btn.click(lambda rid: (*app.open_run(rid), gr.Tabs(selected="compare")), selected,
-                       [*view_outputs, tabs], queue=False, **private)
-        delete_btn.click(app.delete, [selected, query, owner], [note, history, selected], queue=False, **private)
+                       [*view_outputs, tabs], queue=False, **private).then(
+            restore, run_id, controls, queue=False, **private)
+        delete_btn.click(app.delete, [selected, query, owner, armed], [note, history, selected, armed], queue=False,
+                         **private)
         _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.handlers = app  # for tests and embedding
@@ -301,7 +374,16 @@ def _as_sent(*numbers: gr.Number) -> None:
 # The share link is built in the browser, which knows the address it is served at (behind any proxy),
 # and the address bar then shows the run's own link.
 _LINK_JS = """(rid) => {
-  if (!rid) { return ""; }
+  if (!rid) {  // no run on screen (cleared after an error, or not found): the address bar drops the link too
+    try {
+      const u = new URL(window.location.href);
+      if (u.searchParams.has("run")) {
+        u.searchParams.delete("run");
+        window.history.replaceState(null, "", u.pathname + u.search);
+      }
+    } catch (e) {}
+    return "";
+  }
   const url = window.location.origin + window.location.pathname + "?run=" + encodeURIComponent(rid);
   try { window.history.replaceState(null, "", url); } catch (e) {}
   return url;

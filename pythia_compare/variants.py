@@ -16,7 +16,7 @@ GGUF file, and checking that its repo has the step, is sources.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import SpecError
 
@@ -103,12 +103,17 @@ class Variant:
     repo: str | None = None
     revision: str | None = None
     path: str | None = None
+    # The demo suite's last step when the parser was told it (`demo@step800` is then `demo`); not part of ==.
+    demo_final: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple:
         """What the variant is, whatever the spelling: `demo` and `demo:F16`, or `F16` and `step143000`, are
-        one variant."""
-        return (self.kind, self.repo, self.revision, self.quant, self.path)
+        one variant; so are `demo@step800` and `demo` when 800 is the demo suite's last step (parse_spec's
+        demo_final)."""
+        rev = None if self.is_demo and self.revision is not None and self.revision == self.demo_final \
+            else self.revision
+        return (self.kind, self.repo, rev, self.quant, self.path)
 
     @property
     def step(self) -> int | None:
@@ -148,8 +153,21 @@ def _check_revision(rev: str, spec: str) -> str:
     return rev
 
 
-def parse_spec(spec: str, *, final_step: int = FINAL_STEP) -> Variant:
-    """Parse one spec string into a Variant. Raises SpecError naming the spec and what would work."""
+def _quant_in(part: str, raw: str) -> str:
+    """normalize_quant for the quant part of a spec; the error names the spec once (and the part if it differs)."""
+    try:
+        return normalize_quant(part)
+    except SpecError as e:
+        if part.strip().upper() == raw.strip().upper():
+            raise
+        raise SpecError(f"variant {raw!r}: {e}") from None
+
+
+def parse_spec(spec: str, *, final_step: int = FINAL_STEP, demo_final: int | None = None) -> Variant:
+    """Parse one spec string into a Variant. Raises SpecError naming the spec and what would work.
+
+    `demo_final`, the demo suite's last step when known, makes `demo@step<demo_final>` the same variant
+    (Variant.key) as `demo`."""
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError("empty variant spec; use e.g. Q4_K_M, step3000, step3000:Q4_K_M, demo@step0 or ./model.gguf")
     raw = spec.strip()
@@ -165,7 +183,7 @@ def parse_spec(spec: str, *, final_step: int = FINAL_STEP) -> Variant:
         raise SpecError(f"variant {raw!r}: nothing before ':'; use e.g. step3000:Q4_K_M")
     if sep and not quant_part:
         raise SpecError(f"variant {raw!r}: nothing after ':'; use a quant such as {', '.join(SUPPORTED_QUANTS[:6])}")
-    quant = normalize_quant(quant_part, what=f"quant in variant {raw!r}") if quant_part else None
+    quant = _quant_in(quant_part, raw) if quant_part else None
 
     repo_part, at, rev_part = head.partition("@")
     if at and not rev_part:
@@ -173,7 +191,7 @@ def parse_spec(spec: str, *, final_step: int = FINAL_STEP) -> Variant:
 
     # Bare quant: `Q4_K_M`.
     if not sep and not at and re.fullmatch(r"(I?Q\d\w*|B?F\d+)", repo_part, re.IGNORECASE):
-        q = normalize_quant(repo_part, what=f"quant in variant {raw!r}")
+        q = _quant_in(repo_part, raw)
         if QUANTS[q].native:
             # The GGUF repo holds 2- to 8-bit files only: F16/F32/BF16 come from converting the final step.
             return Variant(spec=q, kind="checkpoint", quant=q, revision=f"step{final_step}")
@@ -190,7 +208,8 @@ def parse_spec(spec: str, *, final_step: int = FINAL_STEP) -> Variant:
         rev = _check_revision(rev_part, raw) if at else None
         q = quant or "F16"
         canon = DEMO_ALIAS + (f"@{rev}" if rev else "") + (f":{quant}" if quant else "")
-        return Variant(spec=canon, kind="checkpoint", quant=q, repo=DEMO_ALIAS, revision=rev)
+        return Variant(spec=canon, kind="checkpoint", quant=q, repo=DEMO_ALIAS, revision=rev,
+                       demo_final=None if demo_final is None else f"step{int(demo_final)}")
     # Explicit repo.
     if _REPO_RE.match(repo_part):
         if at:
@@ -204,12 +223,12 @@ def parse_spec(spec: str, *, final_step: int = FINAL_STEP) -> Variant:
         f"(owner/name:Q8_0, owner/name@step1000:Q5_K_M), the demo suite (demo@step0:Q4_K_M) or a local ./file.gguf")
 
 
-def parse_specs(specs: list[str]) -> list[Variant]:
+def parse_specs(specs: list[str], *, demo_final: int | None = None) -> list[Variant]:
     """Parse several specs, refusing duplicates (the same variant twice, however spelt)."""
     out: list[Variant] = []
     seen: dict[tuple, str] = {}
     for s in specs:
-        v = parse_spec(s)
+        v = parse_spec(s, demo_final=demo_final)
         if v.key in seen:
             same = "" if seen[v.key] == v.spec else f" (as {seen[v.key]!r})"
             raise SpecError(f"variant {v.spec!r} is given twice{same}; list each variant once")

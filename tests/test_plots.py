@@ -120,7 +120,9 @@ def test_a_quant_series_is_plotted_against_file_size_with_bits_per_weight():
         assert t.x[0] == v["source"]["bytes"] / 1e6
         assert list(t.error_y.array) == [v["ppl_err"]]
         q = v["source"]["quant"]
-        assert f"{QUANTS[q].bpw:g} bpw" in t.text[0]
+        label = next(a for a in fig.layout.annotations if a.name == name)  # the point's label, on a pointer
+        assert label.x == label.ax == t.x[0] and f"{q} · {QUANTS[q].bpw:g} bpw" == label.text
+        assert label.ay > max(fig.data[k].y[0] for k in range(len(fig.data)))  # above every point
     assert fig.layout.xaxis.title.text == "file size (MB)"
 
 
@@ -204,12 +206,19 @@ def test_summary_rows_carry_the_runs_own_numbers_reference_first():
         assert cell["variant"] == v["label"] and cell["spec"] == v["spec"]
         assert cell["quant"] == v["source"]["quant"] and cell["bpw"] == QUANTS[v["source"]["quant"]].bpw
         assert cell["size MB"] == v["source"]["bytes"] / 1e6
-        assert (cell["PPL"], cell["PPL ±"], cell["n scored"]) == (v["ppl"], v["ppl_err"], v["n_scored"])
+        # 10 scored tokens: too few for a standard error, so the ± cells say n/a (the JSON keeps its number)
+        assert v["n_scored"] == 10
+        assert (cell["PPL"], cell["PPL ±"], cell["n scored"]) == (v["ppl"], "n/a", v["n_scored"])
         assert cell["top-1 next token"] == v["next_token"][0]["text"]
         assert cell["load s"] == v["timings"]["load_s"] and cell["score s"] == v["timings"]["score_s"]
         kld = v.get("kld") or {}
-        assert (cell["mean KLD"], cell["KLD ±"], cell["same top %"]) == (kld.get("mean"), kld.get("mean_err"),
+        assert (cell["mean KLD"], cell["KLD ±"], cell["same top %"]) == (kld.get("mean"), "n/a" if kld else None,
                                                                        kld.get("same_top"))
+    corpus = corpus_run(ctx=64, n_chunks=20)  # enough tokens: the ± cells hold the run's own numbers
+    columns, rows = plots.summary_table(corpus)
+    for v, r in zip(_entries(corpus), rows):
+        cell = dict(zip(columns, r))
+        assert (cell["PPL ±"], cell["KLD ±"]) == (v["ppl_err"], (v.get("kld") or {}).get("mean_err"))
 
 
 def test_formatted_summary_cells_round_consistently_and_show_tokens_visibly():
@@ -228,7 +237,7 @@ def test_formatted_summary_cells_round_consistently_and_show_tokens_visibly():
 
 # ------------------------------------------------------------------------------------- generations
 
-def test_generation_html_escapes_model_text_and_lists_alternatives_in_each_tooltip():
+def test_generation_html_escapes_model_text_and_lists_alternatives_in_each_tokens_box():
     run = prompt_run()
     gen = run["variants"][1]["generation"]
     gen["tokens"][1]["text"] = "<script>"
@@ -242,7 +251,8 @@ def test_generation_html_escapes_model_text_and_lists_alternatives_in_each_toolt
             span_title = plots._token_span(tok)
             assert span_title in out
             for alt in tok["top"]:
-                assert html.unescape(repr(alt["text"])) in html.unescape(span_title.split('title="')[1])
+                box = span_title.split('class="pc-alt"')[1]  # the alternatives' box, opened by hover or tap
+                assert html.unescape(repr(alt["text"])) in html.unescape(box)
                 p = alt["prob"]
                 assert (f"{p:.4f}" if p >= 1e-3 else f"{p:.2e}") in span_title
 

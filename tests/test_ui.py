@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 
 import gradio as gr
 import pytest
 
 from pythia_compare import plots, report
 from pythia_compare.config import ASSETS_DIR
+from pythia_compare.export import run_to_csv
 from pythia_compare.sources import demo_steps
 from pythia_compare.dashboard import (NOT_FOUND, collect_specs, default_reference, load_catalog, log_spaced,
                                       quant_choices, scrub, table_cells)
@@ -216,9 +218,14 @@ def test_views_of_a_stored_run_carry_every_figure_and_both_downloads(dash, strea
     for name, fig in (("next_token", nxt), ("ppl", ppl), ("surprisal", surprisal), ("kld", kld)):
         assert fig.to_plotly_json() == figs[name].to_plotly_json() and len(fig.data) >= 1
     assert gen == plots.generation_html(run)
-    assert kl["headers"] == report.kl_table(run)[0] and len(kl["headers"]) == 4  # statistic + 3 variants
+    # fewer than 100 scored tokens: as the CLI, no KL block but a line saying why
+    assert run["variants"][0]["n_scored"] < 100
+    assert kl.value["headers"] == ["KL statistics"] and kl.value["data"] == [[report.kl_block_note(run)]]
+    assert "llama-perplexity prints it from 100 on" in kl.value["data"][0][0]
     assert json.loads(open(jdl.value["path"], encoding="utf-8").read()) == run
-    assert open(cdl.value["path"], encoding="utf-8").read().startswith("run_id,")
+    with zipfile.ZipFile(cdl.value["path"]) as z:
+        assert z.read("tokens.csv").decode("utf-8") == run_to_csv(run)
+        assert z.read("summary.csv").decode("utf-8").startswith("run_id,variant,")
     assert jdl.value["orig_name"] == f"pythia-compare-{run_id}.json"
 
 
@@ -228,16 +235,18 @@ def test_a_link_redraws_the_stored_run_with_the_same_figures_and_no_model_loaded
     elsewhere = Handlers(dash.settings)  # another process's handlers: an empty model pool
     live, linked = dash.views(run), elsewhere.open_run(run["run_id"])
     assert elsewhere.pool.loaded() == []
-    for a, b in zip(live[2:8], linked[2:8]):
-        assert (a.to_plotly_json() if hasattr(a, "to_plotly_json") else a) == \
-               (b.to_plotly_json() if hasattr(b, "to_plotly_json") else b)
+    def data(x):
+        return x.to_plotly_json() if hasattr(x, "to_plotly_json") else x.value if hasattr(x, "value") else x
+
+    for a, b in zip(live[1:8], linked[1:8]):
+        assert data(a) == data(b)
 
 
 @pytest.mark.parametrize("hostile", ["' OR 1=1 --", "x" * 10_000, "ünïcödé-☃-𝔘", "../../etc/passwd", "%2e%2e%2f",
                                      "", None, 12345, "AAAAAAAAAAAAAAAA"])
 def test_unknown_malformed_and_hostile_ids_show_a_friendly_not_found(dash, hostile):
     out = dash.open_run(hostile)
-    assert out[0] == NOT_FOUND and out[1] is None and out[8] == ""
+    assert out[0] == NOT_FOUND and out[1].visible is False and out[8] == ""  # no table, not even its headers
 
 
 def test_page_load_gives_the_browser_an_owner_token_and_opens_the_linked_run(dash, streamed):
@@ -269,9 +278,9 @@ def test_a_public_deployment_shows_each_browser_only_its_own_runs_and_only_the_o
     assert [r[0] for r in pub.history("", alice)["data"]] == [mine]
     assert pub.history("", bob)["data"] == [] and pub.history("", None)["data"] == []
     assert pub.open_run(mine)[8] == mine  # a link still opens for anyone who has it
-    assert "Select one of your runs" in pub.delete(mine, "", bob)[0]
+    assert "Select one of your runs" in pub.delete(mine, "", bob, armed=mine)[0]  # confirmed, still not bob's
     assert pub.store.get(mine)["run_id"] == mine
-    note, listing, _ = pub.delete(mine, "", alice)
+    note, listing, _, _ = pub.delete(mine, "", alice, armed=mine)
     assert "Deleted" in note and listing["data"] == [] and pub.store.count() == 0
 
 

@@ -111,8 +111,7 @@ def cli_json(tmp: Path, demo_dir: Path, specs: list[str], reference: str | None,
     """The CLI's `compare --json` for the same input (its own run log, the same model cache)."""
     args = [sys.executable, "-m", "pythia_compare", "--offline", "--db", str(tmp / db_name), "--home", str(tmp / "home"),
             "compare", *specs, "--prompt", prompt, "--max-tokens", str(max_tokens)]
-    if reference:
-        args += ["--reference", reference]
+    args += ["--reference", reference or "none"]  # none: as the page's "none" (the CLI's default is the best one)
     env = app_env(tmp, demo_dir, 0)
     done = subprocess.run(args + ["--json"], capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)
     assert done.returncode == 0, done.stderr
