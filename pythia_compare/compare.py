@@ -1,4 +1,4 @@
-"""One comparison run: variants × one input -> the run JSON of DESIGN.md.
+"""One comparison run: variants × one input -> the run JSON of docs/run.md.
 
 Owns validation of a run's inputs, resolving its variants, the scoring-mode rules (prompt / corpus),
 the loop that feeds the engine and metrics, and the shape of the result. It yields progress events so
@@ -84,7 +84,7 @@ def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None
 
 
 def choose_scoring(mode: str, n_tokens: int, ctx: int) -> str:
-    """Apply DESIGN.md's rules: prompt needs 2 ≤ n ≤ ctx, corpus n ≥ 2·ctx, auto picks or explains."""
+    """Apply docs/metrics.md's rules: prompt needs 2 ≤ n ≤ ctx, corpus n ≥ 2·ctx, auto picks or explains."""
     if mode == "prompt" or (mode == "auto" and n_tokens <= ctx):
         if n_tokens < 2:
             raise InputTextError(f"the input has {n_tokens} token{'s' if n_tokens != 1 else ''}; scoring needs at "

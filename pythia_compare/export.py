@@ -1,6 +1,6 @@
 """Run JSON -> CSV text for spreadsheets: one tidy row per (model, scored position).
 
-Owns the CSV layout of a run. Pure: takes the run dict (DESIGN.md "Run JSON") and returns text; never opens
+Owns the CSV layout of a run. Pure: takes the run dict (docs/run.md) and returns text; never opens
 the database, a file or a model.
 """
 

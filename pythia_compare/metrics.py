@@ -5,7 +5,7 @@ how a corpus is cut into chunks and which positions are scored, the mean ± unce
 percentile interpolation, and the printed statistics block. Pure numpy on arrays handed in; it never
 reads files, never loads a model, never imports llama_cpp.
 
-Where we differ from the tool on purpose (all stated in DESIGN.md):
+Where we differ from the tool on purpose (all stated in docs/metrics.md):
 - the reference log-probs are exact float64, not the tool's uint16 rounding, and the KLD sums over the
   whole vocabulary (the tool skips reference log-probs below -16, an artifact of that rounding);
 - every uncertainty is 0 when N <= 10 (the tool's KL-mode rule; its plain perplexity mode and its
@@ -139,7 +139,7 @@ def _sqrt0(x: float) -> float:
 def perplexity(nll: np.ndarray) -> tuple[float, float]:
     """(PPL, error) of per-token NLLs (N,): PPL = exp(mean nll), error = PPL * sqrt((E[nll²]-E[nll]²)/(N-1)).
 
-    The error is 0 when N <= 10 (DESIGN.md's rule; see the module docstring). Raises ValueError for N == 0.
+    The error is 0 when N <= 10 (docs/metrics.md's rule; see the module docstring). Raises ValueError for N == 0.
     """
     mean, err = mean_and_uncertainty(nll)
     ppl = math.exp(mean)

@@ -1,6 +1,6 @@
 """Figures, generation HTML and table data for one comparison run.
 
-Owns turning a run JSON dict (DESIGN.md "Run JSON") into plotly figures, the side-by-side generations'
+Owns turning a run JSON dict (docs/run.md) into plotly figures, the side-by-side generations'
 HTML, table data (column names + rows of raw values) and the one function that formats a table cell.
 Every builder is pure: run dict in, figure / str / table out, and works on partial runs (variants still
 arriving, generation or kld None, no reference). Never imports gradio, never loads a model, never touches

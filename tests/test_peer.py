@@ -1,6 +1,6 @@
 """Peer test: the engine's corpus perplexity and KL statistics agree with llama.cpp's own
 `llama-perplexity` (plain and --kl-divergence), built from the pinned llama-cpp-python sdist with the
-project's build flags, within DESIGN.md's tolerance table."""
+project's build flags, within docs/metrics.md's tolerance table."""
 
 import json
 

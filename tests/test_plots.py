@@ -1,5 +1,5 @@
 """Tests for pythia_compare.plots: the figures' data, the generations' HTML and the tables, on run dicts
-shaped like DESIGN.md's Run JSON (built by the factory in tests/plots_runs.py)."""
+shaped like the run JSON (docs/run.md) (built by the factory in tests/plots_runs.py)."""
 
 from __future__ import annotations
 

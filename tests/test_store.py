@@ -134,10 +134,10 @@ def test_keys_left_out_null_or_unknown_to_the_schema_round_trip(tmp_path):
     store = RunStore(tmp_path / "runs.db")
     run = full_run(seed=5)
     del run["run_id"], run["created_at"]
-    del run["reference"]["kld"]  # DESIGN: the reference comes without kld
+    del run["reference"]["kld"]  # docs/run.md: the reference's kld may be left out
     kld = run["variants"][0]["kld"]
     for k in ("ppl", "ppl_err", "ppl_ref", "ppl_ref_err", "dp_max"):
-        del kld[k]  # a kld object with only DESIGN's keys
+        del kld[k]  # a kld object without these optional keys
     kld.update(p75=0.25, p25=0.125, dp_median=None)  # statistics without a column, and a null one
     run["variants"][1]["kld"] = None
     run["note"] = {"from": "a newer release"}
