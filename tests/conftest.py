@@ -4,18 +4,11 @@ run in CI is a failure, not a skip."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-# The quants every engine test covers (issue: at least these).
-TEST_QUANTS = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
+from tests.support import ROOT, TEST_QUANTS
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -40,7 +33,7 @@ def settings(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A tiny random GPT-NeoX checkpoint in Hugging Face layout (safetensors), with a real BPE tokenizer."""
-    from tinymodels import make_checkpoint
+    from tests.tinymodels import make_checkpoint
 
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
 
@@ -74,21 +67,10 @@ def demo_dir() -> Path:
     return d
 
 
-def run_cli(args: list[str], env: dict | None = None, timeout: int = 600):
-    """Run `python -m pythia_compare ARGS` in a fresh process; returns CompletedProcess (text)."""
-    import subprocess
-
-    e = dict(os.environ)
-    e.update(env or {})
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "pythia_compare", *args], capture_output=True, text=True,
-                          env=e, timeout=timeout, cwd=str(ROOT))
-
-
 @pytest.fixture(scope="session")
 def other_tokenizer_gguf(tmp_path_factory) -> Path:
     """A tiny model whose BPE tokenizer was trained to a smaller vocabulary: it splits text differently."""
-    from tinymodels import make_checkpoint, make_tokenizer
+    from tests.tinymodels import make_checkpoint, make_tokenizer
 
     from pythia_compare.convert import convert_checkpoint
 

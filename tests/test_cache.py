@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from tests.support import ROOT, run_cli
 from pythia_compare.cache import Cache, file_sha256
 from pythia_compare.errors import DiskFull
 
 _BUILDER = r"""
 import sys, time
-sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from pythia_compare.cache import Cache
 from pythia_compare.convert import convert_checkpoint

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import ROOT, TEST_QUANTS
+from tests.support import ROOT, TEST_QUANTS
 from pythia_compare.config import Settings
 from pythia_compare.engine import ModelPool, bytes_to_text
 from pythia_compare.errors import BudgetError, ModelFileError
@@ -21,7 +21,6 @@ TEXT = "Perplexity measures surprise. Quantization trades bits for error: Q8_0, 
 _SUBPROCESS = r"""
 import json, sys
 import numpy as np
-sys.path.insert(0, sys.argv[1])
 from pythia_compare.config import Settings
 from pythia_compare.engine import ModelPool
 from pythia_compare.quantize import quantize_file

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import run_cli
-from peer import parse_final_ppl, parse_kl_block, run_tool
+from tests.support import run_cli
+from tests.peer import parse_final_ppl, parse_kl_block, run_tool
 
 CTX = 128
 

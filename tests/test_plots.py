@@ -14,7 +14,7 @@ import numpy as np
 from pythia_compare import plots
 from pythia_compare.variants import QUANTS
 
-from plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
+from tests.plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
 
 
 def _trace(fig, name):

@@ -9,7 +9,7 @@ from huggingface_hub import RepoCard
 
 from pythia_compare.config import DEFAULT_GGUF_REPO, Settings
 from pythia_compare.dashboard import DEFAULT_QUANTS
-from ui_support import ROOT
+from tests.ui_support import ROOT
 
 
 def card_data() -> dict:

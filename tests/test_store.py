@@ -19,7 +19,7 @@ from pythia_compare.errors import BadInput, RunNotFound
 from pythia_compare.migrations import migrations
 from pythia_compare.runrows import KLD_STATS
 from pythia_compare.store import RunFormatError, RunLogError, RunStore
-from store_runs import full_run
+from tests.store_runs import full_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -261,9 +261,8 @@ while True:
 def test_a_writer_killed_mid_run_leaves_a_sound_database_with_every_reported_run(tmp_path):
     path, run_file = tmp_path / "runs.db", tmp_path / "run.json"
     run_file.write_text(json.dumps(full_run(n_tokens=400)))
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(run_file)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(120, proc.kill)
     watchdog.start()
     try:
