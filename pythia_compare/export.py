@@ -11,6 +11,8 @@ import io
 import math
 import re
 
+from .metrics import corpus_target_indices
+
 COLUMNS = ("run_id", "role", "spec", "label", "position", "token_index", "token", "logprob", "prob",
            "surprisal_bits", "kld", "dp")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -30,7 +32,7 @@ def scored_token_indices(run: dict) -> list[int] | None:
         ctx = int(params.get("ctx") or 0)
         if ctx < 4:
             return None
-        idx = [c * ctx + j for c in range(len(tokens) // ctx) for j in range(ctx // 2 + 1, ctx)]
+        idx = corpus_target_indices(len(tokens), ctx)
     else:
         idx = list(range(1, len(tokens)))
     return idx if len(idx) >= n else None

@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 from .report import (  # noqa: F401
     KL_TABLE_NOTE, PALETTE, REFERENCE_COLOR, STAT_COLUMN, SUMMARY_COLUMNS, _entries, _Entry, _parsed, _quant_of,
     fmt_num, format_cell, format_table, kl_table, show_token, summary_table, variant_colors)
+from .metrics import corpus_target_indices
 from .variants import FINAL_STEP, QUANTS
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
@@ -242,7 +243,7 @@ def scored_token_texts(run: dict) -> list[str] | None:
         ctx = int(params.get("ctx") or 0)
         if ctx < 4 or len(tokens) != inp.get("n_tokens", len(tokens)):
             return None
-        idx = [c * ctx + j for c in range(len(tokens) // ctx) for j in range(ctx // 2 + 1, ctx)]
+        idx = corpus_target_indices(len(tokens), ctx)
         return [tokens[i] for i in idx] if len(idx) == n else None
     return list(tokens[1:]) if len(tokens) == n + 1 else None
 
