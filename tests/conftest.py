@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, TEST_QUANTS
+from tests.support import ROOT, TEST_QUANTS, TIERS
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tiers of tests/support.py's TIERS table become markers: the one place they are applied."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        name = item.originalname or item.name
+        for key in (module, f"{module}::{name}"):
+            for marker in TIERS.get(key, ()):
+                item.add_marker(marker)
 
 
 def pytest_sessionfinish(session, exitstatus):
