@@ -26,10 +26,11 @@ from . import __version__
 from . import metrics
 from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
+from .run import SCHEMA
 from .sources import Resolved, Resolver
 from .variants import parse_spec, parse_specs
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = SCHEMA  # the run JSON's version: run.py owns it
 SCORING_MODES = ("auto", "prompt", "corpus")
 
 

@@ -240,3 +240,34 @@ def test_from_json_does_not_modify_its_argument():
     before = copy.deepcopy(data)
     Run.from_json(data).to_json()
     assert data == before
+
+
+# ------------------------------------------------------------------------------------------ new runs
+
+
+def test_a_new_comparison_produces_a_run_of_the_current_schema_that_round_trips(settings, demo_dir):
+    from pythia_compare.compare import RunParams, run_comparison
+    from pythia_compare.engine import ModelPool
+
+    pool = ModelPool(settings)
+    try:
+        data = run_comparison(["demo@step100", "demo:Q8_0"], "def f(x):\n    return x", RunParams(
+            ctx=64, top_k=3, max_tokens=2, reference="demo"), settings=settings, pool=pool)
+    finally:
+        pool.close()
+    run = Run.from_json(data)
+    assert run.schema == runmod.SCHEMA and run.to_json() == data
+    assert [e.spec for e in run.entries()] == ["demo", "demo@step100", "demo:Q8_0"]
+    assert all(v.kld is not None and len(v.kld.per_token) == v.n_scored for v in run.variants)
+    assert all(len(e.generation.tokens) == 2 and len(e.next_token) == 3 for e in run.entries())
+    stored = RunStore(settings.db_path)
+    assert stored.get_run(stored.save(run)).variants == run.variants
+
+
+def test_the_kl_table_finds_every_statistic_it_shows_in_a_stored_corpus_run():
+    from pythia_compare.report import kl_table
+
+    columns, rows = kl_table(old_run("corpus-with-kl"))
+    assert columns[1:] == ["demo step300 F16", "demo Q4_K_M"]
+    missing = [row[0] for row in rows if any(cell is None for cell in row[1:])]
+    assert missing == []
