@@ -330,13 +330,12 @@ def _read(tp: Any, v: Any, path: str) -> Any:
         (item,) = typing.get_args(inner)
         if not isinstance(v, list):
             raise RunFormatError(f"run JSON: {name} must be a list of {_plural(item)}, got {_short(v)}")
-        if item in _PLURALS:  # a list of scalars: one message for the list, naming the bad item
-            try:
-                return [_read(item, x, "") for x in v]
-            except RunFormatError:
-                i = next(i for i, x in enumerate(v) if not _is(item, x))
-                raise RunFormatError(f"run JSON: {name} must be a list of {_plural(item)}; item {i} is "
-                                     f"{_short(v[i])}") from None
+        if item in _PLURALS:  # a list of scalars (long: per-token values): one check, one message naming the item
+            ok = _SCALAR_OK[item]
+            if all(ok(x) for x in v):
+                return [float(x) for x in v] if item is float else list(v)
+            i = next(i for i, x in enumerate(v) if not ok(x))
+            raise RunFormatError(f"run JSON: {name} must be a list of {_plural(item)}; item {i} is {_short(v[i])}")
         return [_read(item, x, _where(path, i)) for i, x in enumerate(v)]
     if inner is bool:
         if not isinstance(v, bool):
@@ -364,12 +363,12 @@ def _plural(tp: Any) -> str:
     return _PLURALS.get(tp, "objects")
 
 
-def _is(tp: Any, x: Any) -> bool:
-    try:
-        _read(tp, x, "")
-        return True
-    except RunFormatError:
-        return False
+_SCALAR_OK: dict[type, Callable[[Any], bool]] = {
+    float: lambda x: type(x) is float or (isinstance(x, numbers.Real) and not isinstance(x, bool)),
+    int: lambda x: type(x) is int or (isinstance(x, numbers.Integral) and not isinstance(x, bool)),
+    str: lambda x: isinstance(x, str),
+    bool: lambda x: isinstance(x, bool),
+}
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -385,6 +384,8 @@ def _write(v: Any) -> Any:
         out.update(copy.deepcopy(v.extra))
         return out
     if isinstance(v, list):
+        if v and isinstance(v[0], (str, int, float)):  # the schema's lists are of one type: scalars are copied
+            return list(v)
         return [_write(x) for x in v]
     return v
 
