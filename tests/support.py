@@ -43,4 +43,11 @@ TIERS: dict[str, set[str]] = {
     "test_cache::test_cache_list_and_prune_through_the_cli": {"slow"},
     "test_cache::test_two_processes_building_the_same_entry_do_the_work_once": {"slow"},
     "test_sources::test_compare_of_steps_through_the_cli_against_the_fake_hub": {"slow"},
+    "test_cli::test_bad_input_exits_2_with_a_clear_error_and_writes_no_run": {"slow"},  # 16 CLI processes
+    "test_cli::test_variants_that_tokenize_differently_stop_the_run_naming_the_variant": {"slow"},
+    "test_checkpoint::test_a_transformers_sharded_safetensors_checkpoint_reads_back": {"slow"},
+    "test_cache::test_a_full_disk_while_quantizing_leaves_no_partial_file": {"slow"},
+    "test_cache::test_converting_a_directory_to_a_quant_writes_one_gguf_and_nothing_else": {"slow"},
+    "test_convert::test_lm_head_name_tied_embeddings_and_legacy_buffers_convert": {"slow"},
+    "test_convert::test_f16_and_bf16_files_hold_the_rounded_weights_and_run": {"slow"},
 }
