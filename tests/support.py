@@ -50,4 +50,5 @@ TIERS: dict[str, set[str]] = {
     "test_cache::test_converting_a_directory_to_a_quant_writes_one_gguf_and_nothing_else": {"slow"},
     "test_convert::test_lm_head_name_tied_embeddings_and_legacy_buffers_convert": {"slow"},
     "test_convert::test_f16_and_bf16_files_hold_the_rounded_weights_and_run": {"slow"},
+    "test_ci": {"slow"},  # runs pytest twice in subprocesses
 }
