@@ -204,13 +204,17 @@ class RunStore:
 
     def get_run(self, run_id: str) -> Run:
         """The stored run of `run_id` as a Run (docs/run.md); RunNotFound or RunFormatError otherwise."""
-        return Run.from_json(self.get(run_id))
+        return self._load(run_id)[1]
 
     def get(self, run_id: str) -> dict:
         """The stored run JSON of `run_id`, exactly as saved plus run_id/created_at; RunNotFound otherwise.
 
         A run of an older schema comes back migrated to the current one (run.migrate); one that does not have
         the run JSON's shape raises RunFormatError naming the run and the key."""
+        return self._load(run_id)[0]
+
+    def _load(self, run_id: str) -> tuple[dict, Run]:
+        """The stored run as its JSON dict (migrated) and as a Run."""
         if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
             raise _not_found(run_id)
         with self._read() as conn:
@@ -227,10 +231,9 @@ class RunStore:
         run = run_of(dict(run_row), [dict(r) for r in variant_rows], [dict(k) for k in kld_rows])
         try:
             run = migrate(run)
-            Run.from_json(run)
+            return run, Run.from_json(run)
         except RunFormatError as e:
             raise RunFormatError(f"stored run {run_id!r} in {self.path}: {e}") from None
-        return run
 
     def list(self, query: str | None = None, owner: str | None = None, limit: int = 50,
              offset: int = 0) -> list[dict]:
