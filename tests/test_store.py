@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import sqlite_utils
@@ -20,8 +19,6 @@ from pythia_compare.migrations import migrations
 from pythia_compare.runrows import KLD_STATS
 from pythia_compare.store import RunFormatError, RunLogError, RunStore
 from tests.store_runs import full_run
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def saved(run: dict, run_id: str, got: dict) -> dict:
