@@ -82,6 +82,10 @@ class Cache:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         return self.root / digest
 
+    def lookup(self, key: dict) -> CacheEntry | None:
+        """The finished entry for `key`, or None."""
+        return self._read(self._dir(key))
+
     def get_or_build(self, key: dict, filename: str, build: Callable[[Path], None]) -> CacheEntry:
         """Return the cached file for `key`, building it under a file lock if absent.
 
@@ -103,6 +107,15 @@ class Cache:
                     "created": time.time(), "last_used": time.time()}
             self._write_meta(d, meta)
             return self._read(d)  # type: ignore[return-value]
+
+    def entry_at(self, path: str | Path) -> CacheEntry | None:
+        """The finished entry whose file is `path`, or None for a file that is not one of this cache's."""
+        p = Path(path).expanduser().resolve()
+        root = self.root.resolve()
+        if p.parent.parent != root:
+            return None
+        entry = self._read(p.parent)
+        return entry if entry is not None and entry.path.resolve() == p else None
 
     def entries(self) -> list[CacheEntry]:
         if not self.root.is_dir():
@@ -136,6 +149,22 @@ class Cache:
             total -= e.bytes
             removed.append(e)
         return removed
+
+    def remove(self, entry: CacheEntry) -> bool:
+        """Delete one entry (a sweep's step files once done), unless another process holds its lock; True if
+        it was removed."""
+        lock = FileLock(str(entry.path.parent / ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        try:
+            (entry.path.parent / "meta.json").unlink(missing_ok=True)
+            entry.path.unlink(missing_ok=True)
+        finally:
+            lock.release()
+        shutil.rmtree(entry.path.parent, ignore_errors=True)
+        return True
 
     # --- internals ---
     def _read(self, d: Path) -> CacheEntry | None:

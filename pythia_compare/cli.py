@@ -67,7 +67,48 @@ def build_parser() -> argparse.ArgumentParser:
     cas.add_parser("list", help="cached files, most recently used first")
     cp = cas.add_parser("prune", help="delete least recently used files")
     cp.add_argument("--max-size", default="0", help="keep at most this much, e.g. 2G (default 0: delete all)")
+    _add_sweep_parser(sub)
     return p
+
+
+def _add_sweep_parser(sub) -> None:
+    """`sweep …`: the steps × quants grid as a resumable, sharded job (sweep.py; Slurm scripts: slurm.py)."""
+    sw = sub.add_parser("sweep", help="steps × quants grids: plan, run (sharded), merge, status, slurm")
+    ss = sw.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    sp = ss.add_parser("plan", help="record a sweep in --db; prints its id as the last line")
+    sp.add_argument("--steps", required=True, help="all, A-B/S (1000-143000/1000), log:N, or a comma list")
+    sp.add_argument("--quants", required=True, help="comma list, e.g. F16,Q8_0,Q4_K_M (F16 allowed)")
+    sp.add_argument("--text-file", required=True, help="the UTF-8 text every cell scores (corpus mode)")
+    sp.add_argument("--repo", help="checkpoint repo of the steps (default: the checkpoint repo; demo: the demo suite)")
+    sp.add_argument("--reference", help="default F16: each step's own F16; or one spec for every cell")
+    sp.add_argument("--ctx", type=int, default=512, help="corpus chunk size in tokens (default 512)")
+    sp.add_argument("--max-chunks", type=int, default=64, help="chunks scored per cell (default 64; 0: all)")
+    sp.add_argument("--name", help="a name for the sweep")
+    sp.add_argument("--hub-quants", action="store_true",
+                    help="add the GGUF repo's own files at the final step as extra cells (marked hub)")
+    sr = ss.add_parser("run", help="run the cells of one shard (skips done cells; retries failed ones)")
+    sr.add_argument("sweep_id")
+    sr.add_argument("--shard", help="i/n, 0-based (default: the Slurm array task, else 0/1)")
+    sr.add_argument("--out", help="write cells to this shard DB instead of --db (may hold {shard})")
+    sr.add_argument("--keep", action="store_true", help="keep each step's downloaded and built files")
+    sm = ss.add_parser("merge", help="merge shard DBs into --db (idempotent)")
+    sm.add_argument("shards", nargs="+", metavar="IN.db")
+    sm.add_argument("--sweep", help="refuse shards of any other sweep id")
+    sst = ss.add_parser("status", help="done/total, failed cells with their errors, ETA")
+    sst.add_argument("sweep_id")
+    sst.add_argument("--json", action="store_true")
+    ssh = ss.add_parser("show", help="the sweep JSON (docs/sweeps.md) or a table of its cells")
+    ssh.add_argument("sweep_id")
+    ssh.add_argument("--json", action="store_true")
+    ss.add_parser("list", help="the stored sweeps, newest first")
+    sl = ss.add_parser("slurm", help="write a Slurm job array + merge job for a sweep (and submit with --submit)")
+    sl.add_argument("sweep_id")
+    sl.add_argument("--array-size", type=int, required=True, help="number of shards (array tasks)")
+    sl.add_argument("--partition")
+    sl.add_argument("--time", help="time limit per task, e.g. 04:00:00")
+    sl.add_argument("--cpus-per-task", type=int, default=2)
+    sl.add_argument("--dir", help="where the scripts, shard DBs and logs go (default: beside --db)")
+    sl.add_argument("--submit", action="store_true", help="submit both jobs with sbatch")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -85,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from_args(args)
-        handler = {"compare": cmd_compare, "runs": cmd_runs, "convert": cmd_convert, "cache": cmd_cache}
+        handler = {"compare": cmd_compare, "runs": cmd_runs, "convert": cmd_convert, "cache": cmd_cache,
+                   "sweep": cmd_sweep}
         return handler[args.command](args, settings) or 0
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
@@ -116,11 +158,14 @@ def _read_text_file(path: str, limit: int) -> str:
 
 
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .compare import RunParams, run_comparison
+    from .compare import RunParams, check_unicode, run_comparison
     from .engine import ModelPool
+    from . import report
     from .report import format_run
     from .store import RunStore
 
+    if args.prompt is not None:
+        check_unicode(args.prompt, "--prompt")  # bytes that are not UTF-8 in argv arrive as lone surrogates
     text = args.prompt if args.prompt is not None else _read_text_file(args.text_file, settings.max_text_chars)
     if args.prompt is not None and len(text) > settings.max_prompt_chars:
         raise BadInput(f"the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars} "
@@ -138,6 +183,8 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     store = RunStore(settings.db_path)
     run_id = store.save(run)
     run = store.get_run(run_id).to_json()
+    for line in report.run_notes(run):
+        print(line, file=sys.stderr)
     if args.json:
         print(json.dumps(run, ensure_ascii=False))
     else:
@@ -259,3 +306,9 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
         print(f"removed {len(removed)} files ({sum(e.bytes for e in removed) / 1e6:.1f} MB); "
               f"{cache.total_bytes() / 1e6:.1f} MB left")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli_sweep import run_sweep_command
+
+    return run_sweep_command(args, settings)

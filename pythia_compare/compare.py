@@ -5,12 +5,16 @@ the loop that feeds the engine and metrics, and the shape of the result. It yiel
 the CLI and the dashboard can show work as it happens. Never writes the run log (store.py does),
 never draws (plots.py does) and never parses command lines.
 
+One tokenization per run: the reference (else the first variant) tokenizes the input and every variant is fed
+those ids; variants must share one vocabulary (Model.vocab_sha256), which is what makes the ids mean the same.
+
 In corpus mode the reference is evaluated once per chunk and only that chunk's logits are held
 (O(ctx × vocab) memory); no logit file is written.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -27,6 +31,8 @@ from . import metrics
 from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
 from .run import SCHEMA
+from .policy import check_run
+from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver
 from .variants import parse_spec, parse_specs
 
@@ -62,20 +68,59 @@ class Event:
     run: dict | None = None  # the run JSON so far ("update") or final ("done")
 
 
+def _show(value) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else text[:20] + "…"
+
+
+def _whole(value, name: str, lo: int, hi: int, hint: str = "") -> int:
+    """`value` as an int in lo … hi, or InputTextError naming the field (NaN, ±inf, text and fractions included)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputTextError(f"{name} must be a whole number, not {_show(value)!r}; use {lo} … {hi}{hint}")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+        raise InputTextError(f"{name} must be a whole number, not {_show(value)}; use {lo} … {hi}{hint}")
+    if not lo <= int(value) <= hi:
+        raise InputTextError(f"{name} {_show(int(value))} is out of range; use {lo} … {hi}{hint}")
+    return int(value)
+
+
+def _real(value, name: str, lo: float, hi: float, hint: str = "") -> float:
+    """`value` as a float in lo … hi, or InputTextError naming the field (NaN, ±inf and text included)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputTextError(f"{name} must be a number, not {_show(value)!r}; use {lo:g} … {hi:g}{hint}")
+    try:
+        f = float(value)
+    except OverflowError:  # an int too large for a float
+        f = math.inf
+    if math.isnan(f):
+        raise InputTextError(f"{name} must be a number, not NaN; use {lo:g} … {hi:g}{hint}")
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise InputTextError(f"{name} {_show(value)} is out of range; use {lo:g} … {hi:g}{hint}")
+    return f
+
+
+def check_unicode(value: str, what: str) -> None:
+    """Raise InputTextError if `value` holds a lone surrogate: not Unicode text, it cannot be encoded or stored."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputTextError(f"{what} holds a lone surrogate at character {e.start + 1} (U+{ord(value[e.start]):04X}), "
+                             f"which is not Unicode text; remove it, or save the text as UTF-8") from None
+
+
 def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None:
-    """Raise BadInput naming the parameter and what would work."""
+    """Raise BadInput naming the parameter and what would work; numbers are normalized in place (int, float)."""
     if params.scoring not in SCORING_MODES:
-        raise InputTextError(f"scoring {params.scoring!r} is not a mode; use one of {', '.join(SCORING_MODES)}")
-    if not 8 <= int(params.ctx) <= 8192:
-        raise InputTextError(f"ctx {params.ctx} is out of range; use 8 … 8192 tokens (512 is llama-perplexity's)")
-    if not 1 <= int(params.top_k) <= 100:
-        raise InputTextError(f"top-k {params.top_k} is out of range; use 1 … 100")
-    if not 0 <= int(params.max_tokens) <= 1024:
-        raise InputTextError(f"max-tokens {params.max_tokens} is out of range; use 0 … 1024")
-    if not (0.0 <= float(params.temperature) <= 5.0) or params.temperature != params.temperature:
-        raise InputTextError(f"temperature {params.temperature} is out of range; use 0 (greedy) … 5")
-    if not 0 <= int(params.seed) < 2**63:
-        raise InputTextError(f"seed {params.seed} is out of range; use 0 … 2^63-1")
+        raise InputTextError(f"scoring {str(params.scoring)[:40]!r} is not a mode; use one of {', '.join(SCORING_MODES)}")
+    params.ctx = _whole(params.ctx, "ctx", 8, 8192, " tokens (512 is llama-perplexity's)")
+    params.top_k = _whole(params.top_k, "top-k", 1, 100)
+    params.max_tokens = _whole(params.max_tokens, "max-tokens", 0, 1024)
+    params.temperature = _real(params.temperature, "temperature", 0.0, 5.0, " (0 is greedy)")
+    params.seed = _whole(params.seed, "seed", 0, 2**63 - 1)
+    if params.reference is not None:
+        if not isinstance(params.reference, str):
+            raise SpecError(f"the reference must be a spec string, not {type(params.reference).__name__}")
+        check_unicode(params.reference, "the reference")
     if n_specs == 0:
         raise SpecError("no variants given; name at least one, e.g. Q4_K_M or demo@step0")
     total = n_specs + (1 if params.reference else 0)
@@ -120,6 +165,10 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     limit = settings.max_text_chars
     if len(text) > limit:
         raise InputTextError(f"the input has {len(text)} characters; the limit is {limit}")
+    check_unicode(text, "the input text")
+    for s in specs:
+        if isinstance(s, str):
+            check_unicode(s, "a variant spec")
     variants = parse_specs(specs)
     reference = parse_spec(params.reference) if params.reference else None
     if reference is not None:
@@ -127,10 +176,13 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
         if not variants:
             raise SpecError("the only variant given is the reference; add a variant to compare against it")
     everything = ([reference] if reference else []) + variants
+    check_run(everything, settings)  # public mode: Hub and demo specs only, before anything is opened
     resolver = resolver or Resolver(settings)
     steps = len(everything) * 3
     done = 0
 
+    for v in everything:  # a step its repo lacks is refused before anything is downloaded
+        resolver.check_step(v)
     resolved: list[Resolved] = []
     for v in everything:
         yield Event("progress", f"{v.label}: resolving", done / steps)
@@ -148,7 +200,7 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     run: dict = {"schema": SCHEMA_VERSION, "run_id": None, "created_at": None, "input": None, "params": None,
                  "variants": [_variant_json(r) for r in var_res],
                  "reference": _variant_json(ref_res) if ref_res else None,
-                 "versions": _versions()}
+                 "versions": _versions(), "warnings": mixed_run_warnings(resolved, settings)}
     entries = ([run["reference"]] if ref_res else []) + run["variants"]
 
     yield Event("progress", "loading models", done / steps)
@@ -157,15 +209,14 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
         load_s = time.perf_counter() - t0
         for e in entries:
             e["timings"]["load_s"] = load_s / len(entries)
+        _check_vocabularies(resolved, models)
+        for e, m in zip(entries, models):
+            e["source"]["vocab_sha256"] = m.vocab_sha256
+            e["overrides"] = dict(m.overrides)
+            e["warnings"] = list(m.warnings)
+        # One tokenization per run: the reference's (after any override), else the first variant's, fed to
+        # every variant. The vocabularies are identical, so any of them would give these ids.
         ids = models[0].tokenize(text)
-        for res, m in zip(resolved[1:], models[1:]):
-            other = m.tokenize(text)
-            if other != ids:
-                first = next((i for i, (a, b) in enumerate(zip(ids, other)) if a != b), min(len(ids), len(other)))
-                raise TokenizerMismatch(
-                    f"variant {res.variant.spec!r} turns the input into different token ids than "
-                    f"{resolved[0].variant.spec!r} (first difference at token {first}); perplexities across "
-                    f"tokenizers are not comparable, so compare variants of one model")
         scoring = choose_scoring(params.scoring, len(ids), params.ctx)
         m0 = models[0]
         run["input"] = {"text": text, "n_tokens": len(ids), "tokens": [m0.token_text(i) for i in ids]}
@@ -193,6 +244,18 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
                     yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
                 e["timings"]["generate_s"] = time.perf_counter() - t
     yield Event("done", "done", 1.0, run)
+
+
+def _check_vocabularies(resolved: list[Resolved], models: list) -> None:
+    """Raise TokenizerMismatch unless every model has the first one's vocabulary (ggufmeta.vocab_sha256)."""
+    first = resolved[0]
+    for res, m in zip(resolved[1:], models[1:]):
+        if m.vocab_sha256 != models[0].vocab_sha256:
+            raise TokenizerMismatch(
+                f"the vocabularies differ: variant {res.variant.spec!r} ({res.path.name}) and "
+                f"{first.variant.spec!r} ({first.path.name}) have different tokens, merges or special tokens, so "
+                f"their token ids do not mean the same and their perplexities are not comparable; compare "
+                f"variants of one model")
 
 
 def _in_thread(work: Callable[[Callable[[str], None]], None]) -> Iterator[str]:

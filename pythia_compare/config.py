@@ -9,7 +9,9 @@ here and passed to hub.py explicitly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +77,17 @@ def parse_size(text: str) -> int:
     return int(value * units[unit])
 
 
+def parse_minutes(text: str) -> float:
+    """'5', '0.5' -> minutes (a finite number > 0). Raises ValueError naming the variable and a working value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise ValueError(f"PYTHIA_COMPARE_BACKUP_MINUTES={text!r} is not a number of minutes > 0; use e.g. 5 or 0.5")
+    return value
+
+
 @dataclass
 class Settings:
     # --- where things live ---
@@ -107,6 +120,20 @@ class Settings:
     max_upload_bytes: int = 1024 * 1024  # largest .txt upload the dashboard accepts
     # --- deployment ---
     public: bool = False  # a public deployment: each browser sees only its own runs (on when SPACE_ID is set)
+    # --- public mode and hostile files (issue 9: policy.py, probe.py) ---
+    # Public mode: Hub repos a run may name (None: gguf_repo and checkpoint_repo; `demo` is always allowed)
+    # (PYTHIA_COMPARE_ALLOWED_REPOS, comma- or space-separated)
+    allowed_repos: tuple[str, ...] | None = None
+    max_conversions_public: int = 2  # public mode: checkpoints converted/quantized anew per run (cached ones are free)
+    probe: bool = True  # first load of a GGUF never loaded here before happens in a throwaway subprocess
+    probe_timeout_s: float = 120.0  # the probe's wall-clock limit (PYTHIA_COMPARE_PROBE_TIMEOUT)
+    # the probe's address-space limit over its own needs: this margin plus 3× the file's size
+    # (PYTHIA_COMPARE_PROBE_MEMORY, e.g. 2G)
+    probe_memory_margin_bytes: int = 1024**3
+    # --- backup of the run log to a Hub dataset (backup.py; off unless backup_repo is set) ---
+    backup_repo: str | None = None  # owner/name of the dataset runs are pushed to (PYTHIA_COMPARE_BACKUP_REPO)
+    backup_minutes: float = 5.0  # minutes between pushes (PYTHIA_COMPARE_BACKUP_MINUTES)
+    owner_secret: str | None = None  # HMAC key for browsers' owner tokens (PYTHIA_COMPARE_OWNER_SECRET); never shown
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -144,7 +171,22 @@ class Settings:
             values["memory_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_MEMORY_BUDGET"])
         if env.get("PYTHIA_COMPARE_PUBLIC"):
             values["public"] = _truthy(env["PYTHIA_COMPARE_PUBLIC"])
-        elif env.get("SPACE_ID"):
-            values["public"] = True
+        if env.get("PYTHIA_COMPARE_ALLOWED_REPOS"):
+            values["allowed_repos"] = tuple(r for r in re.split(r"[\s,]+", env["PYTHIA_COMPARE_ALLOWED_REPOS"]) if r)
+        if env.get("PYTHIA_COMPARE_PROBE_TIMEOUT"):
+            values["probe_timeout_s"] = float(env["PYTHIA_COMPARE_PROBE_TIMEOUT"])
+        if env.get("PYTHIA_COMPARE_PROBE_MEMORY"):
+            values["probe_memory_margin_bytes"] = parse_size(env["PYTHIA_COMPARE_PROBE_MEMORY"])
+        if env.get("PYTHIA_COMPARE_BACKUP_REPO", "").strip():
+            values["backup_repo"] = env["PYTHIA_COMPARE_BACKUP_REPO"].strip()
+        if env.get("PYTHIA_COMPARE_BACKUP_MINUTES", "").strip():
+            try:
+                values["backup_minutes"] = parse_minutes(env["PYTHIA_COMPARE_BACKUP_MINUTES"])
+            except ValueError:
+                values["backup_minutes"] = math.nan  # backup.py turns the backup off and says why; the app runs
+        if env.get("PYTHIA_COMPARE_OWNER_SECRET"):
+            values["owner_secret"] = env["PYTHIA_COMPARE_OWNER_SECRET"]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if env.get("SPACE_ID"):  # a Space faces the internet: nothing turns public mode off there
+            values.update(public=True, probe=True)
         return cls(**values)

@@ -309,3 +309,22 @@ def _add_metadata(w: gguf.GGUFWriter, hp: HParams, vocab: Vocab, ftype: int, nam
         w.add_eos_token_id(vocab.eos_id)
     w.add_add_bos_token(vocab.add_bos)
     w.add_add_eos_token(vocab.add_eos)
+
+
+def write_vocab_gguf(ckpt_dir: Path, out_path: Path) -> Path:
+    """Write a vocabulary-only GGUF (the metadata convert_checkpoint writes, no tensors) for a folder holding
+    just config.json and tokenizer.json: llama.cpp loads it with vocab_only and tokenizes exactly as it does
+    the converted model, so a text's tokens can be counted without any weights (sweep plan). Returns out_path."""
+    ckpt_dir, out_path = Path(ckpt_dir), Path(out_path)
+    cfg = read_config(ckpt_dir)
+    hp = hparams(cfg, ckpt_dir)
+    vocab = read_vocab(read_tokenizer_json(ckpt_dir), cfg, ckpt_dir)
+    writer = gguf.GGUFWriter(out_path, ARCH)
+    try:
+        _add_metadata(writer, hp, vocab, OUT_TYPES["F16"][1], str(cfg.get("_name_or_path") or ckpt_dir.name))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+    finally:
+        writer.close()
+    return out_path

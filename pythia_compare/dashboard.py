@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import report
-from .compare import Event, RunParams, iter_comparison
+from .compare import Event, RunParams, check_unicode, iter_comparison
 from .config import Settings
 from .errors import BadInput, RunNotFound, SpecError
 from .export import run_to_csv
 from .sources import demo_steps
 from .store import RunStore
-from .variants import DEMO_ALIAS, PYTHIA_STEPS, QUANTS, SUPPORTED_QUANTS, parse_spec
+from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
 
 if TYPE_CHECKING:
+    from .backup import Backup
     from .engine import ModelPool
 
 log = logging.getLogger("pythia_compare.dashboard")
@@ -53,6 +54,10 @@ DEMO_BANNER = (
     "about Pythia-410M. To compare the real models, start the app with network access (without "
     "`PYTHIA_COMPARE_OFFLINE`), or download them while online with `python -m pythia_compare compare Q8_0 "
     "Q4_K_M --prompt hi` and then use them offline from the cache.")
+MODELS_NOTE = ("The Hub's GGUF quants are of the v0 models (`EleutherAI/pythia-410m-deduped-v0`, the default "
+               "checkpoint repo: 143 checkpoints, step1000 … step143000); the current models "
+               "(`EleutherAI/pythia-410m-deduped`, 154 checkpoints from step0) are a different training run. The "
+               "steps offered are the checkpoint repo's own branches.")
 NOT_FOUND = ("### Run not found\nNo stored run matches this link. It may have been deleted, or the link was "
              "cut short. Start a new comparison below, or find past runs in the History tab.")
 HISTORY_COLUMNS = ["run", "created (UTC)", "text", "tokens", "scoring", "variants", "reference"]
@@ -144,7 +149,7 @@ def load_catalog(settings: Settings) -> Catalog:
     """The Hub's GGUF quants and step branches (waiting at most HUB_TIMEOUT_S), or the demo suite."""
     cat = Catalog(DEMO_ALIAS, "", {DEMO_ALIAS: [q for q in SUPPORTED_QUANTS if q not in ("F32", "BF16")],
                                    "pythia": list(HUB_MB)},
-                  {DEMO_ALIAS: demo_steps(settings.demo_dir), "pythia": list(PYTHIA_STEPS)})
+                  {DEMO_ALIAS: demo_steps(settings.demo_dir), "pythia": _offline_steps(settings)})
     if settings.offline:
         cat.banner = DEMO_BANNER.format(why="This app runs offline.")
         return cat
@@ -158,7 +163,7 @@ def load_catalog(settings: Settings) -> Catalog:
         quants, step_list = files.result(HUB_TIMEOUT_S), steps.result(HUB_TIMEOUT_S)
         cat.quants["pythia"] = ["F16"] + [q for q in quants if q in QUANTS and q != "F16"]
         found = sorted(int(s[0] if isinstance(s, (tuple, list)) else s) for s in step_list)
-        cat.steps["pythia"] = found or list(PYTHIA_STEPS)
+        cat.steps["pythia"] = found or cat.steps["pythia"]
         cat.family = "pythia"
     except Exception as e:  # unreachable Hub, timeout, odd answer: the demo suite still works
         log.warning("the Hub's lists are unavailable (%s); defaulting to the demo suite", type(e).__name__)
@@ -166,6 +171,17 @@ def load_catalog(settings: Settings) -> Catalog:
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return cat
+
+
+def _offline_steps(settings: Settings) -> list[int]:
+    """The checkpoint repo's steps without asking the Hub: the list remembered from its last answer, else the
+    built-in list of a known repo (v0: 143, current: 154), else none."""
+    try:
+        from .hub import Hub
+
+        return Hub(settings.replace(offline=True)).checkpoint_steps(settings.checkpoint_repo) or []
+    except Exception:  # an unreadable memo: the built-in list
+        return builtin_steps(settings.checkpoint_repo) or []
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -242,14 +258,16 @@ def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, 
 class Dashboard:
     """The dashboard's work for one process: settings, one ModelPool (models stay loaded), the run log."""
 
-    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None):
+    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None,
+                 backup: Backup | None = None):
         self.settings = settings
+        self.backup = backup  # told of every save and delete, before the page is (backup.py)
         if pool is None:
             from .engine import ModelPool
 
             pool = ModelPool(settings)
         self.pool = pool
-        self.store = store or RunStore(settings.db_path)
+        self.store = store or RunStore(settings.db_path, owner_secret=settings.owner_secret)
         self.export_dir = Path(tempfile.mkdtemp(prefix="pythia-compare-export-"))
 
     def owner_of(self, owner: object) -> str | None:
@@ -288,6 +306,10 @@ class Dashboard:
         """The page's inputs checked and turned into (specs, text, params); BadInput names what is wrong."""
         if specs is not None and len(str(specs)) > MAX_SPECS_CHARS:
             raise BadInput(f"the spec box holds {len(str(specs))} characters; the limit is {MAX_SPECS_CHARS}")
+        for value, what in ((prompt, "the prompt"), (text, "the text"), (specs, "the spec box"),
+                            (reference, "the reference")):
+            if isinstance(value, str):
+                check_unicode(value, what)  # a lone surrogate: not text
         chosen = collect_specs(family, quants, steps, specs)
         if len(chosen) > self.settings.max_variants:
             raise SpecError(f"{len(chosen)} variants chosen; the limit is {self.settings.max_variants} per run "
@@ -308,6 +330,8 @@ class Dashboard:
         for kind, fraction, message, run in streamed(work):
             if kind == "done":
                 run = self.store.get(self.store.save(run, owner=self.owner_of(owner)))
+                if self.backup is not None:
+                    self.backup.record(run, owner=self.owner_of(owner))
             yield kind, fraction, message, run
 
     def find(self, run_id: object) -> dict | None:
@@ -339,8 +363,9 @@ class Dashboard:
         if not p:
             return head
         ref = f"reference {run['reference']['label']}" if run.get("reference") else "no reference"
+        notes = "".join(f"\n- {n}" for n in report.run_notes(run))  # warnings and overrides, per variant
         return (f"{head} · {inp.get('n_tokens')} tokens · {p.get('scoring')} scoring · ctx {p.get('ctx')} · {ref} "
-                f"· {len(entries)} models")
+                f"· {len(entries)} models" + (f"\n{notes}" if notes else ""))
 
     def history(self, query: str | None, owner: str | None) -> list[list]:
         """Rows of HISTORY_COLUMNS, newest first. Public deployments list only the owner's runs."""
@@ -365,6 +390,8 @@ class Dashboard:
             return False
         try:
             self.store.delete(run_id, owner=token if self.settings.public else None)
+            if self.backup is not None:
+                self.backup.deleted(run_id)
             return True
         except RunNotFound:
             return False

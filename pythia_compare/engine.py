@@ -11,6 +11,12 @@ Design notes:
   turned off: on Xeons with AMX, ggml's AMX matmul crashes on quantized weights, and (c) llama.cpp's log
   goes to Python logging through our own `llama_log_set` callback instead of redirecting the process's
   stdout and stderr (which `Llama(verbose=False)` does, and which is not thread-safe).
+- Loading reads the file's vocabulary from its metadata header first (ggufmeta.py): a gptneox file saved
+  without tokenizer.ggml.pre is loaded with tokenizer.ggml.pre=mpt through llama.cpp's kv_overrides (else
+  llama.cpp would pre-tokenize with 'default', unlike the model's training), and `Model.vocab_sha256` says
+  which files may be compared. What llama.cpp warns about during the load is kept as `Model.warnings`: the log
+  callback is process-wide, but llama.cpp logs a load on the thread that called it, so each load collects its
+  own lines in a thread-local list and two loads at once never mix them.
 - A `Model` is not thread-safe in llama.cpp, so every operation holds the model's own lock.
 - `ModelPool` keeps models loaded under a memory budget (file bytes, which llama.cpp maps), evicting
   the least recently used model that no run holds.
@@ -22,6 +28,8 @@ import bisect
 import codecs
 import ctypes
 import logging
+import re
+import struct
 import threading
 import unicodedata
 from collections import OrderedDict
@@ -34,6 +42,7 @@ import numpy as np
 
 import llama_cpp
 
+from . import ggufmeta
 from .config import Settings
 from .errors import BudgetError, ModelFileError
 
@@ -45,13 +54,35 @@ _initialized = False
 _last_error = threading.local()
 
 
+_capture = threading.local()  # .lines: the warnings of the load running on this thread (None: not loading)
+_WARN, _ERROR, _CONT = 3, 4, 5  # GGML_LOG_LEVEL_WARN / _ERROR / _CONT
+
+
 @llama_cpp.llama_log_callback
 def _log_to_python(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     line = (text or b"").decode("utf-8", "replace").rstrip("\n")
-    if level == 3 or "error" in line:  # GGML_LOG_LEVEL_ERROR, or an error reported at another level
+    if level in (_WARN, _ERROR) or "error" in line:  # a warning or an error, or an error at another level
         _last_error.text = line
+    lines = getattr(_capture, "lines", None)
+    if lines is not None:  # llama.cpp logs a load's messages on the thread that called the load
+        if level in (_WARN, _ERROR) or (level == _CONT and getattr(_capture, "warning", False)):
+            lines.append(line)
+            _capture.warning = True
+        elif level != _CONT:
+            _capture.warning = False
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s", line)
+
+
+def _tidy_warnings(lines: list[str]) -> list[str]:
+    """llama.cpp's warning lines as messages: the 'function: ' prefix, banners of '*' and blank lines dropped,
+    repeats removed (order kept)."""
+    out: list[str] = []
+    for line in lines:
+        text = re.sub(r"^[A-Za-z_][\w:]*:(?:\s+|$)", "", line.strip()).strip().strip("*").strip()
+        if text and text not in out:
+            out.append(text)
+    return out
 
 
 def last_llama_error() -> str:
@@ -112,7 +143,7 @@ def check_gguf_file(path: str | Path) -> Path:
 class Model:
     """One loaded GGUF model with one llama.cpp context. Every method takes the model's lock."""
 
-    def __init__(self, path: str | Path, settings: Settings, n_ctx: int):
+    def __init__(self, path: str | Path, settings: Settings, n_ctx: int, *, fix_pre: bool = True):
         init_backend()
         self.path = check_gguf_file(path)
         self.file_bytes = self.path.stat().st_size
@@ -120,11 +151,28 @@ class Model:
         # A plain Lock, not an RLock: a streaming generate() may be resumed on another thread (gradio
         # moves generators between workers), and a Lock may be released by a thread that did not take it.
         self.lock = threading.Lock()
+        try:  # the vocabulary as stored, read before loading: it decides the overrides
+            header: ggufmeta.GGUFVocab | None = ggufmeta.read_vocab(self.path)
+            header_error = ""
+        except (OSError, ValueError, struct.error) as e:  # llama.cpp reports a damaged file below
+            header, header_error = None, str(e)
+        # fix_pre False loads a pre-less GPT-NeoX file as llama.cpp would on its own (tests show the difference).
+        self.overrides: dict[str, str] = ggufmeta.load_overrides(header) if header and fix_pre else {}
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
         mparams.use_extra_bufts = bool(settings.extra_bufts)
+        if self.overrides:
+            self._kv_overrides = _kv_override_array(self.overrides)  # alive for the load's duration
+            mparams.kv_overrides = self._kv_overrides
         _last_error.text = ""
-        self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        _capture.lines, _capture.warning = [], False
+        try:
+            self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        finally:
+            captured, _capture.lines = _capture.lines, None
+        # What llama.cpp warned about while loading this file; kept with the model, so every run that
+        # uses it (a pooled model too) reports them.
+        self.warnings: list[str] = _tidy_warnings(captured)
         if not self._model:
             detail = last_llama_error().split(": ")[-1]
             raise ModelFileError(f"llama.cpp could not load {self.path.name!r} ({detail or 'unknown error'}): the "
@@ -136,6 +184,14 @@ class Model:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.bos_id = int(llama_cpp.llama_vocab_bos(self._vocab))
         self.eos_id = int(llama_cpp.llama_vocab_eos(self._vocab))
+        if header is None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+            raise ModelFileError(f"cannot read the vocabulary in the metadata of {self.path.name!r} "
+                                 f"({header_error}); re-download or re-convert it")
+        # Variants are comparable when this is equal: same tokens and types, merges, specials, n_vocab.
+        self.vocab_sha256 = ggufmeta.vocab_sha256(header, n_vocab=self.n_vocab, bos_id=self.bos_id,
+                                                  eos_id=self.eos_id, add_bos=self.add_bos)
         self._ctx = None
         self.n_ctx = 0
         self._piece_cache: dict[int, bytes] = {}
@@ -360,6 +416,19 @@ class Model:
                 llama_cpp.llama_batch_free(batch)
 
 
+def _kv_override_array(overrides: dict[str, str]):
+    """llama.cpp's kv_overrides: string overrides, then an entry with an empty key that ends the array."""
+    arr = (llama_cpp.llama_model_kv_override * (len(overrides) + 1))()
+    for i, (key, val) in enumerate(overrides.items()):
+        k, v = key.encode(), val.encode()
+        if len(k) >= 128 or len(v) >= 128:
+            raise ValueError(f"metadata override {key}={val} is longer than llama.cpp's 127 bytes")
+        arr[i].tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+        arr[i].key = k
+        arr[i].value.val_str = v
+    return arr
+
+
 def _round_ctx(n: int) -> int:
     return max(256, -(-n // 256) * 256)
 
@@ -430,6 +499,11 @@ class ModelPool:
         """Load (or reuse) every model in `paths`, pinned against eviction for the duration."""
         self.check_budget(paths, labels)
         keys = [str(Path(p).expanduser().resolve()) for p in paths]
+        from .probe import ensure_loadable
+
+        for p, key in zip(paths, keys):
+            if key not in self._models:  # a file never loaded here is first loaded in a throwaway subprocess
+                ensure_loadable(p, self.settings)
         acquired: list[str] = []
         try:
             models = []
@@ -486,3 +560,60 @@ class ModelPool:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+class Vocabulary:
+    """A GGUF's tokenizer alone (llama.cpp's vocab_only load: no weights read), tokenizing as Model.tokenize
+    does (NFC first, special tokens parsed, BOS when the vocab adds it). For counting a text's tokens before
+    any model is built (sweep plan). Call close() when done."""
+
+    def __init__(self, path: str | Path):
+        init_backend()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.vocab_only = True
+        _last_error.text = ""
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise ModelFileError(f"llama.cpp could not load the vocabulary of {Path(path).name!r} "
+                                 f"({last_llama_error().split(': ')[-1] or 'unknown error'})")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    def tokenize(self, text: str) -> list[int]:
+        data = unicodedata.normalize("NFC", text).encode("utf-8")
+        cap = len(data) + 16
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, True, True)
+        if n < 0:
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, True, True)
+        return list(buf[:n])
+
+    def piece(self, token_id: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, 64, 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, True)
+        return buf.raw[:n]
+
+    def close(self) -> None:
+        if self._model is not None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+
+def model_size(path: str | Path) -> tuple[int, int]:
+    """(parameters, tensor bytes) of a GGUF as llama.cpp counts them (vocab_only=False load, no context)."""
+    init_backend()
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    mparams.use_extra_bufts = False
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+    if not model:
+        raise ModelFileError(f"llama.cpp could not load {Path(path).name!r}")
+    try:
+        return int(llama_cpp.llama_model_n_params(model)), int(llama_cpp.llama_model_size(model))
+    finally:
+        llama_cpp.llama_model_free(model)

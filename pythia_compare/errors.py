@@ -29,7 +29,8 @@ class ModelFileError(BadInput):
 
 
 class TokenizerMismatch(BadInput):
-    """Variants of one run turn the same input into different token ids."""
+    """Variants of one run have different vocabularies (tokens, merges or special tokens), so one token id
+    would not mean the same to each."""
 
 
 class BudgetError(BadInput):

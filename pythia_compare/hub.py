@@ -8,18 +8,25 @@ freshly downloaded LFS file is checked against its sha256 here, so a returned pa
 verified file. Offline (Settings.offline) or with the Hub unreachable, only cached files are used; a missing
 one is an error that names it and offers the bundled `demo` suite, never a silent substitute.
 
+The backup dataset (BackupDataset, for backup.py): reading a dataset repo's files, and pushing a local folder
+to it with huggingface_hub's CommitScheduler.
+
 Never converts, quantizes or loads models, and never prints a token.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import httpx2
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub import (CommitScheduler, HfApi, RepoUrl, get_hf_file_metadata, hf_hub_download, hf_hub_url,
+                             try_to_load_from_cache)
 from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
                                     RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
                                     RevisionResolutionError)
@@ -28,7 +35,7 @@ from .checkpoint import WEIGHT_FILES
 from .config import DEFAULT_ENDPOINT, Settings
 from .errors import HubError, MissingOnHub, OfflineMissing
 from .files import sha256_file, write_atomic
-from .variants import QUANT_ALIASES, QUANTS
+from .variants import QUANT_ALIASES, QUANTS, builtin_steps
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _STEP_RE = re.compile(r"^step(\d+)$")
@@ -84,8 +91,10 @@ class Hub:
         if not self.settings.offline:
             try:
                 refs = self._api.list_repo_refs(repo)
-                return sorted((int(m.group(1)), b.target_commit) for b in refs.branches
-                              if (m := _STEP_RE.match(b.name)))
+                found = sorted((int(m.group(1)), b.target_commit) for b in refs.branches
+                               if (m := _STEP_RE.match(b.name)))
+                self._remember_steps(repo, found)
+                return found
             except httpx2.TransportError as e:
                 cached = self._cached_steps(repo)
                 if not cached:
@@ -94,6 +103,27 @@ class Hub:
             except (HfHubHTTPError, HFValidationError) as e:
                 raise self._hub_error(e, repo) from None
         return self._cached_steps(repo)
+
+    def checkpoint_steps(self, repo: str) -> list[int] | None:
+        """The steps `repo` has, to offer and to check specs against: its stepN branches on the Hub (remembered
+        for offline use), else the list remembered from an earlier answer, else the built-in list of a known
+        repo (variants.builtin_steps). None when nothing complete is known (offline, an unknown repo), or the
+        repo has no step branches."""
+        if not self.settings.offline:
+            try:
+                refs = self._api.list_repo_refs(repo)
+                found = sorted((int(m.group(1)), b.target_commit) for b in refs.branches
+                               if (m := _STEP_RE.match(b.name)))
+                self._remember_steps(repo, found)
+                return [s for s, _ in found] or None
+            except httpx2.TransportError:
+                pass  # unreachable: what is remembered or built in
+            except (HfHubHTTPError, HFValidationError) as e:
+                raise self._hub_error(e, repo) from None
+        remembered = self._remembered_steps(repo)
+        if remembered:
+            return [s for s, _ in remembered]
+        return builtin_steps(repo)
 
     def resolve_commit(self, repo: str, revision: str | None) -> str:
         """The commit sha of `revision` (None: main). Offline: from the cache's refs/<revision>."""
@@ -251,6 +281,10 @@ class Hub:
         info = self._api.model_info(repo, revision=commit, timeout=_API_TIMEOUT)
         return sorted(s.rfilename for s in info.siblings or [])
 
+    def snapshot_dir(self, repo: str, commit: str) -> Path:
+        """The HF cache folder holding `repo`'s files at `commit` (links to blobs); it may not exist."""
+        return self._storage(repo) / "snapshots" / commit
+
     def _storage(self, repo: str) -> Path:
         return self.cache_dir / ("models--" + repo.replace("/", "--"))
 
@@ -278,6 +312,22 @@ class Hub:
         if snap.is_dir():
             return sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()), False
         return None
+
+    def _remember_steps(self, repo: str, steps: list[tuple[int, str]]) -> None:
+        """Keep the repo's complete step list (with commit shas) for offline use; a later answer replaces it."""
+        memo = self._listing_memo(repo, "steps")
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(memo, json.dumps([[s, sha] for s, sha in steps]))
+        except OSError:
+            pass  # an optimisation for offline use only
+
+    def _remembered_steps(self, repo: str) -> list[tuple[int, str]]:
+        try:
+            data = json.loads(self._listing_memo(repo, "steps").read_text())
+            return sorted((int(s), str(sha)) for s, sha in data if _SHA_RE.match(str(sha)))
+        except (OSError, ValueError, TypeError):
+            return []
 
     def _cached_steps(self, repo: str) -> list[tuple[int, str]]:
         return sorted((int(m.group(1)), sha) for name, sha in self._cached_refs(repo).items()
@@ -378,3 +428,162 @@ def _some(names: list[str], limit: int = 12) -> str:
         return "no files"
     more = f" … and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
+
+# ------------------------------------------------------------------------------------------ the backup dataset
+class BackupError(HubError):
+    """The backup dataset cannot be read or written: no token, a refused or read-only token, a bad repo id,
+    an unreachable Hub or an HTTP error. The message says which, and what would work; it never holds the token."""
+
+
+@dataclass(frozen=True)
+class DatasetSnapshot:
+    """A backup dataset as it stands: its main commit, whether it is private, its files (all empty if absent)."""
+    exists: bool
+    commit: str | None = None
+    private: bool | None = None
+    files: tuple[str, ...] = ()
+
+
+class _DatasetApi(HfApi):
+    """HfApi whose create_repo asks the Hub only about a repo not already seen to exist.
+
+    CommitScheduler calls create_repo(exist_ok=True) when it starts. For a repo that exists and a token that may
+    not create repos (403), huggingface_hub 2.4.0 then builds the repo's URL on its default endpoint and fails
+    on any other one; and asking is needless when the dataset was just read."""
+    existing: frozenset = frozenset()
+
+    def create_repo(self, repo_id: str, **kwargs):
+        if repo_id in self.existing and kwargs.get("exist_ok"):
+            return RepoUrl(f"{self.endpoint}/datasets/{repo_id}", endpoint=self.endpoint)
+        return super().create_repo(repo_id, **kwargs)
+
+
+class _Pusher(CommitScheduler):
+    """huggingface_hub's CommitScheduler, remembering whether its last push worked (for the page's status)."""
+    last_error: str | None = None  # class defaults: the scheduler's thread pushes before __init__ returns
+    last_success: float | None = None
+    describe: Callable[[BaseException], str] = staticmethod(lambda e: type(e).__name__)
+
+    def push_to_hub(self):
+        try:
+            info = super().push_to_hub()
+        except Exception as e:
+            self.last_error = self.describe(e)
+            raise
+        self.last_error, self.last_success = None, time.time()
+        return info
+
+
+class BackupDataset:
+    """The Hub dataset repo that backup.py keeps runs in: read it whole for a restore, push a local folder to it.
+
+    Every call names the endpoint and token of Settings explicitly (type "dataset"). Pushing uses
+    huggingface_hub's CommitScheduler: it creates the repo private when absent, then commits the folder's
+    new or grown files every `minutes` on its own thread. `lock` is the scheduler's lock: hold it while
+    appending to a file, so no push reads half a line.
+    """
+
+    def __init__(self, settings: Settings, repo: str):
+        self.settings, self.repo = settings, repo
+        self.endpoint = settings.hub_endpoint.rstrip("/")
+        self._token: str | bool = settings.hf_token or False
+        self._api = _DatasetApi(endpoint=self.endpoint, token=self._token, library_name="pythia-compare")
+        self._pusher: _Pusher | None = None
+        self.lock = threading.Lock()  # the scheduler's own lock once pushing
+
+    @property
+    def url(self) -> str:
+        return f"{self.endpoint}/datasets/{self.repo}"
+
+    def snapshot(self) -> DatasetSnapshot:
+        """The dataset's main commit, visibility and file list; exists=False when there is no such dataset."""
+        try:
+            info = self._api.dataset_info(self.repo, timeout=_API_TIMEOUT, token=self._token)
+        except RepositoryNotFoundError:
+            return DatasetSnapshot(False)
+        except (HfHubHTTPError, HFValidationError, httpx2.TransportError) as e:
+            raise self._error(e, "read") from None
+        self._api.existing = self._api.existing | {self.repo}
+        return DatasetSnapshot(True, info.sha, bool(info.private), tuple(sorted(s.rfilename for s in info.siblings or [])))
+
+    def download(self, filename: str, commit: str) -> Path:
+        """The local path of one file of the dataset at `commit` (huggingface_hub's cache)."""
+        try:
+            return Path(hf_hub_download(self.repo, filename, repo_type="dataset", revision=commit,
+                                        cache_dir=self.settings.hf_cache_dir, endpoint=self.endpoint,
+                                        token=self._token, etag_timeout=_API_TIMEOUT))
+        except (HfHubHTTPError, HFValidationError, httpx2.TransportError, LocalEntryNotFoundError, OSError) as e:
+            raise self._error(e, f"download {filename} of") from None
+
+    def start_pushing(self, folder: Path, path_in_repo: str, minutes: float) -> None:
+        """Create the dataset (private) if absent and push `folder` to `path_in_repo` now and every `minutes`.
+
+        The first push happens before this returns, so a token without write access is found out here."""
+        try:
+            self._pusher = _Pusher(repo_id=self.repo, folder_path=folder, every=minutes, path_in_repo=path_in_repo,
+                                   repo_type="dataset", private=True, hf_api=self._api)
+        except (HfHubHTTPError, HFValidationError, httpx2.TransportError, ValueError) as e:
+            raise self._error(e, "create") from None
+        self._pusher.describe = lambda e: self._error(e, "write to").args[0]
+        self.lock = self._pusher.lock
+        self.push()
+
+    def push(self, timeout: float | None = 120.0) -> None:
+        """Push the folder's changes now, after any push already queued; BackupError if it fails."""
+        if self._pusher is None:
+            raise BackupError(f"the backup to {self.repo} is not running")
+        try:
+            self._pusher.trigger().result(timeout)
+        except Exception as e:  # noqa: BLE001 - whatever huggingface_hub raised, said plainly
+            raise self._error(e, "write to") from None
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last push failed (None: it worked, or none has run)."""
+        return self._pusher.last_error if self._pusher is not None else None
+
+    def close(self, timeout: float = 60.0, final: bool = True) -> None:
+        """Stop the schedule and push what is left (at shutdown; not when `final` is False); BackupError if that
+        last push fails."""
+        pusher, self._pusher = self._pusher, None
+        if pusher is None:
+            return
+        last = getattr(pusher, "last_future", None)
+        pusher.stop()
+        if not final:
+            return
+        if last is not None:
+            try:
+                last.result(timeout)  # a push under way finishes first (its error, if any, was recorded)
+            except Exception:  # noqa: BLE001
+                pass
+        try:
+            pusher.push_to_hub()  # directly: at interpreter exit the scheduler's executor takes no more work
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, "write to") from None
+
+    def _error(self, e: BaseException, action: str) -> BackupError:
+        repo, where = self.repo, ("the Hugging Face Hub" if self.endpoint == DEFAULT_ENDPOINT
+                                  else f"the Hub at {self.endpoint}")
+        if isinstance(e, BackupError):
+            return e
+        if isinstance(e, HFValidationError):
+            return BackupError(f"{repo!r} is not a valid dataset id; set PYTHIA_COMPARE_BACKUP_REPO to owner/name")
+        if isinstance(e, httpx2.TransportError) or isinstance(e.__cause__, httpx2.TransportError):
+            return BackupError(f"cannot reach {where} to {action} the dataset {repo} ({type(e).__name__})")
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status == 401:
+            return BackupError(f"{where} refused the token in HF_TOKEN (HTTP 401) when asked to {action} the dataset "
+                               f"{repo}: it is invalid or expired; set HF_TOKEN to a token with write access")
+        if status == 403:
+            return BackupError(f"the token in HF_TOKEN may not {action} the dataset {repo} (HTTP 403); give it write "
+                               f"access to {repo} (a write token, or a fine-grained one with write access to that "
+                               f"repo or its namespace)")
+        if isinstance(e, RepositoryNotFoundError) or status == 404:
+            return BackupError(f"no dataset {repo} on {where} that the token in HF_TOKEN can see (HTTP {status}); "
+                               f"check PYTHIA_COMPARE_BACKUP_REPO and the token's access")
+        if status is not None:
+            return BackupError(f"{where} answered HTTP {status} when asked to {action} the dataset {repo}")
+        first = str(e).splitlines()[0] if str(e) else ""
+        return BackupError(f"could not {action} the dataset {repo} ({type(e).__name__}{': ' + first if first else ''})")

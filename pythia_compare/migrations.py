@@ -90,3 +90,80 @@ def m003_owner(db: sqlite_utils.Database) -> None:
     """runs.owner: who may delete a run on a shared deployment (NULL: nobody in particular)."""
     db["runs"].add_column("owner", str)
     db["runs"].create_index(["owner"])
+
+
+@migrations()
+def m004_owner_hmac(db: sqlite_utils.Database) -> None:
+    """runs.owner_hmac: the owner as HMAC-SHA256(PYTHIA_COMPARE_OWNER_SECRET, browser token), hex.
+
+    A migration cannot know the secret, so existing rows keep their raw token in runs.owner, which marks them
+    as not yet hashed; RunStore, opened with a secret, moves every such token into owner_hmac and clears
+    runs.owner (store.py, `_hash_raw_owners`). Rows written with a secret never hold the raw token.
+    """
+    db["runs"].add_column("owner_hmac", str)
+    db["runs"].create_index(["owner_hmac"])
+
+
+# ------------------------------------------------------------------------------------------ sweeps (issue 12)
+# m010_…–m019_… are the sweeps' range. See docs/sweeps.md.
+
+
+@migrations()
+def m010_sweeps(db: sqlite_utils.Database) -> None:
+    """sweeps (one row per planned steps × quants grid, holding its text once) and sweep_cells (one row per
+    (step, quant, hub) cell: pending | done | failed, the cell's run id and headline numbers); sweeps_fts."""
+    db["sweeps"].create({
+        "id": str,
+        "created_at": str,  # UTC ISO 8601
+        "name": str,
+        "repo": str,  # the checkpoint repo of the steps ('demo' for the demo suite)
+        "steps": str,  # JSON [int], ascending
+        "quants": str,  # JSON [str], the converted + quantized quants of every step
+        "hub_repo": str,  # GGUF repo of the hub cells, NULL when there are none
+        "hub_quants": str,  # JSON [str], the hub repo's files added at the final step ([] when none)
+        "reference": str,  # 'F16' (each step's own F16) or a spec every cell is compared with
+        "ctx": int,
+        "max_chunks": int,  # NULL: every chunk of the text
+        "text": str,  # the text every cell scores (stored once per sweep)
+        "text_sha256": str,  # sha256 of the text file as given to `sweep plan`
+        "n_tokens": int,  # tokens of `text`
+        "tokens": str,  # JSON token texts of `text`, set by the first cell written (NULL before)
+        "params": str,  # JSON {"top_k", "max_tokens", "temperature", "seed"} of the cell runs
+        "n_cells": int,
+        "extra": str,
+    }, pk="id", not_null={"created_at", "text", "steps", "quants"})
+    db["sweep_cells"].create({
+        "sweep_id": str,
+        "step": int,
+        "quant": str,
+        "hub": int,  # 1: the hub repo's own GGUF file, 0: converted + quantized here
+        "position": int,  # order in the grid (steps ascending, then quants as given, hub cells last)
+        "status": str,  # 'pending' | 'done' | 'failed'
+        "run_id": str,  # the cell's run (runs.id) when done
+        "error": str,  # the last failure's message
+        "attempts": int,
+        "seconds": float,  # wall time of the cell's share of its step (done cells)
+        "updated_at": str,
+        "ppl": float,
+        "ppl_err": float,
+        "kld_mean": float,
+        "kld_mean_err": float,
+        "kld_p99": float,
+        "ln_ratio": float,
+        "ln_ratio_err": float,
+        "bytes": int,  # the GGUF file's size
+        "bpw": float,  # bits per weight: tensor bytes × 8 / parameters (llama.cpp's count)
+        "extra": str,
+    }, pk=("sweep_id", "step", "quant", "hub"), foreign_keys=[("sweep_id", "sweeps", "id")],
+        not_null={"status", "position"})
+    db["sweep_cells"].create_index(["sweep_id", "position"])
+    db["sweeps"].create_index(["created_at"])
+    db["sweeps"].enable_fts(["text", "name"], create_triggers=True)
+
+
+@migrations()
+def m011_runs_sweep_id(db: sqlite_utils.Database) -> None:
+    """runs.sweep_id: set on a sweep cell's run, whose text (runs.text = '') and tokens (NULL) live in the
+    sweeps row; the runs FTS index therefore holds a sweep's text zero times (sweeps_fts holds it once)."""
+    db["runs"].add_column("sweep_id", str)
+    db["runs"].create_index(["sweep_id"])

@@ -194,6 +194,18 @@ def format_run(run: dict) -> str:
     return "\n".join(parts)
 
 
+def run_notes(run: dict) -> list[str]:
+    """What the user must know beside the numbers, one line each: the run's warnings ('warning: …'), each
+    variant's load-time metadata overrides ('note: …') and llama.cpp's load warnings ('warning: label: …')."""
+    lines = [f"warning: {w}" for w in run.get("warnings") or []]
+    for e in _entries(run):
+        for key, value in (e.data.get("overrides") or {}).items():
+            lines.append(f"note: {e.name}: loaded with {key}={value} (the file names no pre-tokenizer, so llama.cpp "
+                         f"would split text unlike the tokenizer the model was trained with)")
+        lines += [f"warning: {e.name}: llama.cpp: {w}" for w in e.data.get("warnings") or []]
+    return lines
+
+
 def format_run_list(rows: list[dict]) -> str:
     if not rows:
         return "no runs yet; start one with `python -m pythia_compare compare …`"

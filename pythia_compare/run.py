@@ -11,6 +11,9 @@ does not know are kept, in order, in each object's `extra` dict and written back
 a newer release that only added keys loses nothing. Rules of the schema:
 - a field without a default is a required key (its value may still be null where its type says `| None`);
 - a field with a default may be left out, and reads as that default (to_json writes it);
+- a key added to schema 1 by a later release (issue 8's `warnings`, `overrides`, `source.vocab_sha256`) is an
+  *added* field (metadata `_ADDED`): left out by runs written before it, it reads as None and to_json leaves it
+  out again, so those runs round-trip unchanged; when present it must not be null;
 - ints are not floats and bools are not numbers; a float field takes an int (3 -> 3.0).
 """
 
@@ -47,6 +50,7 @@ def _short(v: Any) -> str:
 
 
 _EXTRA = {"json": False}  # metadata of the `extra` fields: not a key of the JSON
+_ADDED = {"added": True}  # metadata of a key added to schema 1 later: absent in older runs, written only when set
 
 
 # --------------------------------------------------------------------------------------------- the schema
@@ -84,6 +88,7 @@ class Source:
     sha256: str | None
     bytes: int | None
     quant: str | None
+    vocab_sha256: str | None = field(default=None, metadata=_ADDED)  # ggufmeta.vocab_sha256 (issue 8)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 
@@ -163,6 +168,8 @@ class Entry:
     generation: Generation | None
     timings: Timings
     kld: KLStats | None = None
+    overrides: dict[str, str] | None = field(default=None, metadata=_ADDED)  # GGUF metadata overridden at load
+    warnings: list[str] | None = field(default=None, metadata=_ADDED)  # llama.cpp's load warnings
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 
@@ -204,6 +211,7 @@ class Run:
     versions: Versions
     run_id: str | None = None
     created_at: str | None = None
+    warnings: list[str] | None = field(default=None, metadata=_ADDED)  # run-level (lineage.mixed_run_warnings)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
     # The JSON's key order (compare.py's and the store's), which differs from the dataclass's field order
@@ -317,6 +325,8 @@ def _read(tp: Any, v: Any, path: str) -> Any:
         for f in _fields(inner):
             known.add(f.name)
             if f.name in v:
+                if v[f.name] is None and f.metadata.get("added"):
+                    raise RunFormatError(f"run JSON: {_where(path, f.name)} must not be null (leave the key out)")
                 kwargs[f.name] = _read(hints[f.name], v[f.name], _where(path, f.name))
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise RunFormatError(f"run JSON: {_where(path, f.name)} is missing")
@@ -326,6 +336,14 @@ def _read(tp: Any, v: Any, path: str) -> Any:
         extra = {k: copy.deepcopy(x) for k, x in v.items() if k not in known}
         return inner(**kwargs, extra=extra)
     origin = typing.get_origin(inner)
+    if origin is dict:
+        key_tp, item = typing.get_args(inner)
+        if not isinstance(v, dict):
+            raise RunFormatError(f"run JSON: {name} must be an object, got {_short(v)}")
+        for k in v:
+            if not isinstance(k, key_tp):
+                raise RunFormatError(f"run JSON: {name} has a non-string key {_short(k)}")
+        return {k: _read(item, x, f"{name}[{k!r}]") for k, x in v.items()}
     if origin is list:
         (item,) = typing.get_args(inner)
         if not isinstance(v, list):
@@ -376,13 +394,15 @@ _SCALAR_OK: dict[type, Callable[[Any], bool]] = {
 
 def _write(v: Any) -> Any:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        keys = [f.name for f in _fields(type(v))]
+        keys = [f.name for f in _fields(type(v)) if not (f.metadata.get("added") and getattr(v, f.name) is None)]
         order = _KEY_ORDER.get(type(v))
         if order:
             keys = [k for k in order if k in keys] + [k for k in keys if k not in order]
         out = {k: _write(getattr(v, k)) for k in keys}
         out.update(copy.deepcopy(v.extra))
         return out
+    if isinstance(v, dict):
+        return {k: _write(x) for k, x in v.items()}
     if isinstance(v, list):
         if v and isinstance(v[0], (str, int, float)):  # the schema's lists are of one type: scalars are copied
             return list(v)
@@ -397,6 +417,8 @@ def _type_name(tp: Any) -> str:
     inner, nullable = _optional(tp)
     if typing.get_origin(inner) is list:
         name = f"[{_type_name(typing.get_args(inner)[0])}]"
+    elif typing.get_origin(inner) is dict:
+        name = "{" + ": ".join(_type_name(a) for a in typing.get_args(inner)) + "}"
     elif dataclasses.is_dataclass(inner):
         name = inner.__name__
     else:
@@ -422,7 +444,7 @@ def field_table(cls: type = Run, prefix: str = "") -> list[tuple[str, str, bool]
         by_name = {f.name: f for f in _fields(c)}
         for n in names:
             f = by_name[n]
-            tp = hints[n]
+            tp = hints[n] if not f.metadata.get("added") else _optional(hints[n])[0]  # added: never null
             path = f"{pre}.{n}" if pre else n
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             out.append((path, _type_name(tp), required))

@@ -8,6 +8,7 @@ files, and cache.py to keep them. Never loads a model for inference and never wr
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Callable
 
 from .cache import Cache, file_sha256
 from .config import Settings
-from .errors import MissingOnHub, OfflineMissing, SpecError
+from .errors import MissingOnHub, ModelFileError, OfflineMissing, SpecError
+from .policy import check_conversion, check_variant
 from .variants import DEMO_ALIAS, QUANTS, Variant
 
 Progress = Callable[[str], None]
@@ -50,6 +52,8 @@ class Resolver:
         self.settings = settings
         self._hub = hub
         self.cache = Cache(settings.home)
+        self.conversions = 0  # checkpoints this resolver converted anew (public mode caps them per run)
+        self._steps: dict[str, list[int] | None] = {}  # repo -> its steps, asked once per resolver
 
     @property
     def hub(self):
@@ -60,6 +64,7 @@ class Resolver:
 
     def resolve(self, variant: Variant, progress: Progress | None = None) -> Resolved:
         say = progress or _noop
+        check_variant(variant, self.settings)  # public mode: Hub and demo specs only, allowed repos only
         if variant.kind == "local":
             return self._local(variant)
         if variant.kind == "gguf":
@@ -76,13 +81,37 @@ class Resolver:
             return self._checkpoint(variant, repo, variant.revision or "main", say)
         raise SpecError(f"variant {variant.spec!r} has an unknown kind {variant.kind!r}")
 
+    def check_step(self, variant: Variant) -> None:
+        """Refuse, before any download, a checkpoint step its repo does not have (SpecError naming the nearest
+        steps it has). The repo's own branch list decides (hub.checkpoint_steps); when none is known, the
+        revision is left to resolve (or fail) as any other."""
+        if variant.kind != "checkpoint" or variant.repo == DEMO_ALIAS or variant.step is None:
+            return
+        from .lineage import describe_steps, nearest_steps
+        from .variants import PYTHIA_STEPS, V0_STEPS
+
+        repo = variant.repo or self.settings.checkpoint_repo
+        if repo not in self._steps:
+            self._steps[repo] = self.hub.checkpoint_steps(repo)
+        steps = self._steps[repo]
+        if not steps or variant.step in steps:
+            return
+        near = ", ".join(f"step{s}" for s in nearest_steps(steps, variant.step))
+        hint = ""
+        if steps == V0_STEPS and variant.step in PYTHIA_STEPS:
+            hint = (f"; step{variant.step} exists in the current repos (e.g. EleutherAI/pythia-410m-deduped@"
+                    f"step{variant.step}), a different training run from the v0 models")
+        raise SpecError(f"variant {variant.spec!r}: {repo} has no checkpoint at step {variant.step}; the nearest it "
+                        f"has are {near} ({describe_steps(steps)}){hint}")
+
     # --- kinds ---
     def _local(self, variant: Variant) -> Resolved:
         from .engine import check_gguf_file  # validates existence and the GGUF magic
 
         p = check_gguf_file(variant.path or "")
         quant = _gguf_quant(p) or _quant_from_name(p.name)
-        return Resolved(variant, p, {"repo": None, "commit": None, "file": str(p), "sha256": file_sha256(p, self.cache.hash_memo),
+        # The file's name only: a run's JSON never carries a server path.
+        return Resolved(variant, p, {"repo": None, "commit": None, "file": p.name, "sha256": file_sha256(p, self.cache.hash_memo),
                                      "bytes": p.stat().st_size, "quant": quant})
 
     def _hub_gguf(self, variant: Variant, repo: str, revision: str | None, say: Progress) -> Resolved:
@@ -106,6 +135,7 @@ class Resolver:
                                         "quant": variant.quant})
 
     def _checkpoint(self, variant: Variant, repo: str, revision: str, say: Progress) -> Resolved:
+        self.check_step(variant)
         say(f"{variant.label}: looking up {repo}@{revision}")
         commit = self.hub.resolve_commit(repo, revision)
         return self._build(variant, repo, commit, lambda: self.hub.download_checkpoint(repo, commit), say)
@@ -146,6 +176,9 @@ class Resolver:
             say(f"{variant.label}: converting to GGUF {base_type}")
             convert_checkpoint(Path(ckpt_dir), target, base_type)
 
+        if repo != DEMO_ALIAS and (self.cache.lookup(key(base_type)) is None or self.cache.lookup(key(quant)) is None):
+            check_conversion(variant, self.conversions, self.settings)  # public mode: a few per run
+            self.conversions += 1
         base = self.cache.get_or_build(key(base_type), f"{stem}-{base_type}.gguf", build_base)
         entry = base
         if quant != base_type:
@@ -162,44 +195,132 @@ class Resolver:
 
 # GGUF metadata value types (ggml's gguf.h): fixed sizes in bytes; 8 = string, 9 = array.
 _GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
+_GGUF_FMT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_MAX_KEY = 65535  # the GGUF format's limit on a key's length
+_GGUF_KEEP_STRING = 256  # string values up to this length are returned; longer ones are skipped
+
+
+def gguf_scan(path: Path, stop_at: str | None = None) -> tuple[dict[str, object], dict[str, int]]:
+    """The scalar metadata of a GGUF header: ({key: int | float | bool | short str}, {"n_tensors", "n_kv"}).
+
+    Reads at most the key-value section, and stops early once `stop_at` is read. Every length and count is
+    checked against the bytes left in the file before anything is read or allocated, so a hostile header
+    costs nothing; arrays are skipped without decoding (the vocabulary is not read). Raises ModelFileError
+    naming the file and what is wrong with its header.
+    """
+    p = Path(path)
+    name = p.name
+
+    def bad(what: str) -> ModelFileError:
+        return ModelFileError(f"{name!r} is not a usable GGUF file: {what}; re-download or re-convert it")
+
+    out: dict[str, object] = {}
+    with open(p, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(24)
+        if len(head) < 4 or head[:4] != b"GGUF":
+            raise bad("it does not start with 'GGUF'")
+        if len(head) < 24:
+            raise bad(f"it ends inside its 24-byte header (the file has {size} bytes)")
+        _magic, version, n_tensors, n_kv = struct.unpack("<4sIQQ", head)
+        if version not in (2, 3):
+            raise bad(f"its header says GGUF version {version}; llama.cpp reads versions 2 and 3")
+        # Each key-value pair takes at least 13 bytes, each tensor description at least 33.
+        if n_kv > (size - 24) // 13:
+            raise bad(f"its header counts {n_kv} metadata entries, more than its {size} bytes can hold")
+        if n_tensors > (size - 24) // 33:
+            raise bad(f"its header counts {n_tensors} tensors, more than its {size} bytes can hold")
+        counts = {"n_tensors": n_tensors, "n_kv": n_kv}
+
+        def take(n: int, what: str) -> bytes:
+            if n > size - f.tell():
+                raise bad(f"{what} runs past the end of the file")
+            data = f.read(n)
+            if len(data) != n:
+                raise bad(f"{what} runs past the end of the file")
+            return data
+
+        def number(fmt: str, what: str):
+            return struct.unpack(fmt, take(struct.calcsize(fmt), what))[0]
+
+        def skip(n: int, what: str) -> None:
+            if n > size - f.tell():
+                raise bad(f"{what} ({n} bytes) runs past the end of the file")
+            f.seek(n, 1)
+
+        def value(vtype: int, key: str):
+            if vtype == _GGUF_STRING:
+                n = number("<Q", f"the length of {key!r}")
+                if n <= _GGUF_KEEP_STRING:
+                    return take(n, f"the value of {key!r}").decode("utf-8", "replace")
+                skip(n, f"the value of {key!r}")
+                return None
+            if vtype == _GGUF_ARRAY:
+                etype, count = number("<I", f"the type of {key!r}"), number("<Q", f"the length of {key!r}")
+                if etype == _GGUF_ARRAY or (etype != _GGUF_STRING and etype not in _GGUF_SIZES):
+                    raise bad(f"the array {key!r} has elements of an unknown type {etype}")
+                least = 8 if etype == _GGUF_STRING else _GGUF_SIZES[etype]
+                if count > (size - f.tell()) // least:
+                    raise bad(f"the array {key!r} counts {count} elements, more than the file can hold")
+                if etype == _GGUF_STRING:
+                    for _ in range(count):
+                        skip(number("<Q", f"a string in {key!r}"), f"a string in {key!r}")
+                else:
+                    skip(count * least, f"the array {key!r}")
+                return None
+            if vtype not in _GGUF_FMT:
+                raise bad(f"the entry {key!r} has an unknown type {vtype}")
+            return number(_GGUF_FMT[vtype], f"the value of {key!r}")
+
+        for i in range(n_kv):
+            n = number("<Q", f"the key of metadata entry {i}")
+            if n == 0 or n > _GGUF_MAX_KEY:
+                raise bad(f"metadata entry {i} has a key of {n} bytes (a key has 1 … {_GGUF_MAX_KEY})")
+            key = take(n, f"the key of metadata entry {i}").decode("utf-8", "replace")
+            v = value(number("<I", f"the type of {key!r}"), key)
+            if v is not None:
+                out[key] = v
+            if key == stop_at:
+                return out, counts
+        if stop_at is None:  # the whole header: the tensor descriptions too, each inside the file
+            align = out.get("general.alignment", 32)
+            if not isinstance(align, int) or isinstance(align, bool) or not 0 < align <= 1 << 20:
+                raise bad(f"its general.alignment {align!r} is not a power of two up to 1 MiB")
+            starts = []
+            for i in range(n_tensors):
+                n = number("<Q", f"the name of tensor {i}")
+                if n > _GGUF_MAX_KEY:
+                    raise bad(f"tensor {i} has a name of {n} bytes")
+                tname = take(n, f"the name of tensor {i}").decode("utf-8", "replace")
+                n_dims = number("<I", f"the description of tensor {tname!r}")
+                if not 1 <= n_dims <= 4:
+                    raise bad(f"tensor {tname!r} has {n_dims} dimensions (a tensor has 1 … 4)")
+                skip(8 * n_dims + 4, f"the description of tensor {tname!r}")
+                starts.append((tname, number("<Q", f"the data offset of tensor {tname!r}")))
+            data_start = -(-f.tell() // align) * align
+            for tname, offset in starts:
+                if offset >= size - data_start:
+                    raise bad(f"the data of tensor {tname!r} would start at byte {offset} of the data section, past "
+                              f"the end of the file (it is truncated or corrupt)")
+    return out, counts
 
 
 def _gguf_quant(path: Path) -> str | None:
     """The quant named by a GGUF's general.file_type, or None if absent or unreadable.
 
     Scans the metadata header only until that key and skips every other value without decoding it (a full
-    reader decodes the whole vocabulary first: seconds for a 50k-token model).
+    reader decodes the whole vocabulary first: seconds for a 50k-token model). A header whose lengths or
+    counts do not fit the file raises ModelFileError naming what is wrong.
     """
     try:
-        with open(path, "rb") as f:
-            magic, version, _n_tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
-            if magic != b"GGUF" or version < 2:
-                return None
-            def read(fmt: str) -> int:
-                return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-            def skip(vtype: int, count: int = 1) -> None:
-                if vtype == _GGUF_STRING:
-                    for _ in range(count):
-                        f.seek(read("<Q"), 1)
-                elif vtype == _GGUF_ARRAY:
-                    for _ in range(count):
-                        etype = read("<I")
-                        skip(etype, read("<Q"))
-                else:
-                    f.seek(_GGUF_SIZES[vtype] * count, 1)
-
-            for _ in range(n_kv):
-                key = f.read(read("<Q"))
-                vtype = read("<I")
-                if key == b"general.file_type" and vtype == _GGUF_UINT32:
-                    ftype = read("<I")
-                    return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
-                skip(vtype)
-    except (OSError, struct.error, KeyError, ValueError):
-        return None  # a damaged file is reported by the engine when it loads, with llama.cpp's reason
-    return None
+        meta, _ = gguf_scan(path, stop_at="general.file_type")
+    except OSError:
+        return None  # unreadable: reported by the engine when it loads, with the reason
+    ftype = meta.get("general.file_type")
+    if not isinstance(ftype, int) or isinstance(ftype, bool):
+        return None
+    return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
 
 
 def _quant_from_name(name: str) -> str:

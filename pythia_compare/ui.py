@@ -8,6 +8,10 @@ the figures in plots.py; nothing here runs a model, draws or writes SQL.
 Streaming: the Run button's event (api_name "compare") yields the run JSON as it grows into a hidden gr.JSON
 (its only API output, so `gradio_client` gets exactly the CLI's JSON) and a gr.State; the State's change event
 redraws the views, unqueued, so a full queue never freezes a run already on screen.
+
+Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
+cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
+local-only start form; its decisions live in sweepview.py, its figures in plots.py.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from . import plots, report
+from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, default_reference, load_catalog, log_spaced, quant_choices,
                         reference_choices, scrub, table_cells)
+from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
 from .store import RunStore
+from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
+                        SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
 from .variants import DEMO_ALIAS
 
 if TYPE_CHECKING:
@@ -47,8 +55,9 @@ EXAMPLES = ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n     
 class Handlers:
     """The page's event handlers over one Dashboard; callable without a browser (the tests do)."""
 
-    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None):
-        self.core = Dashboard(settings, pool=pool, store=store)
+    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None,
+                 backup: Backup | None = None):
+        self.core = Dashboard(settings, pool=pool, store=store, backup=backup)
         self.settings, self.pool, self.store = settings, self.core.pool, self.core.store
 
     def _fail(self, e: Exception) -> gr.Error:
@@ -124,11 +133,14 @@ def _selected_run(data: object, evt: gr.SelectData) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ layout
-def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_queue: int = 16) -> gr.Blocks:
-    """The dashboard. `concurrency` model runs at once, at most `max_queue` waiting (then "busy, try again")."""
+def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_queue: int = 16,
+               backup: Backup | None = None) -> gr.Blocks:
+    """The dashboard. `concurrency` model runs at once, at most `max_queue` waiting (then "busy, try again").
+    `backup`: the run backup (backup.py); None starts one from `settings` (a no-op unless one is configured)."""
     settings = settings or Settings.from_env()
+    backup = backup if backup is not None else Backup.start(settings)
     cat = load_catalog(settings)
-    app = Handlers(settings)
+    app = Handlers(settings, backup=backup)
     fam = cat.family
     quant_default = [q for q in DEFAULT_QUANTS[fam] if q in cat.quants[fam]]
     ref_default = default_reference(collect_specs(fam, quant_default, [], ""))
@@ -138,8 +150,14 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         live = gr.State(None)
         ref_touched = gr.State(False)
         gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
-                    "side: next-token distributions, generations, perplexity and KL divergence from a reference.")
+                    "side: next-token distributions, generations, perplexity and KL divergence from a reference. "
+                    + MODELS_NOTE)
         banner = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
+        def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
+            return scrub(backup.status_markdown(), settings.hf_token)
+
+        kept = where_runs_are_kept()
+        backup_note = gr.Markdown(kept, visible=bool(kept), elem_id="pc-backup")
         with gr.Tabs(selected="compare") as tabs:
             with gr.Tab("Compare", id="compare"):
                 with gr.Row():
@@ -216,6 +234,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                 gr.Markdown("Runs are kept in the server's SQLite log. " + (
                     "This deployment is public: this browser sees only its own runs, but a link opens for anyone "
                     "who has it." if settings.public else "All runs of this log are listed."))
+            sweeps = _sweeps_tab(settings, app.store)
 
         view_outputs = [status, summary, fig_next, gen_html, fig_ppl, fig_surprisal, fig_kld, kl_table, run_id,
                         json_dl, csv_dl]
@@ -241,6 +260,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                         queue=False, **private)
         reference.input(lambda: True, None, ref_touched, queue=False, **private)
 
+        _as_sent(ctx, top_k, max_tokens, temperature, seed)
         # --- running ---
         run_inputs = [family, quants, steps, specs, reference, prompt, text, text_file, scoring, ctx, top_k,
                       max_tokens, temperature, seed, owner]
@@ -255,6 +275,8 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
 
         # --- links, history ---
         demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **private)
+        if kept:
+            demo.load(where_runs_are_kept, None, backup_note, queue=False, **private)
         for trigger in (search.click, query.submit):
             trigger(app.history, [query, owner], history, queue=False, **private)
         tabs.select(app.history, [query, owner], history, queue=False, **private)
@@ -262,9 +284,18 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         open_btn.click(lambda rid: (*app.open_run(rid), gr.Tabs(selected="compare")), selected,
                        [*view_outputs, tabs], queue=False, **private)
         delete_btn.click(app.delete, [selected, query, owner], [note, history, selected], queue=False, **private)
+        _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.handlers = app  # for tests and embedding
     return demo
+
+
+def _as_sent(*numbers: gr.Number) -> None:
+    """Hand these numbers to the handler as the client sent them: Dashboard.prepare and compare.validate_params
+    check them and name the field. (gr.Number's own checks fail with no message on NaN, ±inf or text, and
+    name no field for a value out of bounds.)"""
+    for n in numbers:
+        n.preprocess = lambda payload: payload
 
 
 # The share link is built in the browser, which knows the address it is served at (behind any proxy),
@@ -272,6 +303,202 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
 _LINK_JS = """(rid) => {
   if (!rid) { return ""; }
   const url = window.location.origin + window.location.pathname + "?run=" + encodeURIComponent(rid);
+  try { window.history.replaceState(null, "", url); } catch (e) {}
+  return url;
+}"""
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+SWEEP_FIGURES = ["ppl", "kld", "bpw", "heatmap"]
+SWEEP_INTRO = ("A sweep scores a grid of training steps × quant levels on one text (`python -m pythia_compare "
+               "sweep …`, on one machine or as a Slurm job array). Click a sweep to draw it; click a point, a "
+               "heatmap square or a row of its cell table to open that cell's full run in the Compare tab.")
+
+
+class SweepHandlers:
+    """The Sweeps tab's event handlers over one SweepDesk; callable without a browser (the tests do)."""
+
+    def __init__(self, settings: Settings, store: RunStore):
+        self.settings = settings
+        self.desk = SweepDesk(settings, store)
+
+    def listing(self) -> dict:
+        return {"headers": SWEEP_COLUMNS, "data": self.desk.list()}
+
+    def views(self, sweep: dict | None, status: str | None = None) -> tuple:
+        """A sweep's views (or nothing's): status, the 4 figures (SWEEP_FIGURES), the cell table, its id."""
+        if not sweep:
+            return (status if status is not None else NO_SWEEP, None, None, None, None, None, "")
+        figs = plots.sweep_figures(sweep)
+        return (status_line(sweep), *(figs[n] for n in SWEEP_FIGURES),
+                {"headers": CELL_COLUMNS, "data": cell_rows(sweep)}, sweep["sweep_id"])
+
+    def open_sweep(self, sweep_id: object) -> tuple:
+        """A stored sweep's views, or the friendly not-found text (for any id, hostile ones included)."""
+        sweep = self.desk.find(sweep_id)
+        return self.views(sweep) if sweep else self.views(None, SWEEP_NOT_FOUND)
+
+    def sweep(self, sweep_id: str) -> dict:
+        """The API ("/sweep"): a stored sweep's results as the sweep JSON of docs/sweeps.md."""
+        try:
+            return self.desk.get(sweep_id)
+        except PythiaCompareError as e:
+            raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+
+    def on_load(self, request: gr.Request | None = None) -> tuple:
+        """Page load: the sweep list; with `?sweep=<id>` that sweep's views and the Sweeps tab selected."""
+        sweep_id = dict(getattr(request, "query_params", None) or {}).get("sweep") if request is not None else None
+        if sweep_id is None:
+            return (self.listing(), *self.views(None), gr.skip())
+        return (self.listing(), *self.open_sweep(sweep_id), gr.Tabs(selected="sweeps"))
+
+    def refresh(self, sweep_id: str | None) -> tuple:
+        """The Refresh button: the list again, and the shown sweep (if any) redrawn with its latest cells."""
+        return (self.listing(), *(self.open_sweep(sweep_id) if sweep_id else self.views(None)))
+
+    def select_sweep(self, evt: gr.SelectData) -> tuple:
+        """A click in the sweep list: that row's sweep drawn."""
+        row = evt.row_value if evt is not None else None
+        return self.open_sweep(str(row[0]) if row else None)
+
+    def start(self, steps: str, quants: list[str], text: str, ctx: float, max_chunks: float, name: str) -> tuple:
+        """The start form: plan and run a demo sweep here; (note, list, its views…, the poll timer on)."""
+        try:
+            form = self.desk.check_form(steps, quants, text, ctx, max_chunks, name)
+            sweep_id = self.desk.start(form)
+        except Exception as e:
+            if isinstance(e, PythiaCompareError):
+                raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+            log.exception("starting a sweep failed")
+            raise gr.Error(f"Something went wrong ({type(e).__name__}); the details are in the server log.",
+                           print_exception=False) from None
+        note = (f"Started sweep `{sweep_id}`: its view fills in as cells finish. The same from the command "
+                f"line:\n```\n{self.desk.command(form)}\n```")
+        return (note, self.listing(), *self.open_sweep(sweep_id), gr.Timer(active=True))
+
+    def tick(self, sweep_id: str | None) -> tuple:
+        """The poll timer while a sweep started here runs: the list and the shown sweep redrawn; off when done."""
+        running = self.desk.running()
+        return (*self.refresh(sweep_id), gr.Timer(active=bool(running)))
+
+    def select_cell(self, evt: gr.SelectData) -> tuple[str, str]:
+        """A click in the cell table: (the cell's run id or '', a note saying what happens)."""
+        row = evt.row_value if evt is not None else None
+        run_id = cell_run_id(row)
+        if run_id:
+            return run_id, f"Opened cell step {row[0]} {row[1]}: run `{run_id}` in the Compare tab."
+        if row:
+            return "", f"Cell step {row[0]} {row[1]} is {row[2]}: it has no run to open yet."
+        return "", ""
+
+
+def _sweeps_tab(settings: Settings, store: RunStore) -> dict:
+    """The Sweeps tab's layout (called inside build_demo's Tabs); returns its handlers and components."""
+    h = SweepHandlers(settings, store)
+    c: dict = {"handlers": h}
+    with gr.Tab("Sweeps", id="sweeps"):
+        gr.Markdown(SWEEP_INTRO)
+        c["list"] = gr.Dataframe(headers=SWEEP_COLUMNS, interactive=False, wrap=True, elem_id="pc-sweeps",
+                                 max_height=300)
+        with gr.Row(elem_classes=["pc-share"]):
+            c["refresh"] = gr.Button("Refresh", size="sm", scale=1, min_width=90, elem_id="pc-sweeps-refresh")
+            c["id"] = gr.Textbox(visible=False, elem_id="pc-sweep-id")
+            c["link"] = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], scale=6,
+                                   elem_id="pc-sweep-link")
+        c["status"] = gr.Markdown(NO_SWEEP, elem_id="pc-sweep-status", container=True, min_height=50)
+        with gr.Row():
+            c["ppl"] = gr.Plot(label="Perplexity vs step", elem_id="pc-sweep-fig-ppl")
+            c["kld"] = gr.Plot(label="KL divergence vs step", elem_id="pc-sweep-fig-kld")
+        with gr.Row():
+            c["bpw"] = gr.Plot(label="Perplexity vs bits per weight", elem_id="pc-sweep-fig-bpw")
+            c["heatmap"] = gr.Plot(label="ln(PPL(Q)/PPL(ref)) per cell", elem_id="pc-sweep-fig-heatmap")
+        c["cell_note"] = gr.Markdown("Click a cell's row to open its full run in the Compare tab.",
+                                     elem_id="pc-sweep-cell-note")
+        c["cells"] = gr.Dataframe(headers=CELL_COLUMNS, interactive=False, wrap=True, elem_id="pc-sweep-cells",
+                                  label="Cells", max_height=420)
+        if h.desk.can_start:
+            _start_form(c, settings)
+        else:
+            gr.Markdown(PUBLIC_NO_START, elem_classes=["pc-note"])
+    return c
+
+
+def _start_form(c: dict, settings: Settings) -> None:
+    """The start-a-sweep form (local apps only): a demo grid run in this process."""
+    with gr.Accordion("Start a sweep of the demo suite (runs in this app; local only)", open=False,
+                      elem_id="pc-sweep-start"):
+        gr.Markdown("Plans a grid of the bundled demo suite and scores it in this process; the view fills in as "
+                    "cells finish. Pythia's grid runs from the command line, on a cluster with `sweep slurm`.",
+                    elem_classes=["pc-note"])
+        with gr.Row():
+            c["f_steps"] = gr.Textbox("all", label="Steps", max_length=MAX_FORM_CHARS, elem_id="pc-sweep-f-steps",
+                                      info="all, log:3, 0-800/100 or 0,100,800")
+            c["f_name"] = gr.Textbox("", label="Name (optional)", max_length=200, elem_id="pc-sweep-f-name")
+        c["f_quants"] = gr.CheckboxGroup(FORM_QUANTS, value=["F16", "Q8_0", "Q4_K_M", "Q2_K"], label="Quants",
+                                         elem_id="pc-sweep-f-quants")
+        c["f_text"] = gr.Textbox("", lines=3, label="Text (empty: the demo suite's held-out text)",
+                                 max_length=settings.max_text_chars, elem_id="pc-sweep-f-text")
+        with gr.Row():
+            c["f_ctx"] = gr.Number(64, precision=0, minimum=8, maximum=8192, label="Context",
+                                   elem_id="pc-sweep-f-ctx")
+            c["f_chunks"] = gr.Number(2, precision=0, minimum=0, label="Max chunks per cell (0: all)",
+                                      elem_id="pc-sweep-f-chunks")
+        c["f_start"] = gr.Button("Plan and run", variant="primary", elem_id="pc-sweep-f-start")
+        c["f_note"] = gr.Markdown(elem_id="pc-sweep-f-note")
+        c["timer"] = gr.Timer(2.0, active=False)
+
+
+def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_outputs: list) -> None:
+    """The Sweeps tab's events (called inside build_demo's Blocks, after the Compare tab's views exist)."""
+    h: SweepHandlers = c["handlers"]
+    private = dict(api_visibility="private")
+    outputs = [c["status"], *(c[n] for n in SWEEP_FIGURES), c["cells"], c["id"]]
+    gr.api(h.sweep, api_name="sweep")
+    demo.load(h.on_load, None, [c["list"], *outputs, tabs], queue=False, **private)
+    c["refresh"].click(h.refresh, c["id"], [c["list"], *outputs], queue=False, **private)
+    tabs.select(h.listing, None, c["list"], queue=False, **private)
+    c["list"].select(h.select_sweep, None, outputs, queue=False, **private)
+    c["id"].change(None, c["id"], c["link"], js=_SWEEP_LINK_JS, **private)
+    demo.load(None, None, None, js=_SWEEP_CLICK_JS, **private)
+
+    def open_cell(evt: gr.SelectData) -> tuple:
+        run_id, note = h.select_cell(evt)
+        if not run_id:
+            return (note, *[gr.skip()] * len(view_outputs), gr.skip())
+        return (note, *app.open_run(run_id), gr.Tabs(selected="compare"))
+
+    if "f_start" in c:
+        c["f_start"].click(h.start, [c["f_steps"], c["f_quants"], c["f_text"], c["f_ctx"], c["f_chunks"],
+                                     c["f_name"]], [c["f_note"], c["list"], *outputs, c["timer"]], **private)
+        c["timer"].tick(h.tick, c["id"], [c["list"], *outputs, c["timer"]], queue=False, **private)
+    c["cells"].select(open_cell, None, [c["cell_note"], *view_outputs, tabs], queue=False, **private)
+
+
+# Plotly's clicks stay in the browser (gr.Plot sends none to the server): a click on a point or a heatmap square
+# of a sweep figure opens its cell's run by its link, `?run=<id>` (the back button returns to the sweep). Every
+# sweep figure puts the cell's run id at customdata[1]; the handler is re-attached (once) as figures are redrawn.
+_SWEEP_CLICK_JS = """() => {
+  if (window.__pcSweepClicks) { return; }
+  const open = (ev) => {
+    const p = ev && ev.points && ev.points[0];
+    const rid = p && p.customdata && p.customdata[1];
+    if (rid && rid !== "\u2013") {
+      window.location.assign(window.location.pathname + "?run=" + encodeURIComponent(rid));
+    }
+  };
+  window.__pcSweepClicks = setInterval(() => {
+    document.querySelectorAll("[id^=pc-sweep-fig-] .js-plotly-plot").forEach((gd) => {
+      if (typeof gd.on !== "function") { return; }
+      gd.removeListener("plotly_click", open);
+      gd.on("plotly_click", open);
+    });
+  }, 400);
+}"""
+
+
+_SWEEP_LINK_JS = """(sid) => {
+  if (!sid) { return ""; }
+  const url = window.location.origin + window.location.pathname + "?sweep=" + encodeURIComponent(sid);
   try { window.history.replaceState(null, "", url); } catch (e) {}
   return url;
 }"""
@@ -339,6 +566,7 @@ def launch_kwargs(settings: Settings | None = None) -> dict:
     # A folder that holds Gradio's own cache would block every upload and download: block only the rest.
     blocked = [str(d) for d in dirs if not any(g == d or d in g.parents for g in gradio_dirs)]
     blocked += [str(db) + x for x in ("", "-wal", "-shm", "-journal")]
+    blocked.append(str(local_root(s).resolve()))  # the backup's local files (backup.py): every run, every owner
     css_file = ASSETS_DIR / "style.css"
     return dict(
         allowed_paths=[str(ASSETS_DIR.resolve())], blocked_paths=blocked, max_file_size=s.max_upload_bytes,

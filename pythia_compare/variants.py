@@ -1,7 +1,8 @@
 """Variant specs: the one grammar shared by the CLI, the dashboard, share links and the database.
 
-Owns parsing spec strings into frozen `Variant`s, and the catalogs of quant types and Pythia training
-steps. Never touches the network, files or llama.cpp: resolving a Variant to a GGUF file is sources.py.
+Owns parsing spec strings into frozen `Variant`s (syntax only), and the catalogs of quant types and of the
+known Pythia repos' training steps. Never touches the network, files or llama.cpp: resolving a Variant to a
+GGUF file, and checking that its repo has the step, is sources.py.
 
     Q4_K_M                      the default GGUF repo's file of that quant (final checkpoint)
     step3000                    the default checkpoint repo at revision step3000, converted to GGUF F16
@@ -47,9 +48,23 @@ QUANT_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
 # The types a user can ask for today, highest precision first.
 SUPPORTED_QUANTS: list[str] = [q.name for q in QUANTS.values() if not q.needs_imatrix]
 
-# Pythia's 154 published checkpoints: step0, log-spaced 1..512, then every 1000 up to 143000 (= main).
+# The steps a checkpoint repo offers come from its own branch list (hub.py, remembered for offline use); these
+# built-in lists of the known repos are only the offline fallback (`builtin_steps`).
+# The current Pythia repos (EleutherAI/pythia-410m-deduped): 154 checkpoints, step0, log-spaced 1..512, then
+# every 1000 up to 143000 (= main).
 PYTHIA_STEPS: list[int] = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
+# The v0 repos (EleutherAI/pythia-410m-deduped-v0, the default, which the Hub's GGUF quants were made from):
+# 143 checkpoints, step1000 … step143000 every 1000. v0 and the current models are different training runs.
+V0_STEPS: list[int] = list(range(1000, 143001, 1000))
 FINAL_STEP = 143000
+KNOWN_STEPS: dict[str, list[int]] = {"EleutherAI/pythia-410m-deduped-v0": V0_STEPS,
+                                     "EleutherAI/pythia-410m-deduped": PYTHIA_STEPS}
+
+
+def builtin_steps(repo: str | None) -> list[int] | None:
+    """The built-in step list of a known checkpoint repo (a copy), or None for any other repo."""
+    steps = KNOWN_STEPS.get(repo or "")
+    return list(steps) if steps is not None else None
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REV_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
@@ -162,11 +177,7 @@ def parse_spec(spec: str, *, final_step: int = FINAL_STEP) -> Variant:
     # Bare step: `step3000`, `step3000:Q4_K_M`.
     m = _STEP_RE.match(repo_part)
     if m and not at:
-        step = int(m.group(1))
-        if step not in PYTHIA_STEPS:
-            near = min(PYTHIA_STEPS, key=lambda s: abs(s - step))
-            raise SpecError(f"variant {raw!r}: Pythia has no checkpoint at step {step}; the nearest is step{near} "
-                            f"(steps are 0, 1, 2, 4 … 512, then every 1000 up to {final_step})")
+        step = int(m.group(1))  # whether the repo has it is checked against its branches (sources.py)
         q = quant or "F16"
         return Variant(spec=f"step{step}:{q}" if quant else f"step{step}", kind="checkpoint", quant=q,
                        revision=f"step{step}")

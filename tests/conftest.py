@@ -87,3 +87,40 @@ def other_tokenizer_gguf(tmp_path_factory) -> Path:
     d = make_checkpoint(tmp_path_factory.mktemp("other") / "ckpt", seed=1)
     make_tokenizer(d / "tokenizer.json", vocab_size=400)
     return convert_checkpoint(d, d.parent / "other-tokenizer-F16.gguf", "F16")
+
+
+@pytest.fixture(scope="session")
+def llama_vocab_dir() -> Path:
+    """llama.cpp's tokenizer test material from the pinned sdist (tools/llama_vocab_files.sh, run by tools/test.sh):
+    ggml-vocab-mpt.gguf with its .inp/.out test vectors, and ggml-vocab-gpt-neox.gguf (no pre-tokenizer name)."""
+    value = os.environ.get("PYTHIA_COMPARE_LLAMA_VOCAB_DIR")
+    if not value:
+        pytest.fail("PYTHIA_COMPARE_LLAMA_VOCAB_DIR is not set: run the tests with tools/test.sh, or set it to the "
+                    "directory `bash tools/llama_vocab_files.sh` prints", pytrace=False)
+    d = Path(value)
+    missing = [n for n in ("ggml-vocab-mpt.gguf", "ggml-vocab-mpt.gguf.inp", "ggml-vocab-mpt.gguf.out",
+                           "ggml-vocab-gpt-neox.gguf") if not (d / n).is_file()]
+    if missing:
+        pytest.fail(f"PYTHIA_COMPARE_LLAMA_VOCAB_DIR={d} lacks {', '.join(missing)}; rerun "
+                    f"`bash tools/llama_vocab_files.sh`", pytrace=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def vocab_file_models(llama_vocab_dir, tmp_path_factory) -> dict[str, Path]:
+    """Tiny random gptneox models with the vocabularies of llama.cpp's files: "mpt" (pre-tokenizer 'mpt') and
+    "gpt-neox" (no pre-tokenizer key, as GGUFs made before spring 2024)."""
+    from tests.vocabmodels import vocab_model
+
+    out = tmp_path_factory.mktemp("vocab-models")
+    return {name: vocab_model(llama_vocab_dir / f"ggml-vocab-{name}.gguf", out / f"tiny-vocab-{name}.gguf")
+            for name in ("mpt", "gpt-neox")}
+
+
+@pytest.fixture(scope="session")
+def preless_twin(tiny_ggufs, tmp_path_factory) -> tuple[Path, Path]:
+    """(the converted tiny F16 saved without tokenizer.ggml.pre, the converted F16 itself): one model."""
+    from tests.vocabmodels import copy_without_key
+
+    out = tmp_path_factory.mktemp("preless") / "tiny-nopre-F16.gguf"
+    return copy_without_key(tiny_ggufs["F16"], out, "tokenizer.ggml.pre"), tiny_ggufs["F16"]

@@ -17,6 +17,20 @@ Endpoints (as huggingface_hub sends them; the repo id is two path segments, revi
     GET  /lfs/{sha256}?file=...                  on a second listener (another port = another origin, so the
                                                  client treats it as a CDN and drops auth): LFS bytes, Range honoured
 
+Dataset repos (the run backup, backup.py), with tokens (`add_token`): anonymous callers see public datasets only;
+a read token cannot create or commit; a write token may create and commit in its own namespace only:
+
+    POST /api/repos/create                        create_repo: {"name", "organization", "type", "visibility"}; 409
+                                                  if it exists (a ".gitattributes" is its first commit, as on the Hub)
+    GET  /api/datasets/{repo}[/revision/{rev}]    dataset_info: {"id", "sha", "private", "siblings", ...}
+    GET  /api/datasets/{repo}/tree/{rev}[/{path}] list_repo_tree, one page
+    POST /api/datasets/{repo}/preupload/{rev}     upload modes: every file "regular" (the real Hub picks LFS above
+                                                  10 MB; the backup's JSONL files stay far below), with the oid of
+                                                  the file already there, so unchanged files are left out
+    POST /api/datasets/{repo}/commit/{rev}        NDJSON: a header line, then "file" (base64) / "deletedFile" lines,
+                                                  applied on top of main; `fail_next_commit` answers an error instead
+    HEAD/GET /datasets/{repo}/resolve/{rev}/{file}  a file's bytes, as for models
+
 Errors carry the Hub's X-Error-Code / X-Error-Message headers (RepoNotFound with 401 like the real Hub for
 anonymous callers, RevisionNotFound, EntryNotFound, GatedRepo), which huggingface_hub turns into its typed errors.
 
@@ -32,6 +46,7 @@ Usage:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
@@ -98,6 +113,20 @@ class _Revision:
     files: dict[str, _Blob] = field(default_factory=dict)
 
 
+@dataclass
+class _Dataset:
+    private: bool
+    history: list[_Revision] = field(default_factory=list)  # main's commits, oldest first
+
+    @property
+    def main(self) -> _Revision:
+        return self.history[-1]
+
+
+def _regular_blob(data: bytes) -> _Blob:
+    return _Blob(data, hashlib.sha256(data).hexdigest(), git_blob_sha(data), False)
+
+
 class FakeHub:
     """An in-process fake Hub: `start()` returns its endpoint URL; `stop()` closes both listeners."""
 
@@ -114,6 +143,9 @@ class FakeHub:
         # look at the client's cache while a download is under way).
         self.before_download: Callable[[LoggedRequest], None] | None = None
         self._servers: list[ThreadingHTTPServer] = []
+        self._datasets: dict[str, _Dataset] = {}
+        self.tokens: dict[str, tuple[str, bool]] = {}  # token -> (user name = namespace, may write)
+        self._commit_faults: list[list] = []  # [status, times left]
         self.endpoint: str | None = None
         self.cdn: str | None = None
         for repo, revisions in (repos or {}).items():
@@ -141,9 +173,71 @@ class FakeHub:
             self._repos.setdefault(repo, {})[revision] = rev
         return sha
 
+    def add_step_branches(self, repo: str, steps, files: dict[int, FileMap] | None = None) -> None:
+        """Add a branch stepN per step, cheaply: each holds a small config.json naming its step, unless `files`
+        gives that step's files (e.g. a whole checkpoint for the steps a test downloads)."""
+        for step in steps:
+            chosen = (files or {}).get(step) or {"config.json": json.dumps({"step": step}).encode()}
+            self.add_revision(repo, f"step{step}", chosen)
+
     def remove_repo(self, repo: str) -> None:
         with self._lock:
             self._repos.pop(repo, None)
+
+    # --- datasets and tokens ---
+    def add_token(self, token: str, user: str, write: bool = True) -> None:
+        """A token of `user` (its namespace); `write=False` makes it read-only."""
+        with self._lock:
+            self.tokens[token] = (user, write)
+
+    def add_dataset(self, repo: str, files: dict[str, bytes], private: bool = True) -> str:
+        """Create dataset `repo` holding `files` (plus the Hub's .gitattributes); returns main's commit sha."""
+        with self._lock:
+            ds = _Dataset(private)
+            self._datasets[repo] = ds
+            return self._commit_dataset(repo, ds, {".gitattributes": b"*.parquet filter=lfs diff=lfs merge=lfs -text\n",
+                                                   **files}, [])
+
+    def dataset_files(self, repo: str) -> dict[str, bytes]:
+        """The files on main of dataset `repo` ({} when there is no such dataset)."""
+        with self._lock:
+            ds = self._datasets.get(repo)
+            return {n: b.data for n, b in ds.main.files.items()} if ds else {}
+
+    def dataset_commits(self, repo: str) -> int:
+        """How many commits main of dataset `repo` has (its creation included)."""
+        with self._lock:
+            ds = self._datasets.get(repo)
+            return len(ds.history) if ds else 0
+
+    def dataset_is_private(self, repo: str) -> bool | None:
+        with self._lock:
+            ds = self._datasets.get(repo)
+            return ds.private if ds else None
+
+    def fail_next_commit(self, status: int = 500, times: int = 1) -> None:
+        """The next `times` commit POSTs (to any dataset) are answered with HTTP `status`, changing nothing."""
+        with self._lock:
+            self._commit_faults.append([status, times])
+
+    def _take_commit_fault(self) -> int | None:
+        with self._lock:
+            for f in self._commit_faults:
+                if f[1] > 0:
+                    f[1] -= 1
+                    return f[0]
+        return None
+
+    def _commit_dataset(self, repo: str, ds: _Dataset, added: dict[str, bytes], deleted: list[str]) -> str:
+        """Apply a commit on top of main (caller holds the lock); returns its sha."""
+        files = dict(ds.history[-1].files) if ds.history else {}
+        for name in deleted:
+            files.pop(name, None)
+        for name, data in added.items():
+            files[name] = _regular_blob(data)
+        sha = commit_sha(f"{repo}#{len(ds.history)}#" + "".join(sorted(b.git_oid for b in files.values())))
+        ds.history.append(_Revision(sha, files))
+        return sha
 
     # --- faults ---
     def fail_next_download(self, filename: str, after_bytes: int, times: int = 1) -> None:
@@ -244,6 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self._dispatch("HEAD")
 
+    def do_POST(self):
+        self._dispatch("POST")
+
     # --- plumbing ---
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -254,7 +351,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.requests.append(self._logged)
         segments = parts.path.split("/")[1:]
         try:
-            if self.role == "cdn":
+            if self.role == "hub" and self._dataset_routes(method, segments, query):
+                pass
+            elif method == "POST":
+                self._error(404, None, "Not Found")
+            elif self.role == "cdn":
                 self._cdn(method, segments, query)
             elif segments[:2] == ["api", "models"] and len(segments) >= 4:
                 self._api(method, segments[2:], query)
@@ -437,3 +538,196 @@ class _Handler(BaseHTTPRequestHandler):
             return
         for i in range(0, len(body), 1 << 16):
             self.wfile.write(body[i:i + (1 << 16)])
+
+
+# ------------------------------------------------------------------------------------------ dataset repos
+def _dataset_routes(self: _Handler, method: str, segments: list[str], query: dict[str, str]) -> bool:
+    """Serve the dataset endpoints; False when the path is not one of them."""
+    head_only = method == "HEAD"
+    if segments == ["api", "repos", "create"] and method == "POST":
+        self._create_repo()
+    elif segments[:2] == ["api", "datasets"] and len(segments) >= 4:
+        repo, rest = "/".join(segments[2:4]), segments[4:]
+        if method == "POST" and len(rest) >= 2 and rest[0] in ("preupload", "commit"):
+            ds = self._dataset_for_write(repo)
+            if ds is not None:
+                (self._preupload if rest[0] == "preupload" else self._commit)(repo, ds, unquote(rest[1]))
+        elif method == "POST":
+            self._error(404, None, "Not Found")
+        else:
+            ds = self._dataset_for_read(repo, head_only)
+            if ds is None:
+                return True
+            if not rest or rest[0] == "revision":
+                rev = self._dataset_revision(ds, unquote(rest[1]) if len(rest) >= 2 else "main", head_only)
+                if rev is not None:
+                    self._json({"id": repo, "author": repo.split("/")[0], "sha": rev.commit, "private": ds.private,
+                                "gated": False, "disabled": False, "lastModified": "2024-01-01T00:00:00.000Z",
+                                "tags": [], "downloads": 0, "likes": 0,
+                                "siblings": [{"rfilename": f} for f in sorted(rev.files)]}, head_only)
+            elif rest[0] == "tree" and len(rest) >= 2:
+                rev = self._dataset_revision(ds, unquote(rest[1]), head_only)
+                if rev is not None:
+                    recursive = query.get("recursive", "false").lower() in ("true", "1")
+                    self._json(self._tree(rev, unquote("/".join(rest[2:])).strip("/"), recursive), head_only)
+            else:
+                self._error(404, None, "Not Found", head_only=head_only)
+    elif segments[:1] == ["datasets"] and len(segments) >= 6 and segments[3] == "resolve" and method != "POST":
+        ds = self._dataset_for_read("/".join(segments[1:3]), head_only)
+        if ds is None:
+            return True
+        rev = self._dataset_revision(ds, unquote(segments[4]), head_only)
+        if rev is None:
+            return True
+        filename = unquote("/".join(segments[5:]))
+        blob = rev.files.get(filename)
+        if blob is None:
+            self._error(404, "EntryNotFound", f"{filename} does not exist on \"{segments[4]}\"",
+                        {"X-Repo-Commit": rev.commit}, head_only=head_only)
+        else:
+            self._bytes(method, blob.data, filename, {"ETag": f'"{blob.git_oid}"', "X-Repo-Commit": rev.commit})
+    else:
+        return False
+    return True
+
+
+def _caller(self: _Handler):
+    """(user, may write) of the request's token; None when anonymous; False (401 sent) for an unknown token."""
+    auth = self.headers.get("Authorization", "")
+    if not auth:
+        return None
+    token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+    with self.hub._lock:
+        found = self.hub.tokens.get(token)
+    if found is None:
+        self._error(401, None, "Invalid credentials in Authorization header", head_only=self.command == "HEAD")
+        return False
+    return found
+
+
+def _dataset_for_read(self: _Handler, repo: str, head_only: bool = False):
+    caller = self._caller()
+    if caller is False:
+        return None
+    with self.hub._lock:
+        ds = self.hub._datasets.get(repo)
+    if ds is None or (ds.private and (caller is None or caller[0] != repo.split("/")[0])):
+        self._error(401 if caller is None else 404, "RepoNotFound", "Repository not found", head_only=head_only)
+        return None
+    return ds
+
+
+def _dataset_for_write(self: _Handler, repo: str):
+    ds = self._dataset_for_read(repo)
+    if ds is None:
+        return None
+    caller = self._caller()
+    if caller is None:
+        self._error(401, None, "You must be authenticated to write to this repo")
+        return None
+    if not caller[1] or caller[0] != repo.split("/")[0]:
+        self._error(403, None, f"You don't have the rights to write to datasets/{repo}")
+        return None
+    return ds
+
+
+def _dataset_revision(self: _Handler, ds: _Dataset, rev: str, head_only: bool = False):
+    with self.hub._lock:
+        found = ds.main if rev == "main" else next((r for r in ds.history if r.commit == rev), None)
+    if found is None:
+        self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", head_only=head_only)
+    return found
+
+
+def _body(self: _Handler) -> bytes:
+    length = int(self.headers.get("Content-Length") or 0)
+    return self.rfile.read(length) if length > 0 else b""
+
+
+def _create_repo(self: _Handler) -> None:
+    try:
+        payload = json.loads(self._body() or b"{}")
+    except ValueError:
+        self._error(400, None, "Invalid JSON body")
+        return
+    caller = self._caller()
+    if caller is False:
+        return
+    org, name = payload.get("organization"), payload.get("name")
+    if caller is None:
+        self._error(401, None, "You must be authenticated to create a repo")
+        return
+    org = org or caller[0]
+    repo = f"{org}/{name}"
+    if payload.get("type") != "dataset":
+        self._error(400, None, "The fake Hub creates dataset repos only")
+        return
+    if not caller[1] or org != caller[0]:
+        self._error(403, None, f"You don't have the rights to create a dataset under the namespace \"{org}\"")
+        return
+    with self.hub._lock:
+        if repo in self.hub._datasets:
+            exists = True
+        else:
+            exists = False
+            private = payload.get("visibility") == "private" or payload.get("private") is True
+            ds = _Dataset(private)
+            self.hub._datasets[repo] = ds
+            self.hub._commit_dataset(repo, ds, {".gitattributes": b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"},
+                                     [])
+    if exists:  # the Hub's 409 body also carries the url, which create_repo(exist_ok=True) reads
+        message = "You already created this dataset repo"
+        self._send(409, json.dumps({"error": message, "url": f"{self.hub.endpoint}/datasets/{repo}"}).encode(),
+                   {"X-Error-Message": message})
+        return
+    self._json({"url": f"{self.hub.endpoint}/datasets/{repo}", "name": repo, "id": repo})
+
+
+def _preupload(self: _Handler, repo: str, ds: _Dataset, rev: str) -> None:
+    try:
+        files = json.loads(self._body())["files"]
+    except (ValueError, KeyError, TypeError):
+        self._error(400, None, "Invalid preupload body")
+        return
+    with self.hub._lock:
+        have = ds.main.files
+        out = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                "oid": have[f["path"]].git_oid if f["path"] in have else None} for f in files]
+    self._json({"files": out, "commitOid": ds.main.commit})
+
+
+def _commit(self: _Handler, repo: str, ds: _Dataset, rev: str) -> None:
+    body = self._body()
+    status = self.hub._take_commit_fault()
+    if status is not None:
+        self._error(status, None, "Internal Error - We're working hard to fix this as soon as possible!")
+        return
+    if rev != "main":
+        self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        return
+    added: dict[str, bytes] = {}
+    deleted: list[str] = []
+    try:
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        if not lines or lines[0].get("key") != "header":
+            raise ValueError("no header line")
+        for item in lines[1:]:
+            value = item["value"]
+            if item["key"] == "file" and value.get("encoding") == "base64":
+                added[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] == "deletedFile":
+                deleted.append(value["path"])
+            else:
+                raise ValueError(f"the fake Hub does not take {item['key']!r} operations")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        self._error(400, None, f"Invalid commit body: {e}")
+        return
+    with self.hub._lock:
+        sha = self.hub._commit_dataset(repo, ds, added, deleted)
+    self._json({"commitUrl": f"{self.hub.endpoint}/datasets/{repo}/commit/{sha}", "commitOid": sha,
+                "pullRequestUrl": None})
+
+
+for _f in (_dataset_routes, _caller, _dataset_for_read, _dataset_for_write, _dataset_revision, _body, _create_repo,
+           _preupload, _commit):
+    setattr(_Handler, _f.__name__, _f)

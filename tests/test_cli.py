@@ -7,9 +7,9 @@ import pytest
 
 from tests.support import run_cli
 
-RUN_KEYS = {"schema", "run_id", "created_at", "input", "params", "variants", "reference", "versions"}
+RUN_KEYS = {"schema", "run_id", "created_at", "input", "params", "variants", "reference", "versions", "warnings"}
 VARIANT_KEYS = {"spec", "label", "source", "ppl", "ppl_err", "n_scored", "token_logprobs", "next_token",
-                "generation", "kld", "timings"}
+                "generation", "kld", "timings", "overrides", "warnings"}
 KLD_KEYS = {"mean", "mean_err", "max", "p99_9", "p99", "p95", "p90", "median", "p10", "p5", "p1", "p0_1", "min",
             "per_token", "dp_per_token", "dp_mean", "dp_mean_err", "dp_rms", "dp_rms_err", "same_top",
             "same_top_err", "ppl_ratio", "ppl_ratio_err", "ln_ratio", "ln_ratio_err", "ppl_diff", "ppl_diff_err",
@@ -56,6 +56,8 @@ def test_compare_prints_ppl_and_the_kl_block_and_json_follows_the_schema(tiny_gg
         assert set(v) == VARIANT_KEYS and set(v["kld"]) >= KLD_KEYS
         assert v["n_scored"] == len(v["token_logprobs"]) == len(v["kld"]["per_token"])
         assert v["source"]["sha256"] and v["source"]["bytes"] > 0 and v["ppl"] > 1
+        assert v["source"]["vocab_sha256"] == run["reference"]["source"]["vocab_sha256"]
+        assert v["overrides"] == {} and v["warnings"] == []
         assert len(v["next_token"]) == 10 and v["generation"] is not None
     assert run["reference"]["kld"] is None and "kld" in run["reference"]
     klds = [v["kld"]["mean"] for v in run["variants"]]
@@ -150,11 +152,13 @@ def test_models_over_the_memory_budget_exit_2_naming_the_budget(tiny_ggufs, tmp_
     assert _runs_in_db(tmp_path) == 0
 
 
-def test_variants_that_tokenize_differently_stop_the_run_naming_the_variant(tiny_ggufs, other_tokenizer_gguf, tmp_path):
+def test_variants_with_different_vocabularies_stop_the_run_naming_both_files(tiny_ggufs, other_tokenizer_gguf,
+                                                                            tmp_path):
     proc = run_cli([*_base(tmp_path), "compare", str(tiny_ggufs["Q8_0"]), str(other_tokenizer_gguf), "--prompt",
                     "Tokenizers differ on this sentence, surely."])
     assert proc.returncode == 2, proc.stderr
-    assert other_tokenizer_gguf.name in proc.stderr and "token ids" in proc.stderr
+    assert "vocabularies differ" in proc.stderr
+    assert other_tokenizer_gguf.name in proc.stderr and tiny_ggufs["Q8_0"].name in proc.stderr
     assert _runs_in_db(tmp_path) == 0
 
 

@@ -198,7 +198,7 @@ def test_a_bad_spec_shows_what_would_work_and_the_run_stops(app, browser):
     open_page(page, app[2])
     page.locator("#pc-specs input, #pc-specs textarea").first.fill("step3001")
     page.locator("#pc-run").click()
-    page.get_by_text("nearest is step3000", exact=False).first.wait_for(timeout=LONG_MS)
+    page.get_by_text("nearest it has are step3000", exact=False).first.wait_for(timeout=LONG_MS)
     page.locator("#pc-status").get_by_text("Stopped.").wait_for(timeout=LONG_MS)
     page.close()
 

@@ -173,17 +173,51 @@ def test_a_run_of_a_newer_schema_asks_for_an_upgrade_and_one_without_a_schema_is
 
 def test_keys_added_by_a_newer_release_are_kept_and_written_back_in_place():
     data = old_run("generation")
-    data["warnings"] = ["the vocabularies differ in padding only"]
-    data["variants"][0]["warnings"] = []
-    data["variants"][0]["source"]["vocab_sha256"] = "ab" * 32
+    data["notes"] = ["a key of a newer release"]
+    data["variants"][0]["source"]["mirror"] = "https://example.org/m.gguf"
     data["variants"][0]["generation"]["tokens"][0]["top"][0]["logit"] = 3.5
     data["params"]["pre_tokenizer"] = {"override": "mpt"}
     run = Run.from_json(data)
-    assert run.extra == {"warnings": ["the vocabularies differ in padding only"]}
-    assert run.variants[0].source.extra == {"vocab_sha256": "ab" * 32}
+    assert run.extra == {"notes": ["a key of a newer release"]}
+    assert run.variants[0].source.extra == {"mirror": "https://example.org/m.gguf"}
     assert run.to_json() == data
     data["params"]["pre_tokenizer"]["override"] = "gpt2"  # the Run holds its own copy
     assert run.params.extra == {"pre_tokenizer": {"override": "mpt"}}
+
+
+def test_the_tokenization_keys_read_typed_and_runs_written_before_them_write_back_without_them():
+    old = old_run("prompt-with-reference")
+    assert "warnings" not in old and "overrides" not in old["variants"][0]
+    run = Run.from_json(old)
+    assert run.warnings is None and run.variants[0].overrides is None and run.reference.source.vocab_sha256 is None
+    assert run.to_json() == old
+    data = copy.deepcopy(old)
+    data["warnings"] = ["variants from two training runs"]
+    for e in entries(data):
+        e["source"]["vocab_sha256"] = "ab" * 32
+        e["overrides"] = {"tokenizer.ggml.pre": "mpt"}
+        e["warnings"] = ["missing pre-tokenizer type, using: 'default'"]
+    run = Run.from_json(data)
+    assert run.warnings == ["variants from two training runs"] and run.extra == {}
+    assert all(e.source.vocab_sha256 == "ab" * 32 and e.overrides == {"tokenizer.ggml.pre": "mpt"}
+               and e.warnings == ["missing pre-tokenizer type, using: 'default'"] and e.extra == {}
+               for e in run.entries())
+    assert json.dumps(run.to_json()) == json.dumps(data)  # same keys in the same places
+    data["variants"][0]["overrides"]["tokenizer.ggml.pre"] = "gpt2"  # the Run holds its own copy
+    assert run.variants[0].overrides == {"tokenizer.ggml.pre": "mpt"}
+    for damage, message in [
+            (lambda d: d.update(warnings=None), "run JSON: warnings must not be null (leave the key out)"),
+            (lambda d: d["variants"][1].update(warnings="degraded"),
+             "run JSON: variants[1].warnings must be a list of strings, got 'degraded'"),
+            (lambda d: d["variants"][0].update(overrides={"tokenizer.ggml.pre": 3}),
+             "run JSON: variants[0].overrides['tokenizer.ggml.pre'] must be a string, got 3"),
+            (lambda d: d["reference"]["source"].update(vocab_sha256=None),
+             "run JSON: reference.source.vocab_sha256 must not be null (leave the key out)")]:
+        bad = copy.deepcopy(data)
+        damage(bad)
+        with pytest.raises(RunFormatError) as e:
+            Run.from_json(bad)
+        assert str(e.value) == message
 
 
 def test_optional_keys_may_be_left_out_and_read_as_null():
@@ -219,7 +253,7 @@ def test_a_stored_run_of_an_older_schema_is_migrated_when_read(old_db, monkeypat
     got = RunStore(old_db).get(printed["run_id"])
     assert got["schema"] == 2
     assert [e["warnings"] for e in entries(got)] == [["migrated from schema 1"]] * 2
-    assert Run.from_json(printed).reference.extra == {"warnings": ["migrated from schema 1"]}
+    assert Run.from_json(printed).reference.warnings == ["migrated from schema 1"]
     assert printed["schema"] == 1 and "warnings" not in printed["variants"][0]
 
 

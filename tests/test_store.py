@@ -36,7 +36,8 @@ def test_a_blank_database_gets_the_expected_schema(tmp_path):
     assert db["runs"].columns_dict == {
         "id": str, "created_at": str, "text": str, "n_tokens": int, "tokens": str, "scoring": str, "ctx": int,
         "top_k": int, "max_tokens": int, "temperature": float, "seed": int, "flash_attn": int,
-        "reference_spec": str, "schema": int, "versions": str, "extra": str, "owner": str}
+        "reference_spec": str, "schema": int, "versions": str, "extra": str, "owner": str,
+        "owner_hmac": str, "sweep_id": str}  # m004 owners as HMACs; m011 (sweeps): a sweep cell's run
     assert db["run_variants"].columns_dict == {
         "run_id": str, "position": int, "role": str, "spec": str, "label": str, "repo": str, "commit_sha": str,
         "file": str, "sha256": str, "bytes": int, "quant": str, "ppl": float, "ppl_err": float, "n_scored": int,
@@ -53,13 +54,15 @@ def test_a_blank_database_gets_the_expected_schema(tmp_path):
     assert db["run_variants"].pks == ["run_id", "position"] and db["run_kld"].pks == ["run_id", "position"]
     assert {(fk.column, fk.other_table, fk.other_column) for fk in db["run_variants"].foreign_keys} == {
         ("run_id", "runs", "id")}
-    assert {tuple(i.columns) for i in db["runs"].indexes} >= {("created_at",), ("owner",)}
+    assert {tuple(i.columns) for i in db["runs"].indexes} >= {("created_at",), ("owner",), ("owner_hmac",)}
     assert ("run_id",) in {tuple(i.columns) for i in db["run_variants"].indexes}
     assert ("run_id",) in {tuple(i.columns) for i in db["run_kld"].indexes}
     assert db["runs"].detect_fts() == "runs_fts"
     assert {t.name for t in db["runs"].triggers} == {"runs_ai", "runs_ad", "runs_au"}
     assert db.journal_mode == "wal"
-    assert [m.name for m in migrations.applied(db)] == ["m001_initial", "m002_runs_fts", "m003_owner"]
+    assert [m.name for m in migrations.applied(db)] == ["m001_initial", "m002_runs_fts", "m003_owner",
+                                                        "m004_owner_hmac", "m010_sweeps",
+                                                        "m011_runs_sweep_id"]
 
 
 def test_opening_a_current_database_again_applies_nothing_twice(tmp_path):
@@ -67,7 +70,7 @@ def test_opening_a_current_database_again_applies_nothing_twice(tmp_path):
     run_id = RunStore(path).save(full_run())
     store = RunStore(path)
     assert store.count() == 1 and store.get(run_id)["run_id"] == run_id
-    assert sqlite_utils.Database(path)["_sqlite_migrations"].count == 3
+    assert sqlite_utils.Database(path)["_sqlite_migrations"].count == 6
 
 
 def test_a_database_at_the_first_migration_upgrades_and_keeps_its_old_run(tmp_path):
@@ -93,7 +96,9 @@ def test_a_database_at_the_first_migration_upgrades_and_keeps_its_old_run(tmp_pa
     store = RunStore(path)
     db = sqlite_utils.Database(path)
     assert db["runs"].columns_dict["owner"] is str and db["runs"].detect_fts() == "runs_fts"
-    assert [m.name for m in migrations.applied(db)] == ["m001_initial", "m002_runs_fts", "m003_owner"]
+    assert [m.name for m in migrations.applied(db)] == ["m001_initial", "m002_runs_fts", "m003_owner",
+                                                        "m004_owner_hmac", "m010_sweeps",
+                                                        "m011_runs_sweep_id"]
     old = store.get("oldrun_0001")
     assert old["input"]["text"] == "An aardvark walks into a library" and old["params"]["flash_attn"] is False
     assert old["variants"][0]["token_logprobs"] == [-1.0, -2.0, -0.5, -3.0, -1.5] and old["reference"] is None
@@ -242,7 +247,7 @@ def test_threads_opening_a_new_database_together_migrate_it_once(tmp_path):
         t.join()
     assert errors == []
     db = sqlite_utils.Database(path)
-    assert db["_sqlite_migrations"].count == 3 and db["runs"].count == 12
+    assert db["_sqlite_migrations"].count == 6 and db["runs"].count == 12
 
 
 WRITER = """

@@ -1,7 +1,7 @@
 import pytest
 
 from pythia_compare.errors import SpecError
-from pythia_compare.variants import PYTHIA_STEPS, SUPPORTED_QUANTS, parse_spec, parse_specs
+from pythia_compare.variants import PYTHIA_STEPS, SUPPORTED_QUANTS, V0_STEPS, builtin_steps, parse_spec, parse_specs
 
 
 @pytest.mark.parametrize("spec, kind, quant, repo, revision", [
@@ -30,16 +30,25 @@ def test_labels_are_short_human_names():
     assert parse_spec("./a/b/m.gguf").label == "m.gguf"
 
 
-def test_pythia_has_154_checkpoints_from_step0_to_step143000():
-    assert len(PYTHIA_STEPS) == 154 and PYTHIA_STEPS[:3] == [0, 1, 2] and PYTHIA_STEPS[-1] == 143000
-    assert 512 in PYTHIA_STEPS and 1000 in PYTHIA_STEPS and 1500 not in PYTHIA_STEPS
+def test_the_builtin_fallback_lists_143_v0_checkpoints_and_154_current_ones():
+    v0, current = builtin_steps("EleutherAI/pythia-410m-deduped-v0"), builtin_steps("EleutherAI/pythia-410m-deduped")
+    assert v0 == V0_STEPS and len(v0) == 143 and v0[0] == 1000 and v0[-1] == 143000
+    assert all(b - a == 1000 for a, b in zip(v0, v0[1:]))
+    assert current == PYTHIA_STEPS and len(current) == 154 and current[:3] == [0, 1, 2] and current[-1] == 143000
+    assert 512 in current and 1000 in current and 1500 not in current
+    assert builtin_steps("someone/other-model") is None
+
+
+def test_a_step_spec_parses_without_knowing_the_repo_its_branches_decide_later():
+    # variants.py never touches the network: whether the repo has the step is sources.py's check.
+    assert parse_spec("step1500").revision == "step1500"
+    assert parse_spec("step512:Q8_0").revision == "step512"
 
 
 @pytest.mark.parametrize("spec, words", [
     ("Q9_K", ["unknown", "Q4_K_M"]),
     ("IQ2_XS", ["importance matrix", "Q4_K_M"]),
     ("Q2_K_S", ["importance matrix"]),
-    ("step3001", ["step3000"]),
     ("step3000:", ["after ':'"]),
     ("demo@", ["after '@'"]),
     ("", ["empty"]),

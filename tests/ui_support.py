@@ -16,7 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+
 BUNDLED_DEMO = ROOT / "assets" / "demo"
 PROMPT = "The quick brown fox jumps over the lazy dog"
 MAX_TOKENS = 6
@@ -126,3 +127,32 @@ def comparable(run: dict) -> dict:
     for e in ([out["reference"]] if out.get("reference") else []) + out["variants"]:
         e.pop("timings", None)
     return out
+
+
+def demo_sweep_steps(demo_dir: Path) -> list[int]:
+    """Three steps of the demo suite for a test sweep: the first (step0), one in the middle, the last."""
+    from pythia_compare.sources import demo_steps
+
+    steps = demo_steps(demo_dir)
+    return sorted({steps[0], steps[len(steps) // 2], steps[-1]})
+
+
+DEMO_SWEEP_QUANTS = ["F16", "Q8_0", "Q2_K"]
+
+
+def make_demo_sweep(tmp: Path, demo_dir: Path, db: Path, name: str = "demo test grid") -> str:
+    """A small real demo sweep made as a user makes one: `sweep plan` then `sweep run` through the CLI
+    (3 steps × 3 quants, ctx 64, 2 chunks) into the run log `db`; returns the sweep's id."""
+    env = app_env(tmp, demo_dir, 0)
+    base = [sys.executable, "-m", "pythia_compare", "--offline", "--db", str(db), "--home", str(tmp / "home"), "sweep"]
+    steps = ",".join(str(s) for s in demo_sweep_steps(demo_dir))
+    plan = subprocess.run(base + ["plan", "--repo", "demo", "--steps", steps, "--quants", ",".join(DEMO_SWEEP_QUANTS),
+                                  "--text-file", str(demo_dir / "heldout.txt"), "--ctx", "64", "--max-chunks", "2",
+                                  "--name", name], capture_output=True, text=True, env=env, cwd=str(ROOT),
+                          timeout=600)
+    assert plan.returncode == 0, plan.stderr
+    sweep_id = plan.stdout.strip().splitlines()[-1].strip()
+    run = subprocess.run(base + ["run", sweep_id], capture_output=True, text=True, env=env, cwd=str(ROOT),
+                         timeout=1800)
+    assert run.returncode == 0, run.stderr
+    return sweep_id
