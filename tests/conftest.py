@@ -4,6 +4,7 @@ run in CI is a failure, not a skip."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
