@@ -24,6 +24,7 @@ from typing import Callable
 from filelock import FileLock, Timeout
 
 from .errors import DiskFull
+from .files import sha256_file, write_atomic
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -51,19 +52,13 @@ def file_sha256(path: str | Path, memo: Path | None = None) -> str:
         if isinstance(table.get(memo_key), str):
             _HASH_CACHE[key] = table[memo_key]
             return table[memo_key]
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    _HASH_CACHE[key] = h.hexdigest()
+    _HASH_CACHE[key] = sha256_file(p)
     if memo is not None:
         table = {k: v for k, v in table.items() if not k.startswith(real + "|")}
         table[memo_key] = _HASH_CACHE[key]
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(table))
-            os.replace(tmp, memo)
+            write_atomic(memo, json.dumps(table))
         except OSError:
             pass  # the memo is an optimisation only
     return _HASH_CACHE[key]
@@ -192,12 +187,9 @@ class Cache:
             pass  # last-use bookkeeping is best effort
 
     def _write_meta(self, d: Path, meta: dict) -> None:
-        tmp = d / f".meta.{os.getpid()}.tmp"
         try:
-            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-            os.replace(tmp, d / "meta.json")
+            write_atomic(d / "meta.json", json.dumps(meta, indent=1, sort_keys=True))
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             if e.errno == errno.ENOSPC:
                 raise DiskFull(f"disk full while writing cache metadata in {d}; free a few kB") from None
             raise

@@ -161,7 +161,7 @@ def _read_text_file(path: str, limit: int) -> str:
 
 
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .compare import RunParams, check_unicode, iter_comparison
+    from .compare import RunParams, check_unicode, run_comparison
     from .engine import ModelPool
     from . import report
     from .report import format_run
@@ -177,19 +177,15 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
                                      max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                                      reference=_reference(args.specs, args.reference, settings))
     pool = ModelPool(settings)
-    run = None
     bar = _progress_bar()
     try:
-        for ev in iter_comparison(args.specs, text, params, settings=settings, pool=pool):
-            bar.update(ev)
-            if ev.kind == "done":
-                run = ev.run
+        run = run_comparison(args.specs, text, params, settings=settings, pool=pool, on_event=bar.update)
     finally:
         bar.close()
         pool.close()
     store = RunStore(settings.db_path)
     run_id = store.save(run)
-    run = store.get(run_id)
+    run = store.get_run(run_id).to_json()
     for line in report.run_notes(run):
         print(line, file=sys.stderr)
     if args.json:
@@ -243,10 +239,10 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     if args.runs_command == "list":
         print(format_run_list(store.list(query=args.query, limit=args.limit)))
     elif args.runs_command == "show":
-        run = store.get(args.run_id)
+        run = store.get_run(args.run_id).to_json()
         print(json.dumps(run, ensure_ascii=False) if args.json else format_run(run, width=_width()))
     elif args.runs_command == "export":
-        run = store.get(args.run_id)
+        run = store.get_run(args.run_id).to_json()
         if args.format == "zip":
             from .export import run_to_zip
 

@@ -8,12 +8,12 @@ line of stdout; `status --json` prints {"sweep", "done", "total", "failed", …}
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 from .config import Settings
 from .errors import BadInput
+from .files import sha256_file
 
 
 def run_sweep_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -35,7 +35,7 @@ def _plan(args, settings: Settings) -> int:
     from .sweep import make_plan
 
     text = _read_text_file(args.text_file, settings.max_text_chars)
-    sha = hashlib.sha256(Path(args.text_file).expanduser().read_bytes()).hexdigest()
+    sha = sha256_file(Path(args.text_file).expanduser())
     plan, cells = make_plan(settings, steps=args.steps, quants=args.quants, text=text, text_sha256=sha,
                             repo=args.repo, reference=args.reference, ctx=args.ctx,
                             max_chunks=args.max_chunks or None, name=args.name, hub_quants=args.hub_quants)

@@ -1,4 +1,4 @@
-"""One comparison run: variants × one input -> the run JSON of DESIGN.md.
+"""One comparison run: variants × one input -> the run JSON of docs/run.md.
 
 Owns validation of a run's inputs, resolving its variants, the scoring-mode rules (prompt / corpus),
 the loop that feeds the engine and metrics, and the shape of the result. It yields progress events so
@@ -30,12 +30,13 @@ from . import __version__
 from . import metrics
 from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
+from .run import SCHEMA
 from .policy import check_run
 from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver, demo_steps
 from .variants import parse_spec, parse_specs
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = SCHEMA  # the run JSON's version: run.py owns it
 SCORING_MODES = ("auto", "prompt", "corpus")
 
 
@@ -150,7 +151,7 @@ def demo_final_step(settings: Settings) -> int | None:
 
 
 def choose_scoring(mode: str, n_tokens: int, ctx: int) -> str:
-    """Apply DESIGN.md's rules: prompt needs 2 ≤ n ≤ ctx, corpus n ≥ 2·ctx, auto picks or explains."""
+    """Apply docs/metrics.md's rules: prompt needs 2 ≤ n ≤ ctx, corpus n ≥ 2·ctx, auto picks or explains."""
     if mode == "prompt" or (mode == "auto" and n_tokens <= ctx):
         if n_tokens < 2:
             raise InputTextError(f"the input has {n_tokens} token{'s' if n_tokens != 1 else ''}; scoring needs at "

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-ASSETS_DIR = PACKAGE_DIR.parent / "assets"
+
+
+def _assets_dir() -> Path:
+    """The bundled assets (demo suite, css): pythia_compare/assets in an installed copy (pyproject.toml maps the
+    repository's top-level assets/ there), the top-level assets/ beside the package in a source checkout."""
+    installed = PACKAGE_DIR / "assets"
+    return installed if installed.is_dir() else PACKAGE_DIR.parent / "assets"
+
+
+ASSETS_DIR = _assets_dir()
 
 DEFAULT_GGUF_REPO = "RichardErkhov/EleutherAI_-_pythia-410m-deduped-v0-gguf"
 DEFAULT_CHECKPOINT_REPO = "EleutherAI/pythia-410m-deduped-v0"

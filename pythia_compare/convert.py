@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import gguf
 
-from .checkpoint import read_config, read_tensors, read_tokenizer_json
+from .checkpoint import REQUIRED_CONFIG_KEYS, read_config, read_tensors, read_tokenizer_json
 from .errors import CheckpointError, DiskFull, NotYetSupported, SpecError
 from .vocab import PRE_TOKENIZER, Vocab, read_vocab
 
@@ -143,11 +143,10 @@ def hparams(cfg: dict, ckpt_dir: Path | str = "") -> HParams:
     and rotary_emb_base, rope_theta or rope_parameters.rope_theta; rope_parameters wins, as in transformers.
     """
     where = Path(ckpt_dir) / "config.json"
-    required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
-    missing = [k for k in required if not _is_pos_int(cfg.get(k))]
+    missing = [k for k in REQUIRED_CONFIG_KEYS if not _is_pos_int(cfg.get(k))]
     if missing:
         raise CheckpointError(f"{where} lacks or has a non-positive-integer {', '.join(missing)}; a GPT-NeoX "
-                              f"config needs all of {', '.join(required)}")
+                              f"config needs all of {', '.join(REQUIRED_CONFIG_KEYS)}")
     model_type = cfg.get("model_type")
     archs = cfg.get("architectures") or []
     if model_type not in (None, "gpt_neox") or (archs and "GPTNeoXForCausalLM" not in archs):

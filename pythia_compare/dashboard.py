@@ -44,7 +44,7 @@ UPDATE_EVERY_S = 0.2  # generation streaming: at most this often a snapshot (eac
 MAX_SPECS_CHARS = 2000  # the free-form spec box
 MAX_QUERY_CHARS = 500  # history search text
 OWNER_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # a browser's owner token (secrets.token_urlsafe)
-# Pythia-410M-deduped GGUF sizes on the Hub (MB, DESIGN.md); other quants are estimated from bits per weight.
+# Pythia-410M-deduped GGUF sizes on the Hub (MB, docs/models.md); other quants are estimated from bits per weight.
 HUB_MB = {"F16": 813, "Q8_0": 433, "Q6_K": 335, "Q4_K_M": 267, "Q2_K": 174}
 PYTHIA_PARAMS = 406.5e6  # weights of Pythia-410M: F16 file bytes / 2
 DEFAULT_QUANTS = {"pythia": ["Q8_0", "Q6_K", "Q4_K_M", "Q2_K"], DEMO_ALIAS: ["F16", "Q8_0", "Q4_K_M", "Q2_K"]}

@@ -24,6 +24,7 @@ Design notes:
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import ctypes
 import logging
@@ -109,6 +110,19 @@ class GeneratedToken:
     text: str  # the text this token adds (concatenation over tokens == the generation's text)
     prob: float  # the model's probability of this token (temperature 1)
     top: list[dict] = field(default_factory=list)  # alternatives: [{"id", "text", "prob"}], descending
+
+
+def _fill_batch(batch, tokens: list[int], first_pos: int, logits_at: list[int]) -> None:
+    """Put `tokens` into a llama.cpp batch as sequence 0 at positions first_pos, first_pos + 1, …, asking for
+    logits at the indices (into `tokens`) listed in logits_at. The one place a batch is filled."""
+    wanted = set(logits_at)
+    for i, tok in enumerate(tokens):
+        batch.token[i] = tok
+        batch.pos[i] = first_pos + i
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = 0
+        batch.logits[i] = 1 if i in wanted else 0
+    batch.n_tokens = len(tokens)
 
 
 def check_gguf_file(path: str | Path) -> Path:
@@ -260,9 +274,6 @@ class Model:
         """Display text of one token on its own: valid UTF-8 as is, other bytes as <0xNN>."""
         return bytes_to_text(self.piece(token_id))
 
-    def detokenize(self, ids: list[int]) -> str:
-        return b"".join(self.piece(i) for i in ids).decode("utf-8", "replace")
-
     # --- logits ---
     def logits(self, tokens: list[int], positions: list[int], *, n_threads: int | None = None) -> np.ndarray:
         """Logits at `positions` after evaluating `tokens` from an empty KV cache.
@@ -276,23 +287,6 @@ class Model:
             out[row] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
         self._eval(tokens, positions, take, n_threads)
-        return out
-
-    def score(self, tokens: list[int], positions: list[int] | None = None) -> np.ndarray:
-        """Log-probability of tokens[p + 1] at each position p (default: every position but the last).
-
-        Returns float64 (len(positions),). Holds one logits row at a time.
-        """
-        if positions is None:
-            positions = list(range(len(tokens) - 1))
-        out = np.empty(len(positions), dtype=np.float64)
-
-        def take(row: int, pos: int, ptr) -> None:
-            x = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
-            m = x.max()
-            out[row] = x[tokens[pos + 1]] - (m + np.log(np.exp(x - m).sum()))
-
-        self._eval(tokens, positions, take)
         return out
 
     @contextmanager
@@ -347,17 +341,8 @@ class Model:
             row = 0
             for start in range(0, n, n_batch):
                 end = min(n, start + n_batch)
-                flagged = []
-                for i, pos in enumerate(range(start, end)):
-                    batch.token[i] = tokens[pos]
-                    batch.pos[i] = pos
-                    batch.n_seq_id[i] = 1
-                    batch.seq_id[i][0] = 0
-                    on = row + len(flagged) < len(want) and want[row + len(flagged)] == pos
-                    batch.logits[i] = 1 if on else 0
-                    if on:
-                        flagged.append(i)
-                batch.n_tokens = end - start
+                flagged = [p - start for p in want[row:bisect.bisect_left(want, end)]]
+                _fill_batch(batch, tokens[start:end], start, flagged)
                 rc = llama_cpp.llama_decode(self._ctx, batch)
                 if rc != 0:
                     raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
@@ -400,13 +385,8 @@ class Model:
                 for produced in range(max_tokens + 1):
                     for start in range(0, len(pending), n_batch):
                         piece = pending[start:start + n_batch]
-                        for i, tok in enumerate(piece):
-                            batch.token[i] = tok
-                            batch.pos[i] = pos + i
-                            batch.n_seq_id[i] = 1
-                            batch.seq_id[i][0] = 0
-                            batch.logits[i] = 1 if (start + i == len(pending) - 1) else 0
-                        batch.n_tokens = len(piece)
+                        last = start + len(piece) == len(pending)  # logits of the pending tokens' last only
+                        _fill_batch(batch, piece, pos, [len(piece) - 1] if last else [])
                         rc = llama_cpp.llama_decode(self._ctx, batch)
                         if rc != 0:
                             raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")

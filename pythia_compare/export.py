@@ -1,7 +1,7 @@
 """Run JSON -> CSV for spreadsheets: one tidy row per (model, scored position), a summary row per model, and
 both in one zip (summary.csv + tokens.csv), the export of the CLI (`runs export ID --format zip`) and the page.
 
-Owns the CSV layouts of a run. Pure: takes the run dict (DESIGN.md "Run JSON") and returns text or bytes;
+Owns the CSV layouts of a run. Pure: takes the run dict (docs/run.md) and returns text or bytes;
 never opens the database, a file or a model.
 """
 
@@ -12,6 +12,8 @@ import io
 import math
 import re
 import zipfile
+
+from .metrics import corpus_target_indices
 
 COLUMNS = ("run_id", "role", "spec", "label", "position", "token_index", "token", "logprob", "prob",
            "surprisal_bits", "kld", "dp")
@@ -32,7 +34,7 @@ def scored_token_indices(run: dict) -> list[int] | None:
         ctx = int(params.get("ctx") or 0)
         if ctx < 4:
             return None
-        idx = [c * ctx + j for c in range(len(tokens) // ctx) for j in range(ctx // 2 + 1, ctx)]
+        idx = corpus_target_indices(len(tokens), ctx)
     else:
         idx = list(range(1, len(tokens)))
     return idx if len(idx) >= n else None

@@ -16,9 +16,7 @@ Never converts, quantizes or loads models, and never prints a token.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -33,8 +31,10 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidation
                                     RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
                                     RevisionResolutionError)
 
+from .checkpoint import WEIGHT_FILES
 from .config import DEFAULT_ENDPOINT, Settings
 from .errors import HubError, MissingOnHub, OfflineMissing
+from .files import sha256_file, write_atomic
 from .variants import QUANT_ALIASES, QUANTS, builtin_steps
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -44,7 +44,6 @@ _SPLIT_RE = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 _QUANT_NAMES = sorted(list(QUANTS) + list(QUANT_ALIASES), key=len, reverse=True)
 _DEMO_HINT = "or use the bundled demo suite, which needs no network (demo@step0, demo:Q4_K_M)"
 _API_TIMEOUT = 30.0  # seconds for one metadata request
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class HubUnreachable(HubError):
@@ -65,14 +64,6 @@ def quant_from_filename(name: str) -> str | None:
         if re.search(rf"(?<![A-Z0-9]){re.escape(q)}(?![A-Z0-9]|_[A-Z0-9])", stem):
             return QUANT_ALIASES.get(q, q)
     return None
-
-
-def _stream_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Hub:
@@ -211,7 +202,7 @@ class Hub:
                            f"Nothing partial was kept; run again to retry.") from None
         expected = (meta.etag or "").lower()
         if re.fullmatch(r"[0-9a-f]{64}", expected):  # an LFS file: the etag is its sha256
-            got = _stream_sha256(path)
+            got = sha256_file(path)
             if got != expected:
                 blob = path.resolve()
                 path.unlink(missing_ok=True)
@@ -240,9 +231,9 @@ class Hub:
         for required in ("config.json", "tokenizer.json"):
             if required not in have:
                 raise absent(required)
-        weights = next((w for w in _WEIGHTS if w in have), None)
+        weights = next((w for w in WEIGHT_FILES if w in have), None)
         if weights is None:
-            raise absent("weights (" + ", ".join(_WEIGHTS) + ")")
+            raise absent("weights (" + ", ".join(WEIGHT_FILES) + ")")
         wanted = ["config.json", "tokenizer.json", weights]
         if weights.endswith(".index.json"):
             index = self.download(repo, weights, commit)
@@ -305,9 +296,7 @@ class Hub:
         memo = self._listing_memo(repo, commit)
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(sorted(files)))
-            os.replace(tmp, memo)
+            write_atomic(memo, json.dumps(sorted(files)))
         except OSError:
             pass  # an optimisation for offline use only
 
@@ -329,9 +318,7 @@ class Hub:
         memo = self._listing_memo(repo, "steps")
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps([[s, sha] for s, sha in steps]))
-            os.replace(tmp, memo)
+            write_atomic(memo, json.dumps([[s, sha] for s, sha in steps]))
         except OSError:
             pass  # an optimisation for offline use only
 

@@ -5,7 +5,7 @@ how a corpus is cut into chunks and which positions are scored, the mean ± unce
 percentile interpolation, and the printed statistics block. Pure numpy on arrays handed in; it never
 reads files, never loads a model, never imports llama_cpp.
 
-Where we differ from the tool on purpose (all stated in DESIGN.md):
+Where we differ from the tool on purpose (all stated in docs/metrics.md):
 - the reference log-probs are exact float64, not the tool's uint16 rounding, and the KLD sums over the
   whole vocabulary (the tool skips reference log-probs below -16, an artifact of that rounding);
 - every uncertainty is 0 when N <= 10 (the tool's KL-mode rule; its plain perplexity mode and its
@@ -60,16 +60,6 @@ def _log_softmax_inplace(x: np.ndarray) -> np.ndarray:
     x -= np.log(s)
     p /= s
     return p
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities of each row: logits (n, vocab) float32/float64 -> (n, vocab) float64."""
-    logits = _rows(logits, "logits")
-    out = logits.astype(np.float64, copy=True)
-    step = _block_rows(out.shape[1])
-    for a in range(0, len(out), step):
-        _log_softmax_inplace(out[a:a + step])
-    return out
 
 
 def nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -139,7 +129,7 @@ def _sqrt0(x: float) -> float:
 def perplexity(nll: np.ndarray) -> tuple[float, float]:
     """(PPL, error) of per-token NLLs (N,): PPL = exp(mean nll), error = PPL * sqrt((E[nll²]-E[nll]²)/(N-1)).
 
-    The error is 0 when N <= 10 (DESIGN.md's rule; see the module docstring). Raises ValueError for N == 0.
+    The error is 0 when N <= 10 (docs/metrics.md's rule; see the module docstring). Raises ValueError for N == 0.
     """
     mean, err = mean_and_uncertainty(nll)
     ppl = math.exp(mean)
@@ -187,6 +177,20 @@ class ChunkPlan:
     start: int            # offset of tokens[0] in the whole text's token list
 
 
+def _scored_positions(ctx: int) -> list[int]:
+    """The positions of a corpus chunk whose logits are scored: ctx//2 … ctx-2 (each predicts the next token)."""
+    return list(range(ctx // 2, ctx - 1))
+
+
+def corpus_target_indices(n_tokens: int, ctx: int) -> list[int]:
+    """Corpus mode: the index, in the whole text's token list, of the token each scored position predicts, in
+    scoring order (corpus_plan's layout: n_tokens // ctx chunks, leftover dropped; chunk positions
+    ctx//2 + 1 … ctx - 1). What a run's token_logprobs line up with; [] when ctx < 3."""
+    if ctx < 3:
+        return []
+    return [start + p + 1 for start in range(0, (n_tokens // ctx) * ctx, ctx) for p in _scored_positions(ctx)]
+
+
 def corpus_plan(tokens: list[int], ctx: int, bos_id: int | None) -> list[ChunkPlan]:
     """Cut a whole-text tokenization into llama-perplexity's chunks.
 
@@ -205,8 +209,7 @@ def corpus_plan(tokens: list[int], ctx: int, bos_id: int | None) -> list[ChunkPl
         smaller = (f"a smaller --ctx (at most {largest})" if largest >= 3 else "prompt scoring")
         raise InputTextError(f"the text has {n} tokens; corpus scoring with --ctx {ctx} needs at least {2 * ctx} "
                              f"(two chunks of {ctx}); {smaller} or a longer text would work")
-    first = ctx // 2
-    positions = list(range(first, ctx - 1))
+    positions = _scored_positions(ctx)
     plan = []
     for start in range(0, (n // ctx) * ctx, ctx):
         original = [int(t) for t in tokens[start:start + ctx]]
@@ -216,17 +219,6 @@ def corpus_plan(tokens: list[int], ctx: int, bos_id: int | None) -> list[ChunkPl
         plan.append(ChunkPlan(tokens=fed, positions=list(positions),
                               targets=[original[p + 1] for p in positions], start=start))
     return plan
-
-
-def prompt_positions(n_tokens: int) -> tuple[list[int], list[int]]:
-    """Prompt scoring, teacher-forced: logits at positions 0 … n-2 predict the tokens at 1 … n-1.
-
-    Returns (positions, target indices). Raises InputTextError when n_tokens < 2 (nothing to score).
-    """
-    if n_tokens < 2:
-        raise InputTextError(f"the prompt has {n_tokens} token(s); scoring needs at least 2 "
-                             f"(every token after the first is scored); a longer prompt would work")
-    return list(range(n_tokens - 1)), list(range(1, n_tokens))
 
 
 # ------------------------------------------------------------------------------------- token statistics

@@ -1,6 +1,6 @@
 """Figures, generation HTML and table data for one comparison run.
 
-Owns turning a run JSON dict (DESIGN.md "Run JSON") into plotly figures, the side-by-side generations'
+Owns turning a run JSON dict (docs/run.md) into plotly figures, the side-by-side generations'
 HTML, table data (column names + rows of raw values) and the one function that formats a table cell.
 Every builder is pure: run dict in, figure / str / table out, and works on partial runs (variants still
 arriving, generation or kld None, no reference). Never imports gradio, never loads a model, never touches
@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 from .report import (  # noqa: F401
     KL_TABLE_NOTE, PALETTE, REFERENCE_COLOR, STAT_COLUMN, SUMMARY_COLUMNS, _entries, _Entry, _no_error, _parsed,
     _quant_of, fmt_num, format_cell, format_table, kl_table, show_token, summary_table, variant_colors)
+from .metrics import corpus_target_indices
 from .variants import FINAL_STEP, QUANTS
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
@@ -317,7 +318,7 @@ def scored_token_texts(run: dict) -> list[str] | None:
         ctx = int(params.get("ctx") or 0)
         if ctx < 4 or len(tokens) != inp.get("n_tokens", len(tokens)):
             return None
-        idx = [c * ctx + j for c in range(len(tokens) // ctx) for j in range(ctx // 2 + 1, ctx)]
+        idx = corpus_target_indices(len(tokens), ctx)
         return [tokens[i] for i in idx] if len(idx) == n else None
     return list(tokens[1:]) if len(tokens) == n + 1 else None
 

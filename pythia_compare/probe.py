@@ -34,6 +34,7 @@ from pathlib import Path
 from .cache import Cache, file_sha256
 from .config import Settings
 from .errors import ModelFileError, PythiaCompareError
+from .files import write_atomic
 from .variants import DEMO_ALIAS
 
 VERDICTS = "probe-verdicts.json"
@@ -83,9 +84,7 @@ def _remember(settings: Settings, key: str, verdict: dict) -> None:
         with FileLock(str(home / f".{VERDICTS}.lock")):
             table = _read_verdicts(settings)
             table[key] = verdict
-            tmp = home / f".{VERDICTS}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-            os.replace(tmp, home / VERDICTS)
+            write_atomic(home / VERDICTS, json.dumps(table, indent=1, sort_keys=True))
     except OSError:
         pass  # the verdict is an optimisation: the next run probes again
 

@@ -1,4 +1,4 @@
-"""How a run JSON dict maps onto rows of the run log's tables, and back: validation and the exact inverse.
+"""How a run JSON dict (docs/run.md) maps onto rows of the run log's tables, and back: validation and the exact inverse.
 
 Owns the column <-> key mapping of runs / run_variants / run_kld (migrations.py owns the tables themselves)
 and the refusal of malformed runs. Pure: no database, no I/O; store.py binds these rows to SQLite.
@@ -18,22 +18,15 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import BadInput
+from .run import KL_STATS, RunFormatError
 
-# Scalar KL statistics with a column in run_kld (the columns migrations give it, in order). A statistic
-# outside this list is kept in run_kld.extra; a migration that adds a column adds its name here.
-KLD_STATS = ("mean", "mean_err", "max", "p99_9", "p99", "p95", "p90", "median", "p10", "p5", "p1", "p0_1",
-             "min", "dp_mean", "dp_mean_err", "dp_rms", "dp_rms_err", "dp_max", "dp_p99_9", "dp_p99",
-             "dp_p95", "dp_p90", "dp_p75", "dp_median", "dp_p25", "dp_p10", "dp_p5", "dp_p1", "dp_p0_1",
-             "dp_min", "same_top", "same_top_err", "ppl_ratio", "ppl_ratio_err", "ln_ratio", "ln_ratio_err",
-             "ppl_diff", "ppl_diff_err", "cor_ln_ppl", "ppl", "ppl_err", "ppl_ref", "ppl_ref_err")
+# Scalar KL statistics with a column in run_kld (the columns migrations give it, in order): run.py's names. A
+# statistic outside this list is kept in run_kld.extra; a name added to run.KL_STATS needs a migration that
+# adds its column (tests/test_store.py holds the two together).
+KLD_STATS = KL_STATS
 _RUN_ORDER = ("schema", "run_id", "created_at", "input", "params", "variants", "reference", "versions")
 _ENTRY_ORDER = ("spec", "label", "source", "ppl", "ppl_err", "n_scored", "token_logprobs", "next_token",
                 "generation", "kld", "timings")
-
-
-class RunFormatError(BadInput):
-    """A run dict handed to RunStore.save does not have the run JSON's shape (DESIGN.md, "Run JSON")."""
 
 
 class _Bad(Exception):

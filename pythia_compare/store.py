@@ -1,4 +1,4 @@
-"""The run log: `RunStore` saves run JSON dicts to SQLite and gives them back exactly.
+"""The run log: `RunStore` saves runs (docs/run.md) to SQLite and gives them back exactly.
 
 Owns the database file: connections (one per thread), WAL mode, write transactions, applying migrations.py,
 ids and timestamps, full-text search over input texts, listing, owner-scoped deletes, owner tokens kept as
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import BadInput, RunNotFound
+from .run import Run, migrate
 from .runrows import RunFormatError, rows_of, run_of, short_repr, text_or_none
 
 # sqlite-utils imports pandas at import time, when it is installed, only to recognise pandas values given to
@@ -188,14 +189,18 @@ class RunStore:
 
     # -------------------------------------------------------------------------------- API
 
-    def save(self, run: dict, owner: str | None = None) -> str:
-        """Store a run JSON dict (DESIGN.md schema) in one transaction; return its new id after COMMIT.
+    def save(self, run: dict | Run, owner: str | None = None) -> str:
+        """Store a run (a Run, or a run JSON dict: docs/run.md) in one transaction; return its new id after COMMIT.
 
         The id is random (secrets.token_urlsafe(12): 96 bits, URL-safe); created_at is the UTC time of saving.
         Any "run_id"/"created_at" in `run` are replaced, and `run` itself is not modified. A malformed run
-        raises RunFormatError naming the offending key, before anything is written.
+        raises RunFormatError naming the offending key (run.py's rules, then the run log's), before anything
+        is written.
         """
         owner = text_or_none(owner, "owner")
+        if isinstance(run, Run):
+            run = run.to_json()
+        Run.from_json(run)  # validation only: the dict's own keys are what is stored
         run_row, variant_rows, kld_rows = rows_of(run)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         owner_cols = self._owner_columns(owner)
@@ -211,6 +216,10 @@ class RunStore:
                 if "runs.id" not in str(e):
                     raise
         raise RunLogError("could not draw an unused run id in 5 attempts")  # pragma: no cover (2^-96 odds)
+
+    def get_run(self, run_id: str) -> Run:
+        """The stored run of `run_id` as a Run (docs/run.md); RunNotFound or RunFormatError otherwise."""
+        return self._load(run_id)[1]
 
     def import_run(self, run: dict, owner: str | None = None) -> bool:
         """Store a run under its own "run_id" and "created_at" (from a backup, or another log); keep both.
@@ -289,7 +298,14 @@ class RunStore:
             conn.execute("PRAGMA secure_delete = OFF")
 
     def get(self, run_id: str) -> dict:
-        """The stored run JSON of `run_id`, exactly as saved plus run_id/created_at; RunNotFound otherwise."""
+        """The stored run JSON of `run_id`, exactly as saved plus run_id/created_at; RunNotFound otherwise.
+
+        A run of an older schema comes back migrated to the current one (run.migrate); one that does not have
+        the run JSON's shape raises RunFormatError naming the run and the key."""
+        return self._load(run_id)[0]
+
+    def _load(self, run_id: str) -> tuple[dict, Run]:
+        """The stored run as its JSON dict (migrated) and as a Run."""
         if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
             raise _not_found(run_id)
         with self._read() as conn:
@@ -309,7 +325,12 @@ class RunStore:
                 kld_rows = conn.execute("SELECT * FROM run_kld WHERE run_id = ?", [run_id]).fetchall()
             finally:
                 conn.row_factory = None
-        return run_of(dict(run_row), [dict(r) for r in variant_rows], [dict(k) for k in kld_rows])
+        run = run_of(dict(run_row), [dict(r) for r in variant_rows], [dict(k) for k in kld_rows])
+        try:
+            run = migrate(run)
+            return run, Run.from_json(run)
+        except RunFormatError as e:
+            raise RunFormatError(f"stored run {run_id!r} in {self.path}: {e}") from None
 
     def list(self, query: str | None = None, owner: str | None = None, limit: int = 50,
              offset: int = 0) -> list[dict]:
@@ -454,6 +475,7 @@ class RunStore:
         `summary`: {"ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err",
         "bytes", "bpw"}. The run's input text must be the sweep's text.
         """
+        Run.from_json(run)  # run.py's rules first (as save), then the run log's
         run_row, variant_rows, kld_rows = rows_of(run)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         run_id = secrets.token_urlsafe(12)

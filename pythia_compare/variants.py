@@ -121,10 +121,6 @@ class Variant:
         return int(m.group(1)) if m else None
 
     @property
-    def is_demo(self) -> bool:
-        return self.repo == DEMO_ALIAS
-
-    @property
     def label(self) -> str:
         """Short human name, e.g. 'step3000 Q4_K_M', 'Q8_0', 'demo step0 F16', 'model.gguf'."""
         if self.kind == "local":

@@ -5,17 +5,21 @@ run in CI is a failure, not a skip."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tests.support import ROOT, TEST_QUANTS, TIERS
 
-# The quants every engine test covers (issue: at least these).
-TEST_QUANTS = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
+
+def pytest_collection_modifyitems(config, items):
+    """The tiers of tests/support.py's TIERS table become markers: the one place they are applied."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        name = item.originalname or item.name
+        for key in (module, f"{module}::{name}"):
+            for marker in TIERS.get(key, ()):
+                item.add_marker(marker)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -40,7 +44,7 @@ def settings(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A tiny random GPT-NeoX checkpoint in Hugging Face layout (safetensors), with a real BPE tokenizer."""
-    from tinymodels import make_checkpoint
+    from tests.tinymodels import make_checkpoint
 
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
 
@@ -74,21 +78,10 @@ def demo_dir() -> Path:
     return d
 
 
-def run_cli(args: list[str], env: dict | None = None, timeout: int = 600):
-    """Run `python -m pythia_compare ARGS` in a fresh process; returns CompletedProcess (text)."""
-    import subprocess
-
-    e = dict(os.environ)
-    e.update(env or {})
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "pythia_compare", *args], capture_output=True, text=True,
-                          env=e, timeout=timeout, cwd=str(ROOT))
-
-
 @pytest.fixture(scope="session")
 def other_tokenizer_gguf(tmp_path_factory) -> Path:
     """A tiny model whose BPE tokenizer was trained to a smaller vocabulary: it splits text differently."""
-    from tinymodels import make_checkpoint, make_tokenizer
+    from tests.tinymodels import make_checkpoint, make_tokenizer
 
     from pythia_compare.convert import convert_checkpoint
 
@@ -118,7 +111,7 @@ def llama_vocab_dir() -> Path:
 def vocab_file_models(llama_vocab_dir, tmp_path_factory) -> dict[str, Path]:
     """Tiny random gptneox models with the vocabularies of llama.cpp's files: "mpt" (pre-tokenizer 'mpt') and
     "gpt-neox" (no pre-tokenizer key, as GGUFs made before spring 2024)."""
-    from vocabmodels import vocab_model
+    from tests.vocabmodels import vocab_model
 
     out = tmp_path_factory.mktemp("vocab-models")
     return {name: vocab_model(llama_vocab_dir / f"ggml-vocab-{name}.gguf", out / f"tiny-vocab-{name}.gguf")
@@ -128,7 +121,7 @@ def vocab_file_models(llama_vocab_dir, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def preless_twin(tiny_ggufs, tmp_path_factory) -> tuple[Path, Path]:
     """(the converted tiny F16 saved without tokenizer.ggml.pre, the converted F16 itself): one model."""
-    from vocabmodels import copy_without_key
+    from tests.vocabmodels import copy_without_key
 
     out = tmp_path_factory.mktemp("preless") / "tiny-nopre-F16.gguf"
     return copy_without_key(tiny_ggufs["F16"], out, "tokenizer.ggml.pre"), tiny_ggufs["F16"]

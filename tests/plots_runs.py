@@ -1,4 +1,4 @@
-"""Run dicts shaped like DESIGN.md's Run JSON, for the plots tests: a factory and a few named runs.
+"""Run dicts shaped like the run JSON (docs/run.md), for the plots tests: a factory and a few named runs.
 
 Numbers are drawn from a seeded generator and made self-consistent (PPL from the log-probs, KL statistics
 from the per-token values), so the tests can check figures against the run's own numbers.

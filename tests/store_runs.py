@@ -1,4 +1,4 @@
-"""Run dicts for the run-log tests, shaped as compare.py writes them (DESIGN.md "Run JSON").
+"""Run dicts for the run-log tests, shaped as compare.py writes them (docs/run.md).
 
 `full_run` has two variants and an F16 reference, KL statistics with every metrics.py key (cor_ln_ppl null),
 generations with alternatives, and awkward values: floats that only repr keeps exact, subnormals, unicode and

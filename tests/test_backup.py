@@ -13,12 +13,12 @@ import logging
 
 import pytest
 
-from fakehub import FakeHub
+from tests.fakehub import FakeHub
 from pythia_compare.backup import Backup
 from pythia_compare.config import Settings
 from pythia_compare.dashboard import Dashboard
 from pythia_compare.store import RunStore
-from store_runs import full_run
+from tests.store_runs import full_run
 
 WRITE = "hf_" + "w" * 34  # alice's write token
 READ = "hf_" + "r" * 34  # alice's read-only token

@@ -17,10 +17,11 @@ import pytest
 from gradio_client import Client
 from playwright.sync_api import sync_playwright
 
-from fakehub import FakeHub
+from tests.fakehub import FakeHub
 from pythia_compare.store import RunStore
 from pythia_compare.ui import OWNER_KEY
-from ui_support import ROOT, app_env, demo_suite, free_port, wait_until_up
+from tests.support import ROOT
+from tests.ui_support import app_env, demo_suite, free_port, wait_until_up
 
 TOKEN = "hf_" + "s" * 34
 SECRET = "space-secret-for-the-owner-hmacs"

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from conftest import run_cli
+from tests.support import run_cli
 
 RUN_KEYS = {"schema", "run_id", "created_at", "input", "params", "variants", "reference", "versions", "warnings"}
 VARIANT_KEYS = {"spec", "label", "source", "ppl", "ppl_err", "n_scored", "token_logprobs", "next_token",
@@ -166,7 +166,7 @@ def test_the_cli_imports_neither_gradio_nor_plotly():
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.support import ROOT
 
     code = ("import sys; sys.argv=['x','--help']\nfrom pythia_compare import cli\ntry: cli.main(['runs','list','--limit','1'])\n"
             "except SystemExit: pass\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('gradio','plotly','torch')))")

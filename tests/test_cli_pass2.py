@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from conftest import run_cli
+from tests.support import run_cli
 from pythia_compare.export import run_to_zip
 from pythia_compare.report import SUMMARY_COLUMNS
 from pythia_compare.store import RunStore

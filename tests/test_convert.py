@@ -25,7 +25,7 @@ from pythia_compare.config import Settings
 from pythia_compare.convert import CONVERTER_VERSION, convert_checkpoint
 from pythia_compare.engine import ModelPool
 from pythia_compare.errors import CheckpointError, DiskFull, NotYetSupported, SpecError
-from tinymodels import SPACE_RUNS, make_checkpoint, make_hf_checkpoint, make_tokenizer, save_torch_bin
+from tests.tinymodels import SPACE_RUNS, make_checkpoint, make_hf_checkpoint, make_tokenizer, save_torch_bin
 
 SETTINGS = Settings(kv_f32=True, flash_attn=False, n_threads=2)
 
@@ -350,7 +350,7 @@ def test_a_bad_tokenizer_is_refused_and_an_existing_file_stays_untouched(tmp_pat
 
 def test_a_missing_or_misshapen_weight_is_refused_naming_it(tmp_path, tiny_ckpt):
     from pythia_compare.checkpoint import read_tensors
-    from tinymodels import write_weights
+    from tests.tinymodels import write_weights
 
     out = tmp_path / "out"
     out.mkdir()

@@ -17,7 +17,8 @@ from pythia_compare.errors import SpecError
 from pythia_compare.export import run_to_csv
 from pythia_compare.ui import CONTROLS, Handlers
 from pythia_compare.variants import parse_specs
-from ui_support import PROMPT, ROOT, demo_suite, settings_for
+from tests.support import ROOT
+from tests.ui_support import PROMPT, demo_suite, settings_for
 
 HELDOUT = ROOT / "assets" / "demo" / "heldout.txt"
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, run_cli
+from tests.support import ROOT, run_cli
 from pythia_compare.sources import demo_steps
 
 HELDOUT = ROOT / "assets" / "demo" / "heldout.txt"

@@ -26,7 +26,7 @@ from pythia_compare.store import RunStore
 from pythia_compare.dashboard import table_cells
 from pythia_compare.export import run_to_csv, run_to_zip
 from pythia_compare.ui import OWNER_KEY
-from ui_support import (MAX_TOKENS, PROMPT, ROOT, cli_json, comparable, demo_suite, start_app, stop,
+from tests.ui_support import (MAX_TOKENS, PROMPT, ROOT, cli_json, comparable, demo_suite, start_app, stop,
                         three_specs)
 
 FIGURES = ["next_token", "ppl", "surprisal", "kld"]

@@ -18,7 +18,8 @@ from playwright.sync_api import sync_playwright
 
 from pythia_compare import plots
 from pythia_compare.store import RunStore
-from ui_support import ROOT, demo_suite, make_demo_sweep, start_app, stop
+from tests.support import ROOT
+from tests.ui_support import demo_suite, make_demo_sweep, start_app, stop
 
 FIGURES = ["ppl", "kld", "bpw", "heatmap"]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]

@@ -10,18 +10,24 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import ROOT, TEST_QUANTS
+from tests.support import ROOT, TEST_QUANTS
+from pythia_compare import metrics
 from pythia_compare.config import Settings
 from pythia_compare.engine import ModelPool, bytes_to_text
 from pythia_compare.errors import BudgetError, ModelFileError
 from pythia_compare.variants import SUPPORTED_QUANTS
+
+def score(m, ids: list[int]) -> np.ndarray:
+    """Log-probability of each token after the first, teacher-forced (prompt scoring, as compare.py does it)."""
+    return -metrics.nll(m.logits(ids, list(range(len(ids) - 1))), np.asarray(ids[1:]))
+
 
 TEXT = "Perplexity measures surprise. Quantization trades bits for error: Q8_0, Q4_K_M, Q2_K. é ü 😀 3.14159"
 
 _SUBPROCESS = r"""
 import json, sys
 import numpy as np
-sys.path.insert(0, sys.argv[1])
+from pythia_compare import metrics
 from pythia_compare.config import Settings
 from pythia_compare.engine import ModelPool
 from pythia_compare.quantize import quantize_file
@@ -32,7 +38,7 @@ for q in quants:
     path = quantize_file(src, f"{out_dir}/m-{q}.gguf", q) if q not in ("F16", "F32") else src
     with pool.hold([path], 256) as (m,):
         ids = m.tokenize(text)
-        lp = m.score(ids)
+        lp = -metrics.nll(m.logits(ids, list(range(len(ids) - 1))), np.asarray(ids[1:]))
         report[q] = [len(lp), bool(np.all(np.isfinite(lp))), float(lp.mean())]
     pool.close()
 print(json.dumps(report))
@@ -48,7 +54,7 @@ def test_every_supported_quant_type_runs_in_a_fresh_process(tiny_ggufs, tmp_path
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(report) == sorted(quants)
     with ModelPool(Settings()).hold([tiny_ggufs["F16"]], 256) as (m,):
-        f16_mean = float(m.score(m.tokenize(TEXT)).mean())
+        f16_mean = float(score(m, m.tokenize(TEXT)).mean())
     for q, (n, finite, mean) in report.items():
         assert n > 10 and finite, q
         assert 1.5 * f16_mean < mean < 0.5 * f16_mean, (q, mean, f16_mean)
@@ -58,7 +64,7 @@ def test_listed_quants_give_finite_log_probs_in_process(tiny_ggufs, settings):
     pool = ModelPool(settings)
     for q in ["F32", "F16", *TEST_QUANTS]:
         with pool.hold([tiny_ggufs[q]], 256) as (m,):
-            lp = m.score(m.tokenize(TEXT))
+            lp = score(m, m.tokenize(TEXT))
             assert lp.shape == (len(m.tokenize(TEXT)) - 1,) and np.all(np.isfinite(lp)) and np.all(lp < 0), q
     pool.close()
 
@@ -70,7 +76,7 @@ def test_engine_f32_log_probs_equal_a_plain_llama_eval(tiny_ggufs, settings):
     pool = ModelPool(s)
     with pool.hold([tiny_ggufs["F32"]], 256) as (m,):
         ids = m.tokenize(TEXT)
-        ours = m.score(ids)
+        ours = score(m, ids)
     pool.close()
     plain = llama_cpp.Llama(str(tiny_ggufs["F32"]), n_ctx=256, logits_all=True, verbose=False, type_k=0, type_v=0,
                             n_threads=s.n_threads, flash_attn=False)
@@ -90,7 +96,7 @@ def test_scoring_in_small_batches_asks_only_for_the_positions_scored(tiny_ggufs,
         some = b.logits(ids, [3, 17, len(ids) - 1])
         assert some.shape == (3, a.n_vocab)
         np.testing.assert_allclose(some, full[[3, 17, len(ids) - 1]], atol=2e-3)
-        np.testing.assert_allclose(b.score(ids), a.score(ids), atol=2e-3)
+        np.testing.assert_allclose(score(b, ids), score(a, ids), atol=2e-3)
         with pytest.raises(ValueError):
             a.logits(ids, [5, 3])
     pool_big.close()
@@ -145,7 +151,7 @@ def test_generation_streams_tokens_whose_text_joins_into_the_decoded_output(tiny
         toks = [first, *stream]
         assert 1 <= len(toks) <= 12
         assert all(0 < t.prob <= 1 and t.top and t.top[0]["prob"] >= t.top[-1]["prob"] for t in toks)
-        assert "".join(t.text for t in toks) == m.detokenize([t.id for t in toks])
+        assert "".join(t.text for t in toks) == b"".join(m.piece(t.id) for t in toks).decode("utf-8", "replace")
         again = [t.id for t in m.generate(ids, 12)]
         assert again == [t.id for t in toks]  # greedy is deterministic
         s1 = [t.id for t in m.generate(ids, 12, temperature=1.5, seed=1)]
@@ -186,12 +192,12 @@ def test_one_model_scored_from_many_threads_gives_the_serial_answer(tiny_ggufs, 
     pool = ModelPool(settings)
     with pool.hold([tiny_ggufs["Q4_K_M"]], 256) as (m,):
         ids = m.tokenize(TEXT)
-        expected = m.score(ids)
+        expected = score(m, ids)
         results, errors = [], []
 
         def work():
             try:
-                results.append(m.score(ids))
+                results.append(score(m, ids))
             except Exception as e:  # pragma: no cover - reported below
                 errors.append(e)
 
@@ -208,7 +214,7 @@ def test_llama_cpp_logs_to_python_logging_not_to_the_terminal(tiny_ggufs, settin
     with caplog.at_level(logging.DEBUG, logger="pythia_compare.llama_cpp"):
         pool = ModelPool(settings)
         with pool.hold([tiny_ggufs["Q4_K_M"]], 256) as (m,):
-            m.score(m.tokenize("hello there"))
+            score(m, m.tokenize("hello there"))
         pool.close()
     assert any("gptneox" in r.getMessage() or "llama_model_loader" in r.getMessage() for r in caplog.records)
     out, err = capfd.readouterr()

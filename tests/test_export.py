@@ -8,7 +8,7 @@ import math
 
 from pythia_compare.export import COLUMNS, run_to_csv, scored_token_indices
 from pythia_compare.store import RunStore
-from store_runs import full_run
+from tests.store_runs import full_run
 
 
 def rows_of(text: str) -> list[dict]:

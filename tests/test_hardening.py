@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 from pythia_compare.config import ASSETS_DIR
 from pythia_compare.dashboard import MAX_SPECS_CHARS
 from pythia_compare.ui import build_demo, launch_kwargs
-from ui_support import PROMPT, demo_suite, free_port, settings_for, wait_until_up
+from tests.ui_support import PROMPT, demo_suite, free_port, settings_for, wait_until_up
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fakehub import FakeHub, commit_sha
+from tests.fakehub import FakeHub, commit_sha
 
 from pythia_compare.config import Settings
 from pythia_compare.errors import HubError, MissingOnHub, OfflineMissing

@@ -1,13 +1,13 @@
 """Peer test: the engine's corpus perplexity and KL statistics agree with llama.cpp's own
 `llama-perplexity` (plain and --kl-divergence), built from the pinned llama-cpp-python sdist with the
-project's build flags, within DESIGN.md's tolerance table."""
+project's build flags, within docs/metrics.md's tolerance table."""
 
 import json
 
 import pytest
 
-from conftest import run_cli
-from peer import parse_final_ppl, parse_kl_block, run_tool
+from tests.support import run_cli
+from tests.peer import parse_final_ppl, parse_kl_block, run_tool
 
 CTX = 128
 

@@ -1,5 +1,5 @@
 """Tests for pythia_compare.plots: the figures' data, the generations' HTML and the tables, on run dicts
-shaped like DESIGN.md's Run JSON (built by the factory in tests/plots_runs.py)."""
+shaped like the run JSON (docs/run.md) (built by the factory in tests/plots_runs.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 from pythia_compare import plots
 from pythia_compare.variants import QUANTS
 
-from plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
+from tests.plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
 
 
 def _trace(fig, name):

@@ -23,9 +23,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from conftest import ROOT, run_cli
-from fakehub import FakeHub, files_from_dir
-from ggufcraft import CASES, build_corpus
+from tests.support import ROOT, run_cli
+from tests.fakehub import FakeHub, files_from_dir
+from tests.ggufcraft import CASES, build_corpus
 from pythia_compare.compare import RunParams, iter_comparison
 from pythia_compare.config import Settings
 from pythia_compare.errors import ModelFileError
@@ -33,7 +33,7 @@ from pythia_compare.policy import LOCAL_REFUSED, NotAllowed, check_variant
 from pythia_compare.probe import VERDICTS, ensure_loadable
 from pythia_compare.sources import _gguf_quant, gguf_scan
 from pythia_compare.variants import parse_spec
-from ui_support import PROMPT, app_env, free_port, start_app, stop, wait_until_up
+from tests.ui_support import PROMPT, app_env, free_port, start_app, stop, wait_until_up
 
 IDS = [c.name for c in CASES]
 GOOD = "crafted/good"
@@ -48,7 +48,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_dir(work) -> Path:
-    from tinymodels import make_checkpoint
+    from tests.tinymodels import make_checkpoint
 
     return make_checkpoint(work / "ckpt", seed=3)
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import run_cli
-from fakehub import FakeHub, files_from_dir
+from tests.support import run_cli
+from tests.fakehub import FakeHub, files_from_dir
 from pythia_compare.config import DEFAULT_CHECKPOINT_REPO, DEFAULT_GGUF_REPO, Settings
 from pythia_compare.errors import OfflineMissing, SpecError
 from pythia_compare.sources import Resolver

@@ -9,7 +9,7 @@ from huggingface_hub import RepoCard
 
 from pythia_compare.config import DEFAULT_GGUF_REPO, Settings
 from pythia_compare.dashboard import DEFAULT_QUANTS
-from ui_support import ROOT
+from tests.ui_support import ROOT
 
 
 def card_data() -> dict:
@@ -37,7 +37,8 @@ def test_the_space_preloads_the_dashboards_default_gguf_files():
     assert files, f"preload_from_hub names no file of {DEFAULT_GGUF_REPO}"
     for quant in DEFAULT_QUANTS["pythia"]:
         assert any(f.endswith(f".{quant}.gguf") for f in files), quant
-    assert Settings().gguf_repo == DEFAULT_GGUF_REPO
+    # The app on the Space (SPACE_ID set, no repo override) reads the repo whose files were preloaded.
+    assert Settings.from_env({"SPACE_ID": "someone/pythia-compare"}).gguf_repo == DEFAULT_GGUF_REPO
 
 
 def test_app_py_builds_demo_at_import_and_launches_only_as_a_script_with_the_hardened_settings():

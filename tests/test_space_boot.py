@@ -1,7 +1,8 @@
 """Boot the app the way a Hugging Face Space does: a fresh virtualenv holding only requirements.txt.
 
 It catches a runtime dependency that only the development requirements install. The venv sees no system or
-user site-packages; `python app.py` runs in it with SPACE_ID set, on port 7860 (another free port only if
+user site-packages and does not hold this project (a Space does not pip-install it: `python app.py` imports the
+package from the folder app.py is in, the checkout here); `python app.py` runs in it with SPACE_ID set, on port 7860 (another free port only if
 7860 is taken, which the test says), with a home directory of its own (a Space's defaults for the run log and
 caches) and the run backup configured against the local fake Hub. The page must answer, a demo run must
 complete through gradio_client, and SIGTERM must leave that run in the backup dataset.
@@ -27,8 +28,9 @@ from pathlib import Path
 from filelock import FileLock
 from gradio_client import Client
 
-from fakehub import FakeHub
-from ui_support import ROOT, free_port, wait_until_up
+from tests.fakehub import FakeHub
+from tests.support import ROOT
+from tests.ui_support import free_port, wait_until_up
 
 SPACE_PORT = 7860
 TOKEN = "hf_" + "b" * 34
@@ -75,10 +77,13 @@ def space_port() -> int:
 def test_a_fresh_venv_with_only_the_runtime_requirements_boots_the_space_and_completes_a_demo_run(tmp_path):
     venv = space_venv()
     python = venv / "bin" / "python"
-    # The venv holds none of the development packages.
+    # The venv holds none of the development packages, and not this project either: app.py imports
+    # pythia_compare from its own folder (the script's directory is first on sys.path), as on a Space, whose
+    # repository root holds app.py beside the pythia_compare package. Asked from a folder outside the checkout.
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; print([m for m in ('torch', "
-                            "'transformers', 'pytest', 'playwright') if u.find_spec(m)])"],
-                           capture_output=True, text=True, env={"PATH": os.environ["PATH"], "PYTHONNOUSERSITE": "1"})
+                            "'transformers', 'pytest', 'playwright', 'pythia_compare') if u.find_spec(m)])"],
+                           capture_output=True, text=True, cwd=str(tmp_path),
+                           env={"PATH": os.environ["PATH"], "PYTHONNOUSERSITE": "1"})
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
 
     home = tmp_path / "home"

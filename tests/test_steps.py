@@ -5,7 +5,7 @@ known repo as the last fallback); a step the repo lacks is refused before any do
 from __future__ import annotations
 
 import pytest
-from fakehub import FakeHub, files_from_dir
+from tests.fakehub import FakeHub, files_from_dir
 
 from pythia_compare.compare import RunParams, iter_comparison
 from pythia_compare.config import Settings

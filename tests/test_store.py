@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import sqlite_utils
@@ -19,9 +18,7 @@ from pythia_compare.errors import BadInput, RunNotFound
 from pythia_compare.migrations import migrations
 from pythia_compare.runrows import KLD_STATS
 from pythia_compare.store import RunFormatError, RunLogError, RunStore
-from store_runs import full_run
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.store_runs import full_run
 
 
 def saved(run: dict, run_id: str, got: dict) -> dict:
@@ -139,10 +136,10 @@ def test_keys_left_out_null_or_unknown_to_the_schema_round_trip(tmp_path):
     store = RunStore(tmp_path / "runs.db")
     run = full_run(seed=5)
     del run["run_id"], run["created_at"]
-    del run["reference"]["kld"]  # DESIGN: the reference comes without kld
+    del run["reference"]["kld"]  # docs/run.md: the reference's kld may be left out
     kld = run["variants"][0]["kld"]
     for k in ("ppl", "ppl_err", "ppl_ref", "ppl_ref_err", "dp_max"):
-        del kld[k]  # a kld object with only DESIGN's keys
+        del kld[k]  # a kld object without these optional keys
     kld.update(p75=0.25, p25=0.125, dp_median=None)  # statistics without a column, and a null one
     run["variants"][1]["kld"] = None
     run["note"] = {"from": "a newer release"}
@@ -266,9 +263,8 @@ while True:
 def test_a_writer_killed_mid_run_leaves_a_sound_database_with_every_reported_run(tmp_path):
     path, run_file = tmp_path / "runs.db", tmp_path / "run.json"
     run_file.write_text(json.dumps(full_run(n_tokens=400)))
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(run_file)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(120, proc.kill)
     watchdog.start()
     try:

@@ -13,7 +13,7 @@ import sqlite_utils
 from pythia_compare.migrations import migrations
 from pythia_compare.runrows import rows_of
 from pythia_compare.store import RunFormatError, RunStore
-from store_runs import full_run
+from tests.store_runs import full_run
 
 SECRET = "a-secret-only-the-server-knows"
 ALICE = "alice_browser_token_" + "A" * 12

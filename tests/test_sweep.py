@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from tests.support import ROOT, run_cli
 
 from pythia_compare.sweep import Cell, SweepError, grid, parse_steps, shard_cells, shard_of_env
 from pythia_compare.variants import PYTHIA_STEPS
@@ -238,7 +238,7 @@ def test_a_shard_killed_mid_cell_then_rerun_has_every_cell_once(tmp_path):
     db = tmp_path / "runs.db"
     sweep_id = _plan(tmp_path, db, steps="25,100,300", quants="F16,Q8_0,Q4_K_M,Q2_K",
                      extra=["--max-chunks", "0"])
-    env = {**os.environ, **_env(tmp_path), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **_env(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "pythia_compare", "--db", str(db), "sweep", "run", sweep_id],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
     done = 0
@@ -330,7 +330,7 @@ def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(case, tmp_pat
 def hub_repos(tmp_path_factory):
     """A fake Hub serving the demo steps as a checkpoint repo with stepN branches, and a GGUF repo whose files
     were made from its final step (so they share its vocabulary)."""
-    from fakehub import FakeHub, files_from_dir
+    from tests.fakehub import FakeHub, files_from_dir
 
     from pythia_compare.convert import convert_checkpoint
     from pythia_compare.quantize import quantize_file
@@ -400,7 +400,7 @@ def test_a_sweep_wide_reference_compares_every_cell_with_one_model_and_its_files
 
 
 def test_a_hub_file_of_another_model_fails_only_its_own_cell(other_tokenizer_gguf, tmp_path):
-    from fakehub import FakeHub, files_from_dir
+    from tests.fakehub import FakeHub, files_from_dir
 
     from pythia_compare.convert import convert_checkpoint
     from pythia_compare.quantize import quantize_file
@@ -429,7 +429,7 @@ def test_a_hub_file_of_another_model_fails_only_its_own_cell(other_tokenizer_ggu
 
 
 def test_the_store_keeps_a_cells_run_whole_and_refuses_another_plan_under_the_same_id(tmp_path):
-    from store_runs import full_run
+    from tests.store_runs import full_run
 
     from pythia_compare.errors import BadInput
     from pythia_compare.store import RunStore, SweepMismatch, SweepNotFound

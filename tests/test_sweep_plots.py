@@ -11,7 +11,7 @@ import pytest
 from pythia_compare import plots
 from pythia_compare.variants import QUANTS
 
-from sweep_data import DEMO_QUANTS, DEMO_STEPS, cell, make_sweep
+from tests.sweep_data import DEMO_QUANTS, DEMO_STEPS, cell, make_sweep
 
 
 def _trace(fig, name):

@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
-from conftest import run_cli
+from tests.support import run_cli
 from pythia_compare import ggufmeta
 from pythia_compare.compare import RunParams, run_comparison
 from pythia_compare.engine import Model, ModelPool
 from pythia_compare.errors import TokenizerMismatch
 from pythia_compare.store import RunStore
-from vocabmodels import copy_without_key, read_vocab_tests
+from tests.vocabmodels import copy_without_key, read_vocab_tests
 
 # Splits differently under llama.cpp's 'default' pre-tokenizer (digits in threes, runs of punctuation).
 DIGITS_AND_PUNCTUATION = "In 1999, the value was 3.14159 -- roughly; see pp. 12-14. Then 12345 + 678 = 13023!"
@@ -226,8 +226,8 @@ def test_this_projects_converter_and_llama_cpps_give_the_gpt_neox_20b_vocabulary
     from tokenizers import Tokenizer
 
     from pythia_compare.convert import convert_checkpoint
-    from tinymodels import config_dict, random_weights, write_weights
-    from vocabmodels import tokenizer_json_of
+    from tests.tinymodels import config_dict, random_weights, write_weights
+    from tests.vocabmodels import tokenizer_json_of
 
     tok = tokenizer_json_of(llama_vocab_dir / "ggml-vocab-mpt.gguf")
     ckpt = tmp_path / "ckpt"

@@ -17,7 +17,7 @@ from pythia_compare.dashboard import (NOT_FOUND, collect_specs, default_referenc
                                       quant_choices, scrub, table_cells)
 from pythia_compare.ui import Handlers, build_demo, launch_kwargs
 from pythia_compare.variants import PYTHIA_STEPS
-from ui_support import PROMPT, demo_suite, settings_for, three_specs
+from tests.ui_support import PROMPT, demo_suite, settings_for, three_specs
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_offline_the_selectors_offer_the_demo_suite_under_a_plain_banner(dash):
 
 
 def test_online_the_selectors_list_the_hubs_quant_files_and_step_branches(dash):
-    from fakehub import FakeHub
+    from tests.fakehub import FakeHub
 
     hub = FakeHub()
     s = dash.settings

@@ -14,7 +14,7 @@ from pythia_compare import plots
 from pythia_compare.store import RunStore
 from pythia_compare.sweepview import CELL_COLUMNS, NO_SWEEP, SWEEP_COLUMNS, SWEEP_NOT_FOUND, cell_run_id
 from pythia_compare.ui import SWEEP_FIGURES, Handlers, SweepHandlers, build_demo
-from ui_support import DEMO_SWEEP_QUANTS, demo_suite, demo_sweep_steps, make_demo_sweep, settings_for
+from tests.ui_support import DEMO_SWEEP_QUANTS, demo_suite, demo_sweep_steps, make_demo_sweep, settings_for
 
 
 @pytest.fixture(scope="module")

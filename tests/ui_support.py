@@ -16,7 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+
 BUNDLED_DEMO = ROOT / "assets" / "demo"
 PROMPT = "The quick brown fox jumps over the lazy dog"
 MAX_TOKENS = 6
@@ -28,7 +29,7 @@ def demo_suite(scratch: Path) -> Path:
 
     if demo_steps(BUNDLED_DEMO):
         return BUNDLED_DEMO
-    from tinymodels import make_checkpoint
+    from tests.tinymodels import make_checkpoint
 
     for seed, step in enumerate((0, 1000, 4000)):
         if not (scratch / f"step{step}" / "config.json").is_file():
@@ -62,8 +63,7 @@ def app_env(tmp: Path, demo_dir: Path, port: int) -> dict:
     env.update({"PYTHIA_COMPARE_OFFLINE": "1", "PYTHIA_COMPARE_DB": str(tmp / "runs.db"),
                 "PYTHIA_COMPARE_HOME": str(tmp / "home"), "HF_HUB_CACHE": str(tmp / "hf"),
                 "PYTHIA_COMPARE_DEMO_DIR": str(demo_dir), "GRADIO_SERVER_PORT": str(port),
-                "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False",
-                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+                "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"})
     env.pop("SPACE_ID", None)
     env.pop("PYTHIA_COMPARE_PUBLIC", None)
     return env

@@ -5,10 +5,13 @@
 # - Debian's slurmd, slurmctld, slurm-client and munge for the real-Slurm sweep test;
 # - llama.cpp's llama-perplexity, the peer of the metric tests (built once, cached);
 # - llama.cpp's tokenizer test material (ggml-vocab-*.gguf and test vectors, kept once, cached).
-# Extra arguments go to pytest. Exits non-zero on any failure, on "no tests ran", and on any skip.
+# Extra arguments go to pytest (e.g. -m "not slow" for the fast tier). Exits non-zero on any failure, on
+# "no tests ran", and on any skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -r requirements-dev.txt
+# The package itself, editable: the tests import the installed package, which is this working tree.
+python -m pip install -q --no-deps -e .
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

@@ -1,0 +1,109 @@
+"""Helpers shared by the test modules (import them as `from tests.support import …`): the repository root, the
+quants every engine test covers, and the CLI run in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The quants every engine test covers (issue: at least these).
+TEST_QUANTS = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
+
+
+def run_cli(args: list[str], env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m pythia_compare ARGS` in a fresh process (the installed package); returns CompletedProcess."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pythia_compare", *args], capture_output=True, text=True,
+                          env=e, timeout=timeout, cwd=str(ROOT))
+
+
+# Test tiers, applied by tests/conftest.py and nowhere else (pytest.ini registers the markers). CI runs every tier; the fast local
+# tier is `pytest -m "not slow"`. Keys: a module, or module::test name (parametrized variants included).
+# - browser: drives headless Chromium; peer: runs llama.cpp's llama-perplexity (both are slow too);
+# - slow: a new process per model load, a transformers model, every quant type, a fresh venv: seconds each.
+TIERS: dict[str, set[str]] = {
+    "test_e2e": {"browser", "slow"},
+    "test_hardening": {"slow"},  # starts the app in a subprocess once per module
+    "test_hardening::test_a_full_queue_says_busy_try_again_instead_of_hanging": {"browser"},
+    "test_peer": {"peer", "slow"},
+    "test_demo_trends": {"slow"},
+    "test_packaging::test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_copy": {"slow"},
+    "test_convert::test_f32_logits_of_both_weight_formats_match_transformers": {"slow"},
+    "test_engine::test_every_supported_quant_type_runs_in_a_fresh_process": {"slow"},
+    "test_engine::test_generation_streams_tokens_whose_text_joins_into_the_decoded_output": {"slow"},
+    "test_engine::test_listed_quants_give_finite_log_probs_in_process": {"slow"},
+    "test_cli::test_compare_prints_ppl_and_the_kl_block_and_json_follows_the_schema": {"slow"},
+    "test_cli::test_models_scored_side_by_side_on_several_cores_give_the_numbers_of_one_at_a_time": {"slow"},
+    "test_cli::test_runs_list_show_export_and_delete": {"slow"},
+    "test_cache::test_cache_list_and_prune_through_the_cli": {"slow"},
+    "test_cache::test_two_processes_building_the_same_entry_do_the_work_once": {"slow"},
+    "test_sources::test_compare_of_steps_through_the_cli_against_the_fake_hub": {"slow"},
+    "test_cli::test_bad_input_exits_2_with_a_clear_error_and_writes_no_run": {"slow"},  # 16 CLI processes
+    "test_cli::test_variants_with_different_vocabularies_stop_the_run_naming_both_files": {"slow"},
+    "test_checkpoint::test_a_transformers_sharded_safetensors_checkpoint_reads_back": {"slow"},
+    "test_cache::test_a_full_disk_while_quantizing_leaves_no_partial_file": {"slow"},
+    "test_cache::test_converting_a_directory_to_a_quant_writes_one_gguf_and_nothing_else": {"slow"},
+    "test_convert::test_lm_head_name_tied_embeddings_and_legacy_buffers_convert": {"slow"},
+    "test_convert::test_f16_and_bf16_files_hold_the_rounded_weights_and_run": {"slow"},
+    "test_ci": {"slow"},  # runs pytest twice in subprocesses
+    "test_engine::test_the_in_place_logits_view_equals_the_copy_and_copies_when_rows_span_batches": {"slow"},
+    "test_engine::test_scoring_in_small_batches_asks_only_for_the_positions_scored": {"slow"},
+    "test_cli::test_models_over_the_memory_budget_exit_2_naming_the_budget": {"slow"},
+    "test_demo_assets::test_no_long_piece_of_the_heldout_text_appears_in_the_training_text": {"slow"},
+    # issue 8 (tokenization): the 50k-vocabulary models and the CLI processes
+    "test_tokenization::test_the_46_gpt_neox_20b_cases_tokenize_as_hugging_face_does_through_the_engine": {"slow"},
+    "test_tokenization::test_a_gpt_neox_gguf_without_a_pre_tokenizer_loads_with_mpt_and_tokenizes_the_46_cases_the_same":
+        {"slow"},
+    "test_tokenization::test_without_the_override_the_pre_less_file_splits_the_cases_differently_and_llama_cpp_warns":
+        {"slow"},
+    "test_tokenization::test_llama_cpps_two_vocabulary_files_have_one_vocabulary_hash": {"slow"},
+    "test_tokenization::test_this_projects_converter_and_llama_cpps_give_the_gpt_neox_20b_vocabulary_one_hash":
+        {"slow"},
+    "test_tokenization::test_the_cli_prints_identical_perplexities_for_a_pre_less_gguf_and_its_converted_twin":
+        {"slow"},
+    "test_tokenization::test_the_cli_prints_a_variants_load_warnings_on_stderr": {"slow"},
+    # issue 9 (safety, backup): app.py processes, probes, Chromium, a fresh venv
+    "test_safety::test_a_crafted_gguf_named_in_the_cli_exits_2_naming_the_file_and_what_is_wrong": {"slow"},
+    "test_safety::test_a_crafted_gguf_named_as_a_path_on_a_local_app_is_refused_and_the_app_keeps_serving": {"slow"},
+    "test_safety::test_a_crafted_gguf_fetched_from_the_hub_by_a_public_app_is_refused_and_the_app_keeps_serving":
+        {"slow"},
+    "test_safety::test_a_probe_verdict_is_kept_by_content_so_a_hostile_file_is_refused_at_once_the_next_time":
+        {"slow"},
+    "test_safety::test_a_public_app_refuses_every_local_path_with_one_message_before_opening_anything": {"slow"},
+    "test_safety::test_a_public_app_fetches_nothing_from_a_repo_off_its_allow_list": {"slow"},
+    "test_safety::test_a_public_run_carries_no_server_path_in_its_json_or_on_its_page": {"browser", "slow"},
+    "test_safety::test_a_public_run_converts_at_most_its_cap_of_checkpoints_and_the_next_run_goes_on_from_the_cache":
+        {"slow"},
+    "test_safety::test_odd_numbers_and_text_in_the_cli_exit_2_naming_the_field": {"slow"},
+    "test_safety::test_odd_numbers_and_lone_surrogates_through_the_api_get_a_message_naming_the_field": {"slow"},
+    "test_safety::test_odd_numbers_typed_on_the_page_get_a_message_naming_the_field": {"browser", "slow"},
+    "test_backup_app": {"browser", "slow"},
+    "test_space_boot": {"slow"},
+    # issue 12 (sweeps): CLI sweeps in processes, real Slurm, Chromium, a real demo sweep per module
+    "test_sweep::test_a_demo_sweep_runs_every_cell_and_status_says_done": {"slow"},
+    "test_sweep::test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare": {"slow"},
+    "test_sweep::test_the_sweep_text_is_stored_and_indexed_once_and_cell_runs_stay_out_of_the_run_list": {"slow"},
+    "test_sweep::test_a_run_deletes_the_files_it_built_for_a_step_but_keeps_files_that_were_there_before":
+        {"slow"},
+    "test_sweep::test_shard_dbs_merge_into_one_sweep_with_the_numbers_of_one_process_and_merge_is_idempotent":
+        {"slow"},
+    "test_sweep::test_a_shard_killed_mid_cell_then_rerun_has_every_cell_once": {"slow"},
+    "test_sweep::test_a_bad_checkpoint_fails_its_cells_with_the_error_the_shard_goes_on_and_a_rerun_retries":
+        {"slow"},
+    "test_sweep::test_bad_input_exits_2_with_a_clear_message_and_writes_nothing": {"slow"},
+    "test_sweep::test_a_hub_checkpoint_repo_sweep_adds_hub_quants_and_deletes_only_what_it_downloaded": {"slow"},
+    "test_sweep::test_a_sweep_wide_reference_compares_every_cell_with_one_model_and_its_files_go_at_the_end":
+        {"slow"},
+    "test_sweep::test_a_hub_file_of_another_model_fails_only_its_own_cell": {"slow"},
+    "test_slurm": {"slow"},
+    "test_ui_sweeps": {"slow"},
+    "test_e2e_sweeps": {"browser", "slow"},
+    # issue 11 (dashboard second pass): CLI processes, real demo runs through the handlers
+    "test_cli_pass2": {"slow"},
+    "test_dashboard_pass2": {"slow"},
+}
