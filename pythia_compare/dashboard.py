@@ -193,6 +193,10 @@ def _offline_steps(settings: Settings) -> list[int]:
 
 # ------------------------------------------------------------------------------------------ inputs
 def _int(value, name: str) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,400}\s*", value):
+        return int(value)  # exactly as typed, however large (a float would round it)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     try:
         f = float(value)
         if not math.isfinite(f) or f != int(f):

@@ -116,6 +116,11 @@ class Variant:
         return (self.kind, self.repo, rev, self.quant, self.path)
 
     @property
+    def is_demo(self) -> bool:
+        """A variant of the bundled demo suite (repo alias `demo`)."""
+        return self.repo == DEMO_ALIAS
+
+    @property
     def step(self) -> int | None:
         m = _STEP_RE.match(self.revision or "")
         return int(m.group(1)) if m else None

@@ -165,13 +165,13 @@ def test_an_unknown_run_leaves_the_controls_as_they_are(dash, cat):
 # ------------------------------------------------------------------------------------------ 3. errors (handlers)
 def test_a_failed_run_puts_its_error_in_the_status_and_clears_the_previous_results(dash):
     out = []
-    gen = dash.compare(**page(specs="step3001"))
+    gen = dash.compare(**page(specs="demo@step3001"))
     with pytest.raises(gr.Error) as e:
         for item in gen:
             out.append(item)
     state = out[-1][1]
     views = dash.views(state)
-    assert "nearest is step3000" in views[0] and e.value.message in views[0]
+    assert "the demo suite has no step3001; it has step0" in views[0] and e.value.message in views[0]
     assert views[8] == "" and views[1].visible is False and views[9].visible is False  # no id, no link, no files
 
 
@@ -214,7 +214,9 @@ def test_the_page_has_no_range_check_of_its_own_that_would_not_name_the_field(da
     from pythia_compare.ui import build_demo
 
     demo = build_demo(dash.settings)
-    numbers = [c for c in demo.blocks.values() if isinstance(c, gr.Number)]
+    run_settings = {"pc-ctx", "pc-top-k", "pc-max-tokens", "pc-temperature", "pc-seed"}  # the Compare tab's
+    numbers = [c for c in demo.blocks.values() if isinstance(c, gr.Number) and c.elem_id in run_settings]
+    assert {n.elem_id for n in numbers} == run_settings
     assert numbers and all(n.minimum is None and n.maximum is None for n in numbers)
     demo.handlers.pool.close()
 

@@ -72,7 +72,8 @@ def test_offline_a_warm_cache_still_works_and_a_cold_one_offers_demo(fake_hub, t
 
 def test_compare_of_steps_through_the_cli_against_the_fake_hub(fake_hub, tmp_path):
     proc = run_cli(["--db", str(tmp_path / "r.db"), "--home", str(tmp_path / "home"), "compare", "step0",
-                    "step3000:Q8_0", "--prompt", "Steps compared on one prompt.", "--json", "--max-tokens", "2"],
+                    "step3000:Q8_0", "--prompt", "Steps compared on one prompt.", "--json", "--max-tokens", "2",
+                    "--reference", "none"],
                    env={"HF_ENDPOINT": fake_hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "hf")})
     assert proc.returncode == 0, proc.stderr
     run = json.loads(proc.stdout)

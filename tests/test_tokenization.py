@@ -127,14 +127,17 @@ def test_the_cli_prints_identical_perplexities_for_a_pre_less_gguf_and_its_conve
     preless, twin = preless_twin
     text = tmp_path / "text.txt"
     text.write_text(DIGITS_AND_PUNCTUATION * 3, encoding="utf-8")
-    proc = run_cli(["--offline", "compare", str(preless), str(twin), "--text-file", str(text), "--max-tokens", "0"],
+    proc = run_cli(["--offline", "compare", str(preless), str(twin), "--text-file", str(text), "--max-tokens", "0",
+                    "--reference", "none"],
                    env={"PYTHIA_COMPARE_DB": str(tmp_path / "runs.db"), "PYTHIA_COMPARE_HOME": str(tmp_path / "h")})
     assert proc.returncode == 0, proc.stderr
-    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.endswith(tuple("0123456789"))
-            and line.split()[0] in (preless.name, twin.name)}
-    assert set(rows) == {preless.name, twin.name}
-    ppl_col = 6  # variant role spec quant size bpw PPL …
-    assert rows[preless.name][ppl_col] == rows[twin.name][ppl_col]
+    # the table's PPL column: the row of each file, read under the header's "PPL"
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if " PPL" in line)
+    col = header.split().index("PPL")
+    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in (preless.name, twin.name)}
+    assert set(rows) == {preless.name, twin.name}, proc.stdout
+    assert rows[preless.name][col] == rows[twin.name][col]
     assert f"{preless.name}: loaded with tokenizer.ggml.pre=mpt" in proc.stderr
 
 
