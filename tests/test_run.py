@@ -123,7 +123,7 @@ def test_runs_show_and_export_read_an_old_run_through_the_schema(old_db):
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout) == printed
     table = run_cli(["--db", str(old_db), "--offline", "runs", "show", printed["run_id"]])
-    assert table.returncode == 0 and "demo@step300" in table.stdout and "Mean    KLD:   0.436052" in table.stdout
+    assert table.returncode == 0 and "demo step300 F16" in table.stdout and "Mean    KLD:   0.436052" in table.stdout
 
 
 # ------------------------------------------------------------------------------------------ entries
