@@ -30,6 +30,7 @@ from . import __version__
 from . import metrics
 from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
+from .params import LIMITS
 from .policy import check_run
 from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver, demo_steps
@@ -111,11 +112,9 @@ def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None
     """Raise BadInput naming the parameter and what would work; numbers are normalized in place (int, float)."""
     if params.scoring not in SCORING_MODES:
         raise InputTextError(f"scoring {str(params.scoring)[:40]!r} is not a mode; use one of {', '.join(SCORING_MODES)}")
-    params.ctx = _whole(params.ctx, "ctx", 8, 8192, " tokens (512 is llama-perplexity's)")
-    params.top_k = _whole(params.top_k, "top-k", 1, 100)
-    params.max_tokens = _whole(params.max_tokens, "max-tokens", 0, 1024)
-    params.temperature = _real(params.temperature, "temperature", 0.0, 5.0, " (0 is greedy)")
-    params.seed = _whole(params.seed, "seed", 0, 2**63 - 1)
+    for lim in LIMITS.values():  # the one table of limits (params.py), which the page and the API read too
+        check = _whole if lim.whole else _real
+        setattr(params, lim.field, check(getattr(params, lim.field), lim.name, lim.lo, lim.hi, lim.unit))
     if params.reference is not None:
         if not isinstance(params.reference, str):
             raise SpecError(f"the reference must be a spec string, not {type(params.reference).__name__}")

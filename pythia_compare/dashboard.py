@@ -29,6 +29,7 @@ from .compare import Event, RunParams, check_unicode, count_variants, demo_final
 from .config import Settings
 from .errors import BadInput, RunNotFound, SpecError
 from .export import run_to_zip
+from .params import LIMITS
 from .sources import demo_steps
 from .store import RunStore
 from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
@@ -326,13 +327,12 @@ class Dashboard:
         if family == DEMO_ALIAS:
             _no_hub_specs_beside_the_demo(split_specs(specs))
         run_text = self.input_text(prompt, text, text_file)
-        params = RunParams.from_settings(
-            self.settings, scoring=str(scoring or "auto"),
-            ctx=_within(_int(ctx, "context"), "Context", 8, 8192, " tokens (512 is llama-perplexity's)"),
-            top_k=_within(_int(top_k, "top-k"), "Top-k", 1, 100),
-            max_tokens=_within(_int(max_tokens, "max new tokens"), "Max new tokens", 0, 1024),
-            temperature=_within(_float(temperature, "temperature"), "Temperature", 0, 5, " (0: greedy)"),
-            seed=_within(_int(seed, "seed"), "Seed", 0, 2**63 - 1), reference=ref)
+        given = dict(ctx=ctx, top_k=top_k, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        numbers = {}
+        for lim in LIMITS.values():  # the one table of limits (params.py), which the CLI and the widgets read too
+            value = (_int if lim.whole else _float)(given[lim.field], lim.label.lower())
+            numbers[lim.field] = _within(value, lim.label, lim.lo, lim.hi, lim.unit)
+        params = RunParams.from_settings(self.settings, scoring=str(scoring or "auto"), reference=ref, **numbers)
         return chosen, run_text, params
 
     def run(self, specs: list[str], text: str, params: RunParams,

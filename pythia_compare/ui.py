@@ -32,6 +32,7 @@ from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_
                         log_spaced, quant_choices, reference_choices, scrub, table_cells)
 from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
+from .params import LIMITS
 from .store import RunStore
 from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
                         SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
@@ -248,16 +249,13 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
                         with gr.Accordion("Settings", open=False, elem_id="pc-settings"):
                             with gr.Row():
                                 scoring = gr.Radio(["auto", "prompt", "corpus"], value="auto", label="Scoring")
-                                # Ranges are checked by the server, whose message names the field (gradio's own
-                                # minimum/maximum check would not).
-                                ctx = gr.Number(settings.ctx, precision=0, label="Context", elem_id="pc-ctx")
-                                top_k = gr.Number(settings.top_k, precision=0, label="Top-k", elem_id="pc-top-k")
+                                # Ranges from params.LIMITS; the server checks them (_as_sent), naming the field.
+                                ctx = _limited("ctx", settings)
+                                top_k = _limited("top_k", settings)
                             with gr.Row():
-                                max_tokens = gr.Number(settings.max_tokens, precision=0, label="Max new tokens",
-                                                       elem_id="pc-max-tokens")
-                                temperature = gr.Number(settings.temperature, step=0.1, label="Temperature (0: greedy)",
-                                                        elem_id="pc-temperature")
-                                seed = gr.Number(settings.seed, precision=0, label="Seed", elem_id="pc-seed")
+                                max_tokens = _limited("max_tokens", settings)
+                                temperature = _limited("temperature", settings, step=0.1)
+                                seed = _limited("seed", settings)
                         run_btn = gr.Button("Run", variant="primary", elem_id="pc-run")
                         status = gr.Markdown(elem_id="pc-status", container=True, min_height=60)
                         examples = gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click to run)",
@@ -361,6 +359,15 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.handlers = app  # for tests and embedding
     return demo
+
+
+def _limited(field: str, settings: Settings, **kw) -> gr.Number:
+    """A run parameter's widget: its label, range and default from the one table (params.LIMITS)."""
+    lim = LIMITS[field]
+    if lim.whole:
+        kw["precision"] = 0
+    return gr.Number(lim.default(settings), minimum=lim.lo, maximum=lim.hi, label=lim.widget_label,
+                     elem_id="pc-" + field.replace("_", "-"), **kw)
 
 
 def _as_sent(*numbers: gr.Number) -> None:
@@ -521,7 +528,7 @@ def _start_form(c: dict, settings: Settings) -> None:
         c["f_text"] = gr.Textbox("", lines=3, label="Text (empty: the demo suite's held-out text)",
                                  max_length=settings.max_text_chars, elem_id="pc-sweep-f-text")
         with gr.Row():
-            c["f_ctx"] = gr.Number(64, precision=0, minimum=8, maximum=8192, label="Context",
+            c["f_ctx"] = gr.Number(64, precision=0, minimum=LIMITS["ctx"].lo, maximum=LIMITS["ctx"].hi, label="Context",
                                    elem_id="pc-sweep-f-ctx")
             c["f_chunks"] = gr.Number(2, precision=0, minimum=0, label="Max chunks per cell (0: all)",
                                       elem_id="pc-sweep-f-chunks")

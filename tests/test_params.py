@@ -1,0 +1,79 @@
+"""The run parameters' limits have one home (params.LIMITS): the CLI, the API and the page's widgets follow it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import gradio as gr
+import pytest
+
+from pythia_compare import cli, params
+from pythia_compare.errors import BadInput
+from pythia_compare.ui import Handlers, build_demo
+from ui_support import PROMPT, demo_suite, settings_for
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    return demo_suite(tmp_path_factory.mktemp("demo-standin"))
+
+
+@pytest.fixture
+def top_k_up_to_3(monkeypatch):
+    monkeypatch.setitem(params.LIMITS, "top_k", dataclasses.replace(params.LIMITS["top_k"], hi=3))
+
+
+@pytest.fixture
+def cli_args(monkeypatch, suite):
+    monkeypatch.setenv("PYTHIA_COMPARE_DEMO_DIR", str(suite))
+    return _cli_args
+
+
+def _cli_args(tmp_path, *more) -> list[str]:
+    return ["--offline", "--db", str(tmp_path / "runs.db"), "--home", str(tmp_path / "home"), "compare", "demo@step0", "--prompt", PROMPT, "--max-tokens", "0", *more]
+
+
+def page_inputs(**over) -> dict:
+    args = dict(family="demo", quants=[], steps=[], specs="demo@step0", reference="", prompt=PROMPT, text="",
+                text_file=None, scoring="auto", ctx=64, top_k=2, max_tokens=0, temperature=0.0, seed=0)
+    args.update(over)
+    return args
+
+
+def test_a_limit_changed_in_the_table_is_what_the_cli_refuses_and_names(top_k_up_to_3, cli_args, tmp_path, capsys):
+    assert cli.main(cli_args(tmp_path, "--top-k", "4")) == 2
+    assert "error: top-k 4 is out of range; use 1 … 3" in capsys.readouterr().err
+
+
+def test_a_limit_raised_in_the_table_lets_the_cli_run_beyond_the_old_one(monkeypatch, cli_args, tmp_path, capsys):
+    monkeypatch.setitem(params.LIMITS, "top_k", dataclasses.replace(params.LIMITS["top_k"], hi=200))
+    assert cli.main(cli_args(tmp_path, "--top-k", "150", "--json")) == 0, capsys.readouterr().err
+    run = json.loads(capsys.readouterr().out)
+    assert run["params"]["top_k"] == 150 and len(run["variants"][0]["next_token"]) == 150
+
+
+def test_a_limit_changed_in_the_table_is_what_the_api_handler_refuses_and_names(top_k_up_to_3, tmp_path, suite):
+    dash = Handlers(settings_for(tmp_path, suite))
+    try:
+        with pytest.raises(BadInput, match=r"^Top-k 4 is out of range; use 1 … 3"):
+            dash.core.prepare(**page_inputs(top_k=4))
+        _, _, ok = dash.core.prepare(**page_inputs(top_k=3))
+        assert ok.top_k == 3
+        with pytest.raises(gr.Error, match=r"Top-k 4 is out of range; use 1 … 3"):
+            list(dash.compare(**page_inputs(top_k=4), owner=None))
+    finally:
+        dash.pool.close()
+
+
+def test_a_limit_changed_in_the_table_is_the_widgets_range(top_k_up_to_3, tmp_path, suite):
+    demo = build_demo(settings_for(tmp_path, suite))
+    try:
+        by_id = {c.elem_id: c for c in demo.blocks.values() if isinstance(c, gr.Number)}
+        assert (by_id["pc-top-k"].minimum, by_id["pc-top-k"].maximum) == (1, 3)
+        for field, lim in params.LIMITS.items():  # every run parameter's widget reads the table
+            widget = by_id["pc-" + field.replace("_", "-")]
+            assert (widget.minimum, widget.maximum, widget.label) == (lim.lo, lim.hi, lim.widget_label)
+            assert widget.value == getattr(demo.handlers.settings, field)
+    finally:
+        demo.handlers.pool.close()
