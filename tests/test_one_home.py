@@ -1,0 +1,47 @@
+"""Rules that had two homes and now have one: a quant read from a file name, the thread-to-generator bridge."""
+
+from __future__ import annotations
+
+import pytest
+
+from pythia_compare import hub, sources, variants
+from pythia_compare.config import Settings
+from pythia_compare.sources import Resolver
+from pythia_compare.variants import parse_spec, quant_from_filename
+from ggufcraft import parse
+
+
+# ------------------------------------------------------------------------------------------ quant from a file name
+@pytest.mark.parametrize("name, quant", [
+    ("model.Q6_K_L.gguf", None),  # a quant llama.cpp does not have, not Q6_K (local files used to say Q6_K)
+    ("model-Q4_0_4_4.gguf", None),  # an ARM repacking, not Q4_0 (local files used to say Q4_0)
+    ("model-Q4_K_M-00001-of-00003.gguf", None),  # one part of a split model (local files used to say Q4_K_M)
+    ("pythia-410m-deduped.q4_k.gguf", "Q4_K_M"),  # an alias, either case
+    ("model_Q8_0.gguf", "Q8_0"),
+    ("models/x-F16.gguf", "F16"),
+    ("model.Q4_K_M.bin", None),  # not a GGUF name
+])
+def test_a_gguf_file_name_gives_one_quant_reading_for_the_hub_and_local_files(name, quant):
+    assert quant_from_filename(name) == quant
+    assert hub.quant_from_filename is variants.quant_from_filename  # the Hub's listings read it the same way
+    assert not hasattr(sources, "_quant_from_name")
+
+
+def _without_file_type(src, dst):
+    """A copy of a real GGUF whose `general.file_type` key is renamed: its quant must come from its name."""
+    data = bytearray(src.read_bytes())
+    kv = parse(bytes(data)).kvs["general.file_type"]
+    last = kv.at + 8 + len("general.file_type") - 1
+    data[last:last + 1] = b"X"
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("name, shown", [("tiny.Q6_K_L.gguf", "unknown"), ("tiny-Q4_K_M-00001-of-00002.gguf", "unknown"),
+                                         ("tiny.Q2_K.gguf", "Q2_K")])
+def test_a_local_gguf_without_its_file_type_is_labelled_by_the_same_name_rule(tiny_ggufs, tmp_path, name, shown):
+    path = _without_file_type(tiny_ggufs["Q4_K_M"], tmp_path / name)
+    settings = Settings(db_path=tmp_path / "runs.db", home=tmp_path / "home", hf_cache_dir=tmp_path / "hf",
+                        offline=True, hub_endpoint="http://127.0.0.1:9")
+    resolved = Resolver(settings).resolve(parse_spec(str(path)))
+    assert resolved.source["quant"] == shown
