@@ -15,8 +15,6 @@ In corpus mode the reference is evaluated once per chunk and only that chunk's l
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -34,6 +32,7 @@ from .params import LIMITS
 from .policy import check_run
 from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver, demo_steps
+from .threads import in_thread
 from .variants import parse_spec, parse_specs
 
 SCHEMA_VERSION = 1
@@ -207,7 +206,7 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     for v in everything:
         yield Event("progress", f"{v.label}: resolving", done / steps)
         box: list[Resolved] = []
-        for msg in _in_thread(lambda say: box.append(resolver.resolve(v, progress=say))):
+        for msg in in_thread(lambda say: box.append(resolver.resolve(v, progress=say))):
             yield Event("progress", msg, done / steps)  # download / conversion / quantization steps
         resolved.append(box[0])
         done += 1
@@ -276,29 +275,6 @@ def _check_vocabularies(resolved: list[Resolved], models: list) -> None:
                 f"{first.variant.spec!r} ({first.path.name}) have different tokens, merges or special tokens, so "
                 f"their token ids do not mean the same and their perplexities are not comparable; compare "
                 f"variants of one model")
-
-
-def _in_thread(work: Callable[[Callable[[str], None]], None]) -> Iterator[str]:
-    """Run work(say) in a thread, yielding each message it says as it happens; re-raise its error."""
-    messages: queue.Queue = queue.Queue()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            work(messages.put)
-        except BaseException as e:  # handed to the caller's thread below
-            failure.append(e)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    while t.is_alive() or not messages.empty():
-        try:
-            yield messages.get(timeout=0.1)
-        except queue.Empty:
-            continue
-    t.join()
-    if failure:
-        raise failure[0]
 
 
 def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:

@@ -14,10 +14,8 @@ import copy
 import json
 import logging
 import math
-import queue
 import re
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from .export import run_to_zip
 from .params import LIMITS
 from .sources import demo_steps
 from .store import RunStore
+from .threads import in_thread
 from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
 
 if TYPE_CHECKING:
@@ -228,39 +227,23 @@ def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, 
     thread (the live dict keeps changing); a variant's generation shows from its first token, then at most
     every UPDATE_EVERY_S. Closing this generator (the browser went away) stops the work at its next event.
     """
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def produce() -> None:
+    def produce(put: Callable[[tuple], None]) -> None:
         last, last_message = 0.0, ""
+        it = work()
         try:
-            it = work()
-            try:
-                for ev in it:
-                    run = ev.run if ev.kind == "done" else None
-                    if ev.kind == "update":
-                        now = time.monotonic()
-                        if (ev.message.endswith(": generating") and ev.message == last_message
-                                and now - last < UPDATE_EVERY_S):
-                            continue  # a variant's first token always shows, then a few redraws a second
-                        last, last_message, run = now, ev.message, copy.deepcopy(ev.run)
-                    events.put((ev.kind, ev.fraction, ev.message, run))
-                    if stop.is_set():
-                        return
-            finally:
-                getattr(it, "close", lambda: None)()
-            events.put(None)
-        except BaseException as e:  # handed over and raised on the consumer's side
-            events.put(e)
+            for ev in it:
+                run = ev.run if ev.kind == "done" else None
+                if ev.kind == "update":
+                    now = time.monotonic()
+                    if (ev.message.endswith(": generating") and ev.message == last_message
+                            and now - last < UPDATE_EVERY_S):
+                        continue  # a variant's first token always shows, then a few redraws a second
+                    last, last_message, run = now, ev.message, copy.deepcopy(ev.run)
+                put((ev.kind, ev.fraction, ev.message, run))
+        finally:
+            getattr(it, "close", lambda: None)()
 
-    threading.Thread(target=produce, name="pythia-compare-run", daemon=True).start()
-    try:
-        while (item := events.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    yield from in_thread(produce, name="pythia-compare-run")
 
 
 class Dashboard:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+import threading
+from pathlib import Path
+
 import pytest
 
 from pythia_compare import hub, sources, variants
 from pythia_compare.config import Settings
+from pythia_compare.errors import PythiaCompareError
 from pythia_compare.sources import Resolver
 from pythia_compare.variants import parse_spec, quant_from_filename
 from ggufcraft import parse
@@ -45,3 +50,79 @@ def test_a_local_gguf_without_its_file_type_is_labelled_by_the_same_name_rule(ti
                         offline=True, hub_endpoint="http://127.0.0.1:9")
     resolved = Resolver(settings).resolve(parse_spec(str(path)))
     assert resolved.source["quant"] == shown
+
+
+# ------------------------------------------------------------------------------------------ thread -> generator
+def test_the_bridge_yields_each_item_while_the_work_is_still_running():
+    from pythia_compare.threads import in_thread
+
+    seen = threading.Event()
+    log = []
+
+    def work(put):
+        put("first")
+        assert seen.wait(60), "the consumer never saw the first item while the work ran"
+        log.append(threading.current_thread().name)
+        put("second")
+
+    out = []
+    for item in in_thread(work, name="bridge-test"):
+        out.append(item)
+        seen.set()
+    assert out == ["first", "second"] and log == ["bridge-test"]
+
+
+def test_the_bridge_raises_the_works_error_on_the_consumers_side():
+    from pythia_compare.threads import in_thread
+
+    def work(put):
+        put(1)
+        raise ValueError("the work broke")
+
+    gen = in_thread(work)
+    assert next(gen) == 1
+    with pytest.raises(ValueError, match="the work broke"):
+        next(gen)
+
+
+def test_closing_the_bridge_stops_the_work_at_its_next_item_and_runs_its_cleanup():
+    from pythia_compare.threads import in_thread
+
+    cleaned, closed, reached = threading.Event(), threading.Event(), []
+
+    def work(put):
+        try:
+            put(0)
+            assert closed.wait(60)
+            put(1)  # nobody reads it any more: this raises, and the work goes no further
+            reached.append(1)
+        finally:
+            cleaned.set()
+
+    gen = in_thread(work)
+    assert next(gen) == 0
+    gen.close()
+    closed.set()
+    assert cleaned.wait(60) and reached == []
+
+
+def test_a_dashboard_run_and_a_variants_resolution_go_through_the_one_bridge(monkeypatch):
+    from pythia_compare import compare, dashboard, threads
+    from pythia_compare.compare import Event
+
+    calls = []
+    real = threads.in_thread
+
+    def counted(work, *a, **kw):
+        calls.append(work)
+        return real(work, *a, **kw)
+
+    monkeypatch.setattr(compare, "in_thread", counted)
+    monkeypatch.setattr(dashboard, "in_thread", counted)
+    run = {"x": 1}
+    out = list(dashboard.streamed(lambda: iter([Event("update", "tokenized", 0.5, run), Event("done", "done", 1.0, run)])))
+    assert [o[0] for o in out] == ["update", "done"] and out[0][3] == run and out[0][3] is not run and len(calls) == 1
+    with pytest.raises(PythiaCompareError, match="nowhere.gguf"):
+        list(compare.iter_comparison(["./nowhere.gguf"], "text", compare.RunParams(max_tokens=0),
+                                     settings=Settings(home=Path(tempfile.mkdtemp()), offline=True), pool=None))
+    assert len(calls) == 2  # the resolution of the variant ran on the bridge too
