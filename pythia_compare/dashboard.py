@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from . import report
 from .compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
 from .config import Settings
-from .errors import BadInput, RunNotFound, SpecError
+from .errors import BadInput, PythiaCompareError, RunNotFound, SpecError
 from .export import run_to_zip
 from .params import LIMITS
 from .sources import demo_steps
-from .store import RunStore
+from .store import RunLogError, RunStore
 from .threads import in_thread
 from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
 
@@ -161,9 +161,11 @@ def load_catalog(settings: Settings) -> Catalog:
         cat.banner = demo_banner("This app runs offline.", settings)
         return cat
     pool = ThreadPoolExecutor(2)
+    unreachable: tuple = (TimeoutError, ConnectionError)
     try:
-        from .hub import Hub
+        from .hub import Hub, HubUnreachable
 
+        unreachable += (HubUnreachable,)
         hub = Hub(settings)
         files = pool.submit(hub.list_gguf_files, settings.gguf_repo)
         steps = pool.submit(hub.list_steps, settings.checkpoint_repo)
@@ -172,9 +174,15 @@ def load_catalog(settings: Settings) -> Catalog:
         found = sorted(int(s[0] if isinstance(s, (tuple, list)) else s) for s in step_list)
         cat.steps["pythia"] = found or cat.steps["pythia"]
         cat.family = "pythia"
-    except Exception as e:  # unreachable Hub, timeout, odd answer: the demo suite still works
-        log.warning("the Hub's lists are unavailable (%s); defaulting to the demo suite", type(e).__name__)
-        cat.banner = demo_banner("The Hugging Face Hub could not be reached.", settings)
+    except Exception as e:  # the demo suite still works; the banner and the log say which failure it was
+        if isinstance(e, unreachable):
+            log.warning("the Hub could not be reached (%s: %s); defaulting to the demo suite", type(e).__name__, e)
+            cat.banner = demo_banner("The Hugging Face Hub could not be reached.", settings)
+        else:  # an odd answer, or a bug: not "unreachable"
+            log.exception("reading the Hub's model lists failed; defaulting to the demo suite")
+            cat.banner = demo_banner(f"Reading the Hugging Face Hub's model lists failed ({type(e).__name__}: "
+                                     f"{scrub(str(e), settings.hf_token)[:200]}); the server log has the details.",
+                                     settings)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return cat
@@ -332,16 +340,21 @@ class Dashboard:
             yield kind, fraction, message, run
 
     def find(self, run_id: object) -> dict | None:
-        """The stored run, or None for any id that names none (malformed and hostile ones included)."""
+        """The stored run, or None for any id that names none (malformed and hostile ones included).
+
+        Raises RunLogError when the run log cannot be read (a damaged database is not a missing run), and
+        RunFormatError for a stored run that breaks the run format."""
         if not isinstance(run_id, str) or not 0 < len(run_id) <= 64:
             return None
         try:
             return self.store.get(run_id)
         except RunNotFound:
             return None
-        except Exception:
-            log.exception("opening a stored run failed")
-            return None
+        except PythiaCompareError:  # a stored run that breaks the format: its own message, not "not found"
+            raise
+        except Exception as e:  # a damaged or replaced database file: say so, on the page and in the log
+            log.exception("opening run %r: the run log %s cannot be read", run_id, self.store.path)
+            raise log_unreadable(self.store, e) from e
 
     def export(self, run: dict) -> tuple[Path, Path]:
         """The run as files to download: (JSON, zip of summary.csv and tokens.csv, as `runs export --format zip`)."""
@@ -379,16 +392,19 @@ class Dashboard:
         return line + (f"\n{notes}" if notes else "") + (f"\n\n{note}" if note else "")
 
     def history(self, query: str | None, owner: str | None) -> list[list]:
-        """Rows of HISTORY_COLUMNS, newest first. Public deployments list only the owner's runs."""
+        """Rows of HISTORY_COLUMNS, newest first. Public deployments list only the owner's runs.
+        Raises RunLogError when the run log cannot be read (never an empty list in its place)."""
         token = self.owner_of(owner)
         if self.settings.public and not token:
             return []
         try:
             found = self.store.list(query=str(query or "")[:MAX_QUERY_CHARS],
                                     owner=token if self.settings.public else None, limit=100)
-        except Exception:
-            log.exception("history search failed")
-            return []
+        except PythiaCompareError:
+            raise
+        except Exception as e:  # a damaged or replaced database file: not an empty history
+            log.exception("listing the history: the run log %s cannot be read", self.store.path)
+            raise log_unreadable(self.store, e) from e
         return [[r["run_id"], str(r.get("created_at") or "")[:19].replace("T", " "), r.get("preview") or "",
                  r.get("n_tokens"), r.get("scoring"),
                  ", ".join(str(v.get("label") or v.get("spec")) for v in r.get("variants") or []),
@@ -406,6 +422,13 @@ class Dashboard:
             return True
         except RunNotFound:
             return False
+
+
+def log_unreadable(store: RunStore, e: Exception) -> RunLogError:
+    """The one message for a run log that cannot be read, naming the file and the database's own words."""
+    return RunLogError(f"the run log cannot be read ({store.path.name}: {type(e).__name__}: {e}); the database "
+                       f"file may be damaged or replaced: restore it from a backup, or start the app with a new "
+                       f"run log (PYTHIA_COMPARE_DB)")
 
 
 # ------------------------------------------------------------------------------------------ second pass helpers

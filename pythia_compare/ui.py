@@ -134,7 +134,10 @@ class Handlers:
     def restore_controls(self, run_id: object, cat) -> tuple:
         """Every control of CONTROLS set to what produced the stored run (gr.skip() for a prompt left as it is),
         then the reference marked as chosen; all skipped when there is no such run."""
-        run = self.core.find(run_id) if run_id else None
+        try:
+            run = self.core.find(run_id) if run_id else None
+        except PythiaCompareError:  # open_run shows why on the page; the controls stay as they are
+            run = None
         if not run:
             return tuple(gr.skip() for _ in CONTROLS) + (gr.skip(),)
         c = controls_for(run, cat, self.settings.max_prompt_chars)
@@ -149,8 +152,12 @@ class Handlers:
                 c["max_tokens"], c["temperature"], c["seed"], True)
 
     def open_run(self, run_id: object) -> tuple:
-        """A stored run's views, or the friendly not-found page (for any id, hostile ones included)."""
-        run = self.core.find(run_id)
+        """A stored run's views, or the friendly not-found page (for any id, hostile ones included), or why the
+        run log or the stored run cannot be read."""
+        try:
+            run = self.core.find(run_id)
+        except PythiaCompareError as e:
+            return self.views(None, f"### The run cannot be opened\n{self._say(e)}")
         return self.views(run) if run else self.views(None, NOT_FOUND)
 
     def on_load(self, owner: str | None, request: gr.Request | None = None) -> tuple:
@@ -161,11 +168,28 @@ class Handlers:
         return (token, *views, self.history("", token))
 
     def history(self, query: str | None, owner: str | None) -> dict:
-        return {"headers": HISTORY_COLUMNS, "data": self.core.history(query, owner)}
+        """The history table (empty when the run log cannot be read: `search`'s note says why)."""
+        return self._history(query, owner)[0]
+
+    def _history(self, query: str | None, owner: str | None) -> tuple[dict, str | None]:
+        try:
+            return {"headers": HISTORY_COLUMNS, "data": self.core.history(query, owner)}, None
+        except PythiaCompareError as e:
+            return {"headers": HISTORY_COLUMNS, "data": []}, f"**The history cannot be listed:** {self._say(e)}"
+
+    def history_shown(self, query: str | None, owner: str | None) -> tuple[dict, str]:
+        """The history as a tab shows it: the table, and the note left as it is unless the log cannot be read."""
+        table, failed = self._history(query, owner)
+        return table, failed or gr.skip()
+
+    def _say(self, e: PythiaCompareError) -> str:
+        return scrub(str(e), self.settings.hf_token)
 
     def search(self, query: str | None, owner: str | None) -> tuple[dict, str]:
-        """The history for a search, and a note saying when nothing matches."""
-        table = self.history(query, owner)
+        """The history for a search, and a note saying when nothing matches (or why nothing can be listed)."""
+        table, failed = self._history(query, owner)
+        if failed:
+            return table, failed
         q = str(query or "").strip()
         if table["data"]:
             note = f"{len(table['data'])} run{'s' if len(table['data']) != 1 else ''} found." if q else ""
@@ -179,7 +203,11 @@ class Handlers:
         """Delete the selected run in two clicks: the first asks, the second (on the same run) deletes; in a public
         deployment only the browser's own. (note, list, selection, the run awaiting confirmation)."""
         if run_id and armed != run_id:
-            if self.core.find(run_id) is None:
+            try:
+                found = self.core.find(run_id)
+            except PythiaCompareError as e:
+                return f"**The run cannot be deleted:** {self._say(e)}", self.history(query, owner), "", ""
+            if found is None:
                 return "Select one of your runs in the list first.", self.history(query, owner), "", ""
             return (f"Delete run `{run_id}` for good? Click **Delete** again to confirm, or select another run.",
                     self.history(query, owner), run_id, run_id)
@@ -348,7 +376,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
             demo.load(where_runs_are_kept, None, backup_note, queue=False, **private)
         for trigger in (search.click, query.submit):
             trigger(app.search, [query, owner], [history, note], queue=False, **private)
-        tabs.select(app.history, [query, owner], history, queue=False, **private)
+        tabs.select(app.history_shown, [query, owner], [history, note], queue=False, **private)
         history.select(_selected_run, history, [selected, note], queue=False, **private)
         open_btn.click(lambda rid: (*app.open_run(rid), gr.Tabs(selected="compare")), selected,
                        [*view_outputs, tabs], queue=False, **private).then(
