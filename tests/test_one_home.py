@@ -126,3 +126,21 @@ def test_a_dashboard_run_and_a_variants_resolution_go_through_the_one_bridge(mon
         list(compare.iter_comparison(["./nowhere.gguf"], "text", compare.RunParams(max_tokens=0),
                                      settings=Settings(home=Path(tempfile.mkdtemp()), offline=True), pool=None))
     assert len(calls) == 2  # the resolution of the variant ran on the bridge too
+
+
+# ------------------------------------------------------------------------------------------ plots and report
+def test_report_tables_have_one_home_and_plots_uses_every_name_it_imports_from_report():
+    import ast
+    import inspect
+
+    from pythia_compare import plots, report
+
+    for name in ("summary_table", "kl_table", "format_table", "format_cell", "variant_colors", "SUMMARY_COLUMNS",
+                 "KL_TABLE_NOTE", "STAT_COLUMN", "REFERENCE_COLOR"):
+        assert hasattr(report, name) and not hasattr(plots, name), name  # not re-exported by plots
+    tree = ast.parse(inspect.getsource(plots))
+    imported = [a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "report"
+                for a in n.names]
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert imported and [name for name in imported if name not in used] == []
+    assert "table data" not in plots.__doc__.splitlines()[0].lower()  # its docstring claims no tables
