@@ -77,3 +77,17 @@ def test_a_limit_changed_in_the_table_is_the_widgets_range(top_k_up_to_3, tmp_pa
             assert widget.value == getattr(demo.handlers.settings, field)
     finally:
         demo.handlers.pool.close()
+
+
+def test_a_widget_rebuilt_for_a_session_still_hands_an_out_of_range_value_to_the_server(tmp_path, suite):
+    demo = build_demo(settings_for(tmp_path, suite))
+    try:
+        by_id = {c.elem_id: c for c in demo.blocks.values() if isinstance(c, gr.Number)}
+        for field, lim in params.LIMITS.items():
+            widget = by_id["pc-" + field.replace("_", "-")]
+            # gradio rebuilds a component from its class and arguments once the page updated it (gr.skip() too)
+            rebuilt = widget.__class__(**{**widget.constructor_args, "render": False})
+            assert rebuilt.get_block_name() == "number" and (rebuilt.minimum, rebuilt.maximum) == (lim.lo, lim.hi)
+            assert rebuilt.preprocess(lim.hi + 1) == lim.hi + 1  # the server's check names the field, not gradio's
+    finally:
+        demo.handlers.pool.close()
