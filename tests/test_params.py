@@ -91,3 +91,11 @@ def test_a_widget_rebuilt_for_a_session_still_hands_an_out_of_range_value_to_the
             assert rebuilt.preprocess(lim.hi + 1) == lim.hi + 1  # the server's check names the field, not gradio's
     finally:
         demo.handlers.pool.close()
+
+
+def test_a_sweeps_context_follows_the_table_too(monkeypatch, tmp_path, suite):
+    from pythia_compare.sweep import SweepError, make_plan
+
+    monkeypatch.setitem(params.LIMITS, "ctx", dataclasses.replace(params.LIMITS["ctx"], hi=100))
+    with pytest.raises(SweepError, match=r"^--ctx 200 is out of range; use 8 … 100 tokens"):
+        make_plan(settings_for(tmp_path, suite), steps="all", quants="F16", text="some text", repo="demo", ctx=200)
