@@ -31,6 +31,11 @@ class Limit:
     def widget_label(self) -> str:
         return self.label + self.note
 
+    @property
+    def range_text(self) -> str:
+        """The range as the widget shows it, e.g. "8 … 8192"."""
+        return f"{self.lo:g} … {self.hi:g}"
+
     def default(self, settings) -> float:
         """The default: the Settings field of the same name (config.Settings, from the environment)."""
         return getattr(settings, self.field)

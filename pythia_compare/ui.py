@@ -332,7 +332,7 @@ def _input_and_settings(c: dict, settings: Settings) -> None:
     with gr.Accordion("Settings", open=False, elem_id="pc-settings"):
         with gr.Row():
             c["scoring"] = gr.Radio(["auto", "prompt", "corpus"], value="auto", label="Scoring")
-            # Ranges from params.LIMITS; the server checks them (SentNumber), naming the field.
+            # Ranges from params.LIMITS; the server checks them (_as_sent), naming the field.
             c["ctx"] = _limited("ctx", settings)
             c["top_k"] = _limited("top_k", settings)
         with gr.Row():
@@ -394,6 +394,8 @@ def _wire_compare(c: dict, page: dict, app: Handlers, cat, settings: Settings, c
                     queue=False, **_PRIVATE)
     reference.input(lambda: True, None, ref_touched, queue=False, **_PRIVATE)
 
+    _as_sent(*(c[k] for k in LIMITS))
+
     run_inputs = [c[k] for k in CONTROLS] + [page["owner"]]
     run_kw = dict(concurrency_id="models", concurrency_limit=concurrency, show_progress_on=[c["status"]])
     runs = [c["run_btn"].click(app.compare, run_inputs, [c["run_json"], live], api_name="compare", **run_kw),
@@ -427,25 +429,22 @@ def _wire_history(h: dict, c: dict, page: dict, demo: gr.Blocks, tabs: gr.Tabs, 
                           [note, history, h["selected"], h["armed"]], queue=False, **_PRIVATE)
 
 
-def _limited(field: str, settings: Settings, **kw) -> SentNumber:
-    """A run parameter's widget: its label, range and default from the one table (params.LIMITS)."""
+def _limited(field: str, settings: Settings, **kw) -> gr.Number:
+    """A run parameter's widget: its label, default and range (shown under it) from the one table (params.LIMITS)."""
     lim = LIMITS[field]
     if lim.whole:
         kw["precision"] = 0
-    return SentNumber(lim.default(settings), minimum=lim.lo, maximum=lim.hi, label=lim.widget_label,
+    return gr.Number(lim.default(settings), label=lim.widget_label, info=lim.range_text,
                      elem_id="pc-" + field.replace("_", "-"), **kw)
 
 
-class SentNumber(gr.Number):
-    """A gr.Number whose value reaches the handler as the client sent it: Dashboard.prepare and
-    compare.validate_params check it and name the field. (gr.Number's own check fails with no message on NaN,
-    ±inf or text, and names no field for a value out of its minimum/maximum.) A class, not a patched instance:
-    gradio rebuilds a component from its class for each session whose page updated it (gr.skip() included)."""
-
-    is_template = True  # gradio's mark for a subclass that is drawn, listed and loaded as its base (gr.Number)
-
-    def preprocess(self, payload):
-        return payload
+def _as_sent(*numbers: gr.Number) -> None:
+    """Hand these numbers to the handler as the client sent them: Dashboard.prepare and compare.validate_params
+    check them and name the field. (gr.Number's own checks fail with no message on NaN, ±inf or text, and
+    name no field for a value out of bounds; so the widgets show their range as text, not as minimum/maximum,
+    which gradio would check again on a copy it rebuilds per session without this.)"""
+    for n in numbers:
+        n.preprocess = lambda payload: payload
 
 
 # The share link is built in the browser, which knows the address it is served at (behind any proxy),

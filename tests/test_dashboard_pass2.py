@@ -210,15 +210,11 @@ def test_an_out_of_range_setting_is_named_as_the_page_labels_it(dash, field, giv
 
 
 def test_the_page_has_no_range_check_of_its_own_that_would_not_name_the_field(dash):
-    from pythia_compare.params import LIMITS
     from pythia_compare.ui import build_demo
 
     demo = build_demo(dash.settings)
-    numbers = {c.elem_id: c for c in demo.blocks.values() if isinstance(c, gr.Number)}
-    for field, lim in LIMITS.items():  # the widget shows the range, but hands any value to the server as sent
-        n = numbers["pc-" + field.replace("_", "-")]
-        assert (n.minimum, n.maximum) == (lim.lo, lim.hi)
-        assert n.preprocess(lim.hi + 1) == lim.hi + 1 and n.preprocess(lim.lo - 1) == lim.lo - 1
+    numbers = [c for c in demo.blocks.values() if isinstance(c, gr.Number)]
+    assert numbers and all(n.minimum is None and n.maximum is None for n in numbers)
     demo.handlers.pool.close()
 
 
