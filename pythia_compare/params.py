@@ -33,8 +33,8 @@ class Limit:
 
     @property
     def range_text(self) -> str:
-        """The range as the widget shows it, e.g. "8 … 8192"."""
-        return f"{self.lo:g} … {self.hi:g}"
+        """The range as the widget shows it, e.g. "8 … 8192" ("0 or more" when the top is beyond a million)."""
+        return f"{self.lo:g} or more" if self.hi > 1e6 else f"{self.lo:g} … {self.hi:g}"
 
     def default(self, settings) -> float:
         """The default: the Settings field of the same name (config.Settings, from the environment)."""
