@@ -15,8 +15,6 @@ In corpus mode the reference is evaluated once per chunk and only that chunk's l
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -30,10 +28,12 @@ from . import __version__
 from . import metrics
 from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
+from .params import LIMITS
 from .run import SCHEMA
 from .policy import check_run
 from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver, demo_steps
+from .threads import in_thread
 from .variants import parse_spec, parse_specs
 
 SCHEMA_VERSION = SCHEMA  # the run JSON's version: run.py owns it
@@ -112,11 +112,9 @@ def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None
     """Raise BadInput naming the parameter and what would work; numbers are normalized in place (int, float)."""
     if params.scoring not in SCORING_MODES:
         raise InputTextError(f"scoring {str(params.scoring)[:40]!r} is not a mode; use one of {', '.join(SCORING_MODES)}")
-    params.ctx = _whole(params.ctx, "ctx", 8, 8192, " tokens (512 is llama-perplexity's)")
-    params.top_k = _whole(params.top_k, "top-k", 1, 100)
-    params.max_tokens = _whole(params.max_tokens, "max-tokens", 0, 1024)
-    params.temperature = _real(params.temperature, "temperature", 0.0, 5.0, " (0 is greedy)")
-    params.seed = _whole(params.seed, "seed", 0, 2**63 - 1)
+    for lim in LIMITS.values():  # the one table of limits (params.py), which the page and the API read too
+        check = _whole if lim.whole else _real
+        setattr(params, lim.field, check(getattr(params, lim.field), lim.name, lim.lo, lim.hi, lim.unit))
     if params.reference is not None:
         if not isinstance(params.reference, str):
             raise SpecError(f"the reference must be a spec string, not {type(params.reference).__name__}")
@@ -179,7 +177,50 @@ def _variant_json(res: Resolved) -> dict:
 
 def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings: Settings, pool,
                     resolver: Resolver | None = None) -> Iterator[Event]:
-    """Run one comparison, yielding progress and partial results; the last event is "done"."""
+    """Run one comparison, yielding progress and partial results; the last event is "done".
+
+    Steps: check the inputs (_checked_variants), resolve every variant to a file (_resolve), load the models
+    and tokenize once (_tokenized), score (_score_prompt / _score_corpus), generate (_generate).
+    """
+    reference, variants = _checked_variants(specs, text, params, settings)
+    everything = ([reference] if reference else []) + variants
+    check_run(everything, settings)  # public mode: Hub and demo specs only, before anything is opened
+    resolver = resolver or Resolver(settings)
+    steps = len(everything) * 3
+    resolved = yield from _resolve(everything, resolver, steps)
+    done = len(everything)
+    ref_res = resolved[0] if reference else None
+    var_res = resolved[1:] if reference else resolved
+    paths = [r.path for r in resolved]
+    labels = [r.variant.label for r in resolved]
+    pool.check_budget(paths, labels)
+
+    run: dict = {"schema": SCHEMA_VERSION, "run_id": None, "created_at": None, "input": None, "params": None,
+                 "variants": [_variant_json(r) for r in var_res],
+                 "reference": _variant_json(ref_res) if ref_res else None,
+                 "versions": _versions(), "warnings": mixed_run_warnings(resolved, settings)}
+    entries = ([run["reference"]] if ref_res else []) + run["variants"]
+
+    yield Event("progress", "loading models", done / steps)
+    t0 = time.perf_counter()
+    with pool.hold(paths, params.ctx, labels) as models:
+        ids, scoring = _tokenized(run, entries, resolved, models, text, params, settings, reference,
+                                  time.perf_counter() - t0)
+        yield Event("update", "tokenized", done / steps, run)
+        if scoring == "prompt":
+            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(ref_res))
+        else:
+            yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(ref_res))
+        done = len(everything) * 2
+        if params.max_tokens > 0:
+            # Prompt mode continues the prompt; corpus mode continues the last scored chunk.
+            context = ids if scoring == "prompt" else _last_chunk(ids, params.ctx, models[0])
+            yield from _generate(run, entries, models, labels, context, params, done, steps)
+    yield Event("done", "done", 1.0, run)
+
+
+def _checked_variants(specs: list[str], text: str, params: RunParams, settings: Settings):
+    """Every input checked (BadInput naming what is wrong): (the reference Variant or None, the other Variants)."""
     demo_final = demo_final_step(settings)
     for s in specs:
         if isinstance(s, str):
@@ -197,75 +238,61 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
         variants = [v for v in variants if v.key != reference.key]  # the reference is not repeated
         if not variants:
             raise SpecError("the only variant given is the reference; add a variant to compare against it")
-    everything = ([reference] if reference else []) + variants
-    check_run(everything, settings)  # public mode: Hub and demo specs only, before anything is opened
-    resolver = resolver or Resolver(settings)
-    steps = len(everything) * 3
-    done = 0
+    return reference, variants
 
+
+def _resolve(everything: list, resolver: Resolver, steps: int):
+    """Each variant to a local GGUF file, its download / conversion messages yielded as they happen; returns
+    the Resolved list (a generator: `resolved = yield from _resolve(...)`)."""
     for v in everything:  # a step its repo lacks is refused before anything is downloaded
         resolver.check_step(v)
     resolved: list[Resolved] = []
-    for v in everything:
+    for done, v in enumerate(everything):
         yield Event("progress", f"{v.label}: resolving", done / steps)
         box: list[Resolved] = []
-        for msg in _in_thread(lambda say: box.append(resolver.resolve(v, progress=say))):
+        for msg in in_thread(lambda say: box.append(resolver.resolve(v, progress=say))):
             yield Event("progress", msg, done / steps)  # download / conversion / quantization steps
         resolved.append(box[0])
-        done += 1
-    ref_res = resolved[0] if reference else None
-    var_res = resolved[1:] if reference else resolved
-    paths = [r.path for r in resolved]
-    labels = [r.variant.label for r in resolved]
-    pool.check_budget(paths, labels)
+    return resolved
 
-    run: dict = {"schema": SCHEMA_VERSION, "run_id": None, "created_at": None, "input": None, "params": None,
-                 "variants": [_variant_json(r) for r in var_res],
-                 "reference": _variant_json(ref_res) if ref_res else None,
-                 "versions": _versions(), "warnings": mixed_run_warnings(resolved, settings)}
-    entries = ([run["reference"]] if ref_res else []) + run["variants"]
 
-    yield Event("progress", "loading models", done / steps)
-    t0 = time.perf_counter()
-    with pool.hold(paths, params.ctx, labels) as models:
-        load_s = time.perf_counter() - t0
-        for e in entries:
-            e["timings"]["load_s"] = load_s / len(entries)
-        _check_vocabularies(resolved, models)
-        for e, m in zip(entries, models):
-            e["source"]["vocab_sha256"] = m.vocab_sha256
-            e["overrides"] = dict(m.overrides)
-            e["warnings"] = list(m.warnings)
-        # One tokenization per run: the reference's (after any override), else the first variant's, fed to
-        # every variant. The vocabularies are identical, so any of them would give these ids.
-        ids = models[0].tokenize(text)
-        scoring = choose_scoring(params.scoring, len(ids), params.ctx)
-        m0 = models[0]
-        run["input"] = {"text": text, "n_tokens": len(ids), "tokens": [m0.token_text(i) for i in ids]}
-        run["params"] = {"scoring": scoring, "ctx": int(params.ctx), "top_k": int(params.top_k),
-                         "max_tokens": int(params.max_tokens), "temperature": float(params.temperature),
-                         "seed": int(params.seed), "flash_attn": bool(settings.flash_attn),
-                         "reference": reference.spec if reference else None}
-        yield Event("update", "tokenized", done / steps, run)
-        if scoring == "prompt":
-            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(ref_res))
-        else:
-            yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(ref_res))
-        done = len(everything) * 2
-        if params.max_tokens > 0:
-            # Prompt mode continues the prompt; corpus mode continues the last scored chunk.
-            context = ids if scoring == "prompt" else _last_chunk(ids, params.ctx, m0)
-            for k, (e, m) in enumerate(zip(entries, models)):
-                yield Event("progress", f"{labels[k]}: generating", (done + k) / steps)
-                t = time.perf_counter()
-                gen = {"text": "", "tokens": []}
-                e["generation"] = gen
-                for tok in m.generate(context, params.max_tokens, temperature=params.temperature, seed=params.seed):
-                    gen["tokens"].append(asdict(tok))
-                    gen["text"] += tok.text
-                    yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
-                e["timings"]["generate_s"] = time.perf_counter() - t
-    yield Event("done", "done", 1.0, run)
+def _tokenized(run: dict, entries: list[dict], resolved: list[Resolved], models: list, text: str,
+               params: RunParams, settings: Settings, reference, load_s: float) -> tuple[list[int], str]:
+    """The loaded models recorded in the run (load time, vocabulary, overrides, warnings), the text tokenized
+    once, the scoring mode chosen and the run's input and params filled in; returns (ids, scoring)."""
+    for e in entries:
+        e["timings"]["load_s"] = load_s / len(entries)
+    _check_vocabularies(resolved, models)
+    for e, m in zip(entries, models):
+        e["source"]["vocab_sha256"] = m.vocab_sha256
+        e["overrides"] = dict(m.overrides)
+        e["warnings"] = list(m.warnings)
+    # One tokenization per run: the reference's (after any override), else the first variant's, fed to
+    # every variant. The vocabularies are identical, so any of them would give these ids.
+    ids = models[0].tokenize(text)
+    scoring = choose_scoring(params.scoring, len(ids), params.ctx)
+    m0 = models[0]
+    run["input"] = {"text": text, "n_tokens": len(ids), "tokens": [m0.token_text(i) for i in ids]}
+    run["params"] = {"scoring": scoring, "ctx": int(params.ctx), "top_k": int(params.top_k),
+                     "max_tokens": int(params.max_tokens), "temperature": float(params.temperature),
+                     "seed": int(params.seed), "flash_attn": bool(settings.flash_attn),
+                     "reference": reference.spec if reference else None}
+    return ids, scoring
+
+
+def _generate(run: dict, entries: list[dict], models: list, labels: list[str], context: list[int],
+              params: RunParams, done: int, steps: int) -> Iterator[Event]:
+    """Each model continues `context`, one after the other; the run is yielded after every token."""
+    for k, (e, m) in enumerate(zip(entries, models)):
+        yield Event("progress", f"{labels[k]}: generating", (done + k) / steps)
+        t = time.perf_counter()
+        gen = {"text": "", "tokens": []}
+        e["generation"] = gen
+        for tok in m.generate(context, params.max_tokens, temperature=params.temperature, seed=params.seed):
+            gen["tokens"].append(asdict(tok))
+            gen["text"] += tok.text
+            yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
+        e["timings"]["generate_s"] = time.perf_counter() - t
 
 
 def _check_vocabularies(resolved: list[Resolved], models: list) -> None:
@@ -278,29 +305,6 @@ def _check_vocabularies(resolved: list[Resolved], models: list) -> None:
                 f"{first.variant.spec!r} ({first.path.name}) have different tokens, merges or special tokens, so "
                 f"their token ids do not mean the same and their perplexities are not comparable; compare "
                 f"variants of one model")
-
-
-def _in_thread(work: Callable[[Callable[[str], None]], None]) -> Iterator[str]:
-    """Run work(say) in a thread, yielding each message it says as it happens; re-raise its error."""
-    messages: queue.Queue = queue.Queue()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            work(messages.put)
-        except BaseException as e:  # handed to the caller's thread below
-            failure.append(e)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    while t.is_alive() or not messages.empty():
-        try:
-            yield messages.get(timeout=0.1)
-        except queue.Empty:
-            continue
-    t.join()
-    if failure:
-        raise failure[0]
 
 
 def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:

@@ -14,10 +14,8 @@ import copy
 import json
 import logging
 import math
-import queue
 import re
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,10 +25,12 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from . import report
 from .compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
 from .config import Settings
-from .errors import BadInput, RunNotFound, SpecError
+from .errors import BadInput, PythiaCompareError, RunNotFound, SpecError
 from .export import run_to_zip
+from .params import LIMITS
 from .sources import demo_steps
-from .store import RunStore
+from .store import RunLogError, RunStore
+from .threads import in_thread
 from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
 
 if TYPE_CHECKING:
@@ -161,9 +161,11 @@ def load_catalog(settings: Settings) -> Catalog:
         cat.banner = demo_banner("This app runs offline.", settings)
         return cat
     pool = ThreadPoolExecutor(2)
+    unreachable: tuple = (TimeoutError, ConnectionError)
     try:
-        from .hub import Hub
+        from .hub import Hub, HubUnreachable
 
+        unreachable += (HubUnreachable,)
         hub = Hub(settings)
         files = pool.submit(hub.list_gguf_files, settings.gguf_repo)
         steps = pool.submit(hub.list_steps, settings.checkpoint_repo)
@@ -172,9 +174,15 @@ def load_catalog(settings: Settings) -> Catalog:
         found = sorted(int(s[0] if isinstance(s, (tuple, list)) else s) for s in step_list)
         cat.steps["pythia"] = found or cat.steps["pythia"]
         cat.family = "pythia"
-    except Exception as e:  # unreachable Hub, timeout, odd answer: the demo suite still works
-        log.warning("the Hub's lists are unavailable (%s); defaulting to the demo suite", type(e).__name__)
-        cat.banner = demo_banner("The Hugging Face Hub could not be reached.", settings)
+    except Exception as e:  # the demo suite still works; the banner and the log say which failure it was
+        if isinstance(e, unreachable):
+            log.warning("the Hub could not be reached (%s: %s); defaulting to the demo suite", type(e).__name__, e)
+            cat.banner = demo_banner("The Hugging Face Hub could not be reached.", settings)
+        else:  # an odd answer, or a bug: not "unreachable"
+            log.exception("reading the Hub's model lists failed; defaulting to the demo suite")
+            cat.banner = demo_banner(f"Reading the Hugging Face Hub's model lists failed ({type(e).__name__}: "
+                                     f"{scrub(str(e), settings.hf_token)[:200]}); the server log has the details.",
+                                     settings)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return cat
@@ -231,39 +239,23 @@ def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, 
     thread (the live dict keeps changing); a variant's generation shows from its first token, then at most
     every UPDATE_EVERY_S. Closing this generator (the browser went away) stops the work at its next event.
     """
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def produce() -> None:
+    def produce(put: Callable[[tuple], None]) -> None:
         last, last_message = 0.0, ""
+        it = work()
         try:
-            it = work()
-            try:
-                for ev in it:
-                    run = ev.run if ev.kind == "done" else None
-                    if ev.kind == "update":
-                        now = time.monotonic()
-                        if (ev.message.endswith(": generating") and ev.message == last_message
-                                and now - last < UPDATE_EVERY_S):
-                            continue  # a variant's first token always shows, then a few redraws a second
-                        last, last_message, run = now, ev.message, copy.deepcopy(ev.run)
-                    events.put((ev.kind, ev.fraction, ev.message, run))
-                    if stop.is_set():
-                        return
-            finally:
-                getattr(it, "close", lambda: None)()
-            events.put(None)
-        except BaseException as e:  # handed over and raised on the consumer's side
-            events.put(e)
+            for ev in it:
+                run = ev.run if ev.kind == "done" else None
+                if ev.kind == "update":
+                    now = time.monotonic()
+                    if (ev.message.endswith(": generating") and ev.message == last_message
+                            and now - last < UPDATE_EVERY_S):
+                        continue  # a variant's first token always shows, then a few redraws a second
+                    last, last_message, run = now, ev.message, copy.deepcopy(ev.run)
+                put((ev.kind, ev.fraction, ev.message, run))
+        finally:
+            getattr(it, "close", lambda: None)()
 
-    threading.Thread(target=produce, name="pythia-compare-run", daemon=True).start()
-    try:
-        while (item := events.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    yield from in_thread(produce, name="pythia-compare-run")
 
 
 class Dashboard:
@@ -330,13 +322,12 @@ class Dashboard:
         if family == DEMO_ALIAS:
             _no_hub_specs_beside_the_demo(split_specs(specs))
         run_text = self.input_text(prompt, text, text_file)
-        params = RunParams.from_settings(
-            self.settings, scoring=str(scoring or "auto"),
-            ctx=_within(_int(ctx, "context"), "Context", 8, 8192, " tokens (512 is llama-perplexity's)"),
-            top_k=_within(_int(top_k, "top-k"), "Top-k", 1, 100),
-            max_tokens=_within(_int(max_tokens, "max new tokens"), "Max new tokens", 0, 1024),
-            temperature=_within(_float(temperature, "temperature"), "Temperature", 0, 5, " (0: greedy)"),
-            seed=_within(_int(seed, "seed"), "Seed", 0, 2**63 - 1), reference=ref)
+        given = dict(ctx=ctx, top_k=top_k, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        numbers = {}
+        for lim in LIMITS.values():  # the one table of limits (params.py), which the CLI and the widgets read too
+            value = (_int if lim.whole else _float)(given[lim.field], lim.label.lower())
+            numbers[lim.field] = _within(value, lim.label, lim.lo, lim.hi, lim.unit)
+        params = RunParams.from_settings(self.settings, scoring=str(scoring or "auto"), reference=ref, **numbers)
         return chosen, run_text, params
 
     def run(self, specs: list[str], text: str, params: RunParams,
@@ -353,16 +344,21 @@ class Dashboard:
             yield kind, fraction, message, run
 
     def find(self, run_id: object) -> dict | None:
-        """The stored run, or None for any id that names none (malformed and hostile ones included)."""
+        """The stored run, or None for any id that names none (malformed and hostile ones included).
+
+        Raises RunLogError when the run log cannot be read (a damaged database is not a missing run), and
+        RunFormatError for a stored run that breaks the run format."""
         if not isinstance(run_id, str) or not 0 < len(run_id) <= 64:
             return None
         try:
             return self.store.get(run_id)
         except RunNotFound:
             return None
-        except Exception:
-            log.exception("opening a stored run failed")
-            return None
+        except PythiaCompareError:  # a stored run that breaks the format: its own message, not "not found"
+            raise
+        except Exception as e:  # a damaged or replaced database file: say so, on the page and in the log
+            log.exception("opening run %r: the run log %s cannot be read", run_id, self.store.path)
+            raise log_unreadable(self.store, e) from e
 
     def export(self, run: dict) -> tuple[Path, Path]:
         """The run as files to download: (JSON, zip of summary.csv and tokens.csv, as `runs export --format zip`)."""
@@ -400,16 +396,19 @@ class Dashboard:
         return line + (f"\n{notes}" if notes else "") + (f"\n\n{note}" if note else "")
 
     def history(self, query: str | None, owner: str | None) -> list[list]:
-        """Rows of HISTORY_COLUMNS, newest first. Public deployments list only the owner's runs."""
+        """Rows of HISTORY_COLUMNS, newest first. Public deployments list only the owner's runs.
+        Raises RunLogError when the run log cannot be read (never an empty list in its place)."""
         token = self.owner_of(owner)
         if self.settings.public and not token:
             return []
         try:
             found = self.store.list(query=str(query or "")[:MAX_QUERY_CHARS],
                                     owner=token if self.settings.public else None, limit=100)
-        except Exception:
-            log.exception("history search failed")
-            return []
+        except PythiaCompareError:
+            raise
+        except Exception as e:  # a damaged or replaced database file: not an empty history
+            log.exception("listing the history: the run log %s cannot be read", self.store.path)
+            raise log_unreadable(self.store, e) from e
         return [[r["run_id"], str(r.get("created_at") or "")[:19].replace("T", " "), r.get("preview") or "",
                  r.get("n_tokens"), r.get("scoring"),
                  ", ".join(str(v.get("label") or v.get("spec")) for v in r.get("variants") or []),
@@ -427,6 +426,13 @@ class Dashboard:
             return True
         except RunNotFound:
             return False
+
+
+def log_unreadable(store: RunStore, e: Exception) -> RunLogError:
+    """The one message for a run log that cannot be read, naming the file and the database's own words."""
+    return RunLogError(f"the run log cannot be read ({store.path.name}: {type(e).__name__}: {e}); the database "
+                       f"file may be damaged or replaced: restore it from a backup, or start the app with a new "
+                       f"run log (PYTHIA_COMPARE_DB)")
 
 
 # ------------------------------------------------------------------------------------------ second pass helpers

@@ -362,6 +362,21 @@ class Model:
         return [{"id": int(i), "text": self.token_text(int(i)), "prob": float(probs[i])} for i in idx]
 
     # --- generation ---
+    def _fresh_context(self, n_tokens: int) -> None:
+        """A context for `n_tokens` (rounded up), this model's threads, and an empty KV cache (lock held)."""
+        self._ensure_context(_round_ctx(n_tokens))
+        llama_cpp.llama_set_n_threads(self._ctx, self.settings.n_threads, self.settings.n_threads)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+
+    def _pick_next(self, temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """(the last decoded position's logits as float64, the next token): argmax at temperature 0, else
+        sampled from softmax(logits / temperature) with `rng`."""
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, -1)
+        row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        if temperature <= 0:
+            return row, int(np.argmax(row))
+        return row, int(rng.choice(self.n_vocab, p=softmax(row / temperature)))
+
     def generate(self, prompt_tokens: list[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0,
                  n_alternatives: int = 5) -> Iterator[GeneratedToken]:
         """Stream up to max_tokens new tokens after the prompt, greedy (temperature 0) or sampled with a seed.
@@ -373,9 +388,7 @@ class Model:
         rng = np.random.default_rng(seed)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         with self.lock:
-            self._ensure_context(_round_ctx(len(prompt_tokens) + max_tokens))
-            llama_cpp.llama_set_n_threads(self._ctx, self.settings.n_threads, self.settings.n_threads)
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+            self._fresh_context(len(prompt_tokens) + max_tokens)
             batch = llama_cpp.llama_batch_init(max(len(prompt_tokens), 1), 0, 1)
             try:
                 n_batch = min(self.settings.n_batch, self.n_ctx)
@@ -393,18 +406,12 @@ class Model:
                         pos += len(piece)
                     if produced == max_tokens:
                         break
-                    ptr = llama_cpp.llama_get_logits_ith(self._ctx, -1)
-                    row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
-                    probs = softmax(row)
-                    if temperature <= 0:
-                        tok = int(np.argmax(row))
-                    else:
-                        tok = int(rng.choice(self.n_vocab, p=softmax(row / temperature)))
+                    row, tok = self._pick_next(temperature, rng)
                     if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
                         break
                     if held is not None:
                         yield held
-                    held = GeneratedToken(id=tok, text=decoder.decode(self.piece(tok)), prob=float(probs[tok]),
+                    held = GeneratedToken(id=tok, text=decoder.decode(self.piece(tok)), prob=float(softmax(row)[tok]),
                                           top=self.top_k(row, n_alternatives))
                     if produced == max_tokens - 1:
                         break  # no need to evaluate the last token

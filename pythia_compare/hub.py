@@ -35,13 +35,10 @@ from .checkpoint import WEIGHT_FILES
 from .config import DEFAULT_ENDPOINT, Settings
 from .errors import HubError, MissingOnHub, OfflineMissing
 from .files import sha256_file, write_atomic
-from .variants import QUANT_ALIASES, QUANTS, builtin_steps
+from .variants import QUANTS, builtin_steps, quant_from_filename
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _STEP_RE = re.compile(r"^step(\d+)$")
-_SPLIT_RE = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
-# Longest names first, so Q4_K_M wins over Q4_K; a name must stand alone between separators.
-_QUANT_NAMES = sorted(list(QUANTS) + list(QUANT_ALIASES), key=len, reverse=True)
 _DEMO_HINT = "or use the bundled demo suite, which needs no network (demo@step0, demo:Q4_K_M)"
 _API_TIMEOUT = 30.0  # seconds for one metadata request
 
@@ -50,20 +47,6 @@ class HubUnreachable(HubError):
     """The Hub could not be reached (connection refused, DNS failure, timeout) and nothing usable is cached."""
 
 
-def quant_from_filename(name: str) -> str | None:
-    """The canonical quant of a GGUF file name ('x.Q4_K.gguf' -> 'Q4_K_M', 'x-q8_0.gguf' -> 'Q8_0'), or None.
-
-    Case-insensitive; the quant must stand between separators, so 'Q4_0_4_4' or 'Q6_K_L' are not read as
-    Q4_0 or Q6_K. Parts of a split GGUF ('-00001-of-00003.gguf') give None: one file is not the model.
-    """
-    base = name.rsplit("/", 1)[-1]
-    if not base.lower().endswith(".gguf") or _SPLIT_RE.search(base):
-        return None
-    stem = base[: -len(".gguf")].upper()
-    for q in _QUANT_NAMES:
-        if re.search(rf"(?<![A-Z0-9]){re.escape(q)}(?![A-Z0-9]|_[A-Z0-9])", stem):
-            return QUANT_ALIASES.get(q, q)
-    return None
 
 
 class Hub:

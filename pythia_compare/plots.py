@@ -1,13 +1,14 @@
-"""Figures, generation HTML and table data for one comparison run.
+"""Figures and generation HTML for one comparison run.
 
-Owns turning a run JSON dict (docs/run.md) into plotly figures, the side-by-side generations'
-HTML, table data (column names + rows of raw values) and the one function that formats a table cell.
-Every builder is pure: run dict in, figure / str / table out, and works on partial runs (variants still
-arriving, generation or kld None, no reference). Never imports gradio, never loads a model, never touches
-files, the network or the database.
+Owns turning a run JSON dict (docs/run.md) into plotly figures and the side-by-side generations' HTML.
+Every builder is pure: run dict in, figure / str out, and works on partial runs (variants still arriving,
+generation or kld None, no reference). Never imports gradio, never loads a model, never touches files, the
+network or the database. Table data, number and token formatting and the entries' colours are report.py's (it
+has no plotly, so the CLI shares them); this module imports the few it draws with from there.
 
-Colours: the reference is always REFERENCE_COLOR; variant i of run["variants"] is PALETTE[i % len], so a
-variant keeps its colour in every figure and while a run streams (variants only ever get appended).
+Colours (report.variant_colors): the reference is always report.REFERENCE_COLOR; variant i of run["variants"]
+is report.PALETTE[i % len], so a variant keeps its colour in every figure and while a run streams (variants
+only ever get appended).
 Text from the model or the user is escaped everywhere: plotly renders a pseudo-HTML subset in labels and
 hover, so plotly text goes through `_esc`; the generations' HTML goes through html.escape.
 
@@ -23,10 +24,9 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-# Table data and cell formatting live in report.py (no plotly, so the CLI can share them); re-exported here.
-from .report import (  # noqa: F401
-    KL_TABLE_NOTE, PALETTE, REFERENCE_COLOR, STAT_COLUMN, SUMMARY_COLUMNS, _entries, _Entry, _no_error, _parsed,
-    _quant_of, fmt_num, format_cell, format_table, kl_table, show_token, summary_table, variant_colors)
+# What the figures share with report.py's tables: the entries in order with their colours, the parsed spec, the
+# "no standard error" rule, and how a number and a token are shown.
+from .report import PALETTE, _entries, _Entry, _no_error, _parsed, _quant_of, fmt_num, show_token
 from .metrics import corpus_target_indices
 from .variants import FINAL_STEP, QUANTS
 

@@ -19,7 +19,7 @@ from .cache import Cache, file_sha256
 from .config import Settings
 from .errors import MissingOnHub, ModelFileError, OfflineMissing, SpecError
 from .policy import check_conversion, check_variant
-from .variants import DEMO_ALIAS, QUANTS, Variant
+from .variants import DEMO_ALIAS, QUANTS, Variant, quant_from_filename
 
 Progress = Callable[[str], None]
 
@@ -109,7 +109,7 @@ class Resolver:
         from .engine import check_gguf_file  # validates existence and the GGUF magic
 
         p = check_gguf_file(variant.path or "")
-        quant = _gguf_quant(p) or _quant_from_name(p.name)
+        quant = _gguf_quant(p) or quant_from_filename(p.name) or "unknown"
         # The file's name only: a run's JSON never carries a server path.
         return Resolved(variant, p, {"repo": None, "commit": None, "file": p.name, "sha256": file_sha256(p, self.cache.hash_memo),
                                      "bytes": p.stat().st_size, "quant": quant})
@@ -321,14 +321,3 @@ def _gguf_quant(path: Path) -> str | None:
     if not isinstance(ftype, int) or isinstance(ftype, bool):
         return None
     return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
-
-
-def _quant_from_name(name: str) -> str:
-    """Best guess of a local file's quant from its name ('model.Q4_K_M.gguf' -> 'Q4_K_M'), else 'unknown'."""
-    from .variants import QUANT_ALIASES
-
-    stem = name.rsplit(".", 1)[0].upper()
-    for q in sorted(list(QUANTS) + list(QUANT_ALIASES), key=len, reverse=True):
-        if re.search(rf"(^|[^A-Z0-9]){q}($|[^A-Z0-9])", stem):
-            return QUANT_ALIASES.get(q, q)
-    return "unknown"

@@ -26,6 +26,7 @@ from typing import Callable, Iterable
 
 from .config import Settings
 from .errors import BadInput, InputTextError, PythiaCompareError
+from .params import LIMITS
 from .variants import DEMO_ALIAS, QUANTS, normalize_quant, parse_spec
 
 DEFAULT_MAX_CHUNKS = 64  # the issue's estimate: 64 chunks of 512 tokens per cell
@@ -173,8 +174,9 @@ def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: 
     (the cut text is what every cell scores). Raises SweepError/BadInput before anything is written.
     """
     repo = repo or settings.checkpoint_repo
-    if not isinstance(ctx, int) or not 8 <= ctx <= 8192:
-        raise SweepError(f"--ctx {ctx} is out of range; use 8 … 8192 tokens (512 is llama-perplexity's)")
+    lim = LIMITS["ctx"]  # the one table of run limits (params.py)
+    if not isinstance(ctx, int) or not lim.lo <= ctx <= lim.hi:
+        raise SweepError(f"{lim.flag} {ctx} is out of range; use {lim.lo:g} … {lim.hi:g}{lim.unit}")
     if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 2):
         raise SweepError(f"--max-chunks {max_chunks}: corpus scoring needs at least 2 chunks; use 2 or more")
     if not isinstance(text, str) or not text.strip():

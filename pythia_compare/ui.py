@@ -27,11 +27,12 @@ import gradio as gr
 from . import plots, report
 from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
-from .dashboard import (DEFAULT_QUANTS, DEMO_BANNER, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
+from .dashboard import (DEFAULT_QUANTS, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
                         log_spaced, quant_choices, reference_choices, scrub, table_cells)
 from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
+from .params import LIMITS
 from .store import RunStore
 from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
                         SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
@@ -133,7 +134,10 @@ class Handlers:
     def restore_controls(self, run_id: object, cat) -> tuple:
         """Every control of CONTROLS set to what produced the stored run (gr.skip() for a prompt left as it is),
         then the reference marked as chosen; all skipped when there is no such run."""
-        run = self.core.find(run_id) if run_id else None
+        try:
+            run = self.core.find(run_id) if run_id else None
+        except PythiaCompareError:  # open_run shows why on the page; the controls stay as they are
+            run = None
         if not run:
             return tuple(gr.skip() for _ in CONTROLS) + (gr.skip(),)
         c = controls_for(run, cat, self.settings.max_prompt_chars)
@@ -148,8 +152,12 @@ class Handlers:
                 c["max_tokens"], c["temperature"], c["seed"], True)
 
     def open_run(self, run_id: object) -> tuple:
-        """A stored run's views, or the friendly not-found page (for any id, hostile ones included)."""
-        run = self.core.find(run_id)
+        """A stored run's views, or the friendly not-found page (for any id, hostile ones included), or why the
+        run log or the stored run cannot be read."""
+        try:
+            run = self.core.find(run_id)
+        except PythiaCompareError as e:
+            return self.views(None, f"### The run cannot be opened\n{self._say(e)}")
         return self.views(run) if run else self.views(None, NOT_FOUND)
 
     def on_load(self, owner: str | None, request: gr.Request | None = None) -> tuple:
@@ -160,11 +168,28 @@ class Handlers:
         return (token, *views, self.history("", token))
 
     def history(self, query: str | None, owner: str | None) -> dict:
-        return {"headers": HISTORY_COLUMNS, "data": self.core.history(query, owner)}
+        """The history table (empty when the run log cannot be read: `search`'s note says why)."""
+        return self._history(query, owner)[0]
+
+    def _history(self, query: str | None, owner: str | None) -> tuple[dict, str | None]:
+        try:
+            return {"headers": HISTORY_COLUMNS, "data": self.core.history(query, owner)}, None
+        except PythiaCompareError as e:
+            return {"headers": HISTORY_COLUMNS, "data": []}, f"**The history cannot be listed:** {self._say(e)}"
+
+    def history_shown(self, query: str | None, owner: str | None) -> tuple[dict, str]:
+        """The history as a tab shows it: the table, and the note left as it is unless the log cannot be read."""
+        table, failed = self._history(query, owner)
+        return table, failed or gr.skip()
+
+    def _say(self, e: PythiaCompareError) -> str:
+        return scrub(str(e), self.settings.hf_token)
 
     def search(self, query: str | None, owner: str | None) -> tuple[dict, str]:
-        """The history for a search, and a note saying when nothing matches."""
-        table = self.history(query, owner)
+        """The history for a search, and a note saying when nothing matches (or why nothing can be listed)."""
+        table, failed = self._history(query, owner)
+        if failed:
+            return table, failed
         q = str(query or "").strip()
         if table["data"]:
             note = f"{len(table['data'])} run{'s' if len(table['data']) != 1 else ''} found." if q else ""
@@ -178,7 +203,11 @@ class Handlers:
         """Delete the selected run in two clicks: the first asks, the second (on the same run) deletes; in a public
         deployment only the browser's own. (note, list, selection, the run awaiting confirmation)."""
         if run_id and armed != run_id:
-            if self.core.find(run_id) is None:
+            try:
+                found = self.core.find(run_id)
+            except PythiaCompareError as e:
+                return f"**The run cannot be deleted:** {self._say(e)}", self.history(query, owner), "", ""
+            if found is None:
                 return "Select one of your runs in the list first.", self.history(query, owner), "", ""
             return (f"Delete run `{run_id}` for good? Click **Delete** again to confirm, or select another run.",
                     self.history(query, owner), run_id, run_id)
@@ -197,176 +226,223 @@ def _selected_run(data: object, evt: gr.SelectData) -> tuple[str, str]:
 def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_queue: int = 16,
                backup: Backup | None = None) -> gr.Blocks:
     """The dashboard. `concurrency` model runs at once, at most `max_queue` waiting (then "busy, try again").
-    `backup`: the run backup (backup.py); None starts one from `settings` (a no-op unless one is configured)."""
+    `backup`: the run backup (backup.py); None starts one from `settings` (a no-op unless one is configured).
+
+    One builder per tab lays it out (_compare_tab, _history_tab, _sweeps_tab); then the events are wired, the
+    Compare tab's first (_wire_compare), then page load, links and History (_wire_history), then the Sweeps tab's.
+    """
     settings = settings or Settings.from_env()
     backup = backup if backup is not None else Backup.start(settings)
     cat = load_catalog(settings)
     app = Handlers(settings, backup=backup)
-    fam = cat.family
-    quant_default = [q for q in DEFAULT_QUANTS[fam] if q in cat.quants[fam]]
-    ref_default = default_reference(collect_specs(fam, quant_default, [], ""))
-    last = app.core.demo_final  # `demo@step<last>` is `demo:F16`: one variant
 
     with gr.Blocks(title="pythia-compare", analytics_enabled=False) as demo:
-        owner = gr.BrowserState(None, storage_key=OWNER_KEY, secret=OWNER_SECRET)
-        live = gr.State(None)
-        ref_touched = gr.State(False)
-        gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
-                    "side: next-token distributions, generations, perplexity and KL divergence from a reference. "
-                    + MODELS_NOTE)
-        banner = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
-        def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
-            return scrub(backup.status_markdown(), settings.hf_token)
-
-        kept = where_runs_are_kept()
-        backup_note = gr.Markdown(kept, visible=bool(kept), elem_id="pc-backup")
+        page = _page_top(settings, cat, backup)
         with gr.Tabs(selected="compare") as tabs:
-            with gr.Tab("Compare", id="compare"):
-                with gr.Row():
-                    with gr.Column(scale=2, min_width=320):
-                        family = gr.Radio(FAMILIES, value=fam, label="Models", elem_id="pc-family")
-                        quants = gr.CheckboxGroup(quant_choices(fam, cat.quants[fam]), value=quant_default,
-                                                  label="Quant levels (final checkpoint)", elem_id="pc-quants")
-                        with gr.Row():
-                            steps = gr.Dropdown([(f"step {s}", s) for s in cat.steps[fam]], value=[],
-                                                multiselect=True, label="Training steps (F16)", scale=4,
-                                                elem_id="pc-steps")
-                            logpick = gr.Button("5 log-spaced", size="sm", scale=1, min_width=90)
-                        specs = gr.Textbox("", label="More specs", max_length=MAX_SPECS_CHARS, elem_id="pc-specs",
-                                           placeholder="e.g. step3000:Q4_K_M  owner/repo:Q8_0  ./model.gguf")
-                        reference = gr.Dropdown(reference_choices(collect_specs(fam, quant_default, [], "")),
-                                                value=ref_default, allow_custom_value=True, label="Reference",
-                                                info="KL divergence is measured against it", elem_id="pc-reference")
-                    with gr.Column(scale=3, min_width=360):
-                        prompt = gr.Textbox(EXAMPLES[0], lines=3, label="Prompt", elem_id="pc-prompt",
-                                            max_length=settings.max_prompt_chars)
-                        with gr.Accordion("Longer text for corpus scoring", open=False, elem_id="pc-text-box"):
-                            text = gr.Textbox("", lines=6, label="Text (used instead of the prompt when given)",
-                                              max_length=settings.max_text_chars, elem_id="pc-text")
-                            text_file = gr.File(label=f"…or a .txt file (≤ {settings.max_upload_bytes // 1024} KiB)",
-                                                file_types=[".txt"], type="filepath", elem_id="pc-file")
-                        with gr.Accordion("Settings", open=False, elem_id="pc-settings"):
-                            with gr.Row():
-                                scoring = gr.Radio(["auto", "prompt", "corpus"], value="auto", label="Scoring")
-                                # Ranges are checked by the server, whose message names the field (gradio's own
-                                # minimum/maximum check would not).
-                                ctx = gr.Number(settings.ctx, precision=0, label="Context", elem_id="pc-ctx")
-                                top_k = gr.Number(settings.top_k, precision=0, label="Top-k", elem_id="pc-top-k")
-                            with gr.Row():
-                                max_tokens = gr.Number(settings.max_tokens, precision=0, label="Max new tokens",
-                                                       elem_id="pc-max-tokens")
-                                temperature = gr.Number(settings.temperature, step=0.1, label="Temperature (0: greedy)",
-                                                        elem_id="pc-temperature")
-                                seed = gr.Number(settings.seed, precision=0, label="Seed", elem_id="pc-seed")
-                        run_btn = gr.Button("Run", variant="primary", elem_id="pc-run")
-                        status = gr.Markdown(elem_id="pc-status", container=True, min_height=60)
-                        examples = gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Examples (click to run)",
-                                               api_visibility="private")
-                with gr.Row(elem_classes=["pc-share"]):
-                    run_id = gr.Textbox(visible=False, elem_id="pc-run-id")
-                    link = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], scale=6,
-                                      elem_id="pc-link")
-                    json_dl = gr.DownloadButton("⬇ JSON", visible=False, size="sm", scale=1, min_width=90,
-                                                elem_id="pc-json")
-                    csv_dl = gr.DownloadButton("⬇ CSV (zip)", visible=False, size="sm", scale=1, min_width=110,
-                                               elem_id="pc-zip")
-                summary = gr.Dataframe(label="Summary (the numbers the CLI prints)", interactive=False, wrap=True,
-                                       elem_id="pc-summary", visible=False)
-                with gr.Row():
-                    fig_next = gr.Plot(label="Next-token distribution", elem_id="pc-fig-next_token")
-                    fig_ppl = gr.Plot(label="Perplexity", elem_id="pc-fig-ppl")
-                gen_html = gr.HTML(label="Generations", elem_id="pc-generations")
-                fig_surprisal = gr.Plot(label="Surprisal", elem_id="pc-fig-surprisal")
-                with gr.Row():
-                    fig_kld = gr.Plot(label="KL divergence", elem_id="pc-fig-kld")
-                    with gr.Column():
-                        kl_table = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)", visible=False,
-                                                interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
-                        gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
-                run_json = gr.JSON(visible=False, label="Run JSON")
-            with gr.Tab("History", id="history"):
-                with gr.Row():
-                    query = gr.Textbox(label="Search the input texts", scale=4, max_length=MAX_QUERY_CHARS,
-                                       elem_id="pc-query")
-                    search = gr.Button("Search", scale=1)
-                history = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="pc-history",
-                                       column_widths=["11%", "10%", "19%", "6%", "7%", "22%", "10%", "15%"])
-                selected = gr.State("")
-                armed = gr.State("")  # the run whose Delete awaits its second click
-                with gr.Row():
-                    note = gr.Markdown("Click a run in the list to select it.", elem_id="pc-history-note")
-                    open_btn = gr.Button("Open", size="sm", elem_id="pc-open")
-                    delete_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="pc-delete")
-                gr.Markdown("Runs are kept in the server's SQLite log. " + (
-                    "This deployment is public: this browser sees only its own runs, but a link opens for anyone "
-                    "who has it." if settings.public else "All runs of this log are listed."))
+            c = _compare_tab(settings, cat)
+            h = _history_tab(settings)
             sweeps = _sweeps_tab(settings, app.store)
-
-        view_outputs = [status, summary, fig_next, gen_html, fig_ppl, fig_surprisal, fig_kld, kl_table, run_id,
-                        json_dl, csv_dl]
-        private = dict(api_visibility="private")
-
-        # --- choosing variants ---
-        def switch_family(f):
-            q = [q for q in DEFAULT_QUANTS[f] if q in cat.quants[f]]
-            text = cat.banner or (demo_banner("You chose the demo suite.", settings) if f == DEMO_ALIAS else "")
-            return (gr.CheckboxGroup(choices=quant_choices(f, cat.quants[f]), value=q),
-                    gr.Dropdown(choices=[(f"step {s}", s) for s in cat.steps[f]], value=[]),
-                    gr.Markdown(value=text, visible=bool(text)))
-
-        def refresh_reference(f, q, s, free, current, touched):
-            chosen = collect_specs(f, q, s, free, demo_final=last)
-            keep = touched and (current == "" or current in chosen)
-            return gr.Dropdown(choices=reference_choices(chosen), value=current if keep else default_reference(chosen))
-
-        # On the user's choice only: a reopened run sets the family together with its own quants and steps.
-        family.input(switch_family, family, [quants, steps, banner], **private)
-        logpick.click(lambda f: log_spaced(cat.steps[f]), family, steps, **private)
-        for comp in (family, quants, steps, specs):
-            comp.change(refresh_reference, [family, quants, steps, specs, reference, ref_touched], reference,
-                        queue=False, **private)
-        reference.input(lambda: True, None, ref_touched, queue=False, **private)
-
-        _as_sent(ctx, top_k, max_tokens, temperature, seed)
-        # --- running ---
-        run_inputs = [family, quants, steps, specs, reference, prompt, text, text_file, scoring, ctx, top_k,
-                      max_tokens, temperature, seed, owner]
-        run_kw = dict(concurrency_id="models", concurrency_limit=concurrency, show_progress_on=[status])
-        runs = [run_btn.click(app.compare, run_inputs, [run_json, live], api_name="compare", **run_kw),
-                examples.load_input_event.then(app.compare, run_inputs, [run_json, live], **run_kw, **private)]
-        for event in runs:
-            event.failure(app.stopped, live, view_outputs, queue=False, **private)
-        live.change(app.views, live, view_outputs, queue=False, trigger_mode="always_last", show_progress="hidden",
-                    **private)
-        run_id.change(None, run_id, link, js=_LINK_JS, **private)
-
-        # --- links, history ---
-        controls = [family, quants, steps, specs, reference, prompt, text, text_file, scoring, ctx, top_k, max_tokens,
-                    temperature, seed, ref_touched]
-        restore = lambda rid: app.restore_controls(rid, cat)  # noqa: E731
-        demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **private).then(
-            restore, run_id, controls, queue=False, **private)
-        if kept:
-            demo.load(where_runs_are_kept, None, backup_note, queue=False, **private)
-        for trigger in (search.click, query.submit):
-            trigger(app.search, [query, owner], [history, note], queue=False, **private)
-        tabs.select(app.history, [query, owner], history, queue=False, **private)
-        history.select(_selected_run, history, [selected, note], queue=False, **private)
-        open_btn.click(lambda rid: (*app.open_run(rid), gr.Tabs(selected="compare")), selected,
-                       [*view_outputs, tabs], queue=False, **private).then(
-            restore, run_id, controls, queue=False, **private)
-        delete_btn.click(app.delete, [selected, query, owner, armed], [note, history, selected, armed], queue=False,
-                         **private)
+        view_outputs = [c["status"], c["summary"], c["fig_next"], c["gen_html"], c["fig_ppl"], c["fig_surprisal"],
+                        c["fig_kld"], c["kl_table"], c["run_id"], c["json_dl"], c["csv_dl"]]
+        _wire_compare(c, page, app, cat, settings, concurrency, view_outputs)
+        _wire_history(h, c, page, demo, tabs, app, cat, view_outputs)
         _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.handlers = app  # for tests and embedding
     return demo
 
 
+_PRIVATE = dict(api_visibility="private")  # every event but the Run button's "compare" and the "/sweep" API
+
+
+def _page_top(settings: Settings, cat, backup: Backup) -> dict:
+    """Above the tabs: the browser's owner token, the run on screen, the title, the demo banner, the backup note."""
+    p: dict = {"owner": gr.BrowserState(None, storage_key=OWNER_KEY, secret=OWNER_SECRET),
+               "live": gr.State(None), "ref_touched": gr.State(False)}
+    gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
+                "side: next-token distributions, generations, perplexity and KL divergence from a reference. "
+                + MODELS_NOTE)
+    p["banner"] = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
+
+    def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
+        return scrub(backup.status_markdown(), settings.hf_token)
+
+    p["where_runs_are_kept"] = where_runs_are_kept
+    p["kept"] = kept = where_runs_are_kept()
+    p["backup_note"] = gr.Markdown(kept, visible=bool(kept), elem_id="pc-backup")
+    return p
+
+
+def _compare_tab(settings: Settings, cat) -> dict:
+    """The Compare tab's layout: the variant choices, the input and settings, Run, the share row and the views."""
+    fam = cat.family
+    quant_default = [q for q in DEFAULT_QUANTS[fam] if q in cat.quants[fam]]
+    chosen = collect_specs(fam, quant_default, [], "")
+    c: dict = {}
+    with gr.Tab("Compare", id="compare"):
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                c["family"] = gr.Radio(FAMILIES, value=fam, label="Models", elem_id="pc-family")
+                c["quants"] = gr.CheckboxGroup(quant_choices(fam, cat.quants[fam]), value=quant_default,
+                                               label="Quant levels (final checkpoint)", elem_id="pc-quants")
+                with gr.Row():
+                    c["steps"] = gr.Dropdown([(f"step {s}", s) for s in cat.steps[fam]], value=[], multiselect=True,
+                                             label="Training steps (F16)", scale=4, elem_id="pc-steps")
+                    c["logpick"] = gr.Button("5 log-spaced", size="sm", scale=1, min_width=90)
+                c["specs"] = gr.Textbox("", label="More specs", max_length=MAX_SPECS_CHARS, elem_id="pc-specs",
+                                        placeholder="e.g. step3000:Q4_K_M  owner/repo:Q8_0  ./model.gguf")
+                c["reference"] = gr.Dropdown(reference_choices(chosen), value=default_reference(chosen),
+                                             allow_custom_value=True, label="Reference",
+                                             info="KL divergence is measured against it", elem_id="pc-reference")
+            with gr.Column(scale=3, min_width=360):
+                _input_and_settings(c, settings)
+        with gr.Row(elem_classes=["pc-share"]):
+            c["run_id"] = gr.Textbox(visible=False, elem_id="pc-run-id")
+            c["link"] = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], scale=6, elem_id="pc-link")
+            c["json_dl"] = gr.DownloadButton("⬇ JSON", visible=False, size="sm", scale=1, min_width=90,
+                                             elem_id="pc-json")
+            c["csv_dl"] = gr.DownloadButton("⬇ CSV (zip)", visible=False, size="sm", scale=1, min_width=110,
+                                            elem_id="pc-zip")
+        c["summary"] = gr.Dataframe(label="Summary (the numbers the CLI prints)", interactive=False, wrap=True,
+                                    elem_id="pc-summary", visible=False)
+        with gr.Row():
+            c["fig_next"] = gr.Plot(label="Next-token distribution", elem_id="pc-fig-next_token")
+            c["fig_ppl"] = gr.Plot(label="Perplexity", elem_id="pc-fig-ppl")
+        c["gen_html"] = gr.HTML(label="Generations", elem_id="pc-generations")
+        c["fig_surprisal"] = gr.Plot(label="Surprisal", elem_id="pc-fig-surprisal")
+        with gr.Row():
+            c["fig_kld"] = gr.Plot(label="KL divergence", elem_id="pc-fig-kld")
+            with gr.Column():
+                c["kl_table"] = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)", visible=False,
+                                             interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
+                gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
+        c["run_json"] = gr.JSON(visible=False, label="Run JSON")
+    return c
+
+
+def _input_and_settings(c: dict, settings: Settings) -> None:
+    """The Compare tab's right column: prompt, longer text or file, the run's settings, Run, status, examples."""
+    c["prompt"] = gr.Textbox(EXAMPLES[0], lines=3, label="Prompt", elem_id="pc-prompt",
+                             max_length=settings.max_prompt_chars)
+    with gr.Accordion("Longer text for corpus scoring", open=False, elem_id="pc-text-box"):
+        c["text"] = gr.Textbox("", lines=6, label="Text (used instead of the prompt when given)",
+                               max_length=settings.max_text_chars, elem_id="pc-text")
+        c["text_file"] = gr.File(label=f"…or a .txt file (≤ {settings.max_upload_bytes // 1024} KiB)",
+                                 file_types=[".txt"], type="filepath", elem_id="pc-file")
+    with gr.Accordion("Settings", open=False, elem_id="pc-settings"):
+        with gr.Row():
+            c["scoring"] = gr.Radio(["auto", "prompt", "corpus"], value="auto", label="Scoring")
+            # Ranges from params.LIMITS; the server checks them (_as_sent), naming the field.
+            c["ctx"] = _limited("ctx", settings)
+            c["top_k"] = _limited("top_k", settings)
+        with gr.Row():
+            c["max_tokens"] = _limited("max_tokens", settings)
+            c["temperature"] = _limited("temperature", settings, step=0.1)
+            c["seed"] = _limited("seed", settings)
+    c["run_btn"] = gr.Button("Run", variant="primary", elem_id="pc-run")
+    c["status"] = gr.Markdown(elem_id="pc-status", container=True, min_height=60)
+    c["examples"] = gr.Examples([[e] for e in EXAMPLES], inputs=[c["prompt"]], label="Examples (click to run)",
+                                api_visibility="private")
+
+
+def _history_tab(settings: Settings) -> dict:
+    """The History tab's layout: search, the list of runs, Open and Delete."""
+    h: dict = {}
+    with gr.Tab("History", id="history"):
+        with gr.Row():
+            h["query"] = gr.Textbox(label="Search the input texts", scale=4, max_length=MAX_QUERY_CHARS,
+                                    elem_id="pc-query")
+            h["search"] = gr.Button("Search", scale=1)
+        h["history"] = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="pc-history",
+                                    column_widths=["11%", "10%", "19%", "6%", "7%", "22%", "10%", "15%"])
+        h["selected"] = gr.State("")
+        h["armed"] = gr.State("")  # the run whose Delete awaits its second click
+        with gr.Row():
+            h["note"] = gr.Markdown("Click a run in the list to select it.", elem_id="pc-history-note")
+            h["open_btn"] = gr.Button("Open", size="sm", elem_id="pc-open")
+            h["delete_btn"] = gr.Button("Delete", size="sm", variant="stop", elem_id="pc-delete")
+        gr.Markdown("Runs are kept in the server's SQLite log. " + (
+            "This deployment is public: this browser sees only its own runs, but a link opens for anyone "
+            "who has it." if settings.public else "All runs of this log are listed."))
+    return h
+
+
+def _wire_compare(c: dict, page: dict, app: Handlers, cat, settings: Settings, concurrency: int,
+                  view_outputs: list) -> None:
+    """The Compare tab's events: choosing variants (the reference follows), running, the views and the link."""
+    last = app.core.demo_final  # `demo@step<last>` is `demo:F16`: one variant
+    family, quants, steps, specs, reference = (c[k] for k in ("family", "quants", "steps", "specs", "reference"))
+    live, ref_touched = page["live"], page["ref_touched"]
+
+    def switch_family(f):
+        q = [q for q in DEFAULT_QUANTS[f] if q in cat.quants[f]]
+        text = cat.banner or (demo_banner("You chose the demo suite.", settings) if f == DEMO_ALIAS else "")
+        return (gr.CheckboxGroup(choices=quant_choices(f, cat.quants[f]), value=q),
+                gr.Dropdown(choices=[(f"step {s}", s) for s in cat.steps[f]], value=[]),
+                gr.Markdown(value=text, visible=bool(text)))
+
+    def refresh_reference(f, q, s, free, current, touched):
+        chosen = collect_specs(f, q, s, free, demo_final=last)
+        keep = touched and (current == "" or current in chosen)
+        return gr.Dropdown(choices=reference_choices(chosen), value=current if keep else default_reference(chosen))
+
+    # On the user's choice only: a reopened run sets the family together with its own quants and steps.
+    family.input(switch_family, family, [quants, steps, page["banner"]], **_PRIVATE)
+    c["logpick"].click(lambda f: log_spaced(cat.steps[f]), family, steps, **_PRIVATE)
+    for comp in (family, quants, steps, specs):
+        comp.change(refresh_reference, [family, quants, steps, specs, reference, ref_touched], reference,
+                    queue=False, **_PRIVATE)
+    reference.input(lambda: True, None, ref_touched, queue=False, **_PRIVATE)
+
+    _as_sent(*(c[k] for k in LIMITS))
+
+    run_inputs = [c[k] for k in CONTROLS] + [page["owner"]]
+    run_kw = dict(concurrency_id="models", concurrency_limit=concurrency, show_progress_on=[c["status"]])
+    runs = [c["run_btn"].click(app.compare, run_inputs, [c["run_json"], live], api_name="compare", **run_kw),
+            c["examples"].load_input_event.then(app.compare, run_inputs, [c["run_json"], live], **run_kw,
+                                                **_PRIVATE)]
+    for event in runs:
+        event.failure(app.stopped, live, view_outputs, queue=False, **_PRIVATE)
+    live.change(app.views, live, view_outputs, queue=False, trigger_mode="always_last", show_progress="hidden",
+                **_PRIVATE)
+    c["run_id"].change(None, c["run_id"], c["link"], js=_LINK_JS, **_PRIVATE)
+
+
+def _wire_history(h: dict, c: dict, page: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, cat,
+                  view_outputs: list) -> None:
+    """Page load (the owner token, a `?run=` link), the backup note, and the History tab's events."""
+    owner, history, query, note = page["owner"], h["history"], h["query"], h["note"]
+    controls = [c[k] for k in CONTROLS] + [page["ref_touched"]]
+    restore = lambda rid: app.restore_controls(rid, cat)  # noqa: E731
+    demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **_PRIVATE).then(
+        restore, c["run_id"], controls, queue=False, **_PRIVATE)
+    if page["kept"]:
+        demo.load(page["where_runs_are_kept"], None, page["backup_note"], queue=False, **_PRIVATE)
+    for trigger in (h["search"].click, query.submit):
+        trigger(app.search, [query, owner], [history, note], queue=False, **_PRIVATE)
+    tabs.select(app.history_shown, [query, owner], [history, note], queue=False, **_PRIVATE)
+    history.select(_selected_run, history, [h["selected"], note], queue=False, **_PRIVATE)
+    h["open_btn"].click(lambda rid: (*app.open_run(rid), gr.Tabs(selected="compare")), h["selected"],
+                        [*view_outputs, tabs], queue=False, **_PRIVATE).then(
+        restore, c["run_id"], controls, queue=False, **_PRIVATE)
+    h["delete_btn"].click(app.delete, [h["selected"], query, owner, h["armed"]],
+                          [note, history, h["selected"], h["armed"]], queue=False, **_PRIVATE)
+
+
+def _limited(field: str, settings: Settings, **kw) -> gr.Number:
+    """A run parameter's widget: its label, default and range (shown under it) from the one table (params.LIMITS)."""
+    lim = LIMITS[field]
+    if lim.whole:
+        kw["precision"] = 0
+    return gr.Number(lim.default(settings), label=lim.widget_label, info=lim.range_text,
+                     elem_id="pc-" + field.replace("_", "-"), **kw)
+
+
 def _as_sent(*numbers: gr.Number) -> None:
     """Hand these numbers to the handler as the client sent them: Dashboard.prepare and compare.validate_params
     check them and name the field. (gr.Number's own checks fail with no message on NaN, ±inf or text, and
-    name no field for a value out of bounds.)"""
+    name no field for a value out of bounds; so the widgets show their range as text, not as minimum/maximum,
+    which gradio would check again on a copy it rebuilds per session without this.)"""
     for n in numbers:
         n.preprocess = lambda payload: payload
 
@@ -521,7 +597,7 @@ def _start_form(c: dict, settings: Settings) -> None:
         c["f_text"] = gr.Textbox("", lines=3, label="Text (empty: the demo suite's held-out text)",
                                  max_length=settings.max_text_chars, elem_id="pc-sweep-f-text")
         with gr.Row():
-            c["f_ctx"] = gr.Number(64, precision=0, minimum=8, maximum=8192, label="Context",
+            c["f_ctx"] = gr.Number(64, precision=0, minimum=LIMITS["ctx"].lo, maximum=LIMITS["ctx"].hi, label="Context",
                                    elem_id="pc-sweep-f-ctx")
             c["f_chunks"] = gr.Number(2, precision=0, minimum=0, label="Max chunks per cell (0: all)",
                                       elem_id="pc-sweep-f-chunks")

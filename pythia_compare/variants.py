@@ -71,6 +71,28 @@ _REV_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
 _STEP_RE = re.compile(r"^step(\d+)$")
 
 
+# Longest names first, so Q4_K_M wins over Q4_K; a name must stand alone between separators.
+_QUANT_NAMES = sorted(list(QUANTS) + list(QUANT_ALIASES), key=len, reverse=True)
+_SPLIT_RE = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
+
+
+def quant_from_filename(name: str) -> str | None:
+    """The canonical quant of a GGUF file name ('x.Q4_K.gguf' -> 'Q4_K_M', 'x-q8_0.gguf' -> 'Q8_0'), or None.
+
+    The one reading of a quant from a file name, for the Hub's listings (hub.py) and local files (sources.py).
+    Case-insensitive; the quant must stand between separators, so 'Q4_0_4_4' or 'Q6_K_L' are not read as
+    Q4_0 or Q6_K. Parts of a split GGUF ('-00001-of-00003.gguf') give None: one file is not the model.
+    """
+    base = name.rsplit("/", 1)[-1]
+    if not base.lower().endswith(".gguf") or _SPLIT_RE.search(base):
+        return None
+    stem = base[: -len(".gguf")].upper()
+    for q in _QUANT_NAMES:
+        if re.search(rf"(?<![A-Z0-9]){re.escape(q)}(?![A-Z0-9]|_[A-Z0-9])", stem):
+            return QUANT_ALIASES.get(q, q)
+    return None
+
+
 def normalize_quant(name: str, *, what: str = "quant") -> str:
     """Canonical llama.cpp ftype name for `name` (case-insensitive, Hub aliases accepted).
 

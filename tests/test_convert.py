@@ -25,7 +25,7 @@ from pythia_compare.config import Settings
 from pythia_compare.convert import CONVERTER_VERSION, convert_checkpoint
 from pythia_compare.engine import ModelPool
 from pythia_compare.errors import CheckpointError, DiskFull, NotYetSupported, SpecError
-from tests.tinymodels import SPACE_RUNS, make_checkpoint, make_hf_checkpoint, make_tokenizer, save_torch_bin
+from tests.tinymodels import SPACE_RUNS, make_checkpoint, make_hf_checkpoint, save_torch_bin
 
 SETTINGS = Settings(kv_f32=True, flash_attn=False, n_threads=2)
 

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from pythia_compare import plots
+from pythia_compare import plots, report
 from pythia_compare.variants import QUANTS
 
 from tests.plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
@@ -141,7 +141,7 @@ def test_the_surprisal_heatmap_holds_bits_per_token_with_token_text_and_p_on_hov
         cell = hm.text[1][j]
         assert repr(tokens[j + 1]) in cell
         assert f"p = {math.exp(lp[j]):.4f}" in cell or f"p = {math.exp(lp[j]):.2e}" in cell
-    assert list(fig.layout.xaxis.ticktext) == [plots.show_token(t) for t in tokens[1:]]
+    assert list(fig.layout.xaxis.ticktext) == [report.show_token(t) for t in tokens[1:]]
 
 
 def test_a_long_corpus_heatmap_is_capped_and_says_so():
@@ -175,14 +175,14 @@ def test_kld_boxes_hold_each_variants_per_token_divergence():
 
 def test_the_kl_table_has_llama_perplexitys_statistics_per_variant():
     run = prompt_run()
-    columns, rows = plots.kl_table(run)
+    columns, rows = report.kl_table(run)
     assert columns == ["statistic", "Q8_0", "Q4_K_M", "Q2_K"]
     by_name = {r[0]: r[1:] for r in rows}
     for key, stat in [("mean", "Mean KLD"), ("max", "Maximum KLD"), ("p99_9", "99.9% KLD"), ("median", "Median KLD"),
                       ("same_top", "Same top p %"), ("ppl_ratio", "Mean PPL(Q)/PPL(base)"), ("dp_rms", "RMS Δp %")]:
         assert by_name[stat] == [v["kld"][key] for v in run["variants"]]
     assert by_name["Mean PPL(base)"] == [run["reference"]["ppl"]] * 3
-    shown = {r[0]: r[1:] for r in plots.format_table(columns, rows)}
+    shown = {r[0]: r[1:] for r in report.format_table(columns, rows)}
     assert shown["Same top p %"] == [f"{100 * v['kld']['same_top']:.3f}" for v in run["variants"]]
 
 
@@ -190,7 +190,7 @@ def test_a_run_without_reference_has_no_kl_boxes_and_an_empty_kl_table():
     run = make_run(["Q8_0", "Q2_K"], reference=None)
     fig = plots.kld_figure(run)
     assert len(fig.data) == 0 and "choose a reference" in fig.layout.annotations[0].text
-    columns, rows = plots.kl_table(run)
+    columns, rows = report.kl_table(run)
     assert columns == ["statistic"] and all(len(r) == 1 for r in rows)
 
 
@@ -198,8 +198,8 @@ def test_a_run_without_reference_has_no_kl_boxes_and_an_empty_kl_table():
 
 def test_summary_rows_carry_the_runs_own_numbers_reference_first():
     run = prompt_run()
-    columns, rows = plots.summary_table(run)
-    assert columns == plots.SUMMARY_COLUMNS
+    columns, rows = report.summary_table(run)
+    assert columns == report.SUMMARY_COLUMNS
     assert [r[columns.index("role")] for r in rows] == ["reference", "variant", "variant", "variant"]
     for v, r in zip(_entries(run), rows):
         cell = dict(zip(columns, r))
@@ -215,7 +215,7 @@ def test_summary_rows_carry_the_runs_own_numbers_reference_first():
         assert (cell["mean KLD"], cell["KLD ±"], cell["same top %"]) == (kld.get("mean"), "n/a" if kld else None,
                                                                        kld.get("same_top"))
     corpus = corpus_run(ctx=64, n_chunks=20)  # enough tokens: the ± cells hold the run's own numbers
-    columns, rows = plots.summary_table(corpus)
+    columns, rows = report.summary_table(corpus)
     for v, r in zip(_entries(corpus), rows):
         cell = dict(zip(columns, r))
         assert (cell["PPL ±"], cell["KLD ±"]) == (v["ppl_err"], (v.get("kld") or {}).get("mean_err"))
@@ -223,16 +223,16 @@ def test_summary_rows_carry_the_runs_own_numbers_reference_first():
 
 def test_formatted_summary_cells_round_consistently_and_show_tokens_visibly():
     run = prompt_run()
-    columns, rows = plots.summary_table(run)
-    shown = plots.format_table(columns, rows)
+    columns, rows = report.summary_table(run)
+    shown = report.format_table(columns, rows)
     ref, q8 = dict(zip(columns, shown[0])), dict(zip(columns, shown[1]))
     assert ref["mean KLD"] == "–"
-    assert q8["top-1 next token"] == plots.show_token(run["variants"][0]["next_token"][0]["text"])
-    assert q8["PPL"] == plots.fmt_num(run["variants"][0]["ppl"])
+    assert q8["top-1 next token"] == report.show_token(run["variants"][0]["next_token"][0]["text"])
+    assert q8["PPL"] == report.fmt_num(run["variants"][0]["ppl"])
     assert q8["size MB"] == f"{run['variants'][0]['source']['bytes'] / 1e6:.1f}"
     assert q8["n scored"] == str(run["variants"][0]["n_scored"])
-    assert plots.fmt_num(12.3456789) == "12.3457" and plots.fmt_num(51234.56) == "51234.6"
-    assert plots.fmt_num(0.0123456789) == "0.012346" and plots.fmt_num(3.2e-6) == "3.20000e-06"
+    assert report.fmt_num(12.3456789) == "12.3457" and report.fmt_num(51234.56) == "51234.6"
+    assert report.fmt_num(0.0123456789) == "0.012346" and report.fmt_num(3.2e-6) == "3.20000e-06"
 
 
 # ------------------------------------------------------------------------------------- generations
@@ -272,24 +272,24 @@ def test_a_partial_run_with_one_variant_no_reference_and_no_generation_builds_ev
     assert [t.name for t in figs["next_token"].data] == [run["variants"][0]["label"]] == ["step1000 F16"]
     assert list(figs["ppl"].data[0].error_y.array) == [run["variants"][0]["ppl_err"]]
     assert "no generation" in plots.generation_html(run)
-    assert len(plots.summary_table(run)[1]) == 1
+    assert len(report.summary_table(run)[1]) == 1
     empty = dict(run, variants=[])
     for fig in plots.all_figures(empty).values():
         assert len(fig.data) == 0 and fig.layout.annotations
     assert "No generations yet" in plots.generation_html(empty)
-    assert plots.summary_table(empty)[1] == []
+    assert report.summary_table(empty)[1] == []
 
 
 def test_a_variant_keeps_its_colour_in_every_figure_and_as_the_run_grows():
     run = prompt_run()
     figs = plots.all_figures(run)
-    colours = plots.variant_colors(run)
+    colours = report.variant_colors(run)
     assert len(set(colours.values())) == len(colours)
     for name in ["Q8_0", "Q4_K_M", "Q2_K"]:
         assert _trace(figs["next_token"], name).marker.color == colours[name]
         assert _trace(figs["ppl"], name).marker.color == colours[name]
         assert _trace(figs["kld"], name).marker.color == colours[name]
-    grown = plots.variant_colors(dict(run, variants=run["variants"][:1]))
+    grown = report.variant_colors(dict(run, variants=run["variants"][:1]))
     assert grown["Q8_0"] == colours["Q8_0"]
 
 

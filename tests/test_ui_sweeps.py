@@ -5,7 +5,6 @@ a cell's click opening its run, and starting sweeps only when the app is local."
 from __future__ import annotations
 
 import math
-import re
 
 import gradio as gr
 import pytest
