@@ -134,17 +134,8 @@ class Cache:
         for e in reversed(entries):  # oldest first
             if total <= max_bytes:
                 break
-            lock = FileLock(str(e.path.parent / ".lock"))
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
+            if not self.remove(e):
                 continue
-            try:
-                (e.path.parent / "meta.json").unlink(missing_ok=True)
-                e.path.unlink(missing_ok=True)
-            finally:
-                lock.release()
-            shutil.rmtree(e.path.parent, ignore_errors=True)
             total -= e.bytes
             removed.append(e)
         return removed

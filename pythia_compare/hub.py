@@ -73,11 +73,7 @@ class Hub:
         """
         if not self.settings.offline:
             try:
-                refs = self._api.list_repo_refs(repo)
-                found = sorted((int(m.group(1)), b.target_commit) for b in refs.branches
-                               if (m := _STEP_RE.match(b.name)))
-                self._remember_steps(repo, found)
-                return found
+                return self._hub_steps(repo)
             except httpx2.TransportError as e:
                 cached = self._cached_steps(repo)
                 if not cached:
@@ -94,10 +90,7 @@ class Hub:
         repo has no step branches."""
         if not self.settings.offline:
             try:
-                refs = self._api.list_repo_refs(repo)
-                found = sorted((int(m.group(1)), b.target_commit) for b in refs.branches
-                               if (m := _STEP_RE.match(b.name)))
-                self._remember_steps(repo, found)
+                found = self._hub_steps(repo)
                 return [s for s, _ in found] or None
             except httpx2.TransportError:
                 pass  # unreachable: what is remembered or built in
@@ -295,6 +288,14 @@ class Hub:
         if snap.is_dir():
             return sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()), False
         return None
+
+    def _hub_steps(self, repo: str) -> list[tuple[int, str]]:
+        """(step, commit sha) of `repo`'s stepN branches as the Hub lists them now, sorted by step; remembered
+        for offline use. The Hub's errors propagate."""
+        refs = self._api.list_repo_refs(repo)
+        found = sorted((int(m.group(1)), b.target_commit) for b in refs.branches if (m := _STEP_RE.match(b.name)))
+        self._remember_steps(repo, found)
+        return found
 
     def _remember_steps(self, repo: str, steps: list[tuple[int, str]]) -> None:
         """Keep the repo's complete step list (with commit shas) for offline use; a later answer replaces it."""

@@ -15,19 +15,17 @@ import urllib.request
 
 import pytest
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
 from tests.fakehub import FakeHub
 from pythia_compare.store import RunStore
 from pythia_compare.ui import OWNER_KEY
 from tests.support import ROOT
-from tests.ui_support import app_env, demo_suite, free_port, wait_until_up
+from tests.ui_support import app_env, chromium, demo_suite, free_port, wait_until_up
 
 TOKEN = "hf_" + "s" * 34
 SECRET = "space-secret-for-the-owner-hmacs"
 REPO = "alice/space-runs"
 OTHER_OWNER = "gradioClientOwner_" + "z" * 10
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
 LONG_MS = 600_000
 _TABLE_JS = """(id) => Array.from(document.querySelectorAll('#' + id + ' [role=row]'))
   .map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))
@@ -58,10 +56,8 @@ def terminate(proc: subprocess.Popen) -> int:
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def test_after_a_space_restart_links_and_each_browsers_history_show_the_same_runs(tmp_path, browser):

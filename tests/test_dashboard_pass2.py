@@ -18,7 +18,7 @@ from pythia_compare.export import run_to_csv
 from pythia_compare.ui import CONTROLS, Handlers
 from pythia_compare.variants import parse_specs
 from tests.support import ROOT
-from tests.ui_support import PROMPT, demo_suite, settings_for
+from tests.ui_support import PROMPT, dashboard, demo_suite
 
 HELDOUT = ROOT / "assets" / "demo" / "heldout.txt"
 
@@ -30,9 +30,8 @@ def suite(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory, suite):
-    d = Handlers(settings_for(tmp_path_factory.mktemp("ui2"), suite))
-    yield d
-    d.pool.close()
+    with dashboard(tmp_path_factory.mktemp("ui2"), suite) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
 from pythia_compare import plots, report
 from pythia_compare.sources import demo_steps
@@ -26,12 +25,11 @@ from pythia_compare.store import RunStore
 from pythia_compare.dashboard import table_cells
 from pythia_compare.export import run_to_csv, run_to_zip
 from pythia_compare.ui import OWNER_KEY
-from tests.ui_support import (MAX_TOKENS, PROMPT, ROOT, cli_json, comparable, demo_suite, start_app, stop,
-                        three_specs)
+from tests.ui_support import (MAX_TOKENS, PROMPT, ROOT, chromium, cli_json, comparable, demo_suite, served_app,
+                              three_specs)
 
 FIGURES = ["next_token", "ppl", "surprisal", "kld"]
 HELDOUT = ROOT / "assets" / "demo" / "heldout.txt"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
 LONG_MS = 600_000  # the first run converts and quantizes the demo models
 
 _FIGURE_JS = """(names) => Object.fromEntries(names.map(n => {
@@ -49,17 +47,14 @@ _HEAD_JS = """(id) => Array.from(document.querySelectorAll('#' + id + ' thead th
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     suite = demo_suite(tmp_path_factory.mktemp("demo-standin"))
-    proc, url = start_app(tmp, suite)
-    yield tmp, suite, url
-    stop(proc)
+    with served_app(tmp, suite) as url:
+        yield tmp, suite, url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def figures(page) -> dict:

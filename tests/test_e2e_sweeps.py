@@ -14,15 +14,13 @@ import json
 
 import pytest
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
 from pythia_compare import plots
 from pythia_compare.store import RunStore
 from tests.support import ROOT
-from tests.ui_support import demo_suite, make_demo_sweep, start_app, stop
+from tests.ui_support import chromium, demo_suite, make_demo_sweep, served_app
 
 FIGURES = ["ppl", "kld", "bpw", "heatmap"]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
 LONG_MS = 120_000  # nothing here loads a big model: the sweep is made before the app starts
 
 _FIGURE_JS = """(names) => Object.fromEntries(names.map(n => {
@@ -43,17 +41,14 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e-sweeps")
     suite = demo_suite(tmp_path_factory.mktemp("demo-standin"))
     sweep_id = make_demo_sweep(tmp, suite, tmp / "runs.db")
-    proc, url = start_app(tmp, suite)
-    yield tmp, sweep_id, url
-    stop(proc)
+    with served_app(tmp, suite) as url:
+        yield tmp, sweep_id, url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def listen(page) -> list:

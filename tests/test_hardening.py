@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 from pythia_compare.config import ASSETS_DIR
 from pythia_compare.dashboard import MAX_SPECS_CHARS
 from pythia_compare.ui import build_demo, launch_kwargs
-from tests.ui_support import PROMPT, demo_suite, free_port, settings_for, wait_until_up
+from tests.ui_support import PROMPT, demo_suite, free_port, launch_chromium, settings_for, wait_until_up
 
 
 @pytest.fixture(scope="module")
@@ -222,9 +222,7 @@ def test_a_full_queue_says_busy_try_again_instead_of_hanging(server, one_run):
         with pytest.raises(Exception, match="try again"):
             Client(url, verbose=False).predict(*_args("demo demo:Q2_K"), api_name="/compare")
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                        args=["--no-sandbox", "--disable-background-networking",
-                                              "--disable-component-update"])
+            browser = launch_chromium(p)
             page = browser.new_page()
             page.goto(url)
             page.locator("#pc-run").click()

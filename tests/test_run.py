@@ -26,6 +26,15 @@ def old_run(name: str) -> dict:
     return json.loads((OLD / f"{name}.json").read_text(encoding="utf-8"))
 
 
+def refusal(data: dict, damage) -> str:
+    """The RunFormatError message for a copy of `data` after `damage(copy)`; fails if the copy reads."""
+    bad = copy.deepcopy(data)
+    damage(bad)
+    with pytest.raises(RunFormatError) as e:
+        Run.from_json(bad)
+    return str(e.value)
+
+
 @pytest.fixture
 def old_db(tmp_path):
     """A copy of the c3c9c7b run log (opening it may write WAL files; the fixture stays untouched)."""
@@ -152,11 +161,7 @@ def test_entries_put_the_reference_first_then_the_variants_in_the_order_given():
     (lambda r: r["params"].update(scoring=None), "run JSON: params.scoring must not be null"),
 ])
 def test_a_malformed_run_is_refused_with_the_full_path_of_the_key(damage, message):
-    data = old_run("prompt-with-reference")
-    damage(data)
-    with pytest.raises(RunFormatError) as e:
-        Run.from_json(data)
-    assert str(e.value) == message
+    assert refusal(old_run("prompt-with-reference"), damage) == message
 
 
 def test_a_run_of_a_newer_schema_asks_for_an_upgrade_and_one_without_a_schema_is_refused():
@@ -213,11 +218,7 @@ def test_the_tokenization_keys_read_typed_and_runs_written_before_them_write_bac
              "run JSON: variants[0].overrides['tokenizer.ggml.pre'] must be a string, got 3"),
             (lambda d: d["reference"]["source"].update(vocab_sha256=None),
              "run JSON: reference.source.vocab_sha256 must not be null (leave the key out)")]:
-        bad = copy.deepcopy(data)
-        damage(bad)
-        with pytest.raises(RunFormatError) as e:
-            Run.from_json(bad)
-        assert str(e.value) == message
+        assert refusal(data, damage) == message
 
 
 def test_optional_keys_may_be_left_out_and_read_as_null():

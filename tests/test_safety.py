@@ -33,7 +33,7 @@ from pythia_compare.policy import LOCAL_REFUSED, NotAllowed, check_variant
 from pythia_compare.probe import VERDICTS, ensure_loadable
 from pythia_compare.sources import _gguf_quant, gguf_scan
 from pythia_compare.variants import parse_spec
-from tests.ui_support import PROMPT, app_env, free_port, start_app, stop, wait_until_up
+from tests.ui_support import PROMPT, app_env, free_port, launch_chromium, start_app, stop, wait_until_up
 
 IDS = [c.name for c in CASES]
 GOOD = "crafted/good"
@@ -282,9 +282,7 @@ def test_a_public_run_carries_no_server_path_in_its_json_or_on_its_page(public_a
         for server_path in (str(d), str(ROOT), "/tmp/", "/root", "/home/"):
             assert server_path not in text, server_path
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-background-networking",
-                                          "--disable-component-update"])
+        browser = launch_chromium(p)
         page = browser.new_page()
         page.goto(f"{url}?run={run['run_id']}")
         page.locator("#pc-status").get_by_text(run["run_id"], exact=False).wait_for(timeout=60_000)
@@ -412,9 +410,7 @@ def test_odd_numbers_typed_on_the_page_get_a_message_naming_the_field(local_app)
 
     proc, url, _ = local_app
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-background-networking",
-                                          "--disable-component-update"])
+        browser = launch_chromium(p)
         page = browser.new_page()
         page.goto(url)
         page.locator("#pc-settings").click()

@@ -17,7 +17,7 @@ from pythia_compare.dashboard import (NOT_FOUND, collect_specs, default_referenc
                                       quant_choices, scrub, table_cells)
 from pythia_compare.ui import Handlers, build_demo, launch_kwargs
 from pythia_compare.variants import PYTHIA_STEPS
-from tests.ui_support import PROMPT, demo_suite, settings_for, three_specs
+from tests.ui_support import PROMPT, dashboard, demo_suite, settings_for, three_specs
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,8 @@ def suite(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory, suite):
-    d = Handlers(settings_for(tmp_path_factory.mktemp("ui"), suite))
-    yield d
-    d.pool.close()
+    with dashboard(tmp_path_factory.mktemp("ui"), suite) as d:
+        yield d
 
 
 def run_args(specs: str, reference: str | None = None, prompt: str = PROMPT, **over) -> dict:

@@ -1,8 +1,10 @@
-"""Helpers for the dashboard tests: the demo suite to run on, isolated settings, the app as a real server.
+"""Helpers for the dashboard tests: the demo suite to run on, isolated settings, the app as a real server, the
+browser that drives it.
 
 Owns finding the demo suite (the bundled assets/demo; a stand-in built from tinymodels only while the real
 one is absent), starting app.py in a subprocess on a free port (offline, its own database and cache) or the
-dashboard in this process, and running the CLI for reference JSON. Never fakes a model, a database or HTTP.
+dashboard's handlers in this process, launching the project's headless Chromium (Debian's, with the
+project's flags), and running the CLI for reference JSON. Never fakes a model, a database or HTTP.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from tests.support import ROOT
 
 BUNDLED_DEMO = ROOT / "assets" / "demo"
 PROMPT = "The quick brown fox jumps over the lazy dog"
 MAX_TOKENS = 6
+CHROMIUM = "/usr/bin/chromium"  # Debian's
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
 
 
 def demo_suite(scratch: Path) -> Path:
@@ -43,6 +49,19 @@ def settings_for(tmp: Path, demo_dir: Path, **changes):
 
     return Settings(db_path=tmp / "runs.db", home=tmp / "home", hf_cache_dir=tmp / "hf", offline=True,
                     hub_endpoint="http://127.0.0.1:9", demo_dir=demo_dir, **changes)
+
+
+@contextmanager
+def dashboard(tmp: Path, demo_dir: Path) -> Iterator:
+    """The dashboard's handlers in this process (ui.Handlers) on settings_for(tmp, demo_dir), for the length of
+    the block; their model pool is closed after."""
+    from pythia_compare.ui import Handlers
+
+    handlers = Handlers(settings_for(tmp, demo_dir))
+    try:
+        yield handlers
+    finally:
+        handlers.pool.close()
 
 
 def three_specs(demo_dir: Path) -> tuple[list[str], str]:
@@ -95,6 +114,34 @@ def wait_until_up(url: str, proc: subprocess.Popen | None = None, log: Path | No
         if time.monotonic() > end:
             raise RuntimeError(f"the app did not answer at {url}:\n{log.read_text() if log else ''}")
         time.sleep(0.5)
+
+
+@contextmanager
+def served_app(tmp: Path, demo_dir: Path) -> Iterator[str]:
+    """`python app.py` as start_app starts it, for the length of the block: yields its base URL, then stops it."""
+    proc, url = start_app(tmp, demo_dir)
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+def launch_chromium(p):
+    """Headless Chromium, the project's way (Debian's binary and flags), from a sync_playwright() `p`."""
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+@contextmanager
+def chromium() -> Iterator:
+    """A headless Chromium (launch_chromium) for the length of the block; closed after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def stop(proc: subprocess.Popen) -> None:
