@@ -17,7 +17,6 @@ from gradio_client import Client
 
 from pythia_compare import plots
 from pythia_compare.store import RunStore
-from tests.support import ROOT
 from tests.ui_support import chromium, demo_suite, make_demo_sweep, served_app
 
 FIGURES = ["ppl", "kld", "bpw", "heatmap"]
