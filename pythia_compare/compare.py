@@ -200,8 +200,9 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     t0 = time.perf_counter()
     with pool.hold(paths, params.ctx, labels) as models:
         load_s = time.perf_counter() - t0
-        for e in entries:
+        for e, m in zip(entries, models):
             e["timings"]["load_s"] = load_s / len(entries)
+            e["load"] = m.load_info()  # llama.cpp load settings per phase (engine.load_plan)
         ids = models[0].tokenize(text)
         for res, m in zip(resolved[1:], models[1:]):
             other = m.tokenize(text)
@@ -237,6 +238,7 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
                     gen["text"] += tok.text
                     yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
                 e["timings"]["generate_s"] = time.perf_counter() - t
+                e["load"] = m.load_info()  # the generation handle is loaded (or declined) on first use
     yield Event("done", "done", 1.0, run)
 
 

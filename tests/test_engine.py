@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, TEST_QUANTS
 from pythia_compare.config import Settings
-from pythia_compare.engine import ModelPool, bytes_to_text
+from pythia_compare.engine import ModelPool, bytes_to_text, cpu_info, load_plan, parse_cpu
 from pythia_compare.errors import BudgetError, ModelFileError
 from pythia_compare.variants import SUPPORTED_QUANTS
 
@@ -26,14 +26,19 @@ from pythia_compare.config import Settings
 from pythia_compare.engine import ModelPool
 from pythia_compare.quantize import quantize_file
 src, out_dir, quants, text = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
-pool = ModelPool(Settings(flash_attn=True))
+from pythia_compare.engine import load_plan
+settings = Settings(flash_attn=True)
+pool = ModelPool(settings)
 report = {}
 for q in quants:
     path = quantize_file(src, f"{out_dir}/m-{q}.gguf", q) if q not in ("F16", "F32") else src
     with pool.hold([path], 256) as (m,):
         ids = m.tokenize(text)
         lp = m.score(ids)
-        report[q] = [len(lp), bool(np.all(np.isfinite(lp))), float(lp.mean())]
+        gen = list(m.generate(ids[:8], 6, n_alternatives=4))  # the generation handle, if the plan has one
+        plans = {ph: load_plan(settings, q, ph)["extra_bufts"] for ph in ("score", "generate")}
+        report[q] = [len(lp), bool(np.all(np.isfinite(lp))), float(lp.mean()), len(gen),
+                     all(0 < t.prob <= 1 and len(t.top) == 4 for t in gen), m.load_info(), plans]
     pool.close()
 print(json.dumps(report))
 """
@@ -49,9 +54,102 @@ def test_every_supported_quant_type_runs_in_a_fresh_process(tiny_ggufs, tmp_path
     assert sorted(report) == sorted(quants)
     with ModelPool(Settings()).hold([tiny_ggufs["F16"]], 256) as (m,):
         f16_mean = float(m.score(m.tokenize(TEXT)).mean())
-    for q, (n, finite, mean) in report.items():
+    for q, (n, finite, mean, n_gen, gen_ok, load, plans) in report.items():
         assert n > 10 and finite, q
         assert 1.5 * f16_mean < mean < 0.5 * f16_mean, (q, mean, f16_mean)
+        # each phase ran with the load settings its plan decided, and generation streamed on them
+        assert n_gen == 6 and gen_ok, q
+        assert load["quant"] == q and load["extra_bufts_score"] == plans["score"], (q, load)
+        assert load["extra_bufts_generate"] == plans["generate"], (q, load)
+        if plans["generate"] and not plans["score"]:  # a second, repacked handle: its copies were measured
+            assert load["generate_extra_mb"] > 0, (q, load)
+    if cpu_info()["amx"]:
+        assert not any(v[5]["extra_bufts_score"] or v[5]["extra_bufts_generate"] for v in report.values())
+
+
+AMX_XEON_FLAGS = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse2 avx2 avx512f "
+                  "avx512_vnni avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n")
+EPYC_FLAGS = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+
+
+def test_an_amx_cpu_keeps_extra_buffer_types_off_for_every_quant_and_phase():
+    amx = parse_cpu(AMX_XEON_FLAGS, "CPU : AVX2 = 1 | AVX512 = 1 |", "x86_64")
+    assert amx["amx"] and amx["amx_flags"] == ["amx_bf16", "amx_int8", "amx_tile"]
+    by_ggml = parse_cpu(EPYC_FLAGS, "CPU : AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |", "x86_64")
+    assert by_ggml["amx"]  # ggml's own view counts too
+    for cpu in (amx, by_ggml):
+        for forced in (False, True):
+            for q in SUPPORTED_QUANTS:
+                for phase in ("score", "generate"):
+                    plan = load_plan(Settings(extra_bufts=forced), q, phase, cpu)
+                    assert plan["extra_bufts"] is False and "AMX" in plan["reason"], (q, phase, forced)
+
+
+def test_without_amx_repacking_is_planned_for_generation_only_where_it_was_measured_faster():
+    epyc = parse_cpu(EPYC_FLAGS, "CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |", "x86_64")
+    assert not epyc["amx"] and "AMD EPYC 9R14" in epyc["summary"]
+    s = Settings()
+    assert load_plan(s, "Q4_K_M", "generate", epyc)["extra_bufts"] is True
+    assert load_plan(s, "Q4_K_M", "score", epyc)["extra_bufts"] is False
+    assert load_plan(s, "Q8_0", "generate", epyc)["extra_bufts"] is False
+    assert load_plan(s, "F16", "generate", epyc)["extra_bufts"] is False
+    # without a second handle, generation keeps the scoring handle's settings
+    assert load_plan(s.replace(generation_handle=False), "Q4_K_M", "generate", epyc)["extra_bufts"] is False
+    arm = parse_cpu("processor\t: 0\nFeatures\t: fp asimd\n", "CPU : NEON = 1 |", "aarch64")
+    assert load_plan(s, "Q4_K_M", "generate", arm)["extra_bufts"] is False
+    with pytest.raises(ValueError, match="phase"):
+        load_plan(s, "Q4_K_M", "decode", epyc)
+
+
+def test_a_repacked_generation_handle_gives_the_plain_handles_greedy_tokens_and_its_memory_counts(tiny_ggufs,
+                                                                                                   settings):
+    plain = ModelPool(settings.replace(generation_handle=False))
+    two = ModelPool(settings)
+    with plain.hold([tiny_ggufs["Q4_K_M"]], 256) as (a,), two.hold([tiny_ggufs["Q4_K_M"]], 256) as (b,):
+        ids = a.tokenize(TEXT)[:16]
+        want = [t.id for t in a.generate(ids, 8)]
+        got = [t.id for t in b.generate(ids, 8)]
+        info = b.load_info()
+        assert a.load_info()["extra_bufts_generate"] is False and a.extra_bytes == 0
+        if load_plan(settings, "Q4_K_M", "generate")["extra_bufts"]:
+            assert info["extra_bufts_generate"] and b.extra_bytes > 0 and info["generate_extra_mb"] > 0
+        # near-ties may flip under another matmul layout; the first tokens agree
+        assert got[:4] == want[:4]
+        np.testing.assert_allclose(b.score(a.tokenize(TEXT)), a.score(a.tokenize(TEXT)), atol=1e-4)
+    plain.close()
+    two.close()
+
+
+def test_no_room_under_the_budget_keeps_generation_on_the_scoring_handle(tiny_ggufs, settings):
+    path = tiny_ggufs["Q4_K_M"]
+    pool = ModelPool(settings.replace(memory_budget_bytes=path.stat().st_size + 1024))
+    with pool.hold([path], 256) as (m,):
+        toks = list(m.generate(m.tokenize(TEXT)[:16], 4))
+        info = m.load_info()
+    pool.close()
+    assert len(toks) == 4 and m.extra_bytes == 0 and info["extra_bufts_generate"] is False
+    if load_plan(settings, "Q4_K_M", "generate")["extra_bufts"]:
+        assert "memory budget" in info["reason"]
+
+
+def test_the_run_json_records_each_variants_load_settings_and_the_run_log_keeps_them(tiny_ggufs, settings):
+    from pythia_compare.compare import RunParams, run_comparison
+    from pythia_compare.store import RunStore
+
+    pool = ModelPool(settings)
+    specs = [str(tiny_ggufs["Q8_0"]), str(tiny_ggufs["Q4_K_M"])]
+    run = run_comparison(specs, TEXT, RunParams.from_settings(settings, max_tokens=4, top_k=4), settings=settings,
+                         pool=pool)
+    pool.close()
+    for v, q in zip(run["variants"], ("Q8_0", "Q4_K_M")):
+        load = v["load"]
+        assert load["quant"] == q and load["extra_bufts_score"] is False
+        assert load["extra_bufts_generate"] == load_plan(settings, q, "generate")["extra_bufts"] and load["reason"]
+    store = RunStore(settings.db_path)
+    run_id = store.save(run)
+    back = store.get(run_id)
+    assert [v["load"] for v in back["variants"]] == [v["load"] for v in run["variants"]]
+    store.close()
 
 
 def test_listed_quants_give_finite_log_probs_in_process(tiny_ggufs, settings):
