@@ -149,10 +149,10 @@ def load_plan(settings: Settings, quant: str | None, phase: str, cpu: dict | Non
     if quant is None or quant in _FLOAT_TYPES:
         return {"extra_bufts": False, "reason": f"{quant or 'quant unknown'}: nothing to repack"}
     table = REPACK_SCORE_X86 if phase == "score" else REPACK_GENERATE_X86
+    work = "scoring" if phase == "score" else "generation"
     if quant in table:
-        return {"extra_bufts": True, "reason": f"{quant}: repacked weights are faster for {phase} on x86 without AMX"}
-    return {"extra_bufts": False,
-            "reason": f"{quant}: the plain layout is as fast or faster for {phase} on x86 without AMX"}
+        return {"extra_bufts": True, "reason": f"{quant} {work} is faster with repacked weights (x86, no AMX)"}
+    return {"extra_bufts": False, "reason": f"{quant} {work} is as fast or faster unrepacked (x86, no AMX)"}
 
 
 def _model_quant(model) -> str | None:
