@@ -330,6 +330,8 @@ class Dashboard:
         """The run as JSON and CSV files to download: (json path, csv path)."""
         base = self.export_dir / f"pythia-compare-{run['run_id']}"
         jpath, cpath = base.with_suffix(".json"), base.with_suffix(".csv")
+        if run.get("run_id") and jpath.exists() and cpath.exists():
+            return jpath, cpath  # a stored run never changes: its files are written once (links reopen fast)
         jpath.write_text(json.dumps(run, ensure_ascii=False, indent=1), encoding="utf-8")
         cpath.write_text(run_to_csv(run), encoding="utf-8", newline="")  # the CSV keeps its CRLF
         return jpath, cpath
