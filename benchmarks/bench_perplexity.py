@@ -324,17 +324,18 @@ def main() -> None:
             run = med["ours"][2]
             rows.append(("KL 3 variants vs F16", run["variants"][0]["n_scored"] // 255, med,
                          run["variants"][2]["kld"]["mean"], parse_kl_block(med[settings[0]][2][2]).get("kld_mean")))
-    names = [tool_name(b, r) for b, r in settings]
-    print("| measurement | chunks | " + " | ".join(f"tool {n} s" for n in names) + " | ours s | ours vs the tool's "
-          "fastest (tool s / ours s) | peak RSS MB, ours / tool's fastest | RSS ratio | ours value | tool value |")
-    print("|---|---|" + "---|" * len(names) + "---|---|---|---|---|---|")
-    for name, chunks, med, ov, tv in rows:
-        fastest = min(settings, key=lambda k: med[k][0])
-        ow, orss = med["ours"][:2]
-        tw, trss = med[fastest][:2]
-        print(f"| {name} | {chunks} | " + " | ".join(f"{med[k][0]:.2f}" for k in settings) +
-              f" | {ow:.2f} | {tw / ow:.2f}x (vs {tool_name(*fastest)}) | {orss:.0f} / {trss:.0f} | {orss / trss:.2f}x "
-              f"| {ov:.6g} | {tv:.6g} |", flush=True)
+    if rows:
+        names = [tool_name(b, r) for b, r in settings]
+        print("| measurement | chunks | " + " | ".join(f"tool {n} s" for n in names) + " | ours s | ours vs the tool's "
+              "fastest (tool s / ours s) | peak RSS MB, ours / tool's fastest | RSS ratio | ours value | tool value |")
+        print("|---|---|" + "---|" * len(names) + "---|---|---|---|---|---|")
+        for name, chunks, med, ov, tv in rows:
+            fastest = min(settings, key=lambda k: med[k][0])
+            ow, orss = med["ours"][:2]
+            tw, trss = med[fastest][:2]
+            print(f"| {name} | {chunks} | " + " | ".join(f"{med[k][0]:.2f}" for k in settings) +
+                  f" | {ow:.2f} | {tw / ow:.2f}x (vs {tool_name(*fastest)}) | {orss:.0f} / {trss:.0f} | {orss / trss:.2f}x "
+                  f"| {ov:.6g} | {tv:.6g} |", flush=True)
     if "gen" not in skip:
         print(f"\nGeneration, {args.tokens} greedy tokens after a {len(GEN_PROMPT.split())}-word prompt, tokens/s "
               f"(median of {args.repeats}; ours streams with top-k 10 alternatives on, timed from the run JSON; plain: "

@@ -12,12 +12,14 @@ slows both sides of a ratio alike. It also reports how many MB llama.cpp repacke
 memory a second, repacked handle for generation costs) and that handle's measured cost in this process
 (anonymous memory and PSS, from /proc/self/smaps_rollup, before and after engine.Model loads it).
 
-Usage: python benchmarks/bench_repack.py [--quants Q8_0,Q4_K_M] [--repeats 5] [--tokens 64] [--quick]
+Usage: python benchmarks/bench_repack.py [--quants Q8_0,Q4_K_M] [--repeats 5] [--tokens 64] [--threads 2]
+       [--cpu-time] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -56,6 +58,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=64, help="tokens generated per timing")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time CPU seconds of this process instead of wall seconds: on a busy machine, with "
+                         "--threads 1, this keeps the run queue out of the figures")
     ap.add_argument("--quick", action="store_true", help="2 rounds, 16 tokens: to try it out")
     args = ap.parse_args()
     if args.quick:
@@ -70,7 +75,8 @@ def main() -> None:
     on = Settings(n_threads=args.threads, extra_bufts=True, generation_handle=False)
     cpu = cpu_info()
     print(f"CPU: {_cpu_model()}; AMX: {cpu['amx']}; ggml: {cpu['ggml']}")
-    print(f"{args.threads} threads, ctx 512, flash attention on; median of {args.repeats} interleaved rounds\n")
+    print(f"{args.threads} threads, ctx 512, flash attention on; median of {args.repeats} interleaved rounds; "
+          f"{'CPU' if args.cpu_time else 'wall'} time; load average {os.getloadavg()[0]:.1f}\n")
     print("| quant | repacked MB | scoring on/off (time) | generation on/off (time) | generation tok/s off / on "
           "| 2nd handle: +anon MB, +PSS MB |")
     print("|---|---|---|---|---|---|")
@@ -86,14 +92,15 @@ def main() -> None:
         positions = list(range(256, 511))
         prompt = ids[:32]
         score_r, gen_r, tps_off, tps_on = [], [], [], []
+        clock = time.process_time if args.cpu_time else time.perf_counter
         for _ in range(args.repeats):
             t = {}
             for name, m in (("off", a), ("on", b)):
-                s0 = time.perf_counter()
+                s0 = clock()
                 m.logits(ids, positions)
-                s1 = time.perf_counter()
+                s1 = clock()
                 n = sum(1 for _ in m.generate(prompt, args.tokens, n_alternatives=10))
-                s2 = time.perf_counter()
+                s2 = clock()
                 t[name] = (s1 - s0, s2 - s1, n)
             score_r.append(t["on"][0] / t["off"][0])
             gen_r.append(t["on"][1] / t["off"][1])
