@@ -71,8 +71,8 @@ def main() -> None:
 
     files = build_models()
     held = (ROOT / "assets" / "demo" / "heldout.txt").read_text()
-    off = Settings(n_threads=args.threads, extra_bufts=False, generation_handle=False)
-    on = Settings(n_threads=args.threads, extra_bufts=True, generation_handle=False)
+    off = Settings(n_threads=args.threads, extra_bufts=False, generation_handle="off")
+    on = Settings(n_threads=args.threads, extra_bufts=True, generation_handle="off")
     cpu = cpu_info()
     print(f"CPU: {_cpu_model()}; AMX: {cpu['amx']}; ggml: {cpu['ggml']}")
     print(f"{args.threads} threads, ctx 512, flash attention on; median of {args.repeats} interleaved rounds; "
@@ -109,8 +109,8 @@ def main() -> None:
         a.close()
         b.close()
         del a, b
-        # the cost of the second handle, as the engine loads it (plan permitting)
-        m = Model(path, Settings(n_threads=args.threads), 512)
+        # the cost of the second handle, as the engine loads it when asked to (generation_handle="on")
+        m = Model(path, Settings(n_threads=args.threads, generation_handle="on"), 512)
         before = smaps()
         list(m.generate(prompt, 1))
         after = smaps()

@@ -79,19 +79,20 @@ def llama_cpp_version() -> str:
 # ggml's CPU backend can copy some weight types into an interleaved ("repacked") layout when a model is loaded
 # with use_extra_bufts on (llama.cpp's default, llama-perplexity's unless --no-repack). On x86 it repacks
 # Q4_0, Q4_K, IQ4_NL and MXFP4 (AVX2) and Q2_K (AVX-512) tensors; Q8_0, Q5_K and Q6_K stay as they are. The
-# effect is not one-way: measured with benchmarks/bench_repack.py (Pythia-410M shapes, 2 threads, ctx 512),
-# the repacked layout slows prompt processing (the scoring phase) and speeds up one-token decodes (the
-# generation phase) for the types listed below. These are the quants (by file type) whose generation runs
-# faster with repacking on x86 without AMX; scoring is faster without it for every type.
-REPACK_GENERATE_X86 = frozenset({"Q4_K_M", "Q4_K_S", "Q4_0", "IQ4_NL"})
-REPACK_SCORE_X86: frozenset[str] = frozenset()
+# effect is not one-way and not the same on every CPU (benchmarks/bench_repack.py measures it, Pythia-410M
+# shapes, ctx 512): scoring (prompt processing) is slower repacked wherever measured (Q4_K_M: 36% on an AVX-512
+# AMD EPYC, 26% on an AVX-512 Intel Xeon without AMX), and generation of Q4_K_M is 17% faster on that EPYC but
+# no faster on that Xeon. The quants whose generation is worth a second, repacked handle, by CPU vendor (x86
+# without AMX; a vendor not listed gets none):
+REPACK_GENERATE = {"AuthenticAMD": frozenset({"Q4_K_M", "Q4_K_S"}), "GenuineIntel": frozenset()}
+REPACK_SCORE: dict[str, frozenset] = {}  # scoring: the plain layout everywhere measured
 _FLOAT_TYPES = {"F32", "F16", "BF16"}
 _cpu: dict | None = None
 
 
 def cpu_info() -> dict:
-    """The CPU as load_plan sees it: {"model", "amx" (bool), "amx_flags", "ggml" (llama.cpp's system info
-    line), "x86" (bool), "summary"}. Computed once per process (see parse_cpu)."""
+    """The CPU as load_plan sees it: {"model", "vendor", "amx" (bool), "amx_flags", "ggml" (llama.cpp's system
+    info line), "x86" (bool), "summary"}. Computed once per process (see parse_cpu)."""
     global _cpu
     if _cpu is None:
         import platform
@@ -110,10 +111,12 @@ def parse_cpu(cpuinfo: str, ggml: str, machine: str) -> dict:
     """cpu_info's reading of /proc/cpuinfo's text, llama.cpp's system info line and the machine name. AMX counts
     when the first CPU's flags list amx_tile, amx_int8 or amx_bf16 (any amx_* flag) or ggml reports an AMX
     kernel (AMX_INT8 = 1)."""
-    model, flags = "unknown CPU", set()
+    model, vendor, flags = "unknown CPU", "", set()
     for line in cpuinfo.splitlines():
         if line.startswith("model name") and model == "unknown CPU":
             model = line.split(":", 1)[1].strip()
+        elif line.startswith("vendor_id") and not vendor:
+            vendor = line.split(":", 1)[1].strip()
         elif line.startswith("flags") and not flags:
             flags = set(line.split(":", 1)[1].split())
     amx_flags = sorted(f for f in flags if f.startswith("amx"))
@@ -121,7 +124,8 @@ def parse_cpu(cpuinfo: str, ggml: str, machine: str) -> dict:
     x86 = machine.lower() in {"x86_64", "amd64", "i686", "i386"}
     isa = next((n for n in ("avx512f", "avx2") if n in flags), "")
     summary = f"{model} ({'AMX' if amx else 'no AMX'}{', ' + isa if isa else ''})"
-    return {"model": model, "amx": amx, "amx_flags": amx_flags, "ggml": ggml, "x86": x86, "summary": summary}
+    return {"model": model, "vendor": vendor, "amx": amx, "amx_flags": amx_flags, "ggml": ggml, "x86": x86,
+            "summary": summary}
 
 
 def load_plan(settings: Settings, quant: str | None, phase: str, cpu: dict | None = None) -> dict:
@@ -129,9 +133,10 @@ def load_plan(settings: Settings, quant: str | None, phase: str, cpu: dict | Non
     (a QUANTS name; None when not known yet): {"extra_bufts": bool, "reason": str}.
 
     - AMX CPUs: always off. ggml's AMX matmul crashes on quantized weights, and nothing is repacked for floats.
-    - Settings.extra_bufts forces it on (except on AMX); Settings.generation_handle off keeps generation on the
-      scoring handle's settings (no second handle).
-    - x86 without AMX: as measured (REPACK_SCORE_X86, REPACK_GENERATE_X86). Other CPUs: off (not measured).
+    - Settings.extra_bufts forces it on for both phases (except on AMX).
+    - Generation, Settings.generation_handle: "off" keeps the scoring handle's settings; "on" asks for a repacked
+      handle for every quantized model; "auto" (default) for the quants measured faster on this CPU's vendor
+      (REPACK_GENERATE). Scoring: REPACK_SCORE (nothing today). Float models and non-x86 CPUs: off.
     cpu: a parse_cpu dict (default: this machine's cpu_info()).
     """
     if phase not in ("score", "generate"):
@@ -142,17 +147,21 @@ def load_plan(settings: Settings, quant: str | None, phase: str, cpu: dict | Non
                                                 "weights)"}
     if settings.extra_bufts:
         return {"extra_bufts": True, "reason": "Settings.extra_bufts forces extra buffer types on"}
-    if phase == "generate" and not settings.generation_handle:
+    mode = str(settings.generation_handle).lower()
+    if phase == "generate" and mode == "off":
         return load_plan(settings, quant, "score", cpu)
     if not cpu["x86"]:
         return {"extra_bufts": False, "reason": "not measured on this CPU kind: llama.cpp's plain layout"}
     if quant is None or quant in _FLOAT_TYPES:
         return {"extra_bufts": False, "reason": f"{quant or 'quant unknown'}: nothing to repack"}
-    table = REPACK_SCORE_X86 if phase == "score" else REPACK_GENERATE_X86
+    if phase == "generate" and mode == "on":
+        return {"extra_bufts": True, "reason": f"{quant} generation repacked: Settings.generation_handle is on"}
+    table = (REPACK_SCORE if phase == "score" else REPACK_GENERATE).get(cpu.get("vendor", ""), frozenset())
     work = "scoring" if phase == "score" else "generation"
+    where = f"{cpu.get('vendor') or 'this'} x86 CPU without AMX"
     if quant in table:
-        return {"extra_bufts": True, "reason": f"{quant} {work} is faster with repacked weights (x86, no AMX)"}
-    return {"extra_bufts": False, "reason": f"{quant} {work} is as fast or faster unrepacked (x86, no AMX)"}
+        return {"extra_bufts": True, "reason": f"{quant} {work} is faster with repacked weights ({where})"}
+    return {"extra_bufts": False, "reason": f"{quant} {work}: repacking was not measured faster ({where})"}
 
 
 def _model_quant(model) -> str | None:

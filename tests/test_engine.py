@@ -27,19 +27,22 @@ from pythia_compare.engine import ModelPool
 from pythia_compare.quantize import quantize_file
 src, out_dir, quants, text = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
 from pythia_compare.engine import load_plan
-settings = Settings(flash_attn=True)
-pool = ModelPool(settings)
 report = {}
 for q in quants:
     path = quantize_file(src, f"{out_dir}/m-{q}.gguf", q) if q not in ("F16", "F32") else src
-    with pool.hold([path], 256) as (m,):
-        ids = m.tokenize(text)
-        lp = m.score(ids)
-        gen = list(m.generate(ids[:8], 6, n_alternatives=4))  # the generation handle, if the plan has one
-        plans = {ph: load_plan(settings, q, ph)["extra_bufts"] for ph in ("score", "generate")}
-        report[q] = [len(lp), bool(np.all(np.isfinite(lp))), float(lp.mean()), len(gen),
-                     all(0 < t.prob <= 1 and len(t.top) == 4 for t in gen), m.load_info(), plans]
-    pool.close()
+    report[q] = {}
+    # each decision load_plan can make for this quant here: its own ("auto"), and a repacked generation handle
+    for mode in ("auto", "on"):
+        settings = Settings(flash_attn=True, generation_handle=mode)
+        pool = ModelPool(settings)
+        with pool.hold([path], 256) as (m,):
+            ids = m.tokenize(text)
+            lp = m.score(ids)
+            gen = list(m.generate(ids[:8], 6, n_alternatives=4))  # on the generation handle, if planned
+            plans = {ph: load_plan(settings, q, ph)["extra_bufts"] for ph in ("score", "generate")}
+            report[q][mode] = [len(lp), bool(np.all(np.isfinite(lp))), float(lp.mean()), len(gen),
+                               all(0 < t.prob <= 1 and len(t.top) == 4 for t in gen), m.load_info(), plans]
+        pool.close()
 print(json.dumps(report))
 """
 
@@ -54,22 +57,32 @@ def test_every_supported_quant_type_runs_in_a_fresh_process(tiny_ggufs, tmp_path
     assert sorted(report) == sorted(quants)
     with ModelPool(Settings()).hold([tiny_ggufs["F16"]], 256) as (m,):
         f16_mean = float(m.score(m.tokenize(TEXT)).mean())
-    for q, (n, finite, mean, n_gen, gen_ok, load, plans) in report.items():
-        assert n > 10 and finite, q
-        assert 1.5 * f16_mean < mean < 0.5 * f16_mean, (q, mean, f16_mean)
-        # each phase ran with the load settings its plan decided, and generation streamed on them
-        assert n_gen == 6 and gen_ok, q
-        assert load["quant"] == q and load["extra_bufts_score"] == plans["score"], (q, load)
-        assert load["extra_bufts_generate"] == plans["generate"], (q, load)
-        if plans["generate"] and not plans["score"]:  # a second, repacked handle: its copies were measured
-            assert load["generate_extra_mb"] > 0, (q, load)
+    repacked = 0
+    for q, modes in report.items():
+        for mode, (n, finite, mean, n_gen, gen_ok, load, plans) in modes.items():
+            assert n > 10 and finite, (q, mode)
+            assert 1.5 * f16_mean < mean < 0.5 * f16_mean, (q, mode, mean, f16_mean)
+            # each phase ran with the load settings its plan decided, and generation streamed on them
+            assert n_gen == 6 and gen_ok, (q, mode)
+            assert load["quant"] == q and load["extra_bufts_score"] == plans["score"], (q, mode, load)
+            if plans["generate"] and not plans["score"]:  # a second handle: kept only if llama.cpp repacked
+                repacked += load["extra_bufts_generate"]
+                assert load["extra_bufts_generate"] == (load.get("generate_extra_mb", 0) > 0), (q, mode, load)
+            else:
+                assert load["extra_bufts_generate"] == plans["generate"], (q, mode, load)
     if cpu_info()["amx"]:
-        assert not any(v[5]["extra_bufts_score"] or v[5]["extra_bufts_generate"] for v in report.values())
+        assert not any(v[5]["extra_bufts_score"] or v[5]["extra_bufts_generate"]
+                       for modes in report.values() for v in modes.values())
+    elif cpu_info()["x86"]:  # Q4_K_M and Q4_0 repack on every AVX2 CPU: the second handle ran in the child
+        assert report["Q4_K_M"]["on"][5]["extra_bufts_generate"] and repacked >= 2
 
 
 AMX_XEON_FLAGS = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse2 avx2 avx512f "
                   "avx512_vnni avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n")
-EPYC_FLAGS = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+EPYC_FLAGS = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+              "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+XEON_FLAGS = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+              "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
 
 
 def test_an_amx_cpu_keeps_extra_buffer_types_off_for_every_quant_and_phase():
@@ -87,31 +100,39 @@ def test_an_amx_cpu_keeps_extra_buffer_types_off_for_every_quant_and_phase():
 
 def test_without_amx_repacking_is_planned_for_generation_only_where_it_was_measured_faster():
     epyc = parse_cpu(EPYC_FLAGS, "CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |", "x86_64")
-    assert not epyc["amx"] and "AMD EPYC 9R14" in epyc["summary"]
+    xeon = parse_cpu(XEON_FLAGS, "CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |", "x86_64")
+    assert not epyc["amx"] and "AMD EPYC 9R14" in epyc["summary"] and epyc["vendor"] == "AuthenticAMD"
     s = Settings()
-    assert load_plan(s, "Q4_K_M", "generate", epyc)["extra_bufts"] is True
-    assert load_plan(s, "Q4_K_M", "score", epyc)["extra_bufts"] is False
-    assert load_plan(s, "Q8_0", "generate", epyc)["extra_bufts"] is False
-    assert load_plan(s, "F16", "generate", epyc)["extra_bufts"] is False
+    assert load_plan(s, "Q4_K_M", "generate", epyc)["extra_bufts"] is True  # 17% faster there
+    assert load_plan(s, "Q4_K_M", "generate", xeon)["extra_bufts"] is False  # no faster there: no extra memory
+    for cpu in (epyc, xeon):
+        assert load_plan(s, "Q4_K_M", "score", cpu)["extra_bufts"] is False  # slower repacked on both
+        assert load_plan(s, "Q8_0", "generate", cpu)["extra_bufts"] is False  # nothing to repack on x86
+        assert load_plan(s, "F16", "generate", cpu)["extra_bufts"] is False
+        # asked for: a repacked generation handle for any quant; never for scoring
+        assert load_plan(s.replace(generation_handle="on"), "Q2_K", "generate", cpu)["extra_bufts"] is True
+        assert load_plan(s.replace(generation_handle="on"), "Q2_K", "score", cpu)["extra_bufts"] is False
     # without a second handle, generation keeps the scoring handle's settings
-    assert load_plan(s.replace(generation_handle=False), "Q4_K_M", "generate", epyc)["extra_bufts"] is False
+    assert load_plan(s.replace(generation_handle="off"), "Q4_K_M", "generate", epyc)["extra_bufts"] is False
     arm = parse_cpu("processor\t: 0\nFeatures\t: fp asimd\n", "CPU : NEON = 1 |", "aarch64")
     assert load_plan(s, "Q4_K_M", "generate", arm)["extra_bufts"] is False
     with pytest.raises(ValueError, match="phase"):
         load_plan(s, "Q4_K_M", "decode", epyc)
+    with pytest.raises(ValueError, match="auto, on or off"):
+        Settings.from_env({"PYTHIA_COMPARE_GENERATION_HANDLE": "sometimes"})
 
 
 def test_a_repacked_generation_handle_gives_the_plain_handles_greedy_tokens_and_its_memory_counts(tiny_ggufs,
                                                                                                    settings):
-    plain = ModelPool(settings.replace(generation_handle=False))
-    two = ModelPool(settings)
+    plain = ModelPool(settings.replace(generation_handle="off"))
+    two = ModelPool(settings.replace(generation_handle="on"))
     with plain.hold([tiny_ggufs["Q4_K_M"]], 256) as (a,), two.hold([tiny_ggufs["Q4_K_M"]], 256) as (b,):
         ids = a.tokenize(TEXT)[:16]
         want = [t.id for t in a.generate(ids, 8)]
         got = [t.id for t in b.generate(ids, 8)]
         info = b.load_info()
         assert a.load_info()["extra_bufts_generate"] is False and a.extra_bytes == 0
-        if load_plan(settings, "Q4_K_M", "generate")["extra_bufts"]:
+        if load_plan(settings.replace(generation_handle="on"), "Q4_K_M", "generate")["extra_bufts"]:
             assert info["extra_bufts_generate"] and b.extra_bytes > 0 and info["generate_extra_mb"] > 0
         # near-ties may flip under another matmul layout; the first tokens agree
         assert got[:4] == want[:4]
@@ -122,6 +143,7 @@ def test_a_repacked_generation_handle_gives_the_plain_handles_greedy_tokens_and_
 
 def test_no_room_under_the_budget_keeps_generation_on_the_scoring_handle(tiny_ggufs, settings):
     path = tiny_ggufs["Q4_K_M"]
+    settings = settings.replace(generation_handle="on")
     pool = ModelPool(settings.replace(memory_budget_bytes=path.stat().st_size + 1024))
     with pool.hold([path], 256) as (m,):
         toks = list(m.generate(m.tokenize(TEXT)[:16], 4))
