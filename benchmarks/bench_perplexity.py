@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -102,8 +103,14 @@ def build_text(n_tokens: int, files: dict[str, Path]) -> Path:
     return path
 
 
+THREADS = 2  # -t for the tool, PYTHIA_COMPARE_THREADS for ours (--threads)
+CLOCK = "wall"  # what measure() times (--clock): "wall" seconds, or "cpu" seconds of the process and its children
+
+
 def measure(cmd: list[str], env: dict | None = None, until: str | None = None) -> tuple[float, float, str]:
-    """Run one process; return (wall seconds, peak RSS MB, stdout+stderr).
+    """Run one process; return (seconds, peak RSS MB, stdout+stderr). Seconds: wall time, or with CLOCK "cpu" the
+    user + system CPU time of the process and the children it waited for (on a busy machine, with one thread, the
+    run queue stays out of it).
 
     Peak RSS is the process's own VmHWM, polled from /proc until it exits: wait4's ru_maxrss would start
     from this (large) benchmark process's high-water mark, which a forked child inherits. `until`: a regex
@@ -115,12 +122,16 @@ def measure(cmd: list[str], env: dict | None = None, until: str | None = None) -
     for _ in range(8):
         with tempfile.TemporaryFile() as out:
             t = time.perf_counter()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
             peak_kb = 0
             while proc.poll() is None:
                 peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
                 time.sleep(0.02)
             wall = time.perf_counter() - t
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if CLOCK == "cpu":
+                wall = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
             out.seek(0)
             text = out.read().decode("utf-8", "replace")
         if proc.returncode != 0:
@@ -145,7 +156,7 @@ def ours(specs: list[Path], text: Path, reference: Path | None = None) -> tuple[
         cmd = [sys.executable, "-m", "pythia_compare", "--db", f"{tmp}/r.db", "--home", f"{tmp}/home", "compare",
                *map(str, specs), "--text-file", str(text), "--ctx", "512", "--scoring", "corpus", "--max-tokens", "0",
                "--json"] + (["--reference", str(reference)] if reference else [])
-        wall, rss, out = measure(cmd, {"PYTHIA_COMPARE_THREADS": "2", "PYTHIA_COMPARE_MEMORY_BUDGET": "16G"})
+        wall, rss, out = measure(cmd, {"PYTHIA_COMPARE_THREADS": str(THREADS), "PYTHIA_COMPARE_MEMORY_BUDGET": "16G"})
     return wall, rss, json.loads(out.strip().splitlines()[-1])
 
 
@@ -170,7 +181,7 @@ def tool(build: str, repack: bool, args: list[str], chunks: int,
          until: str | None = r"Final estimate|Same top p\s*:") -> tuple[float, float, str]:
     """llama-perplexity with our -t, -fa, -b, -ub, ctx and chunks; its repacking at its default or off.
     On an AMX CPU the tool's default (repack on) is not run: it crashes on quantized weights."""
-    flags = ["-c", "512", "-b", "512", "-ub", "512", "-t", "2", "-fa", "on", "-ngl", "0", "--chunks", str(chunks)]
+    flags = ["-c", "512", "-b", "512", "-ub", "512", "-t", str(THREADS), "-fa", "on", "-ngl", "0", "--chunks", str(chunks)]
     return measure([tool_bin(build), *args, *flags, *([] if repack else ["--no-repack"])], until=until)
 
 
@@ -199,7 +210,9 @@ GEN_PROMPT = ("The history of the printing press begins in the fifteenth century
 _GEN_CHILD = r"""
 import json, statistics, sys, tempfile, time
 sys.path.insert(0, sys.argv[1])
-kind, n_tokens, prompt, paths = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+kind, n_tokens, threads, prompt, paths = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6:]
+clock = time.process_time if sys.argv[-1] == "cpu" else time.perf_counter
+paths = paths[:-1]
 if kind == "plain":
     import llama_cpp
     from pythia_compare.engine import cpu_info
@@ -211,17 +224,17 @@ if kind == "plain":
         import llama_cpp.llama as _l; _l.llama_cpp.llama_model_default_params = safe
     out = []
     for path in paths:
-        llm = llama_cpp.Llama(path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=2, n_threads_batch=2,
+        llm = llama_cpp.Llama(path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
                               flash_attn=True, verbose=False)
         tokens = llm.tokenize(prompt.encode())
         def gen():
             llm.reset()
-            t, n = time.perf_counter(), 0
+            t, n = clock(), 0
             for _ in llm.generate(tokens, temp=0.0):
                 n += 1
                 if n == n_tokens:
                     break
-            return n / (time.perf_counter() - t)
+            return n / (clock() - t)
         gen()  # warm-up
         out.append(gen())
         llm.close()
@@ -231,21 +244,29 @@ else:
     from pythia_compare.config import Settings
     from pythia_compare.engine import ModelPool
     with tempfile.TemporaryDirectory() as tmp:
-        s = Settings(n_threads=2, memory_budget_bytes=16 * 1024**3, db_path=f"{tmp}/r.db", home=f"{tmp}/home",
+        s = Settings(n_threads=threads, memory_budget_bytes=16 * 1024**3, db_path=f"{tmp}/r.db", home=f"{tmp}/home",
                      offline=True)
         pool = ModelPool(s)
         params = RunParams.from_settings(s, max_tokens=n_tokens, top_k=10, scoring="prompt")
         run_comparison(paths, prompt, params, settings=s, pool=pool)  # warm-up: models and generation handles
-        run = run_comparison(paths, prompt, params, settings=s, pool=pool)
-        print(json.dumps([[len(v["generation"]["tokens"]), v["timings"]["generate_s"], v.get("load")]
-                          for v in run["variants"]]))
+        marks = {}
+        def on_event(ev):  # the generation phase of each variant, on the chosen clock
+            if ev.message.endswith(": generating") and ev.message not in marks:
+                marks[ev.message] = clock()
+        t0 = clock()
+        run = run_comparison(paths, prompt, params, settings=s, pool=pool, on_event=on_event)
+        t1 = clock()
+        starts = list(marks.values()) + [t1]
+        print(json.dumps([[len(v["generation"]["tokens"]), starts[i + 1] - starts[i] if sys.argv[-1] == "cpu"
+                           else v["timings"]["generate_s"], v.get("load")] for i, v in enumerate(run["variants"])]))
 """
 
 
 def generation(kind: str, paths: list[Path], n_tokens: int) -> list:
-    cmd = [sys.executable, "-c", _GEN_CHILD, str(ROOT), kind, str(n_tokens), GEN_PROMPT, *map(str, paths)]
+    cmd = [sys.executable, "-c", _GEN_CHILD, str(ROOT), kind, str(n_tokens), str(THREADS), GEN_PROMPT,
+           *map(str, paths), CLOCK]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600,
-                          env={**os.environ, "PYTHIA_COMPARE_THREADS": "2"})
+                          env={**os.environ, "PYTHIA_COMPARE_THREADS": str(THREADS)})
     if done.returncode != 0:
         raise RuntimeError(f"generation child ({kind}) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -267,8 +288,8 @@ def header(args) -> str:
             f"ggml: {cpu['ggml']}\n"
             f"llama-cpp-python {llama_cpp.__version__} (pip's native build); llama-perplexity from the same sdist, "
             f"native Release, built shared and static (tools/build_llama_perplexity.sh [static])\n"
-            f"2 threads, ctx 512, -b 512 -ub 512, flash attention on, {args.chunks} chunks; each figure the median of "
-            f"{args.repeats} interleaved runs; load average at start {os.getloadavg()[0]:.1f}\n")
+            f"{THREADS} threads, ctx 512, -b 512 -ub 512, flash attention on, {args.chunks} chunks; each figure the median "
+            f"of {args.repeats} interleaved runs, {CLOCK} seconds; load average at start {os.getloadavg()[0]:.1f}\n")
 
 
 def main() -> None:
@@ -279,7 +300,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="to try it out: 2 chunks, 1 run per figure, 16 tokens (figures not to be quoted)")
     ap.add_argument("--skip", default="", help="comma-separated rows to leave out: ppl,kl,gen,link")
+    ap.add_argument("--threads", type=int, default=2, help="threads for the tool and for ours (default 2)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: CPU seconds instead of wall seconds (with --threads 1, on a busy machine)")
     args = ap.parse_args()
+    global THREADS, CLOCK
+    THREADS, CLOCK = args.threads, args.clock
     if args.quick:
         args.chunks, args.repeats, args.tokens = 2, 1, 16
     skip = set(filter(None, args.skip.split(",")))
