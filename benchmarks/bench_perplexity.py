@@ -301,6 +301,7 @@ def main() -> None:
                     help="to try it out: 2 chunks, 1 run per figure, 16 tokens (figures not to be quoted)")
     ap.add_argument("--skip", default="", help="comma-separated rows to leave out: ppl,kl,gen,link")
     ap.add_argument("--threads", type=int, default=2, help="threads for the tool and for ours (default 2)")
+    ap.add_argument("--ppl-quants", default="Q8_0,Q4_K_M", help="the corpus PPL rows (default Q8_0,Q4_K_M)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: CPU seconds instead of wall seconds (with --threads 1, on a busy machine)")
     args = ap.parse_args()
@@ -316,7 +317,7 @@ def main() -> None:
     settings = tool_settings()
     print(header(args), flush=True)
     rows = []
-    for q in ("Q8_0", "Q4_K_M") if "ppl" not in skip else ():
+    for q in args.ppl_quants.split(",") if "ppl" not in skip else ():
         got: dict = {k: [] for k in [*settings, "ours"]}
         for _ in range(args.repeats):  # interleaved: every setting once per round
             for b, r in settings:
