@@ -97,9 +97,11 @@ def build_text(n_tokens: int, files: dict[str, Path]) -> Path:
     held = (ROOT / "assets" / "demo" / "heldout.txt").read_text()
     m = Model(files["Q4_K_M"], Settings(), 512)
     per = len(m.tokenize(held))
+    ids = m.tokenize(held * (n_tokens // per + 1), add_special=False)[:n_tokens]  # about n_tokens, no more:
+    text = m.detokenize(ids)  # the chunk count is n_tokens // 512 for both tools
     m.close()
-    path = CACHE / f"bench-text-{n_tokens}.txt"
-    path.write_text(held * (n_tokens // per + 1))
+    path = CACHE / f"bench-text-{n_tokens}-cut.txt"
+    path.write_text(text)
     return path
 
 

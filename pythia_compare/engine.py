@@ -80,12 +80,13 @@ def llama_cpp_version() -> str:
 # with use_extra_bufts on (llama.cpp's default, llama-perplexity's unless --no-repack). On x86 it repacks
 # Q4_0, Q4_K, IQ4_NL and MXFP4 (AVX2) and Q2_K (AVX-512) tensors; Q8_0, Q5_K and Q6_K stay as they are. The
 # effect is not one-way and not the same on every CPU (benchmarks/bench_repack.py measures it, Pythia-410M
-# shapes, ctx 512): scoring (prompt processing) is slower repacked wherever measured (Q4_K_M: 36% on an AVX-512
-# AMD EPYC, 26% on an AVX-512 Intel Xeon without AMX), and generation of Q4_K_M is 17% faster on that EPYC but
-# no faster on that Xeon. The quants whose generation is worth a second, repacked handle, by CPU vendor (x86
-# without AMX; a vendor not listed gets none):
-REPACK_GENERATE = {"AuthenticAMD": frozenset({"Q4_K_M", "Q4_K_S"}), "GenuineIntel": frozenset()}
-REPACK_SCORE: dict[str, frozenset] = {}  # scoring: the plain layout everywhere measured
+# shapes, ctx 512). Q4_K_M: scoring (prompt processing) 36% slower repacked on an AVX-512 AMD EPYC and 26% slower
+# on an AVX-512 Intel Xeon without AMX; generation 17% faster on that EPYC, no faster on that Xeon. Q4_0 on that
+# Xeon: scoring 34% and generation 14% faster repacked. Q2_K on that Xeon: both slower (11%, 3%). The quants each
+# phase is faster repacked for, by CPU vendor (x86 without AMX; a vendor or quant not listed: the plain layout).
+# Where generation is listed and scoring is not, generation gets a second, repacked handle.
+REPACK_SCORE = {"GenuineIntel": frozenset({"Q4_0"})}
+REPACK_GENERATE = {"AuthenticAMD": frozenset({"Q4_K_M", "Q4_K_S"}), "GenuineIntel": frozenset({"Q4_0"})}
 _FLOAT_TYPES = {"F32", "F16", "BF16"}
 _cpu: dict | None = None
 
@@ -136,7 +137,7 @@ def load_plan(settings: Settings, quant: str | None, phase: str, cpu: dict | Non
     - Settings.extra_bufts forces it on for both phases (except on AMX).
     - Generation, Settings.generation_handle: "off" keeps the scoring handle's settings; "on" asks for a repacked
       handle for every quantized model; "auto" (default) for the quants measured faster on this CPU's vendor
-      (REPACK_GENERATE). Scoring: REPACK_SCORE (nothing today). Float models and non-x86 CPUs: off.
+      (REPACK_GENERATE). Scoring: as measured (REPACK_SCORE). Float models and non-x86 CPUs: off.
     cpu: a parse_cpu dict (default: this machine's cpu_info()).
     """
     if phase not in ("score", "generate"):

@@ -112,6 +112,10 @@ def test_without_amx_repacking_is_planned_for_generation_only_where_it_was_measu
         # asked for: a repacked generation handle for any quant; never for scoring
         assert load_plan(s.replace(generation_handle="on"), "Q2_K", "generate", cpu)["extra_bufts"] is True
         assert load_plan(s.replace(generation_handle="on"), "Q2_K", "score", cpu)["extra_bufts"] is False
+    # Q4_0 on that Xeon: faster repacked in both phases, so one repacked handle (no second one)
+    assert load_plan(s, "Q4_0", "score", xeon)["extra_bufts"] is True
+    assert load_plan(s, "Q4_0", "generate", xeon)["extra_bufts"] is True
+    assert load_plan(s, "Q4_0", "score", epyc)["extra_bufts"] is False  # not measured there
     # without a second handle, generation keeps the scoring handle's settings
     assert load_plan(s.replace(generation_handle="off"), "Q4_K_M", "generate", epyc)["extra_bufts"] is False
     arm = parse_cpu("processor\t: 0\nFeatures\t: fp asimd\n", "CPU : NEON = 1 |", "aarch64")
