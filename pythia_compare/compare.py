@@ -267,6 +267,7 @@ def _tokenized(run: dict, entries: list[dict], resolved: list[Resolved], models:
         e["source"]["vocab_sha256"] = m.vocab_sha256
         e["overrides"] = dict(m.overrides)
         e["warnings"] = list(m.warnings)
+        e["load"] = m.load_info()  # llama.cpp load settings per phase (engine.load_plan)
     # One tokenization per run: the reference's (after any override), else the first variant's, fed to
     # every variant. The vocabularies are identical, so any of them would give these ids.
     ids = models[0].tokenize(text)
@@ -293,6 +294,7 @@ def _generate(run: dict, entries: list[dict], models: list, labels: list[str], c
             gen["text"] += tok.text
             yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
         e["timings"]["generate_s"] = time.perf_counter() - t
+        e["load"] = m.load_info()  # the generation handle is loaded (or declined) on first use
 
 
 def _check_vocabularies(resolved: list[Resolved], models: list) -> None:

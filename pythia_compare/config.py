@@ -107,6 +107,10 @@ class Settings:
     flash_attn: bool = True  # flash attention in llama.cpp: faster; off gives llama-perplexity's exact numbers
     kv_f32: bool = False  # F32 KV cache instead of F16 (exact parity tests)
     extra_bufts: bool = False  # ggml CPU extra buffer types (AMX, weight repacking); off: AMX crashes on quants
+    # a second, repacked llama.cpp handle for generation (never on AMX CPUs): "auto" where engine.load_plan's
+    # measurements find it faster on this CPU, "on" for every quantized model, "off" never
+    # (PYTHIA_COMPARE_GENERATION_HANDLE=auto|on|off)
+    generation_handle: str = "auto"
     memory_budget_bytes: int = 6 * 1024**3  # models held loaded at once, in bytes (PYTHIA_COMPARE_MEMORY_BUDGET)
     # --- run defaults and limits ---
     ctx: int = 512  # context / corpus chunk size in tokens
@@ -167,6 +171,11 @@ class Settings:
             values["n_threads"] = int(env["PYTHIA_COMPARE_THREADS"])
         if env.get("PYTHIA_COMPARE_FLASH_ATTN"):
             values["flash_attn"] = _truthy(env["PYTHIA_COMPARE_FLASH_ATTN"])
+        if env.get("PYTHIA_COMPARE_GENERATION_HANDLE"):
+            mode = env["PYTHIA_COMPARE_GENERATION_HANDLE"].strip().lower()
+            if mode not in ("auto", "on", "off"):
+                raise ValueError(f"PYTHIA_COMPARE_GENERATION_HANDLE={mode!r} is not a choice; use auto, on or off")
+            values["generation_handle"] = mode
         if env.get("PYTHIA_COMPARE_MEMORY_BUDGET"):
             values["memory_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_MEMORY_BUDGET"])
         if env.get("PYTHIA_COMPARE_PUBLIC"):

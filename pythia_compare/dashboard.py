@@ -364,6 +364,8 @@ class Dashboard:
         """The run as files to download: (JSON, zip of summary.csv and tokens.csv, as `runs export --format zip`)."""
         base = self.export_dir / f"pythia-compare-{run['run_id']}"
         jpath, zpath = base.with_suffix(".json"), base.with_suffix(".zip")
+        if run.get("run_id") and jpath.exists() and zpath.exists():
+            return jpath, zpath  # a stored run never changes: its files are written once (links reopen fast)
         jpath.write_text(json.dumps(run, ensure_ascii=False, indent=1), encoding="utf-8")
         zpath.write_bytes(run_to_zip(run))
         return jpath, zpath

@@ -52,6 +52,7 @@ _initialized = False
 
 
 _last_error = threading.local()
+_repacked = threading.local()  # MiB of weights the current load on this thread repacked (CPU_REPACK buffers)
 
 
 _capture = threading.local()  # .lines: the warnings of the load running on this thread (None: not loading)
@@ -63,6 +64,8 @@ def _log_to_python(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     line = (text or b"").decode("utf-8", "replace").rstrip("\n")
     if level in (_WARN, _ERROR) or "error" in line:  # a warning or an error, or an error at another level
         _last_error.text = line
+    if "REPACK model buffer size" in line:  # what a load with extra buffer types copied (load_plan)
+        _repacked.mib = getattr(_repacked, "mib", 0.0) + _mib_of(line)
     lines = getattr(_capture, "lines", None)
     if lines is not None:  # llama.cpp logs a load's messages on the thread that called the load
         if level in (_WARN, _ERROR) or (level == _CONT and getattr(_capture, "warning", False)):
@@ -102,6 +105,118 @@ def init_backend() -> None:
 
 def llama_cpp_version() -> str:
     return str(getattr(llama_cpp, "__version__", "unknown"))
+
+
+# --- load settings per CPU and per phase ---
+# ggml's CPU backend can copy some weight types into an interleaved ("repacked") layout when a model is loaded
+# with use_extra_bufts on (llama.cpp's default, llama-perplexity's unless --no-repack). On x86 it repacks
+# Q4_0, Q4_K, IQ4_NL and MXFP4 (AVX2) and Q2_K (AVX-512) tensors; Q8_0, Q5_K and Q6_K stay as they are. The
+# effect is not one-way and not the same on every CPU (benchmarks/bench_repack.py measures it, Pythia-410M
+# shapes, ctx 512). Q4_K_M: scoring (prompt processing) 36% slower repacked on an AVX-512 AMD EPYC and 26% slower
+# on an AVX-512 Intel Xeon without AMX; generation 17% faster on that EPYC, no faster on that Xeon. Q4_0 on that
+# Xeon: scoring 34% and generation 14% faster repacked. Q2_K on that Xeon: both slower (11%, 3%). The quants each
+# phase is faster repacked for, by CPU vendor (x86 without AMX; a vendor or quant not listed: the plain layout).
+# Where generation is listed and scoring is not, generation gets a second, repacked handle.
+REPACK_SCORE = {"GenuineIntel": frozenset({"Q4_0"})}
+REPACK_GENERATE = {"AuthenticAMD": frozenset({"Q4_K_M", "Q4_K_S"}), "GenuineIntel": frozenset({"Q4_0"})}
+_FLOAT_TYPES = {"F32", "F16", "BF16"}
+_cpu: dict | None = None
+
+
+def cpu_info() -> dict:
+    """The CPU as load_plan sees it: {"model", "vendor", "amx" (bool), "amx_flags", "ggml" (llama.cpp's system
+    info line), "x86" (bool), "summary"}. Computed once per process (see parse_cpu)."""
+    global _cpu
+    if _cpu is None:
+        import platform
+
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+        init_backend()
+        ggml = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+        _cpu = parse_cpu(cpuinfo, ggml, platform.machine())
+    return _cpu
+
+
+def parse_cpu(cpuinfo: str, ggml: str, machine: str) -> dict:
+    """cpu_info's reading of /proc/cpuinfo's text, llama.cpp's system info line and the machine name. AMX counts
+    when the first CPU's flags list amx_tile, amx_int8 or amx_bf16 (any amx_* flag) or ggml reports an AMX
+    kernel (AMX_INT8 = 1)."""
+    model, vendor, flags = "unknown CPU", "", set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name") and model == "unknown CPU":
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("vendor_id") and not vendor:
+            vendor = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    amx_flags = sorted(f for f in flags if f.startswith("amx"))
+    amx = bool(amx_flags) or "AMX_INT8 = 1" in ggml
+    x86 = machine.lower() in {"x86_64", "amd64", "i686", "i386"}
+    isa = next((n for n in ("avx512f", "avx2") if n in flags), "")
+    summary = f"{model} ({'AMX' if amx else 'no AMX'}{', ' + isa if isa else ''})"
+    return {"model": model, "vendor": vendor, "amx": amx, "amx_flags": amx_flags, "ggml": ggml, "x86": x86,
+            "summary": summary}
+
+
+def load_plan(settings: Settings, quant: str | None, phase: str, cpu: dict | None = None) -> dict:
+    """The fastest safe llama.cpp load settings for one phase ("score" or "generate") of a model of this quant
+    (a QUANTS name; None when not known yet): {"extra_bufts": bool, "reason": str}.
+
+    - AMX CPUs: always off. ggml's AMX matmul crashes on quantized weights, and nothing is repacked for floats.
+    - Settings.extra_bufts forces it on for both phases (except on AMX).
+    - Generation, Settings.generation_handle: "off" keeps the scoring handle's settings; "on" asks for a repacked
+      handle for every quantized model; "auto" (default) for the quants measured faster on this CPU's vendor
+      (REPACK_GENERATE). Scoring: as measured (REPACK_SCORE). Float models and non-x86 CPUs: off.
+    cpu: a parse_cpu dict (default: this machine's cpu_info()).
+    """
+    if phase not in ("score", "generate"):
+        raise ValueError(f"phase must be 'score' or 'generate', not {phase!r}")
+    cpu = cpu or cpu_info()
+    if cpu["amx"]:
+        return {"extra_bufts": False, "reason": "AMX CPU: extra buffer types stay off (AMX crashes on quantized "
+                                                "weights)"}
+    if settings.extra_bufts:
+        return {"extra_bufts": True, "reason": "Settings.extra_bufts forces extra buffer types on"}
+    mode = str(settings.generation_handle).lower()
+    if phase == "generate" and mode == "off":
+        return load_plan(settings, quant, "score", cpu)
+    if not cpu["x86"]:
+        return {"extra_bufts": False, "reason": "not measured on this CPU kind: llama.cpp's plain layout"}
+    if quant is None or quant in _FLOAT_TYPES:
+        return {"extra_bufts": False, "reason": f"{quant or 'quant unknown'}: nothing to repack"}
+    if phase == "generate" and mode == "on":
+        return {"extra_bufts": True, "reason": f"{quant} generation repacked: Settings.generation_handle is on"}
+    table = (REPACK_SCORE if phase == "score" else REPACK_GENERATE).get(cpu.get("vendor", ""), frozenset())
+    work = "scoring" if phase == "score" else "generation"
+    where = f"{cpu.get('vendor') or 'this'} x86 CPU without AMX"
+    if quant in table:
+        return {"extra_bufts": True, "reason": f"{quant} {work} is faster with repacked weights ({where})"}
+    return {"extra_bufts": False, "reason": f"{quant} {work}: repacking was not measured faster ({where})"}
+
+
+def _model_quant(model) -> str | None:
+    """The QUANTS name of a loaded model's general.file_type, or None."""
+    from .variants import QUANTS
+
+    buf = ctypes.create_string_buffer(32)
+    n = llama_cpp.llama_model_meta_val_str(model, b"general.file_type", buf, 32)
+    if n <= 0:
+        return None
+    try:
+        ftype = int(buf.value.decode())
+    except ValueError:
+        return None
+    return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
+
+
+def _mib_of(line: str) -> float:
+    try:
+        return float(line.split("=")[-1].split()[0])
+    except (ValueError, IndexError):
+        return 0.0
 
 
 @dataclass
@@ -160,10 +275,15 @@ class Model:
         self.overrides: dict[str, str] = ggufmeta.load_overrides(header) if header and fix_pre else {}
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
-        mparams.use_extra_bufts = bool(settings.extra_bufts)
+        self.load_plans = {"score": load_plan(settings, None, "score")}  # quant unknown until loaded
+        mparams.use_extra_bufts = self.load_plans["score"]["extra_bufts"]
         if self.overrides:
-            self._kv_overrides = _kv_override_array(self.overrides)  # alive for the load's duration
+            self._kv_overrides = _kv_override_array(self.overrides)  # alive as long as the model (and its copy)
             mparams.kv_overrides = self._kv_overrides
+        self._mparams = mparams  # the generation handle loads with a copy of these (load_plan)
+        self._gen = None  # the generation handle, loaded lazily: see _generation_ctx
+        self.extra_bytes = 0  # memory the generation handle costs on top of the file (its repacked weights)
+        self.may_grow = lambda nbytes: True  # the pool's say on extra_bytes (ModelPool sets it)
         _last_error.text = ""
         _capture.lines, _capture.warning = [], False
         try:
@@ -195,6 +315,7 @@ class Model:
         self._ctx = None
         self.n_ctx = 0
         self._piece_cache: dict[int, bytes] = {}
+        self._plan_phases()
         self._ensure_context(n_ctx)
 
     # --- lifecycle ---
@@ -204,6 +325,13 @@ class Model:
         if self._ctx is not None:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
+        ctx = llama_cpp.llama_init_from_model(self._model, self._context_params(n_ctx))
+        if not ctx:
+            raise ModelFileError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path.name!r}")
+        self._ctx = ctx
+        self.n_ctx = n_ctx
+
+    def _context_params(self, n_ctx: int):
         s = self.settings
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx
@@ -217,14 +345,98 @@ class Model:
         if s.kv_f32:
             cparams.type_k = llama_cpp.GGML_TYPE_F32
             cparams.type_v = llama_cpp.GGML_TYPE_F32
-        ctx = llama_cpp.llama_init_from_model(self._model, cparams)
-        if not ctx:
-            raise ModelFileError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path.name!r}")
-        self._ctx = ctx
-        self.n_ctx = n_ctx
+        return cparams
+
+    # --- load settings per phase (load_plan) ---
+    def _plan_phases(self) -> None:
+        """Now that the file's quant is known, plan both phases; reload the scoring handle if its plan
+        differs from the quant-blind one it was loaded with."""
+        self.quant = _model_quant(self._model)
+        score = load_plan(self.settings, self.quant, "score")
+        if score["extra_bufts"] != self.load_plans["score"]["extra_bufts"]:
+            self._mparams.use_extra_bufts = score["extra_bufts"]
+            model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), self._mparams)
+            if not model:
+                raise ModelFileError(f"llama.cpp could not load {self.path.name!r} a second time")
+            llama_cpp.llama_model_free(self._model)
+            self._model = model
+            self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.load_plans = {"score": score, "generate": load_plan(self.settings, self.quant, "generate")}
+        self._gen_state = "shared" if self.load_plans["generate"]["extra_bufts"] == score["extra_bufts"] else "planned"
+
+    def _generation_ctx(self, n_ctx: int):
+        """(context, its n_ctx) to generate with; the caller holds the lock. When the plan asks for other load
+        settings for generation than for scoring, a second llama_model is loaded on first use, with those
+        settings: the weights it does not repack are the same mmapped file pages, the ones it repacks are
+        copies (extra_bytes). It is kept only if llama.cpp did repack something and the pool has room."""
+        if self._gen_state == "planned":
+            self._load_generation_handle(n_ctx)
+        if self._gen is None:
+            self._ensure_context(n_ctx)
+            return self._ctx, self.n_ctx
+        model, ctx, have = self._gen
+        if have < n_ctx:
+            llama_cpp.llama_free(ctx)
+            ctx = llama_cpp.llama_init_from_model(model, self._context_params(n_ctx))
+            if not ctx:
+                raise ModelFileError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path.name!r}")
+            self._gen = (model, ctx, n_ctx)
+            have = n_ctx
+        return ctx, have
+
+    def _load_generation_handle(self, n_ctx: int) -> None:
+        plan = self.load_plans["generate"]
+        # a guess of the cost before loading: the file (repacking copies the weights of the types it repacks)
+        if not self.may_grow(self.file_bytes):
+            self._gen_state = "shared"
+            plan.update(extra_bufts=False, reason=plan["reason"] + "; not loaded: no room under the memory budget")
+            return
+        mparams = llama_cpp.llama_model_params()
+        ctypes.pointer(mparams)[0] = self._mparams
+        mparams.use_extra_bufts = True
+        _repacked.mib = 0.0
+        model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        repacked = int(getattr(_repacked, "mib", 0.0) * 1024 * 1024)
+        ctx = llama_cpp.llama_init_from_model(model, self._context_params(n_ctx)) if model else None
+        if not ctx or repacked == 0:
+            if ctx:
+                llama_cpp.llama_free(ctx)
+            if model:
+                llama_cpp.llama_model_free(model)
+            self._gen_state = "shared"
+            why = "llama.cpp repacked no weights on this CPU" if model and ctx else "the repacked load failed"
+            plan.update(extra_bufts=False, reason=plan["reason"] + f"; not used: {why}")
+            return
+        self._gen = (model, ctx, n_ctx)
+        self._gen_state = "loaded"
+        self.extra_bytes = repacked
+        plan["repacked_mb"] = round(repacked / 1e6, 1)
+
+    def _free_generation_handle(self) -> None:
+        if self._gen is not None:
+            model, ctx, _ = self._gen
+            llama_cpp.llama_free(ctx)
+            llama_cpp.llama_model_free(model)
+            self._gen = None
+            self.extra_bytes = 0
+            if self._gen_state == "loaded":
+                self._gen_state = "planned"
+
+    def load_info(self) -> dict:
+        """The load settings of each phase, for the run JSON's "load": whether extra buffer types (ggml's CPU
+        weight repacking) are on for scoring and for generation, and why."""
+        score, gen = self.load_plans["score"], self.load_plans.get("generate", self.load_plans["score"])
+        out = {"extra_bufts_score": bool(score["extra_bufts"]), "extra_bufts_generate": bool(gen["extra_bufts"]),
+               "quant": self.quant, "cpu": cpu_info()["summary"],
+               "reason": score["reason"] if score["reason"] == gen["reason"]
+               else f"scoring: {score['reason']}; generation: {gen['reason']}"}
+        if "repacked_mb" in gen:
+            out["generate_extra_mb"] = gen["repacked_mb"]
+        return out
 
     def close(self) -> None:
         with self.lock:
+            self._free_generation_handle()
             if self._ctx is not None:
                 llama_cpp.llama_free(self._ctx)
                 self._ctx = None
@@ -362,16 +574,10 @@ class Model:
         return [{"id": int(i), "text": self.token_text(int(i)), "prob": float(probs[i])} for i in idx]
 
     # --- generation ---
-    def _fresh_context(self, n_tokens: int) -> None:
-        """A context for `n_tokens` (rounded up), this model's threads, and an empty KV cache (lock held)."""
-        self._ensure_context(_round_ctx(n_tokens))
-        llama_cpp.llama_set_n_threads(self._ctx, self.settings.n_threads, self.settings.n_threads)
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
-
-    def _pick_next(self, temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """(the last decoded position's logits as float64, the next token): argmax at temperature 0, else
-        sampled from softmax(logits / temperature) with `rng`."""
-        ptr = llama_cpp.llama_get_logits_ith(self._ctx, -1)
+    def _pick_next(self, ctx, temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """(the last decoded position's logits in `ctx` as float64, the next token): argmax at temperature 0,
+        else sampled from softmax(logits / temperature) with `rng`."""
+        ptr = llama_cpp.llama_get_logits_ith(ctx, -1)
         row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
         if temperature <= 0:
             return row, int(np.argmax(row))
@@ -388,10 +594,12 @@ class Model:
         rng = np.random.default_rng(seed)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         with self.lock:
-            self._fresh_context(len(prompt_tokens) + max_tokens)
+            ctx, n_ctx = self._generation_ctx(_round_ctx(len(prompt_tokens) + max_tokens))
+            llama_cpp.llama_set_n_threads(ctx, self.settings.n_threads, self.settings.n_threads)
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
             batch = llama_cpp.llama_batch_init(max(len(prompt_tokens), 1), 0, 1)
             try:
-                n_batch = min(self.settings.n_batch, self.n_ctx)
+                n_batch = min(self.settings.n_batch, n_ctx)
                 pos = 0
                 pending = list(prompt_tokens)
                 held: GeneratedToken | None = None  # yielded one step late, so the last can flush UTF-8
@@ -400,13 +608,13 @@ class Model:
                         piece = pending[start:start + n_batch]
                         last = start + len(piece) == len(pending)  # logits of the pending tokens' last only
                         _fill_batch(batch, piece, pos, [len(piece) - 1] if last else [])
-                        rc = llama_cpp.llama_decode(self._ctx, batch)
+                        rc = llama_cpp.llama_decode(ctx, batch)
                         if rc != 0:
                             raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
                         pos += len(piece)
                     if produced == max_tokens:
                         break
-                    row, tok = self._pick_next(temperature, rng)
+                    row, tok = self._pick_next(ctx, temperature, rng)
                     if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
                         break
                     if held is not None:
@@ -537,21 +745,28 @@ class ModelPool:
                     return model
                 self._make_room(self.model_bytes(key), run_keys)
             model = Model(key, self.settings, n_ctx)
+            model.may_grow = self._may_grow
             with self._lock:
                 self._models[key] = model
                 self._pins[key] = self._pins.get(key, 0) + 1
             return model
 
+    def _may_grow(self, nbytes: int) -> bool:
+        """Whether a loaded model may take nbytes more (its generation handle) under the budget."""
+        with self._lock:
+            used = sum(m.file_bytes + m.extra_bytes for m in self._models.values())
+            return used + nbytes <= self.settings.memory_budget_bytes
+
     def _make_room(self, need: int, keep: list[str]) -> None:
         budget = self.settings.memory_budget_bytes
-        used = sum(m.file_bytes for m in self._models.values())
+        used = sum(m.file_bytes + m.extra_bytes for m in self._models.values())
         for key in list(self._models):
             if used + need <= budget:
                 break
             if self._pins.get(key) or key in keep:
                 continue
             victim = self._models.pop(key)
-            used -= victim.file_bytes
+            used -= victim.file_bytes + victim.extra_bytes
             victim.close()
         if used + need > budget:
             held = ", ".join(f"{Path(k).name} {_mb(self._models[k].file_bytes)}" for k in self._models)

@@ -13,7 +13,7 @@ import pytest
 from tests.support import ROOT, TEST_QUANTS
 from pythia_compare import metrics
 from pythia_compare.config import Settings
-from pythia_compare.engine import ModelPool, bytes_to_text
+from pythia_compare.engine import ModelPool, bytes_to_text, cpu_info, load_plan, parse_cpu
 from pythia_compare.errors import BudgetError, ModelFileError
 from pythia_compare.variants import SUPPORTED_QUANTS
 
@@ -32,15 +32,23 @@ from pythia_compare.config import Settings
 from pythia_compare.engine import ModelPool
 from pythia_compare.quantize import quantize_file
 src, out_dir, quants, text = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
-pool = ModelPool(Settings(flash_attn=True))
+from pythia_compare.engine import load_plan
 report = {}
 for q in quants:
     path = quantize_file(src, f"{out_dir}/m-{q}.gguf", q) if q not in ("F16", "F32") else src
-    with pool.hold([path], 256) as (m,):
-        ids = m.tokenize(text)
-        lp = -metrics.nll(m.logits(ids, list(range(len(ids) - 1))), np.asarray(ids[1:]))
-        report[q] = [len(lp), bool(np.all(np.isfinite(lp))), float(lp.mean())]
-    pool.close()
+    report[q] = {}
+    # each decision load_plan can make for this quant here: its own ("auto"), and a repacked generation handle
+    for mode in ("auto", "on"):
+        settings = Settings(flash_attn=True, generation_handle=mode)
+        pool = ModelPool(settings)
+        with pool.hold([path], 256) as (m,):
+            ids = m.tokenize(text)
+            lp = -metrics.nll(m.logits(ids, list(range(len(ids) - 1))), np.asarray(ids[1:]))
+            gen = list(m.generate(ids[:8], 6, n_alternatives=4))  # on the generation handle, if planned
+            plans = {ph: load_plan(settings, q, ph)["extra_bufts"] for ph in ("score", "generate")}
+            report[q][mode] = [len(lp), bool(np.all(np.isfinite(lp))), float(lp.mean()), len(gen),
+                               all(0 < t.prob <= 1 and len(t.top) == 4 for t in gen), m.load_info(), plans]
+        pool.close()
 print(json.dumps(report))
 """
 
@@ -55,9 +63,125 @@ def test_every_supported_quant_type_runs_in_a_fresh_process(tiny_ggufs, tmp_path
     assert sorted(report) == sorted(quants)
     with ModelPool(Settings()).hold([tiny_ggufs["F16"]], 256) as (m,):
         f16_mean = float(score(m, m.tokenize(TEXT)).mean())
-    for q, (n, finite, mean) in report.items():
-        assert n > 10 and finite, q
-        assert 1.5 * f16_mean < mean < 0.5 * f16_mean, (q, mean, f16_mean)
+    repacked = 0
+    for q, modes in report.items():
+        for mode, (n, finite, mean, n_gen, gen_ok, load, plans) in modes.items():
+            assert n > 10 and finite, (q, mode)
+            assert 1.5 * f16_mean < mean < 0.5 * f16_mean, (q, mode, mean, f16_mean)
+            # each phase ran with the load settings its plan decided, and generation streamed on them
+            assert n_gen == 6 and gen_ok, (q, mode)
+            assert load["quant"] == q and load["extra_bufts_score"] == plans["score"], (q, mode, load)
+            if plans["generate"] and not plans["score"]:  # a second handle: kept only if llama.cpp repacked
+                repacked += load["extra_bufts_generate"]
+                assert load["extra_bufts_generate"] == (load.get("generate_extra_mb", 0) > 0), (q, mode, load)
+            else:
+                assert load["extra_bufts_generate"] == plans["generate"], (q, mode, load)
+    if cpu_info()["amx"]:
+        assert not any(v[5]["extra_bufts_score"] or v[5]["extra_bufts_generate"]
+                       for modes in report.values() for v in modes.values())
+    elif cpu_info()["x86"]:  # Q4_K_M and Q4_0 repack on every AVX2 CPU: the second handle ran in the child
+        assert report["Q4_K_M"]["on"][5]["extra_bufts_generate"] and repacked >= 2
+
+
+AMX_XEON_FLAGS = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse2 avx2 avx512f "
+                  "avx512_vnni avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n")
+EPYC_FLAGS = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+              "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+XEON_FLAGS = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+              "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+
+
+def test_an_amx_cpu_keeps_extra_buffer_types_off_for_every_quant_and_phase():
+    amx = parse_cpu(AMX_XEON_FLAGS, "CPU : AVX2 = 1 | AVX512 = 1 |", "x86_64")
+    assert amx["amx"] and amx["amx_flags"] == ["amx_bf16", "amx_int8", "amx_tile"]
+    by_ggml = parse_cpu(EPYC_FLAGS, "CPU : AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |", "x86_64")
+    assert by_ggml["amx"]  # ggml's own view counts too
+    for cpu in (amx, by_ggml):
+        for forced in (False, True):
+            for q in SUPPORTED_QUANTS:
+                for phase in ("score", "generate"):
+                    plan = load_plan(Settings(extra_bufts=forced), q, phase, cpu)
+                    assert plan["extra_bufts"] is False and "AMX" in plan["reason"], (q, phase, forced)
+
+
+def test_without_amx_repacking_is_planned_for_generation_only_where_it_was_measured_faster():
+    epyc = parse_cpu(EPYC_FLAGS, "CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |", "x86_64")
+    xeon = parse_cpu(XEON_FLAGS, "CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |", "x86_64")
+    assert not epyc["amx"] and "AMD EPYC 9R14" in epyc["summary"] and epyc["vendor"] == "AuthenticAMD"
+    s = Settings()
+    assert load_plan(s, "Q4_K_M", "generate", epyc)["extra_bufts"] is True  # 17% faster there
+    assert load_plan(s, "Q4_K_M", "generate", xeon)["extra_bufts"] is False  # no faster there: no extra memory
+    for cpu in (epyc, xeon):
+        assert load_plan(s, "Q4_K_M", "score", cpu)["extra_bufts"] is False  # slower repacked on both
+        assert load_plan(s, "Q8_0", "generate", cpu)["extra_bufts"] is False  # nothing to repack on x86
+        assert load_plan(s, "F16", "generate", cpu)["extra_bufts"] is False
+        # asked for: a repacked generation handle for any quant; never for scoring
+        assert load_plan(s.replace(generation_handle="on"), "Q2_K", "generate", cpu)["extra_bufts"] is True
+        assert load_plan(s.replace(generation_handle="on"), "Q2_K", "score", cpu)["extra_bufts"] is False
+    # Q4_0 on that Xeon: faster repacked in both phases, so one repacked handle (no second one)
+    assert load_plan(s, "Q4_0", "score", xeon)["extra_bufts"] is True
+    assert load_plan(s, "Q4_0", "generate", xeon)["extra_bufts"] is True
+    assert load_plan(s, "Q4_0", "score", epyc)["extra_bufts"] is False  # not measured there
+    # without a second handle, generation keeps the scoring handle's settings
+    assert load_plan(s.replace(generation_handle="off"), "Q4_K_M", "generate", epyc)["extra_bufts"] is False
+    arm = parse_cpu("processor\t: 0\nFeatures\t: fp asimd\n", "CPU : NEON = 1 |", "aarch64")
+    assert load_plan(s, "Q4_K_M", "generate", arm)["extra_bufts"] is False
+    with pytest.raises(ValueError, match="phase"):
+        load_plan(s, "Q4_K_M", "decode", epyc)
+    with pytest.raises(ValueError, match="auto, on or off"):
+        Settings.from_env({"PYTHIA_COMPARE_GENERATION_HANDLE": "sometimes"})
+
+
+def test_a_repacked_generation_handle_gives_the_plain_handles_greedy_tokens_and_its_memory_counts(tiny_ggufs,
+                                                                                                   settings):
+    plain = ModelPool(settings.replace(generation_handle="off"))
+    two = ModelPool(settings.replace(generation_handle="on"))
+    with plain.hold([tiny_ggufs["Q4_K_M"]], 256) as (a,), two.hold([tiny_ggufs["Q4_K_M"]], 256) as (b,):
+        ids = a.tokenize(TEXT)[:16]
+        want = [t.id for t in a.generate(ids, 8)]
+        got = [t.id for t in b.generate(ids, 8)]
+        info = b.load_info()
+        assert a.load_info()["extra_bufts_generate"] is False and a.extra_bytes == 0
+        if load_plan(settings.replace(generation_handle="on"), "Q4_K_M", "generate")["extra_bufts"]:
+            assert info["extra_bufts_generate"] and b.extra_bytes > 0 and info["generate_extra_mb"] > 0
+        # near-ties may flip under another matmul layout; the first tokens agree
+        assert got[:4] == want[:4]
+        np.testing.assert_allclose(score(b, a.tokenize(TEXT)), score(a, a.tokenize(TEXT)), atol=1e-4)
+    plain.close()
+    two.close()
+
+
+def test_no_room_under_the_budget_keeps_generation_on_the_scoring_handle(tiny_ggufs, settings):
+    path = tiny_ggufs["Q4_K_M"]
+    settings = settings.replace(generation_handle="on")
+    pool = ModelPool(settings.replace(memory_budget_bytes=path.stat().st_size + 1024))
+    with pool.hold([path], 256) as (m,):
+        toks = list(m.generate(m.tokenize(TEXT)[:16], 4))
+        info = m.load_info()
+    pool.close()
+    assert len(toks) == 4 and m.extra_bytes == 0 and info["extra_bufts_generate"] is False
+    if load_plan(settings, "Q4_K_M", "generate")["extra_bufts"]:
+        assert "memory budget" in info["reason"]
+
+
+def test_the_run_json_records_each_variants_load_settings_and_the_run_log_keeps_them(tiny_ggufs, settings):
+    from pythia_compare.compare import RunParams, run_comparison
+    from pythia_compare.store import RunStore
+
+    pool = ModelPool(settings)
+    specs = [str(tiny_ggufs["Q8_0"]), str(tiny_ggufs["Q4_K_M"])]
+    run = run_comparison(specs, TEXT, RunParams.from_settings(settings, max_tokens=4, top_k=4), settings=settings,
+                         pool=pool)
+    pool.close()
+    for v, q in zip(run["variants"], ("Q8_0", "Q4_K_M")):
+        load = v["load"]
+        assert load["quant"] == q and load["extra_bufts_score"] is False
+        assert load["extra_bufts_generate"] == load_plan(settings, q, "generate")["extra_bufts"] and load["reason"]
+    store = RunStore(settings.db_path)
+    run_id = store.save(run)
+    back = store.get(run_id)
+    assert [v["load"] for v in back["variants"]] == [v["load"] for v in run["variants"]]
+    store.close()
 
 
 def test_listed_quants_give_finite_log_probs_in_process(tiny_ggufs, settings):

@@ -1,0 +1,130 @@
+"""Benchmark: opening a shared link (?run=ID) of a 4-variant corpus run — server time and time to fully drawn.
+
+Builds (once per call, in a scratch directory) a corpus run of the demo suite: 4 variants (Q8_0, Q4_K_M, Q2_K, an
+earlier training step) against the F16 reference, on assets/demo/heldout.txt at ctx 512, through the CLI. Then:
+
+- server time: the page-load handler (ui.Handlers.on_load with ?run=ID: the run read from SQLite, every figure,
+  table and export file built) plus each figure's JSON encoding, in this process, with no model loaded. Wall and
+  CPU seconds; the first open (nothing cached) is reported apart from the repeats' p95.
+- drawn: `python app.py` on that run log, and headless Chromium opening ?run=ID in a fresh browser context each
+  time, timed from navigation start until every figure is drawn with every entry and the generations are shown.
+
+Usage: python benchmarks/bench_permalink.py [--repeats 10] [--quick]. Also imported by bench_perplexity.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
+_DRAWN_JS = """(n) => ['next_token', 'ppl', 'surprisal', 'kld'].every(f => {
+    const gd = document.querySelector('#pc-fig-' + f + ' .js-plotly-plot');
+    return gd && gd.data && gd.data.length > 0 && gd.querySelector('.main-svg'); })
+  && document.querySelector('#pc-fig-next_token .js-plotly-plot').data.length === n
+  && document.querySelectorAll('#pc-generations .pc-gen-col').length === n"""
+
+
+def p95(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, int(round(0.95 * len(xs) + 0.5)) - 1))]
+
+
+def make_run(tmp: Path) -> str:
+    """A 4-variant corpus run with a reference in tmp/runs.db; returns its id."""
+    from ui_support import app_env
+
+    demo = ROOT / "assets" / "demo"
+    steps = sorted(int(p.name[4:]) for p in demo.glob("step*") if p.name[4:].isdigit())
+    cmd = [sys.executable, "-m", "pythia_compare", "--offline", "--db", str(tmp / "runs.db"), "--home",
+           str(tmp / "home"), "compare", "demo:Q8_0", "demo:Q4_K_M", "demo:Q2_K", f"demo@step{steps[-2]}",
+           "--reference", "demo:F16", "--text-file", str(demo / "heldout.txt"), "--scoring", "corpus", "--ctx", "512",
+           "--max-tokens", "16", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=app_env(tmp, demo, 0), cwd=str(ROOT), timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
+
+
+def server_times(tmp: Path, run_id: str, repeats: int) -> dict:
+    """Handlers.on_load(?run=ID) + figure JSON, in this process: first open and the repeats (wall, CPU)."""
+    from pythia_compare.config import Settings
+    from pythia_compare.ui import Handlers
+
+    settings = Settings(db_path=tmp / "runs.db", home=tmp / "home", offline=True, demo_dir=ROOT / "assets" / "demo")
+    handlers = Handlers(settings)
+    request = types.SimpleNamespace(query_params={"run": run_id})
+    walls, cpus = [], []
+    for _ in range(repeats + 1):
+        w, c = time.perf_counter(), time.process_time()
+        out = handlers.on_load(None, request)
+        for x in out:
+            if hasattr(x, "to_json"):
+                x.to_json()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    assert not handlers.pool.loaded(), "opening a link must not load a model"
+    return {"first_wall": walls[0], "first_cpu": cpus[0], "p95_wall": p95(walls[1:]), "p95_cpu": p95(cpus[1:]),
+            "median_wall": statistics.median(walls[1:])}
+
+
+def drawn_times(tmp: Path, run_id: str, repeats: int) -> dict:
+    """Seconds from navigation start to fully drawn, fresh browser context each time (first and p95)."""
+    from playwright.sync_api import sync_playwright
+    from ui_support import start_app, stop
+
+    proc, url = start_app(tmp, ROOT / "assets" / "demo")
+    times = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+            for _ in range(repeats + 1):
+                context = browser.new_context()
+                page = context.new_page()
+                page.goto(f"{url}?run={run_id}")
+                page.wait_for_function(_DRAWN_JS, arg=5, timeout=120_000, polling="raf")
+                times.append(page.evaluate("() => performance.now()") / 1000)
+                context.close()
+            browser.close()
+    finally:
+        stop(proc)
+    return {"first": times[0], "p95": p95(times[1:]), "median": statistics.median(times[1:])}
+
+
+def measure(repeats: int = 10, drawn: bool = True) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        run_id = make_run(tmp)
+        out = {"run_id": run_id, "server": server_times(tmp, run_id, repeats)}
+        if drawn:
+            out["drawn"] = drawn_times(tmp, run_id, max(2, repeats // 2))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="3 repeats: to try it out")
+    args = ap.parse_args()
+    r = measure(3 if args.quick else args.repeats)
+    s, d = r["server"], r["drawn"]
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    print(f"server, first open: {s['first_wall'] * 1000:.0f} ms wall, {s['first_cpu'] * 1000:.0f} ms CPU")
+    print(f"server, p95 of repeats: {s['p95_wall'] * 1000:.0f} ms wall, {s['p95_cpu'] * 1000:.0f} ms CPU")
+    print(f"Chromium, fully drawn: first {d['first']:.2f} s, p95 {d['p95']:.2f} s, median {d['median']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
