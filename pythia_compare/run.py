@@ -101,6 +101,19 @@ class Timings:
 
 
 @dataclass
+class Load:
+    """How llama.cpp loaded one model, per phase (engine.load_plan): ggml's extra CPU buffer types (weight
+    repacking) for scoring and for generation, and why."""
+    extra_bufts_score: bool
+    extra_bufts_generate: bool
+    quant: str | None
+    cpu: str
+    reason: str
+    generate_extra_mb: float | None = field(default=None, metadata=_ADDED)  # a second, repacked handle's cost
+    extra: dict = field(default_factory=dict, metadata=_EXTRA)
+
+
+@dataclass
 class KLStats:
     mean: float | None = None
     mean_err: float | None = None
@@ -170,6 +183,7 @@ class Entry:
     kld: KLStats | None = None
     overrides: dict[str, str] | None = field(default=None, metadata=_ADDED)  # GGUF metadata overridden at load
     warnings: list[str] | None = field(default=None, metadata=_ADDED)  # llama.cpp's load warnings
+    load: Load | None = field(default=None, metadata=_ADDED)  # load settings per phase (issue 13)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 
