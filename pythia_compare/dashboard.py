@@ -178,8 +178,12 @@ def load_catalog(settings: Settings) -> Catalog:
         if isinstance(e, unreachable):
             log.warning("the Hub could not be reached (%s: %s); defaulting to the demo suite", type(e).__name__, e)
             cat.banner = demo_banner("The Hugging Face Hub could not be reached.", settings)
-        else:  # an odd answer, or a bug: not "unreachable"
-            log.exception("reading the Hub's model lists failed; defaulting to the demo suite")
+        else:  # an answer we name (no such repo, refused access): its message; anything else, a bug: its traceback
+            if isinstance(e, PythiaCompareError):
+                log.warning("reading the Hub's model lists failed (%s: %s); defaulting to the demo suite",
+                            type(e).__name__, scrub(str(e), settings.hf_token))
+            else:
+                log.exception("reading the Hub's model lists failed; defaulting to the demo suite")
             cat.banner = demo_banner(f"Reading the Hugging Face Hub's model lists failed ({type(e).__name__}: "
                                      f"{scrub(str(e), settings.hf_token)[:200]}); the server log has the details.",
                                      settings)

@@ -90,3 +90,18 @@ def test_an_unreachable_hub_is_still_called_unreachable_and_its_cause_is_logged(
         cat = load_catalog(settings)
     assert "could not be reached" in cat.banner
     assert any("Connection refused" in r.getMessage() for r in caplog.records if r.name == dashboard.log.name)
+
+
+def test_a_hub_answer_we_can_name_is_logged_as_its_message_without_a_traceback(tmp_path, suite, caplog):
+    fake = FakeHub()  # holds no repo: the default GGUF repo is missing there
+    url = fake.start()
+    try:
+        settings = settings_for(tmp_path, suite).replace(offline=False, hub_endpoint=url)
+        with caplog.at_level(logging.WARNING, logger="pythia_compare.dashboard"):
+            cat = load_catalog(settings)
+    finally:
+        fake.stop()
+    assert cat.family == "demo" and "Reading the Hugging Face Hub's model lists failed (MissingOnHub" in cat.banner
+    failure = [r for r in caplog.records if r.name == "pythia_compare.dashboard"]
+    assert failure and failure[0].levelno == logging.WARNING and failure[0].exc_info is None
+    assert "no model repo" in failure[0].getMessage()
