@@ -457,16 +457,8 @@ class Model:
         written in the text (<|endoftext|>) become their ids, and BOS is prepended when the vocab says so
         and add_special is true. (llama-perplexity differs only on text holding such special-token strings
         or non-NFC characters.)"""
-        data = unicodedata.normalize("NFC", text).encode("utf-8")
         with self.lock:
-            cap = len(data) + 16
-            buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
-            if n < 0:
-                cap = -n
-                buf = (llama_cpp.llama_token * cap)()
-                n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
-            return list(buf[:n])
+            return _tokenize(self._vocab, text, add_special, parse_special)
 
     def piece(self, token_id: int) -> bytes:
         """The raw bytes of one token (special tokens rendered as their text)."""
@@ -644,6 +636,19 @@ def _kv_override_array(overrides: dict[str, str]):
     return arr
 
 
+def _tokenize(vocab, text: str, add_special: bool, parse_special: bool) -> list[int]:
+    """llama.cpp's token ids of NFC-normalized `text` with `vocab` (the caller holds any lock it needs)."""
+    data = unicodedata.normalize("NFC", text).encode("utf-8")
+    cap = len(data) + 16
+    buf = (llama_cpp.llama_token * cap)()
+    n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    if n < 0:
+        cap = -n
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    return list(buf[:n])
+
+
 def _round_ctx(n: int) -> int:
     return max(256, -(-n // 256) * 256)
 
@@ -802,15 +807,8 @@ class Vocabulary:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
 
     def tokenize(self, text: str) -> list[int]:
-        data = unicodedata.normalize("NFC", text).encode("utf-8")
-        cap = len(data) + 16
-        buf = (llama_cpp.llama_token * cap)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, True, True)
-        if n < 0:
-            cap = -n
-            buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, cap, True, True)
-        return list(buf[:n])
+        """Token ids of `text`, exactly as Model.tokenize gives them (NFC, special tokens parsed, BOS if asked)."""
+        return _tokenize(self._vocab, text, True, True)
 
     def piece(self, token_id: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
