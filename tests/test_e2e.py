@@ -112,9 +112,13 @@ def choose(page, suite) -> None:
     page.locator("#pc-reference input").click()
     page.get_by_role("option", name="demo:F16", exact=True).click()
     page.locator("#pc-settings .label-wrap").first.click()
-    page.locator("#pc-max-tokens input").fill(str(MAX_TOKENS))
-    page.locator("#pc-max-tokens input").press("Tab")
+    box = page.locator("#pc-max-tokens input")
+    box.wait_for(state="visible")
+    box.fill(str(MAX_TOKENS))
+    box.press("Tab")
     page.locator("#pc-prompt textarea").fill(PROMPT)
+    # the value is the page's before Run is pressed (a fill into a field still opening can be lost)
+    page.wait_for_function("(n) => document.querySelector('#pc-max-tokens input').value === String(n)", arg=MAX_TOKENS)
 
 
 def test_a_browser_run_shows_every_view_matches_the_cli_and_its_link_redraws_it(app, browser):
