@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable, Iterator
@@ -350,7 +349,7 @@ def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> It
         jobs: list[Future] = []
         for k, m in enumerate(models):
             job = partial(_score_chunk, m, k, plan[c], c == n_chunks - 1, params.top_k, has_ref,
-                          jobs[0] if jobs else None, n_threads=cores // workers, in_place=workers == 1)
+                          jobs[0] if jobs else None, n_threads=cores // workers)
             jobs.append(pool.submit(job) if workers > 1 else _done_future(job))
         return jobs
 
@@ -386,30 +385,44 @@ def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> It
 
 
 def _score_chunk(m, k: int, chunk, last: bool, top_k: int, has_ref: bool, ref_job: Future | None, *,
-                 n_threads: int, in_place: bool) -> tuple:
+                 n_threads: int) -> tuple:
     """Score one corpus chunk on model k: (the reference's logits or None, nll, KL stats or None, the
-    next-token list on the last chunk or None, seconds). Model 0 is the reference when has_ref; the
-    others wait for its logits. The last chunk also yields the next-token distribution after its final
-    token (no extra pass)."""
+    next-token list on the last chunk or None, seconds). Model 0 is the reference when has_ref: its rows are
+    copied out, as the others read them. The others score each block of rows in place as llama.cpp hands it
+    over (Model.scan), waiting for the reference's logits at their first block. The last chunk also yields the
+    next-token distribution after its final token (no extra pass)."""
     t = time.perf_counter()
     targets = np.asarray(chunk.targets, dtype=np.int64)
+    n = len(targets)
     positions = list(chunk.positions) + ([len(chunk.tokens) - 1] if last else [])
-    holds = has_ref and k == 0  # the reference's rows outlive this call: a copy
-    read = (m.logits_view(chunk.tokens, positions, n_threads=n_threads) if in_place and not holds
-            else nullcontext(m.logits(chunk.tokens, positions, n_threads=n_threads)))
-    with read as logits:
+    if has_ref and k == 0:
+        logits = m.logits(chunk.tokens, positions, n_threads=n_threads)
         next_token = m.top_k(logits[-1], top_k) if last else None
-        if last:
-            logits = logits[:-1]
-        stats = None
-        if has_ref and k > 0:  # the statistics carry the variant's NLL too
-            stats = metrics.token_stats(ref_job.result()[0], logits, targets)
-            nll = stats.nll_var
+        logits = logits[:n]
+        return logits, metrics.nll(logits, targets), None, next_token, time.perf_counter() - t
+    nlls: list[np.ndarray] = []
+    stats: list[metrics.TokenStats] = []
+    found: list = []
+    ref: list[np.ndarray] = []
+
+    def consume(row: int, block: np.ndarray) -> None:
+        if row + len(block) > n:  # the row after the chunk's last token: the next-token distribution
+            found.append(m.top_k(block[n - row], top_k))
+            block = block[:n - row]
+        if not len(block):
+            return
+        part = slice(row, row + len(block))
+        if has_ref:  # the statistics carry the variant's NLL too
+            if not ref:
+                ref.append(ref_job.result()[0])
+            stats.append(metrics.token_stats(ref[0][part], block, targets[part]))
+            nlls.append(stats[-1].nll_var)
         else:
-            nll = metrics.nll(logits, targets)
-        kept = logits if holds else None
-        del logits
-    return kept, nll, stats, next_token, time.perf_counter() - t
+            nlls.append(metrics.nll(block, targets[part]))
+
+    m.scan(chunk.tokens, positions, consume, n_threads=n_threads)
+    return (None, np.concatenate(nlls) if nlls else np.zeros(0), metrics.TokenStats.concat(stats) if has_ref else None,
+            found[0] if found else None, time.perf_counter() - t)
 
 
 def _done_future(work: Callable[[], object]) -> Future:

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -493,25 +493,24 @@ class Model:
         self._eval(tokens, positions, take, n_threads)
         return out
 
-    @contextmanager
-    def logits_view(self, tokens: list[int], positions: list[int], *,
-                    n_threads: int | None = None) -> Iterator[np.ndarray]:
-        """Like logits(), without the copy when every position lies in the last decode batch (a corpus chunk
-        of up to n_batch tokens): a read-only (len(positions), n_vocab) float32 view of llama.cpp's own output
-        rows, valid only inside the with-block, which holds the model's lock. Otherwise it yields a copy."""
+    def scan(self, tokens: list[int], positions: list[int], consume: Callable[[int, np.ndarray], None], *,
+             n_threads: int | None = None) -> None:
+        """Evaluate `tokens` from an empty cache and hand over the logits at `positions` (sorted, unique) as
+        they come, without a copy: consume(row, block) is called after each llama_decode call with a
+        read-only (n, n_vocab) float32 view of llama.cpp's own output rows for positions[row:row + n], valid
+        only during the call (the model's lock is held). A call holds at most Settings.max_outputs rows, so
+        the logits llama.cpp keeps stay bounded however many positions are asked for."""
         want = self._check_positions(tokens, positions)
-        if want:
-            with self.lock:
-                self._ensure_context(_round_ctx(len(tokens)))
-                n_batch = min(self.settings.n_batch, self.n_ctx)
-                if want[0] >= (len(tokens) - 1) // n_batch * n_batch:
-                    self._decode_locked(tokens, want, None, n_threads)
-                    view = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx),
-                                                 shape=(len(want), self.n_vocab))
-                    view.flags.writeable = False
-                    yield view
-                    return
-        yield self.logits(tokens, positions, n_threads=n_threads)
+        if not want:
+            return
+
+        def block(row: int, n: int) -> None:
+            view = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n, self.n_vocab))
+            view.flags.writeable = False
+            consume(row, view)
+
+        with self.lock:
+            self._decode_locked(tokens, want, None, n_threads, block)
 
     def _eval(self, tokens: list[int], positions: list[int], take, n_threads: int | None = None) -> None:
         """Evaluate `tokens` from an empty cache in n_batch pieces, calling take(row, position, logits_ptr)
@@ -531,9 +530,11 @@ class Model:
             raise ValueError(f"positions must lie in 0..{len(tokens) - 1}")
         return want
 
-    def _decode_locked(self, tokens: list[int], want: list[int], take, n_threads: int | None = None) -> None:
-        """The decode loop of _eval; the caller holds the lock. take may be None (the caller reads the
-        last batch's output rows itself)."""
+    def _decode_locked(self, tokens: list[int], want: list[int], take, n_threads: int | None = None,
+                       block=None) -> None:
+        """The decode loop of _eval and scan; the caller holds the lock. Each llama_decode call takes up to
+        n_batch tokens and ends early after Settings.max_outputs requested positions. take(row, position,
+        logits_ptr) is called per requested position, block(first_row, n) once per call that produced rows."""
         n = len(tokens)
         self._ensure_context(_round_ctx(n))
         threads = max(1, int(n_threads or self.settings.n_threads))
@@ -543,17 +544,18 @@ class Model:
         batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         try:
             row = 0
-            for start in range(0, n, n_batch):
-                end = min(n, start + n_batch)
-                flagged = [p - start for p in want[row:bisect.bisect_left(want, end)]]
+            for start, end, rows in _decode_calls(n, want, n_batch, max(1, self.settings.max_outputs)):
+                flagged = [p - start for p in want[row:row + rows]]
                 _fill_batch(batch, tokens[start:end], start, flagged)
                 rc = llama_cpp.llama_decode(self._ctx, batch)
                 if rc != 0:
                     raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
-                for i in flagged:
-                    if take is not None:
-                        take(row, start + i, llama_cpp.llama_get_logits_ith(self._ctx, i))
-                    row += 1
+                if take is not None:
+                    for j, i in enumerate(flagged):
+                        take(row + j, start + i, llama_cpp.llama_get_logits_ith(self._ctx, i))
+                if block is not None and rows:
+                    block(row, rows)
+                row += rows
         finally:
             llama_cpp.llama_batch_free(batch)
 
@@ -621,6 +623,20 @@ class Model:
                     yield held
             finally:
                 llama_cpp.llama_batch_free(batch)
+
+
+def _decode_calls(n: int, want: list[int], n_batch: int, max_outputs: int) -> Iterator[tuple[int, int, int]]:
+    """How _decode_locked cuts n tokens into llama_decode calls: (start, end, rows) per call, each call at most
+    n_batch tokens and at most max_outputs of the wanted positions (sorted), `rows` of them in [start, end)."""
+    start = row = 0
+    while start < n:
+        end = min(n, start + n_batch)
+        rows = bisect.bisect_left(want, end, row) - row
+        if rows > max_outputs:  # end the call right after its max_outputs-th wanted position
+            end = want[row + max_outputs - 1] + 1
+            rows = max_outputs
+        yield start, end, rows
+        start, row = end, row + rows
 
 
 def _kv_override_array(overrides: dict[str, str]):

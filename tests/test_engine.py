@@ -227,23 +227,36 @@ def test_scoring_in_small_batches_asks_only_for_the_positions_scored(tiny_ggufs,
     pool_small.close()
 
 
-def test_the_in_place_logits_view_equals_the_copy_and_copies_when_rows_span_batches(tiny_ggufs, settings):
-    pool = ModelPool(settings.replace(n_batch=16))
+def test_scan_hands_over_every_requested_row_in_place_in_blocks_of_at_most_max_outputs(tiny_ggufs, settings):
+    pool = ModelPool(settings.replace(n_batch=16, max_outputs=5))
     with pool.hold([tiny_ggufs["Q4_K_M"]], 256) as (m,):
         ids = m.tokenize(TEXT)
         assert len(ids) > 16
-        tail = list(range((len(ids) - 1) // 16 * 16, len(ids)))  # all in the last decode batch: read in place
-        want = m.logits(ids, tail)
-        with m.logits_view(ids, tail) as view:
-            assert not view.flags.owndata and not view.flags.writeable
-            np.testing.assert_array_equal(view, want)
-        spread = [3, len(ids) - 1]                                 # two batches: a copy, still correct
-        want = m.logits(ids, spread)
-        with m.logits_view(ids, spread) as got:
-            assert got.flags.owndata
-            np.testing.assert_array_equal(got, want)
+        for positions in (list(range(len(ids) // 2, len(ids))), [0, 3, 4, 15, 16, len(ids) - 1], [len(ids) - 1]):
+            want = m.logits(ids, positions)
+            blocks = []
+
+            def consume(row, block):
+                assert not block.flags.owndata and not block.flags.writeable  # llama.cpp's own rows
+                assert m.lock.locked()
+                blocks.append((row, block.copy()))
+
+            m.scan(ids, positions, consume)
+            assert [r for r, _ in blocks] == list(np.cumsum([0] + [len(b) for _, b in blocks])[:-1])
+            assert all(1 <= len(b) <= 5 for _, b in blocks)
+            np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), want)
         assert not m.lock.locked()
     pool.close()
+
+
+def test_decode_calls_respect_the_batch_size_and_the_output_cap():
+    from pythia_compare.engine import _decode_calls
+
+    calls = list(_decode_calls(512, list(range(256, 512)), 512, 128))
+    assert calls == [(0, 384, 128), (384, 512, 128)]
+    assert list(_decode_calls(512, list(range(256, 511)), 512, 512)) == [(0, 512, 255)]
+    assert list(_decode_calls(40, [0, 1, 2, 39], 16, 2)) == [(0, 2, 2), (2, 18, 1), (18, 34, 0), (34, 40, 1)]
+    assert list(_decode_calls(10, [], 4, 1)) == [(0, 4, 0), (4, 8, 0), (8, 10, 0)]
 
 
 def test_top_k_is_sorted_and_sums_to_at_most_one(tiny_ggufs, settings):
