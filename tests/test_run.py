@@ -286,12 +286,13 @@ def test_a_new_comparison_produces_a_run_of_the_current_schema_that_round_trips(
 
     pool = ModelPool(settings)
     try:
-        data = run_comparison(["demo@step100", "demo:Q8_0"], "def f(x):\n    return x", RunParams(
+        made = run_comparison(["demo@step100", "demo:Q8_0"], "def f(x):\n    return x", RunParams(
             ctx=64, top_k=3, max_tokens=2, reference="demo"), settings=settings, pool=pool)
     finally:
         pool.close()
-    run = Run.from_json(data)
-    assert run.schema == runmod.SCHEMA and run.to_json() == data
+    data = made.to_json()
+    run = Run.from_json(data)  # compare builds the Run directly: its JSON reads back to the same, typed
+    assert run == made and run.schema == runmod.SCHEMA and run.to_json() == data
     assert [e.spec for e in run.entries()] == ["demo", "demo@step100", "demo:Q8_0"]
     assert all(v.kld is not None and len(v.kld.per_token) == v.n_scored for v in run.variants)
     assert all(len(e.generation.tokens) == 2 and len(e.next_token) == 3 for e in run.entries())
