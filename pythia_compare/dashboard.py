@@ -199,7 +199,9 @@ def _offline_steps(settings: Settings) -> list[int]:
         from .hub import Hub
 
         return Hub(settings.replace(offline=True)).checkpoint_steps(settings.checkpoint_repo) or []
-    except Exception:  # an unreadable memo: the built-in list
+    except Exception as e:  # an unreadable memo: the built-in list, and the log says why
+        log.warning("the remembered step list of %s cannot be read (%s: %s); offering the built-in list",
+                    settings.checkpoint_repo, type(e).__name__, scrub(str(e), settings.hf_token))
         return builtin_steps(settings.checkpoint_repo) or []
 
 
