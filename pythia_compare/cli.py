@@ -185,11 +185,11 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
         pool.close()
     store = RunStore(settings.db_path)
     run_id = store.save(run)
-    run = store.get_run(run_id).to_json()
+    run = store.get_run(run_id)
     for line in report.run_notes(run):
         print(line, file=sys.stderr)
     if args.json:
-        print(json.dumps(run, ensure_ascii=False))
+        print(json.dumps(run.to_json(), ensure_ascii=False))
     else:
         print(format_run(run, width=_width()))
         print(f"\nrun {run_id} saved to {settings.db_path}; `python -m pythia_compare runs show {run_id}`")
@@ -239,10 +239,10 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     if args.runs_command == "list":
         print(format_run_list(store.list(query=args.query, limit=args.limit)))
     elif args.runs_command == "show":
-        run = store.get_run(args.run_id).to_json()
-        print(json.dumps(run, ensure_ascii=False) if args.json else format_run(run, width=_width()))
+        run = store.get_run(args.run_id)
+        print(json.dumps(run.to_json(), ensure_ascii=False) if args.json else format_run(run, width=_width()))
     elif args.runs_command == "export":
-        run = store.get_run(args.run_id).to_json()
+        run = store.get_run(args.run_id)
         if args.format == "zip":
             from .export import run_to_zip
 
@@ -252,7 +252,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             print(f"wrote {args.out}", file=sys.stderr)
             return 0
         if args.format == "json":
-            data = json.dumps(run, ensure_ascii=False, indent=1)
+            data = json.dumps(run.to_json(), ensure_ascii=False, indent=1)
         else:
             from .export import run_to_csv
 

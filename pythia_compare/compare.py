@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator
 
@@ -28,7 +28,8 @@ from . import metrics
 from .config import Settings
 from .errors import InputTextError, SpecError, TokenizerMismatch
 from .params import LIMITS
-from .run import SCHEMA
+from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, Load, Params, Run, Source, Timings, TokenProb,
+                  Versions, read)
 from .policy import check_run
 from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver, demo_steps
@@ -64,7 +65,7 @@ class Event:
     kind: str  # "progress" | "update" | "done"
     message: str = ""
     fraction: float = 0.0  # overall progress 0..1
-    run: dict | None = None  # the run JSON so far ("update") or final ("done")
+    run: Run | None = None  # the run so far ("update", from "tokenized" on) or final ("done"); a live object
 
 
 def _show(value) -> str:
@@ -168,10 +169,11 @@ def choose_scoring(mode: str, n_tokens: int, ctx: int) -> str:
         f"{n_tokens // 2} for corpus mode, or change the text")
 
 
-def _variant_json(res: Resolved) -> dict:
-    return {"spec": res.variant.spec, "label": res.variant.label, "source": dict(res.source), "ppl": None,
-            "ppl_err": None, "n_scored": 0, "token_logprobs": [], "next_token": [], "generation": None,
-            "kld": None, "timings": {"load_s": 0.0, "score_s": 0.0, "generate_s": 0.0}}
+def _new_entry(res: Resolved) -> Entry:
+    """A variant's entry before scoring: its source, placeholders for the numbers."""
+    return Entry(spec=res.variant.spec, label=res.variant.label, source=read(Source, dict(res.source), "source"),
+                 ppl=None, ppl_err=None, n_scored=0, token_logprobs=[], next_token=[], generation=None,
+                 timings=Timings(load_s=0.0, score_s=0.0, generate_s=0.0), kld=None)
 
 
 def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings: Settings, pool,
@@ -188,28 +190,20 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     steps = len(everything) * 3
     resolved = yield from _resolve(everything, resolver, steps)
     done = len(everything)
-    ref_res = resolved[0] if reference else None
-    var_res = resolved[1:] if reference else resolved
     paths = [r.path for r in resolved]
     labels = [r.variant.label for r in resolved]
     pool.check_budget(paths, labels)
 
-    run: dict = {"schema": SCHEMA_VERSION, "run_id": None, "created_at": None, "input": None, "params": None,
-                 "variants": [_variant_json(r) for r in var_res],
-                 "reference": _variant_json(ref_res) if ref_res else None,
-                 "versions": _versions(), "warnings": mixed_run_warnings(resolved, settings)}
-    entries = ([run["reference"]] if ref_res else []) + run["variants"]
-
     yield Event("progress", "loading models", done / steps)
     t0 = time.perf_counter()
     with pool.hold(paths, params.ctx, labels) as models:
-        ids, scoring = _tokenized(run, entries, resolved, models, text, params, settings, reference,
-                                  time.perf_counter() - t0)
+        ids, run = _tokenized(resolved, bool(reference), models, text, params, settings, time.perf_counter() - t0)
+        entries, scoring = run.entries(), run.params.scoring
         yield Event("update", "tokenized", done / steps, run)
         if scoring == "prompt":
-            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(ref_res))
+            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(reference))
         else:
-            yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(ref_res))
+            yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(reference))
         done = len(everything) * 2
         if params.max_tokens > 0:
             # Prompt mode continues the prompt; corpus mode continues the last scored chunk.
@@ -255,45 +249,51 @@ def _resolve(everything: list, resolver: Resolver, steps: int):
     return resolved
 
 
-def _tokenized(run: dict, entries: list[dict], resolved: list[Resolved], models: list, text: str,
-               params: RunParams, settings: Settings, reference, load_s: float) -> tuple[list[int], str]:
-    """The loaded models recorded in the run (load time, vocabulary, overrides, warnings), the text tokenized
-    once, the scoring mode chosen and the run's input and params filled in; returns (ids, scoring)."""
+def _tokenized(resolved: list[Resolved], has_ref: bool, models: list, text: str, params: RunParams,
+               settings: Settings, load_s: float) -> tuple[list[int], Run]:
+    """The run's entries (the reference first when has_ref) with their loaded models recorded (load time,
+    vocabulary, overrides, warnings), the text tokenized once and the scoring mode chosen; returns (ids, the run,
+    its numbers still placeholders)."""
+    entries = [_new_entry(r) for r in resolved]
+    ref_entry, variants = (entries[0], entries[1:]) if has_ref else (None, entries)
     for e in entries:
-        e["timings"]["load_s"] = load_s / len(entries)
+        e.timings.load_s = load_s / len(entries)
     _check_vocabularies(resolved, models)
     for e, m in zip(entries, models):
-        e["source"]["vocab_sha256"] = m.vocab_sha256
-        e["overrides"] = dict(m.overrides)
-        e["warnings"] = list(m.warnings)
-        e["load"] = m.load_info()  # llama.cpp load settings per phase (engine.load_plan)
+        e.source.vocab_sha256 = m.vocab_sha256
+        e.overrides = dict(m.overrides)
+        e.warnings = list(m.warnings)
+        e.load = read(Load, m.load_info(), "load")  # llama.cpp load settings per phase (engine.load_plan)
     # One tokenization per run: the reference's (after any override), else the first variant's, fed to
     # every variant. The vocabularies are identical, so any of them would give these ids.
     ids = models[0].tokenize(text)
     scoring = choose_scoring(params.scoring, len(ids), params.ctx)
     m0 = models[0]
-    run["input"] = {"text": text, "n_tokens": len(ids), "tokens": [m0.token_text(i) for i in ids]}
-    run["params"] = {"scoring": scoring, "ctx": int(params.ctx), "top_k": int(params.top_k),
-                     "max_tokens": int(params.max_tokens), "temperature": float(params.temperature),
-                     "seed": int(params.seed), "flash_attn": bool(settings.flash_attn),
-                     "reference": reference.spec if reference else None}
-    return ids, scoring
+    run = Run(schema=SCHEMA_VERSION, run_id=None, created_at=None,
+              input=Input(text=text, n_tokens=len(ids), tokens=[m0.token_text(i) for i in ids]),
+              params=Params(scoring=scoring, ctx=int(params.ctx), top_k=int(params.top_k),
+                            max_tokens=int(params.max_tokens), temperature=float(params.temperature),
+                            seed=int(params.seed), flash_attn=bool(settings.flash_attn),
+                            reference=ref_entry.spec if ref_entry else None),
+              variants=variants, reference=ref_entry, versions=_versions(),
+              warnings=mixed_run_warnings(resolved, settings))
+    return ids, run
 
 
-def _generate(run: dict, entries: list[dict], models: list, labels: list[str], context: list[int],
+def _generate(run: Run, entries: list[Entry], models: list, labels: list[str], context: list[int],
               params: RunParams, done: int, steps: int) -> Iterator[Event]:
     """Each model continues `context`, one after the other; the run is yielded after every token."""
     for k, (e, m) in enumerate(zip(entries, models)):
         yield Event("progress", f"{labels[k]}: generating", (done + k) / steps)
         t = time.perf_counter()
-        gen = {"text": "", "tokens": []}
-        e["generation"] = gen
+        gen = Generation(text="", tokens=[])
+        e.generation = gen
         for tok in m.generate(context, params.max_tokens, temperature=params.temperature, seed=params.seed):
-            gen["tokens"].append(asdict(tok))
-            gen["text"] += tok.text
+            gen.tokens.append(GenToken(id=tok.id, text=tok.text, prob=tok.prob, top=_token_probs(tok.top)))
+            gen.text += tok.text
             yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
-        e["timings"]["generate_s"] = time.perf_counter() - t
-        e["load"] = m.load_info()  # the generation handle is loaded (or declined) on first use
+        e.timings.generate_s = time.perf_counter() - t
+        e.load = read(Load, m.load_info(), "load")  # the generation handle is loaded (or declined) on first use
 
 
 def _check_vocabularies(resolved: list[Resolved], models: list) -> None:
@@ -314,23 +314,21 @@ def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> It
     targets = np.asarray(ids[1:], dtype=np.int64)
     ref_logits = None
     for k, (e, m) in enumerate(zip(entries, models)):
-        yield Event("progress", f"{e['label']}: scoring {n} tokens", (done + k) / steps)
+        yield Event("progress", f"{e.label}: scoring {n} tokens", (done + k) / steps)
         t = time.perf_counter()
         logits = m.logits(ids, positions)
         if has_ref and k > 0:  # the statistics carry the variant's NLL too
             stats = metrics.token_stats(ref_logits, logits[:-1], targets)
-            e["kld"] = _kld_json(stats)
+            e.kld = _kld_stats(stats)
             nll = stats.nll_var
         else:
             nll = metrics.nll(logits[:-1], targets)
             ref_logits = logits[:-1] if has_ref else None
-        e["token_logprobs"] = [float(-x) for x in nll]
-        e["n_scored"] = int(len(nll))
-        e["ppl"], e["ppl_err"] = metrics.perplexity(nll)
-        e["next_token"] = m.top_k(logits[-1], params.top_k)
-        e["timings"]["score_s"] = time.perf_counter() - t
+        _set_scores(e, nll)
+        e.next_token = _token_probs(m.top_k(logits[-1], params.top_k))
+        e.timings.score_s = time.perf_counter() - t
         del logits
-        yield Event("update", f"{e['label']}: scored", (done + k + 1) / steps, run)
+        yield Event("update", f"{e.label}: scored", (done + k + 1) / steps, run)
 
 
 def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:
@@ -367,16 +365,13 @@ def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> It
                     if stats is not None:
                         per_stats[k].append(stats)
                     if next_token is not None:
-                        e["next_token"] = next_token
-                    e["timings"]["score_s"] += seconds
+                        e.next_token = _token_probs(next_token)
+                    e.timings.score_s += seconds
                 del jobs
                 for k, e in enumerate(entries):
-                    nll = np.concatenate(per_nll[k])
-                    e["token_logprobs"] = [float(-x) for x in nll]
-                    e["n_scored"] = int(len(nll))
-                    e["ppl"], e["ppl_err"] = metrics.perplexity(nll)
+                    _set_scores(e, np.concatenate(per_nll[k]))
                     if per_stats[k]:
-                        e["kld"] = _kld_json(metrics.TokenStats.concat(per_stats[k]))
+                        e.kld = _kld_stats(metrics.TokenStats.concat(per_stats[k]))
                 frac = (done + len(entries) * (c + 1) / n_chunks) / steps
                 yield Event("update", f"scored chunk {c + 1}/{n_chunks}", frac, run)
         finally:
@@ -421,8 +416,9 @@ def _score_chunk(m, k: int, chunk, last: bool, top_k: int, has_ref: bool, ref_jo
             nlls.append(metrics.nll(block, targets[part]))
 
     m.scan(chunk.tokens, positions, consume, n_threads=n_threads)
-    return (None, np.concatenate(nlls) if nlls else np.zeros(0), metrics.TokenStats.concat(stats) if has_ref else None,
-            found[0] if found else None, time.perf_counter() - t)
+    nll = np.concatenate(nlls) if nlls else np.zeros(0)
+    kl = metrics.TokenStats.concat(stats) if has_ref else None
+    return None, nll, kl, found[0] if found else None, time.perf_counter() - t
 
 
 def _done_future(work: Callable[[], object]) -> Future:
@@ -440,22 +436,34 @@ def _last_chunk(ids: list[int], ctx: int, model) -> list[int]:
     return list(plan[-1].tokens)
 
 
-def _kld_json(stats) -> dict:
-    out = metrics.kl_summary(stats)
-    out["per_token"] = [float(x) for x in stats.kld]
-    out["dp_per_token"] = [float(x) for x in stats.dp]
-    return out
+def _set_scores(e: Entry, nll: np.ndarray) -> None:
+    """An entry's scores from the NLL of its scored tokens: log-probabilities, N, PPL and its uncertainty."""
+    e.token_logprobs = [float(-x) for x in nll]
+    e.n_scored = int(len(nll))
+    e.ppl, e.ppl_err = metrics.perplexity(nll)
 
 
-def _versions() -> dict:
+def _token_probs(items: list[dict]) -> list[TokenProb]:
+    """The engine's [{"id", "text", "prob"}] as TokenProbs."""
+    return [TokenProb(id=int(t["id"]), text=t["text"], prob=float(t["prob"])) for t in items]
+
+
+def _kld_stats(stats) -> KLStats:
+    """The KL statistics of docs/run.md (metrics.kl_summary) with the per-token KLD and Δp."""
+    return KLStats(**metrics.kl_summary(stats), per_token=[float(x) for x in stats.kld],
+                   dp_per_token=[float(x) for x in stats.dp])
+
+
+def _versions() -> Versions:
     from .engine import llama_cpp_version
 
-    return {"pythia_compare": __version__, "llama_cpp_python": llama_cpp_version()}
+    return Versions(pythia_compare=__version__, llama_cpp_python=llama_cpp_version())
 
 
 def run_comparison(specs: list[str], text: str, params: RunParams, *, settings: Settings, pool,
-                   resolver: Resolver | None = None, on_event: Callable[[Event], None] | None = None) -> dict:
-    """Run to completion and return the run JSON (run_id/created_at still None until stored)."""
+                   resolver: Resolver | None = None, on_event: Callable[[Event], None] | None = None) -> Run:
+    """Run to completion and return the run (run_id/created_at still None until stored; `.to_json()` is its
+    JSON)."""
     run = None
     for ev in iter_comparison(specs, text, params, settings=settings, pool=pool, resolver=resolver):
         if on_event:

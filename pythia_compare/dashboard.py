@@ -10,7 +10,6 @@ Never imports gradio (ui.py puts this on the page), never draws (plots.py), neve
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ from .config import Settings
 from .errors import BadInput, PythiaCompareError, RunNotFound, SpecError
 from .export import run_to_zip
 from .params import LIMITS
+from .run import Run, as_run
 from .sources import demo_steps
 from .store import RunLogError, RunStore
 from .threads import in_thread
@@ -199,7 +199,9 @@ def _offline_steps(settings: Settings) -> list[int]:
         from .hub import Hub
 
         return Hub(settings.replace(offline=True)).checkpoint_steps(settings.checkpoint_repo) or []
-    except Exception:  # an unreadable memo: the built-in list
+    except Exception as e:  # an unreadable memo: the built-in list, and the log says why
+        log.warning("the remembered step list of %s cannot be read (%s: %s); offering the built-in list",
+                    settings.checkpoint_repo, type(e).__name__, scrub(str(e), settings.hf_token))
         return builtin_steps(settings.checkpoint_repo) or []
 
 
@@ -235,12 +237,12 @@ def table_cells(columns: list[str], rows: list[list]) -> list[list[str]]:
 
 
 # ------------------------------------------------------------------------------------------ one run
-def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, str, dict | None]]:
+def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, str, Run | None]]:
     """Run `work()` on one thread of its own; yield (kind, fraction, message, run) for each compare.Event.
 
     Gradio advances a sync generator on whichever worker thread is free, but a comparison holds model locks
-    across its steps, so it runs start to end on its own thread. "update" runs are deep copies taken on that
-    thread (the live dict keeps changing); a variant's generation shows from its first token, then at most
+    across its steps, so it runs start to end on its own thread. "update" runs are copies (Run.copy) taken on
+    that thread (the live run keeps changing); a variant's generation shows from its first token, then at most
     every UPDATE_EVERY_S. Closing this generator (the browser went away) stops the work at its next event.
     """
     def produce(put: Callable[[tuple], None]) -> None:
@@ -254,7 +256,7 @@ def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, 
                     if (ev.message.endswith(": generating") and ev.message == last_message
                             and now - last < UPDATE_EVERY_S):
                         continue  # a variant's first token always shows, then a few redraws a second
-                    last, last_message, run = now, ev.message, copy.deepcopy(ev.run)
+                    last, last_message, run = now, ev.message, ev.run.copy()
                 put((ev.kind, ev.fraction, ev.message, run))
         finally:
             getattr(it, "close", lambda: None)()
@@ -335,19 +337,19 @@ class Dashboard:
         return chosen, run_text, params
 
     def run(self, specs: list[str], text: str, params: RunParams,
-            owner: str | None) -> Iterator[tuple[str, float, str, dict | None]]:
+            owner: str | None) -> Iterator[tuple[str, float, str, Run | None]]:
         """Stream one comparison (see `streamed`); the "done" item carries the run as stored under its new id."""
         def work() -> Iterator[Event]:
             return iter_comparison(specs, text, params, settings=self.settings, pool=self.pool)
 
         for kind, fraction, message, run in streamed(work):
             if kind == "done":
-                run = self.store.get(self.store.save(run, owner=self.owner_of(owner)))
+                run = self.store.get_run(self.store.save(run, owner=self.owner_of(owner)))
                 if self.backup is not None:
-                    self.backup.record(run, owner=self.owner_of(owner))
+                    self.backup.record(run.to_json(), owner=self.owner_of(owner))
             yield kind, fraction, message, run
 
-    def find(self, run_id: object) -> dict | None:
+    def find(self, run_id: object) -> Run | None:
         """The stored run, or None for any id that names none (malformed and hostile ones included).
 
         Raises RunLogError when the run log cannot be read (a damaged database is not a missing run), and
@@ -355,7 +357,7 @@ class Dashboard:
         if not isinstance(run_id, str) or not 0 < len(run_id) <= 64:
             return None
         try:
-            return self.store.get(run_id)
+            return self.store.get_run(run_id)
         except RunNotFound:
             return None
         except PythiaCompareError:  # a stored run that breaks the format: its own message, not "not found"
@@ -364,38 +366,35 @@ class Dashboard:
             log.exception("opening run %r: the run log %s cannot be read", run_id, self.store.path)
             raise log_unreadable(self.store, e) from e
 
-    def export(self, run: dict) -> tuple[Path, Path]:
-        """The run as files to download: (JSON, zip of summary.csv and tokens.csv, as `runs export --format zip`)."""
-        base = self.export_dir / f"pythia-compare-{run['run_id']}"
+    def export(self, run: Run) -> tuple[Path, Path]:
+        """The run as files to download: (JSON as `runs export`, zip of summary.csv and tokens.csv as `runs export
+        --format zip`)."""
+        base = self.export_dir / f"pythia-compare-{run.run_id}"
         jpath, zpath = base.with_suffix(".json"), base.with_suffix(".zip")
-        if run.get("run_id") and jpath.exists() and zpath.exists():
+        if run.run_id and jpath.exists() and zpath.exists():
             return jpath, zpath  # a stored run never changes: its files are written once (links reopen fast)
-        jpath.write_text(json.dumps(run, ensure_ascii=False, indent=1), encoding="utf-8")
+        jpath.write_text(json.dumps(run.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
         zpath.write_bytes(run_to_zip(run))
         return jpath, zpath
 
-    def status(self, run: dict) -> str:
+    def status(self, run: Run | dict) -> str:
         """A run in markdown: its id or its progress, tokens, scoring, reference; then why a number is n/a.
 
         A variant counts as scored once every token the run scores has its log-probability (in corpus mode
         every chunk, not only the first); mid-run, corpus mode also says how many chunks are done.
         """
-        p, inp = run.get("params") or {}, run.get("input") or {}
-        entries = ([run["reference"]] if run.get("reference") else []) + list(run.get("variants") or [])
-        want = expected_scored(run)
-        done = sum(1 for e in entries if e.get("ppl") is not None and (want is None or (e.get("n_scored") or 0) >= want))
-        head = f"**Run `{run['run_id']}`**" if run.get("run_id") else f"**Running** · {done} of {len(entries)} scored"
-        if not p:
-            return head
-        if not run.get("run_id") and p.get("scoring") == "corpus" and int(p.get("ctx") or 0) >= 3:
-            ctx = int(p["ctx"])
-            per, chunks = ctx - 1 - ctx // 2, int(inp.get("n_tokens") or 0) // ctx
-            least = min((e.get("n_scored") or 0) for e in entries) if entries else 0
+        run = as_run(run)
+        p, entries, want = run.params, run.entries(), expected_scored(run)
+        done = sum(1 for e in entries if e.ppl is not None and e.n_scored >= want)
+        head = f"**Run `{run.run_id}`**" if run.run_id else f"**Running** · {done} of {len(entries)} scored"
+        if not run.run_id and p.scoring == "corpus" and p.ctx >= 3:
+            per, chunks = p.ctx - 1 - p.ctx // 2, run.input.n_tokens // p.ctx
+            least = min(e.n_scored for e in entries) if entries else 0
             head += f" · chunk {min(least // per, chunks) if per else 0} of {chunks} done"
-        ref = f"reference {run['reference']['label']}" if run.get("reference") else "no reference"
-        line = (f"{head} · {inp.get('n_tokens')} tokens · {p.get('scoring')} scoring · ctx {p.get('ctx')} · {ref} "
+        ref = f"reference {run.reference.label}" if run.reference else "no reference"
+        line = (f"{head} · {run.input.n_tokens} tokens · {p.scoring} scoring · ctx {p.ctx} · {ref} "
                 f"· {len(entries)} models")
-        if run.get("run_id") and p.get("scoring") == "corpus":
+        if run.run_id and p.scoring == "corpus":
             line += " · the scored text is in “Longer text for corpus scoring”"
         notes = "".join(f"\n- {n}" for n in report.run_notes(run))  # warnings and overrides, per variant
         note = report.uncertainty_note(run)
@@ -467,14 +466,11 @@ def _no_hub_specs_beside_the_demo(typed: list[str]) -> None:
                            f"Pythia-410M-deduped under Models")
 
 
-def expected_scored(run: dict) -> int | None:
+def expected_scored(run: Run) -> int:
     """How many tokens each entry scores once the run is done (prompt: n − 1; corpus: its chunks' targets)."""
-    p, n = run.get("params") or {}, int((run.get("input") or {}).get("n_tokens") or 0)
-    if not p or not n:
-        return None
-    if p.get("scoring") == "corpus":
-        ctx = int(p.get("ctx") or 0)
-        return (n // ctx) * (ctx - 1 - ctx // 2) if ctx >= 3 else None
+    p, n = run.params, run.input.n_tokens
+    if p.scoring == "corpus" and p.ctx >= 3:  # (runs take ctx ≥ 8: params.LIMITS)
+        return (n // p.ctx) * (p.ctx - 1 - p.ctx // 2)
     return n - 1
 
 
@@ -487,7 +483,7 @@ def settings_text(p: dict) -> str:
             + ("greedy" if t == 0 else f"T {t:g} · seed {p.get('seed')}"))
 
 
-def controls_for(run: dict, cat: Catalog, max_prompt_chars: int) -> dict:
+def controls_for(run: Run | dict, cat: Catalog, max_prompt_chars: int) -> dict:
     """The page's controls set to what produced `run`, so that Run repeats it: the same specs in the same order,
     reference, text and settings.
 
@@ -496,9 +492,9 @@ def controls_for(run: dict, cat: Catalog, max_prompt_chars: int) -> dict:
     that control spells it exactly so and keeps the variants' order (quants, then steps, then free-form specs);
     any other goes to the free-form box. The reference is chosen too (it runs first whatever its place).
     """
-    ref = run.get("reference")
-    specs = [str(v.get("spec")) for v in run.get("variants") or []]
-    ref_spec = str(ref.get("spec")) if ref else ""
+    run = as_run(run)
+    specs = [v.spec for v in run.variants]
+    ref_spec = run.reference.spec if run.reference else ""
     family = DEMO_ALIAS if any(_is_demo(s) for s in specs + [ref_spec] if s) else "pythia"
     quants_offered, steps_offered = cat.quants.get(family) or [], cat.steps.get(family) or []
 
@@ -525,13 +521,12 @@ def controls_for(run: dict, cat: Catalog, max_prompt_chars: int) -> dict:
     if ref_spec:
         where, value = control(ref_spec)
         (quants, steps, free)[where].insert(0, value)
-    inp, p = run.get("input") or {}, run.get("params") or {}
-    text = str(inp.get("text") or "")
-    as_prompt = p.get("scoring") == "prompt" and len(text) <= max_prompt_chars
+    text, p = run.input.text, run.params
+    as_prompt = p.scoring == "prompt" and len(text) <= max_prompt_chars
     return {"family": family, "quants": quants, "steps": steps, "specs": " ".join(free), "reference": ref_spec,
             "prompt": text if as_prompt else None, "text": "" if as_prompt else text,
-            "scoring": p.get("scoring") or "auto", "ctx": p.get("ctx"), "top_k": p.get("top_k"),
-            "max_tokens": p.get("max_tokens"), "temperature": p.get("temperature"), "seed": p.get("seed")}
+            "scoring": p.scoring, "ctx": p.ctx, "top_k": p.top_k, "max_tokens": p.max_tokens,
+            "temperature": p.temperature, "seed": p.seed}
 
 
 def _is_demo(spec: str) -> bool:

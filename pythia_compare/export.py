@@ -1,8 +1,8 @@
 """Run JSON -> CSV for spreadsheets: one tidy row per (model, scored position), a summary row per model, and
 both in one zip (summary.csv + tokens.csv), the export of the CLI (`runs export ID --format zip`) and the page.
 
-Owns the CSV layouts of a run. Pure: takes the run dict (docs/run.md) and returns text or bytes;
-never opens the database, a file or a model.
+Owns the CSV layouts of a run. Pure: takes a run (a `run.Run`, or its JSON dict of docs/run.md, read once
+through `run.as_run`) and returns text or bytes; never opens the database, a file or a model.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 import zipfile
 
 from .metrics import corpus_target_indices
+from .run import Run, as_run
 
 COLUMNS = ("run_id", "role", "spec", "label", "position", "token_index", "token", "logprob", "prob",
            "surprisal_bits", "kld", "dp")
@@ -21,28 +22,23 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def scored_token_indices(run: dict) -> list[int] | None:
+def scored_token_indices(run: Run | dict) -> list[int] | None:
     """Index into input.tokens of the token scored at each position of token_logprobs, or None if unknown.
 
     Prompt mode: position j scores token j + 1. Corpus mode (llama-perplexity's layout): n_tokens // ctx
     chunks, each scoring its chunk positions ctx//2 + 1 … ctx - 1. None when the counts do not line up.
     """
-    inp, params = run.get("input") or {}, run.get("params") or {}
-    tokens = inp.get("tokens") or []
-    n = max((len(e.get("token_logprobs") or []) for _, e in _entries(run)), default=0)
-    if params.get("scoring") == "corpus":
-        ctx = int(params.get("ctx") or 0)
+    run = as_run(run)
+    tokens = run.input.tokens
+    n = max((len(e.token_logprobs) for e in run.entries()), default=0)
+    if run.params.scoring == "corpus":
+        ctx = run.params.ctx
         if ctx < 4:
             return None
         idx = corpus_target_indices(len(tokens), ctx)
     else:
         idx = list(range(1, len(tokens)))
     return idx if len(idx) >= n else None
-
-
-def _entries(run: dict) -> list[tuple[str, dict]]:
-    ref = run.get("reference")
-    return ([("reference", ref)] if ref else []) + [("variant", v) for v in run.get("variants") or []]
 
 
 def _text(s: object) -> str:
@@ -55,7 +51,7 @@ def _num(x: object) -> str:
     return "" if x is None else repr(float(x))
 
 
-def run_to_csv(run: dict) -> str:
+def run_to_csv(run: Run | dict) -> str:
     """The run's per-token table as CSV text (header first, CRLF line ends, quoting by the csv module).
 
     One row per (model, scored position): the reference first (role "reference"), then the variants in order.
@@ -75,44 +71,49 @@ def run_to_csv(run: dict) -> str:
     a leading apostrophe so a spreadsheet shows them instead of evaluating them; a lone surrogate (half of a
     character split across tokens) becomes U+FFFD, so the text always encodes as UTF-8.
     """
-    tokens = (run.get("input") or {}).get("tokens") or []
+    run = as_run(run)
+    tokens = run.input.tokens
     idx = scored_token_indices(run)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(COLUMNS)
-    for role, e in _entries(run):
-        kld = e.get("kld") or {}
-        per, dp = kld.get("per_token") or [], kld.get("dp_per_token") or []
-        for j, lp in enumerate(e.get("token_logprobs") or []):
+    has_ref = run.reference is not None
+    for k, e in enumerate(run.entries()):
+        role = "reference" if has_ref and k == 0 else "variant"
+        per = (e.kld.per_token if e.kld else None) or []
+        dp = (e.kld.dp_per_token if e.kld else None) or []
+        for j, lp in enumerate(e.token_logprobs):
             ti = idx[j] if idx is not None and idx[j] < len(tokens) else None
-            w.writerow([_text(run.get("run_id")), role, _text(e.get("spec")), _text(e.get("label")), j,
+            w.writerow([_text(run.run_id), role, _text(e.spec), _text(e.label), j,
                         "" if ti is None else ti, "" if ti is None else _text(tokens[ti]), _num(lp),
                         "" if lp is None else _num(math.exp(lp)), "" if lp is None else _num(-lp / math.log(2)),
                         _num(per[j]) if j < len(per) else "", _num(dp[j]) if j < len(dp) else ""])
     return buf.getvalue()
 
 
-def summary_to_csv(run: dict) -> str:
+def summary_to_csv(run: Run | dict) -> str:
     """One row per model (reference first): run_id, then report.SUMMARY_COLUMNS with raw values (numbers at full
     precision, fractions as fractions, 'n/a' where a standard error is unknown, empty where missing)."""
     from .report import summary_table
 
+    run = as_run(run)
     columns, rows = summary_table(run)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["run_id", *columns])
     for r in rows:
-        w.writerow([_text(run.get("run_id"))] + [
+        w.writerow([_text(run.run_id)] + [
             "" if c is None else repr(float(c)) if isinstance(c, float) else str(c) if isinstance(c, int)
             else _text(c) for c in r])
     return buf.getvalue()
 
 
-def run_to_zip(run: dict) -> bytes:
+def run_to_zip(run: Run | dict) -> bytes:
     """summary.csv (summary_to_csv) and tokens.csv (run_to_csv) in one zip; the same bytes for the same run
     (the entries are dated by the run's created_at)."""
+    run = as_run(run)
     when = (1980, 1, 1, 0, 0, 0)
-    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)", str(run.get("created_at") or ""))
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)", str(run.created_at or ""))
     if m and int(m.group(1)) >= 1980:
         when = tuple(int(x) for x in m.groups())
     buf = io.BytesIO()

@@ -2,8 +2,13 @@
 
 Owns the summary table (one row per variant and the reference), llama-perplexity's KL statistics as a
 table, the one function that formats a cell, display names and colours of a run's entries, and the CLI's
-text report. Pure: takes run JSON dicts and imports neither plotly nor gradio, so the CLI stays light and
-the dashboard shows exactly the numbers the CLI prints.
+text report. Pure: takes a run (a `run.Run`; a run JSON dict is read once through `run.as_run`) and imports
+neither plotly nor gradio, so the CLI stays light and the dashboard shows exactly the numbers the CLI prints.
+
+The entries are shown in the run's one order (`Run.entries()`: the reference first, then the variants), each
+with its display name and colour (`shown_entries`). `_entries`, `_Entry`, `_no_error`, `_parsed` and `_quant_of`
+read run JSON dicts for plots.py until its typed version lands; their typed twins are `shown_entries`, `Shown`,
+`no_error`, `parsed` and `quant_of`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import SpecError
+from .run import Entry, Run, as_run
 from .variants import QUANTS, parse_spec
 
 REFERENCE_COLOR = "#4d4d4d"
@@ -31,16 +37,40 @@ class _Entry:
 
 
 def _entries(run: dict) -> list[_Entry]:
-    """The reference (if any) first, then the variants, each with its display name and fixed colour."""
+    """The reference (if any) first, then the variants, each with its display name and fixed colour (a run
+    JSON dict's entries, for plots.py until the typed plots land; typed: shown_entries)."""
     ref = run.get("reference")
     out = [_Entry(ref, f"{ref.get('label') or ref.get('spec')} (reference)", REFERENCE_COLOR, True)] if ref else []
     return out + [_Entry(v, str(v.get("label") or v.get("spec")), PALETTE[i % len(PALETTE)], False)
                   for i, v in enumerate(run.get("variants") or [])]
 
 
-def variant_colors(run: dict) -> dict[str, str]:
+@dataclass(frozen=True)
+class Shown:
+    """An entry of a run as the tables and figures show it."""
+    entry: Entry
+    name: str  # trace / row name: the label, with " (reference)" for the reference
+    color: str
+    is_reference: bool
+
+
+def shown_entries(run: Run | dict) -> list[Shown]:
+    """The run's entries in its order (Run.entries(): the reference first), each with its display name and
+    fixed colour: the reference REFERENCE_COLOR, variant i PALETTE[i % len(PALETTE)]."""
+    run = as_run(run)
+    has_ref = run.reference is not None
+    out = []
+    for k, e in enumerate(run.entries()):
+        if has_ref and k == 0:
+            out.append(Shown(e, f"{e.label or e.spec} (reference)", REFERENCE_COLOR, True))
+        else:
+            out.append(Shown(e, str(e.label or e.spec), PALETTE[(k - has_ref) % len(PALETTE)], False))
+    return out
+
+
+def variant_colors(run: Run | dict) -> dict[str, str]:
     """Display name (label, or 'label (reference)') -> colour used for it in every figure."""
-    return {e.name: e.color for e in _entries(run)}
+    return {s.name: s.color for s in shown_entries(run)}
 
 
 _VISIBLE = {**{c: f"\\x{c:02x}" for c in [*range(32), 127]}, 32: "␣", 10: "\\n", 9: "\\t", 13: "\\r"}
@@ -51,11 +81,20 @@ def show_token(text: str) -> str:
     return text.translate(_VISIBLE) if text else "∅"
 
 
-def _parsed(spec: str | None):
+def parsed(spec: str | None):
+    """The Variant of a spec, or None when it does not parse."""
     try:
         return parse_spec(spec) if spec else None
     except SpecError:
         return None
+
+
+_parsed = parsed
+
+
+def quant_of(e: Entry) -> str | None:
+    """The entry's quant: its file's (source.quant), else its spec's."""
+    return e.source.quant or getattr(parsed(e.spec), "quant", None)
 
 
 def _quant_of(e: _Entry) -> str | None:
@@ -85,17 +124,17 @@ _KL_ROWS: list[tuple[str, str, str]] = [
 ]
 
 
-def kl_table(run: dict) -> tuple[list[str], list[list]]:
+def kl_table(run: Run | dict) -> tuple[list[str], list[list]]:
     """llama-perplexity's KL-mode statistics blocks: rows = statistics, columns = variants with a kld.
 
     Cells hold the run JSON's raw values (fractions stay fractions; format_cell shows rows named '… %' in
     percent, as the tool prints them); a missing statistic is None. No reference or no kld: no variant columns.
     """
-    ref = run.get("reference") or {}
-    vs = [v for v in run.get("variants") or [] if v.get("kld")]
-    columns = [STAT_COLUMN] + [str(v.get("label") or v.get("spec")) for v in vs]
-    src = {"var": lambda v: v, "ref": lambda v: ref, "kld": lambda v: v["kld"]}
-    return columns, [[name] + [src[where](v).get(key) for v in vs] for name, where, key in _KL_ROWS]
+    run = as_run(run)
+    vs = [v for v in run.variants if v.kld is not None]
+    columns = [STAT_COLUMN] + [str(v.label or v.spec) for v in vs]
+    src = {"var": lambda v: v, "ref": lambda v: run.reference, "kld": lambda v: v.kld}
+    return columns, [[name] + [getattr(src[where](v), key, None) for v in vs] for name, where, key in _KL_ROWS]
 
 
 SUMMARY_COLUMNS: list[str] = ["variant", "role", "spec", "quant", "size MB", "bpw", "PPL", "PPL ±", "n scored",
@@ -110,32 +149,36 @@ MAX_TOKENS_WITHOUT_ERROR = 10
 NA = "n/a"
 
 
+def no_error(e: Entry) -> bool:
+    """Whether the entry's ± is unknown: it is scored, but on too few tokens for a standard error."""
+    return e.ppl is not None and e.n_scored <= MAX_TOKENS_WITHOUT_ERROR
+
+
 def _no_error(e: dict) -> bool:
     return e.get("ppl") is not None and (e.get("n_scored") or 0) <= MAX_TOKENS_WITHOUT_ERROR
 
 
-def uncertainty_note(run: dict) -> str | None:
+def uncertainty_note(run: Run | dict) -> str | None:
     """Why some ± reads n/a (too few scored tokens for a standard error), or None when every ± is known."""
-    ns = sorted({int(e.data.get("n_scored") or 0) for e in _entries(run) if _no_error(e.data)})
+    ns = sorted({e.n_scored for e in as_run(run).entries() if no_error(e)})
     if not ns:
         return None
     return (f"± n/a: {ns[0]} scored token{'s' if ns[0] != 1 else ''}; a standard error needs more than "
             f"{MAX_TOKENS_WITHOUT_ERROR} (llama-perplexity's rule; the run JSON keeps its 0).")
 
 
-def kl_block_note(run: dict) -> str | None:
+def kl_block_note(run: Run | dict) -> str | None:
     """Why the KL statistics block is not shown (fewer scored tokens than llama-perplexity prints it from), or
     None when it is; the same line the CLI prints."""
     from .metrics import MIN_TOKENS_FOR_BLOCK, format_kl_block
 
-    vs = [v for v in run.get("variants") or [] if v.get("kld")]
-    n = min((int(v.get("n_scored") or 0) for v in vs), default=None)
+    n = min((v.n_scored for v in as_run(run).variants if v.kld is not None), default=None)
     if n is None or n >= MIN_TOKENS_FOR_BLOCK:
         return None
     return format_kl_block({}, n)
 
 
-def summary_table(run: dict) -> tuple[list[str], list[list]]:
+def summary_table(run: Run | dict) -> tuple[list[str], list[list]]:
     """One row per entry (reference first): the numbers the CLI prints, as raw values (see SUMMARY_COLUMNS).
 
     'size MB' is source.bytes / 1e6; 'same top %' holds the fraction 0..1 (format_cell shows percent);
@@ -143,17 +186,16 @@ def summary_table(run: dict) -> tuple[list[str], list[list]]:
     when the entry has too few scored tokens for a standard error (uncertainty_note).
     """
     rows = []
-    for e in _entries(run):
-        d, src = e.data, e.data.get("source") or {}
-        kld, tim, top = d.get("kld") or {}, d.get("timings") or {}, (d.get("next_token") or [{}])[0]
-        q = src.get("quant") or _quant_of(e)
-        na = _no_error(d)
-        rows.append([d.get("label") or d.get("spec"), "reference" if e.is_reference else "variant", d.get("spec"),
-                     q, src["bytes"] / 1e6 if src.get("bytes") is not None else None,
-                     QUANTS[q].bpw if q in QUANTS else None, d.get("ppl"), NA if na else d.get("ppl_err"),
-                     d.get("n_scored"), kld.get("mean"), NA if na and kld else kld.get("mean_err"),
-                     kld.get("same_top"), top.get("text"), top.get("prob"),
-                     tim.get("load_s"), tim.get("score_s"), tim.get("generate_s")])
+    for s in shown_entries(run):
+        e, kld, tim = s.entry, s.entry.kld, s.entry.timings
+        top = e.next_token[0] if e.next_token else None
+        q = quant_of(e)
+        na = no_error(e)
+        rows.append([e.label or e.spec, "reference" if s.is_reference else "variant", e.spec, q,
+                     e.source.bytes / 1e6 if e.source.bytes is not None else None,
+                     QUANTS[q].bpw if q in QUANTS else None, e.ppl, NA if na else e.ppl_err, e.n_scored,
+                     kld and kld.mean, NA if na and kld else kld and kld.mean_err, kld and kld.same_top,
+                     top and top.text, top and top.prob, tim.load_s, tim.score_s, tim.generate_s])
     return list(SUMMARY_COLUMNS), rows
 
 
@@ -245,40 +287,42 @@ def _visible(s: str) -> str:
     return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
-def format_run(run: dict, width: int | None = None) -> str:
+def format_run(run: Run | dict, width: int | None = None) -> str:
     """The CLI's readable report: summary table, the KL statistics blocks, then generations. With `width` the
     head and the table fit that many columns (text_table drops columns to fit)."""
     import textwrap
 
     from .metrics import format_kl_block
 
-    p = run.get("params") or {}
-    inp = run.get("input") or {}
-    head = (f"run {run.get('run_id') or '(unsaved)'}  {p.get('scoring')} scoring, {inp.get('n_tokens')} tokens, "
-            f"ctx {p.get('ctx')}, flash attention {'on' if p.get('flash_attn') else 'off'}"
-            + (f", reference {p['reference']}" if p.get("reference") else ""))
+    run = as_run(run)
+    p = run.params
+    head = (f"run {run.run_id or '(unsaved)'}  {p.scoring} scoring, {run.input.n_tokens} tokens, "
+            f"ctx {p.ctx}, flash attention {'on' if p.flash_attn else 'off'}"
+            + (f", reference {p.reference}" if p.reference else ""))
     note = uncertainty_note(run)
     wrap = (lambda t: textwrap.fill(t, width, break_on_hyphens=False)) if width else (lambda t: t)
     parts = [wrap(head), "", text_table(*summary_table(run), width=width)] + ([wrap(note)] if note else [])
-    for v in run.get("variants") or []:
-        if v.get("kld"):
-            parts += ["", f"== {v['label']} vs reference {run['reference']['label']} ==", format_kl_block(v["kld"])]
-    for e in _entries(run):
-        gen = e.data.get("generation")
-        if gen and gen.get("tokens"):
-            parts += ["", f"-- {e.name} generates:", gen["text"]]
+    for v in run.variants:
+        if v.kld is not None:
+            n = len(v.kld.per_token) if v.kld.per_token is not None else None
+            parts += ["", f"== {v.label} vs reference {run.reference.label} ==", format_kl_block(v.kld.stats(), n)]
+    for s in shown_entries(run):
+        gen = s.entry.generation
+        if gen and gen.tokens:
+            parts += ["", f"-- {s.name} generates:", gen.text]
     return "\n".join(parts)
 
 
-def run_notes(run: dict) -> list[str]:
+def run_notes(run: Run | dict) -> list[str]:
     """What the user must know beside the numbers, one line each: the run's warnings ('warning: …'), each
     variant's load-time metadata overrides ('note: …') and llama.cpp's load warnings ('warning: label: …')."""
-    lines = [f"warning: {w}" for w in run.get("warnings") or []]
-    for e in _entries(run):
-        for key, value in (e.data.get("overrides") or {}).items():
-            lines.append(f"note: {e.name}: loaded with {key}={value} (the file names no pre-tokenizer, so llama.cpp "
+    run = as_run(run)
+    lines = [f"warning: {w}" for w in run.warnings or []]
+    for s in shown_entries(run):
+        for key, value in (s.entry.overrides or {}).items():
+            lines.append(f"note: {s.name}: loaded with {key}={value} (the file names no pre-tokenizer, so llama.cpp "
                          f"would split text unlike the tokenizer the model was trained with)")
-        lines += [f"warning: {e.name}: llama.cpp: {w}" for w in e.data.get("warnings") or []]
+        lines += [f"warning: {s.name}: llama.cpp: {w}" for w in s.entry.warnings or []]
     return lines
 
 

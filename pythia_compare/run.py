@@ -237,6 +237,11 @@ class Run:
         """The reference (when the run has one) first, then the variants in the order given."""
         return entries(self)
 
+    def copy(self) -> "Run":
+        """A copy sharing nothing mutable with this run: a snapshot of a run that keeps growing (a streamed
+        comparison). Costs what to_json costs, a fraction of copy.deepcopy's (lists of numbers are copied whole)."""
+        return _copy(self)
+
     @classmethod
     def from_json(cls, data: Any) -> "Run":
         """A run JSON dict (any schema this release reads) -> Run; RunFormatError names what is wrong.
@@ -257,12 +262,28 @@ _KEY_ORDER: dict[type, tuple[str, ...]] = {Run: Run._ORDER, Entry: _ENTRY_ORDER}
 def entries(run: "Run | dict") -> list:
     """The entries of a run, the reference first (when it has one), then the variants as given.
 
-    Takes a Run (-> list[Entry]) or a run JSON dict (-> its entry dicts), so code that still reads dicts keeps
-    this one order too."""
+    Takes a Run (-> list[Entry]) or a run JSON dict (-> its entry dicts): the readers of runs take a Run; the
+    dict form is for what works on the JSON itself, a migration step (MIGRATIONS) and plots.py's figures until
+    they read a Run."""
     if isinstance(run, Run):
         return ([run.reference] if run.reference is not None else []) + list(run.variants)
     ref = run.get("reference")
     return ([ref] if ref is not None else []) + list(run.get("variants") or [])
+
+
+def as_run(run: "Run | dict") -> "Run":
+    """`run` itself when it is a Run; a run JSON dict is read once through Run.from_json (validated).
+
+    The readers of runs (report, export, the dashboard) take either through this, so a caller holding the JSON
+    (a test, a script, `runs export`'s output read back) needs no conversion of its own."""
+    return run if isinstance(run, Run) else Run.from_json(run)
+
+
+def read(cls: type, data: Any, path: str = "") -> Any:
+    """One object of the schema (a Source, a Load, a TokenProb, …) read from its JSON dict and validated, as
+    Run.from_json reads it inside a run; `path` names it in errors. compare.py builds runs with it from the
+    engine's dicts."""
+    return _read(cls, data, path)
 
 
 # --------------------------------------------------------------------------------------------- migrations
@@ -421,6 +442,19 @@ def _write(v: Any) -> Any:
         if v and isinstance(v[0], (str, int, float)):  # the schema's lists are of one type: scalars are copied
             return list(v)
         return [_write(x) for x in v]
+    return v
+
+
+def _copy(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return type(v)(**{f.name: copy.deepcopy(getattr(v, f.name)) if not f.metadata.get("json", True)
+                          else _copy(getattr(v, f.name)) for f in dataclasses.fields(v)})
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        if v and isinstance(v[0], (str, int, float)):  # the schema's lists are of one type: scalars are copied
+            return list(v)
+        return [_copy(x) for x in v]
     return v
 
 

@@ -18,7 +18,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .run import KL_STATS, RunFormatError
+from .run import KL_STATS, RunFormatError, entries
 
 # Scalar KL statistics with a column in run_kld (the columns migrations give it, in order): run.py's names. A
 # statistic outside this list is kept in run_kld.extra; a name added to run.KL_STATS needs a migration that
@@ -286,10 +286,11 @@ def rows_of(run: Any) -> tuple[dict, list[dict], list[dict]]:
             raise RunFormatError(f"run JSON: {key} is missing")
     if not isinstance(run["variants"], list):
         raise RunFormatError(f"run JSON: variants must be a list, got {short_repr(run['variants'])}")
-    entries = ([("reference", run["reference"], "reference")] if run["reference"] is not None else [])
-    entries += [(f"variants[{i}]", v, "variant") for i, v in enumerate(run["variants"])]
+    has_ref = run["reference"] is not None
     variant_rows, kld_rows = [], []
-    for position, (where, entry, role) in enumerate(entries):
+    for position, entry in enumerate(entries(run)):  # the run's one order: the reference first (run.entries)
+        where, role = ("reference", "reference") if has_ref and position == 0 else \
+            (f"variants[{position - has_ref}]", "variant")
         v_row, k_row = _entry_rows(entry, where, position, role)
         variant_rows.append(v_row)
         if k_row is not None:

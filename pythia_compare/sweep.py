@@ -475,7 +475,7 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
                     _advance(bar, (ev.fraction - last) * len(members) * 0.999)
                     last = ev.fraction
                 if ev.kind == "done":
-                    run = ev.run
+                    run = ev.run.to_json()  # the cell's run is cut from the run JSON (_cell_run)
         except Exception as e:  # noqa: BLE001
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import report
 from .config import Settings
-from .errors import BadInput, RunNotFound
+from .errors import BadInput, PythiaCompareError, RunNotFound
 from .store import RunStore
 
 log = logging.getLogger("pythia_compare.sweepview")
@@ -74,6 +74,12 @@ def status_line(sweep: dict) -> str:
             f"ctx {sweep.get('ctx')}{chunks} · {sweep.get('n_tokens')} tokens")
 
 
+def _unreadable(store: RunStore, e: Exception):
+    from .dashboard import log_unreadable  # the one message for a run log that cannot be read
+
+    return log_unreadable(store, e)
+
+
 @dataclass
 class StartForm:
     """The start-a-sweep form's inputs, checked."""
@@ -99,30 +105,45 @@ class SweepDesk:
         return not self.settings.public
 
     def list(self) -> list[list[str]]:
+        """The sweep list's rows, newest first. Raises RunLogError when the run log cannot be read (never an
+        empty list in its place), as Dashboard.history does."""
         try:
             return sweep_rows(self.store.list_sweeps(limit=200))
-        except Exception:
-            log.exception("listing sweeps failed")
-            return []
+        except PythiaCompareError:
+            raise
+        except Exception as e:  # a damaged or replaced database file: not "no sweeps"
+            log.exception("listing the sweeps: the run log %s cannot be read", self.store.path)
+            raise _unreadable(self.store, e) from e
 
     def find(self, sweep_id: object) -> dict | None:
-        """The stored sweep JSON, or None for any id that names none (malformed and hostile ones included)."""
+        """The stored sweep JSON, or None for any id that names none (malformed and hostile ones included).
+
+        Raises RunLogError when the run log cannot be read (a damaged database is not a missing sweep), as
+        Dashboard.find does."""
         if not isinstance(sweep_id, str) or not 0 < len(sweep_id) <= 64:
             return None
         try:
             return self.store.get_sweep(sweep_id)
         except RunNotFound:
             return None
-        except Exception:
-            log.exception("opening a stored sweep failed")
-            return None
+        except PythiaCompareError:
+            raise
+        except Exception as e:  # a damaged or replaced database file: say so, on the page and in the log
+            log.exception("opening sweep %r: the run log %s cannot be read", sweep_id, self.store.path)
+            raise _unreadable(self.store, e) from e
 
     def get(self, sweep_id: object) -> dict:
         """The stored sweep JSON for an API caller; SweepNotFound (BadInput) names a bad id."""
         if not isinstance(sweep_id, str):
             raise BadInput(f"the sweep id must be a string, got {type(sweep_id).__name__}; "
                            f"`python -m pythia_compare sweep list` shows the stored sweeps")
-        return self.store.get_sweep(sweep_id.strip())
+        try:
+            return self.store.get_sweep(sweep_id.strip())
+        except PythiaCompareError:
+            raise
+        except Exception as e:  # a damaged or replaced database file: said, not a bare database error
+            log.exception("reading sweep %r: the run log %s cannot be read", sweep_id, self.store.path)
+            raise _unreadable(self.store, e) from e
 
     # -------------------------------------------------------------------------------- starting (local only)
     def check_form(self, steps: object, quants: object, text: object, ctx: object, max_chunks: object,

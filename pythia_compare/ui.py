@@ -5,9 +5,10 @@ Owns every gradio import of the package: the layout, the events, turning library
 the tests. The decisions behind the handlers live in dashboard.py, the numbers in compare.py and report.py,
 the figures in plots.py; nothing here runs a model, draws or writes SQL.
 
-Streaming: the Run button's event (api_name "compare") yields the run JSON as it grows into a hidden gr.JSON
-(its only API output, so `gradio_client` gets exactly the CLI's JSON) and a gr.State; the State's change event
-redraws the views, unqueued, so a full queue never freezes a run already on screen.
+Streaming: the Run button's event (api_name "compare") yields the run JSON (Run.to_json) as it grows into a
+hidden gr.JSON (its only API output, so `gradio_client` gets exactly the CLI's JSON) and the `Run` into a
+gr.State; the State's change event redraws the views, unqueued, so a full queue never freezes a run already on
+screen.
 
 Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
 cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
@@ -33,6 +34,7 @@ from .dashboard import (DEFAULT_QUANTS, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SP
 from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
 from .params import LIMITS
+from .run import Run, as_run
 from .store import RunStore
 from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
                         SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
@@ -76,7 +78,7 @@ class Handlers:
                 text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
                 max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
                 progress=gr.Progress()):
-        """Run one comparison; yields (run JSON, the same for the views). The last yield is the stored run.
+        """Run one comparison; yields (the run JSON, the Run for the views). The last yield is the stored run.
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
@@ -89,7 +91,7 @@ class Handlers:
             for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
                 progress(fraction, desc=message)
                 if run is not None:
-                    yield run, run
+                    yield run.to_json(), run
         except Exception as e:
             error = self._fail(e)
             # The views' state holds the error: the status box shows it (the corner's toast goes away), and the
@@ -97,23 +99,26 @@ class Handlers:
             yield gr.skip(), {"error": error.message}
             raise error from None
 
-    def views(self, run: dict | None, status: str | None = None) -> tuple:
+    def views(self, run: Run | dict | None, status: str | None = None) -> tuple:
         """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, 2 files.
 
-        A failed run ({"error": message}) clears every view and its link, the status saying why. Tables with
-        nothing to show are hidden (an empty gradio table shows placeholder headers "1 2 3").
+        `run`: a Run (the views' state), or its JSON (read once, run.as_run). A failed run ({"error": message})
+        clears every view and its link, the status saying why. Tables with nothing to show are hidden (an empty
+        gradio table shows placeholder headers "1 2 3").
         """
-        if run and run.get("error"):
+        if isinstance(run, dict) and run.get("error"):
             run, status = None, f"**Stopped.** {run['error']}\n\nThe results of the previous run were cleared."
         if not run:
             hidden = gr.DownloadButton(value=None, visible=False)
             return (status or "", gr.Dataframe(value=None, visible=False), None, "", None, None, None,
                     gr.Dataframe(value=None, visible=False), "", hidden, hidden)
-        figs = plots.all_figures(run)
+        run = as_run(run)
+        drawn = run.to_json()  # plots takes a dict until the typed plots land
+        figs = plots.all_figures(drawn)  # plots takes a dict until the typed plots land
         cols, rows = report.summary_table(run)
         kcols, krows = report.kl_table(run)
         files = [gr.DownloadButton(value=None, visible=False)] * 2
-        if run.get("run_id"):
+        if run.run_id:
             files = [gr.DownloadButton(value=str(p), visible=True) for p in self.core.export(run)]
         why = report.kl_block_note(run)
         if why:  # as the CLI: llama-perplexity's block only from MIN_TOKENS_FOR_BLOCK scored tokens on
@@ -124,8 +129,8 @@ class Handlers:
             kl = gr.Dataframe(value=None, visible=False)
         return (status if status is not None else self.core.status(run),
                 gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows)}, visible=True),
-                figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
-                run.get("run_id") or "", *files)
+                figs["next_token"], plots.generation_html(drawn), figs["ppl"], figs["surprisal"], figs["kld"], kl,
+                run.run_id or "", *files)  # generation_html: plots takes a dict until the typed plots land
 
     def stopped(self, live: dict | None) -> tuple:
         """After a failed run: its error in the status box (or why it did not run), every view cleared."""
@@ -481,7 +486,23 @@ class SweepHandlers:
         self.desk = SweepDesk(settings, store)
 
     def listing(self) -> dict:
-        return {"headers": SWEEP_COLUMNS, "data": self.desk.list()}
+        """The sweep list (empty when the run log cannot be read: `listed` says why)."""
+        return self.listed()[0]
+
+    def listed(self) -> tuple[dict, str | None]:
+        """(the sweep list, None), or (an empty list, why the sweeps cannot be listed) when the run log cannot
+        be read."""
+        try:
+            return {"headers": SWEEP_COLUMNS, "data": self.desk.list()}, None
+        except PythiaCompareError as e:
+            return ({"headers": SWEEP_COLUMNS, "data": []},
+                    f"**The sweeps cannot be listed:** {scrub(str(e), self.settings.hf_token)}")
+
+    def listing_shown(self) -> tuple:
+        """The list as opening the tab shows it: the table, and the status left as it is unless the log cannot
+        be read."""
+        table, failed = self.listed()
+        return table, failed or gr.skip()
 
     def views(self, sweep: dict | None, status: str | None = None) -> tuple:
         """A sweep's views (or nothing's): status, the 4 figures (SWEEP_FIGURES), the cell table, its id."""
@@ -492,8 +513,12 @@ class SweepHandlers:
                 {"headers": CELL_COLUMNS, "data": cell_rows(sweep)}, sweep["sweep_id"])
 
     def open_sweep(self, sweep_id: object) -> tuple:
-        """A stored sweep's views, or the friendly not-found text (for any id, hostile ones included)."""
-        sweep = self.desk.find(sweep_id)
+        """A stored sweep's views, or the friendly not-found text (for any id, hostile ones included), or why the
+        run log cannot be read."""
+        try:
+            sweep = self.desk.find(sweep_id)
+        except PythiaCompareError as e:
+            return self.views(None, f"### The sweep cannot be opened\n{scrub(str(e), self.settings.hf_token)}")
         return self.views(sweep) if sweep else self.views(None, SWEEP_NOT_FOUND)
 
     def sweep(self, sweep_id: str) -> dict:
@@ -506,13 +531,15 @@ class SweepHandlers:
     def on_load(self, request: gr.Request | None = None) -> tuple:
         """Page load: the sweep list; with `?sweep=<id>` that sweep's views and the Sweeps tab selected."""
         sweep_id = dict(getattr(request, "query_params", None) or {}).get("sweep") if request is not None else None
+        table, failed = self.listed()
         if sweep_id is None:
-            return (self.listing(), *self.views(None), gr.skip())
-        return (self.listing(), *self.open_sweep(sweep_id), gr.Tabs(selected="sweeps"))
+            return (table, *self.views(None, failed), gr.skip())
+        return (table, *self.open_sweep(sweep_id), gr.Tabs(selected="sweeps"))
 
     def refresh(self, sweep_id: str | None) -> tuple:
         """The Refresh button: the list again, and the shown sweep (if any) redrawn with its latest cells."""
-        return (self.listing(), *(self.open_sweep(sweep_id) if sweep_id else self.views(None)))
+        table, failed = self.listed()
+        return (table, *(self.open_sweep(sweep_id) if sweep_id else self.views(None, failed)))
 
     def select_sweep(self, evt: gr.SelectData) -> tuple:
         """A click in the sweep list: that row's sweep drawn."""
@@ -614,7 +641,7 @@ def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_ou
     gr.api(h.sweep, api_name="sweep")
     demo.load(h.on_load, None, [c["list"], *outputs, tabs], queue=False, **private)
     c["refresh"].click(h.refresh, c["id"], [c["list"], *outputs], queue=False, **private)
-    tabs.select(h.listing, None, c["list"], queue=False, **private)
+    tabs.select(h.listing_shown, None, [c["list"], c["status"]], queue=False, **private)
     c["list"].select(h.select_sweep, None, outputs, queue=False, **private)
     c["id"].change(None, c["id"], c["link"], js=_SWEEP_LINK_JS, **private)
     demo.load(None, None, None, js=_SWEEP_CLICK_JS, **private)

@@ -260,7 +260,7 @@ def test_with_bad_backup_settings_the_app_starts_serves_its_runs_and_says_backup
         assert note["props"]["value"].startswith("**Backup is off:**") and why in note["props"]["value"]
         assert note["props"]["visible"] is True
         assert any(why in r.getMessage() for r in caplog.records)
-        assert demo.handlers.core.find(run_id)["run_id"] == run_id  # its link still opens it
+        assert demo.handlers.core.find(run_id).run_id == run_id  # its link still opens it
         assert [r[0] for r in demo.handlers.core.history("", OWNER_A)] == [run_id]
         for token in (WRITE, READ, "hf_" + "x" * 34):
             assert token not in note["props"]["value"]

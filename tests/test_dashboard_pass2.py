@@ -17,6 +17,7 @@ from pythia_compare.errors import SpecError
 from pythia_compare.export import run_to_csv
 from pythia_compare.ui import CONTROLS, Handlers
 from pythia_compare.variants import parse_specs
+from tests.plots_runs import make_run
 from tests.support import ROOT
 from tests.ui_support import PROMPT, dashboard, demo_suite
 
@@ -150,8 +151,7 @@ def test_a_reopened_corpus_run_with_steps_and_quants_shows_its_text_and_runs_aga
 
 
 def test_controls_keep_the_order_of_specs_typed_out_of_the_page_order(cat):
-    run = {"variants": [{"spec": "demo@step0"}, {"spec": "demo:Q2_K"}, {"spec": "demo:Q8_0"}],
-           "reference": {"spec": "demo:F16"}, "input": {"text": "hi there"}, "params": {"scoring": "prompt"}}
+    run = make_run(["demo@step0", "demo:Q2_K", "demo:Q8_0"], reference="demo:F16")
     c = controls_for(run, cat, 1000)
     assert collect_specs(c["family"], c["quants"], c["steps"], c["specs"]) == ["demo:F16", "demo@step0",
                                                                                 "demo:Q2_K", "demo:Q8_0"]

@@ -171,7 +171,7 @@ def test_the_run_json_records_each_variants_load_settings_and_the_run_log_keeps_
     pool = ModelPool(settings)
     specs = [str(tiny_ggufs["Q8_0"]), str(tiny_ggufs["Q4_K_M"])]
     run = run_comparison(specs, TEXT, RunParams.from_settings(settings, max_tokens=4, top_k=4), settings=settings,
-                         pool=pool)
+                         pool=pool).to_json()
     pool.close()
     for v, q in zip(run["variants"], ("Q8_0", "Q4_K_M")):
         load = v["load"]

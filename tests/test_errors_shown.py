@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 
+import gradio as gr
 import pytest
 
 from pythia_compare import dashboard, hub
 from pythia_compare.dashboard import NOT_FOUND, load_catalog
-from pythia_compare.ui import Handlers
+from pythia_compare.store import RunLogError, RunStore
+from pythia_compare.sweepview import SWEEP_NOT_FOUND
+from pythia_compare.ui import Handlers, SweepHandlers
 from tests.fakehub import FakeHub
 from tests.store_runs import full_run
 from tests.ui_support import demo_suite, settings_for
@@ -25,7 +28,7 @@ def damaged(tmp_path, suite):
     """A dashboard whose run log held a run, then had its database file overwritten with garbage."""
     dash = Handlers(settings_for(tmp_path, suite))
     run_id = dash.store.save(full_run())
-    assert dash.core.find(run_id)["run_id"] == run_id  # it opened while the file was sound
+    assert dash.core.find(run_id).run_id == run_id  # it opened while the file was sound
     dash.store.close()
     db = dash.settings.db_path
     for extra in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
@@ -61,6 +64,51 @@ def test_deleting_from_a_damaged_run_log_says_why_it_cannot(damaged):
     dash, run_id = damaged
     note, *_ = dash.delete(run_id, "", None)
     assert note.startswith("**The run cannot be deleted:**") and "the run log cannot be read" in note
+
+
+@pytest.fixture
+def damaged_sweeps(tmp_path, suite):
+    """The Sweeps tab's handlers over a run log that was sound, then had its database file overwritten."""
+    settings = settings_for(tmp_path, suite)
+    store = RunStore(settings.db_path)
+    assert store.list_sweeps() == []  # the log opened while the file was sound
+    store.close()
+    db = settings.db_path
+    for extra in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    db.write_bytes(b"this is not a database, it was overwritten " * 200)
+    yield SweepHandlers(settings, store)
+    store.close()
+
+
+def test_the_sweep_list_of_a_damaged_run_log_says_it_cannot_be_listed_not_that_there_are_no_sweeps(damaged_sweeps,
+                                                                                                 caplog):
+    sweeps = damaged_sweeps
+    with caplog.at_level(logging.ERROR, logger="pythia_compare.sweepview"):
+        with pytest.raises(RunLogError, match=r"the run log cannot be read \(runs.db: DatabaseError"):
+            sweeps.desk.list()
+        table, status = sweeps.listing_shown()  # what opening the Sweeps tab shows
+        loaded = sweeps.on_load(None)  # what loading the page shows
+    assert table["data"] == [] and status.startswith("**The sweeps cannot be listed:**")
+    assert "the run log cannot be read" in status and "restore it from a backup" in status
+    assert loaded[0]["data"] == [] and loaded[1] == status
+    logged = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert logged and logged[0].exc_info is not None  # the traceback is in the server log
+
+
+def test_opening_a_sweep_from_a_damaged_run_log_says_the_log_cannot_be_read_not_sweep_not_found(damaged_sweeps,
+                                                                                                caplog):
+    sweeps = damaged_sweeps
+    with caplog.at_level(logging.ERROR, logger="pythia_compare.sweepview"):
+        with pytest.raises(RunLogError, match="the run log cannot be read"):
+            sweeps.desk.find("abcdefgh12345678")
+        status = sweeps.open_sweep("abcdefgh12345678")[0]
+        with pytest.raises(gr.Error) as api:  # the "/sweep" API says the same
+            sweeps.sweep("abcdefgh12345678")
+    assert status != SWEEP_NOT_FOUND and "Sweep not found" not in status
+    assert status.startswith("### The sweep cannot be opened") and "the run log cannot be read (runs.db" in status
+    assert "the run log cannot be read" in api.value.message
+    assert any(r.exc_info is not None and "cannot be read" in r.getMessage() for r in caplog.records)
 
 
 def test_a_fault_in_reading_the_hub_catalog_is_logged_with_its_traceback_and_not_called_unreachable(

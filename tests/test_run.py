@@ -286,12 +286,13 @@ def test_a_new_comparison_produces_a_run_of_the_current_schema_that_round_trips(
 
     pool = ModelPool(settings)
     try:
-        data = run_comparison(["demo@step100", "demo:Q8_0"], "def f(x):\n    return x", RunParams(
+        made = run_comparison(["demo@step100", "demo:Q8_0"], "def f(x):\n    return x", RunParams(
             ctx=64, top_k=3, max_tokens=2, reference="demo"), settings=settings, pool=pool)
     finally:
         pool.close()
-    run = Run.from_json(data)
-    assert run.schema == runmod.SCHEMA and run.to_json() == data
+    data = made.to_json()
+    run = Run.from_json(data)  # compare builds the Run directly: its JSON reads back to the same, typed
+    assert run == made and run.schema == runmod.SCHEMA and run.to_json() == data
     assert [e.spec for e in run.entries()] == ["demo", "demo@step100", "demo:Q8_0"]
     assert all(v.kld is not None and len(v.kld.per_token) == v.n_scored for v in run.variants)
     assert all(len(e.generation.tokens) == 2 and len(e.next_token) == 3 for e in run.entries())
@@ -306,3 +307,50 @@ def test_the_kl_table_finds_every_statistic_it_shows_in_a_stored_corpus_run():
     assert columns[1:] == ["demo step300 F16", "demo Q4_K_M"]
     missing = [row[0] for row in rows if any(cell is None for cell in row[1:])]
     assert missing == []
+
+
+# ------------------------------------------------------------------------------------------ the readers
+
+
+@pytest.mark.parametrize("path", OLD_RUNS, ids=lambda p: p.stem)
+def test_every_reader_of_runs_opens_a_run_stored_by_the_first_release(path, old_db, tmp_path):
+    """report, export and the dashboard read the typed run; a run of the old shape comes through each of them."""
+    import csv
+    import io
+    import zipfile
+
+    from pythia_compare import export, report
+    from pythia_compare.config import Settings
+    from pythia_compare.dashboard import Catalog, Dashboard, controls_for
+
+    printed = json.loads(path.read_text(encoding="utf-8"))
+    run = RunStore(old_db).get_run(printed["run_id"])
+    text = report.format_run(run)
+    assert text.startswith(f"run {printed['run_id']}  {printed['params']['scoring']} scoring")
+    assert [r[2] for r in report.summary_table(run)[1]] == [e["spec"] for e in entries(printed)]
+    assert report.run_notes(run) == []  # the first release wrote no warnings or overrides
+    csv_rows = list(csv.reader(io.StringIO(export.run_to_csv(run), newline="")))
+    assert len(csv_rows) == 1 + sum(len(e["token_logprobs"]) for e in entries(printed))
+    with zipfile.ZipFile(io.BytesIO(export.run_to_zip(run))) as z:
+        assert z.read("tokens.csv").decode("utf-8") == export.run_to_csv(printed)  # a Run or its JSON alike
+    dash = Dashboard(Settings(home=tmp_path / "home", db_path=old_db, offline=True), pool=object())
+    assert dash.status(run).startswith(f"**Run `{printed['run_id']}`** · {printed['input']['n_tokens']} tokens")
+    controls = controls_for(run, Catalog("demo", ""), 10_000)
+    assert controls["reference"] == ((printed["reference"] or {}).get("spec") or "")
+    assert controls["ctx"] == printed["params"]["ctx"]
+    jpath, _ = dash.export(run)
+    assert json.loads(jpath.read_text(encoding="utf-8")) == printed  # the download is the run JSON as printed
+
+
+def test_a_copy_of_a_run_is_equal_and_shares_nothing_that_keeps_changing():
+    run = Run.from_json(old_run("generation"))
+    snapshot = run.copy()
+    assert snapshot == run and json.dumps(snapshot.to_json()) == json.dumps(run.to_json())
+    run.variants[0].token_logprobs.append(-1.0)
+    run.variants[0].timings.score_s = 99.0
+    run.reference.generation.tokens.pop()
+    run.reference.generation.tokens[0].top[0].prob = 0.5
+    run.variants[0].next_token.clear()
+    run.input.tokens.append("x")
+    run.versions.extra["later"] = {"k": [1]}
+    assert snapshot == Run.from_json(old_run("generation"))

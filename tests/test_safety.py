@@ -330,8 +330,8 @@ def test_a_public_run_converts_at_most_its_cap_of_checkpoints_and_the_next_run_g
         step3 = hub._revision(CKPT, "step3").commit
         assert not [r for r in hub.requests if f"/resolve/{step3}/" in r.path]  # its weights were not fetched
         events = list(iter_comparison(specs, PROMPT, params, settings=settings, pool=pool))
-        assert [v["label"] for v in events[-1].run["variants"]] == ["ckpt step1 F16", "ckpt step2 F16",
-                                                                    "ckpt step3 F16"]
+        assert [v.label for v in events[-1].run.variants] == ["ckpt step1 F16", "ckpt step2 F16",
+                                                              "ckpt step3 F16"]
     finally:
         pool.close()
 

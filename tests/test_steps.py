@@ -138,7 +138,7 @@ def test_a_run_mixing_v0_and_current_checkpoints_warns_in_the_run_json_and_on_th
     for kind, _f, _m, snapshot in dash.run(["step3000", f"{CURRENT}@step3000"], "Hello there, world. " * 4,
                                            RunParams(max_tokens=0), owner=None):
         run = snapshot if kind == "done" else run
-    assert len(run["warnings"]) == 1 and "different training runs" in run["warnings"][0]
-    assert V0 in run["warnings"][0] and CURRENT in run["warnings"][0]
+    assert len(run.warnings) == 1 and "different training runs" in run.warnings[0]
+    assert V0 in run.warnings[0] and CURRENT in run.warnings[0]
     assert "different training runs" in dash.status(run)
     dash.pool.close()

@@ -108,7 +108,7 @@ def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process)
     try:
         direct = run_comparison(["demo@step300:Q2_K"], text, RunParams(scoring="corpus", ctx=64, max_tokens=0,
                                                                       reference="demo@step300"),
-                                settings=settings, pool=pool)
+                                settings=settings, pool=pool).to_json()
     finally:
         pool.close()
     cell = next(c for c in sweep["cells"] if (c["step"], c["quant"]) == (300, "Q2_K"))

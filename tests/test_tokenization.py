@@ -107,7 +107,7 @@ def test_a_pre_less_gguf_runs_beside_its_twin_with_the_same_tokens_and_perplexit
     for reference in (None, str(preless)):  # the pre-less file as a variant, then as the reference that tokenizes
         params = RunParams(max_tokens=0, reference=reference)
         run = run_comparison([str(preless), str(twin)], DIGITS_AND_PUNCTUATION, params, settings=settings,
-                             pool=pool)
+                             pool=pool).to_json()
         entries = ([run["reference"]] if run["reference"] else []) + run["variants"]
         by_file = {e["spec"]: e for e in entries}
         assert run["input"]["n_tokens"] == len(ids) and by_file[str(twin)]["n_scored"] == len(ids) - 1
@@ -162,7 +162,7 @@ def warning_gguf(tiny_ggufs, tmp_path_factory):
 def test_llama_cpp_load_warnings_reach_the_run_json_and_stay_with_a_pooled_model(warning_gguf, settings):
     pool = ModelPool(settings)
     runs = [run_comparison([str(warning_gguf)], "Hello there, world.", RunParams(max_tokens=0),
-                           settings=settings, pool=pool) for _ in range(2)]
+                           settings=settings, pool=pool).to_json() for _ in range(2)]
     assert pool.loaded() == [str(warning_gguf.resolve())]  # the second run reused the loaded model
     for run in runs:
         assert any("bad special token" in w and "999999" in w for w in run["variants"][0]["warnings"]), run
@@ -249,7 +249,7 @@ def test_this_projects_converter_and_llama_cpps_give_the_gpt_neox_20b_vocabulary
     assert _mismatches(a, cases) == []
     pool = ModelPool(settings)
     run = run_comparison([str(vocab_file_models["gpt-neox"]), str(converted)], DIGITS_AND_PUNCTUATION,
-                         RunParams(max_tokens=0), settings=settings, pool=pool)
+                         RunParams(max_tokens=0), settings=settings, pool=pool).to_json()
     assert run["variants"][0]["n_scored"] == run["variants"][1]["n_scored"] == run["input"]["n_tokens"] - 1
     assert run["variants"][0]["overrides"] == {"tokenizer.ggml.pre": "mpt"}
     pool.close()

@@ -12,6 +12,7 @@ import pytest
 from pythia_compare import plots, report
 from pythia_compare.config import ASSETS_DIR
 from pythia_compare.export import run_to_csv
+from pythia_compare.run import Run
 from pythia_compare.sources import demo_steps
 from pythia_compare.dashboard import (NOT_FOUND, collect_specs, default_reference, load_catalog, log_spaced,
                                       quant_choices, scrub, table_cells)
@@ -154,7 +155,7 @@ def test_a_run_advanced_from_a_different_thread_at_every_step_completes(dash, su
 
 def test_the_last_result_is_the_stored_run_and_the_views_state_is_the_same(dash, streamed):
     run, state = streamed[0][-1]
-    assert run == dash.store.get(run["run_id"]) and state == run
+    assert run == dash.store.get(run["run_id"]) and isinstance(state, Run) and state.to_json() == run
 
 
 def test_partial_runs_render_every_view_without_error(dash, streamed):
