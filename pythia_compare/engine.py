@@ -35,6 +35,7 @@ import unicodedata
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -561,7 +562,10 @@ class Model:
 
     def top_k(self, logits: np.ndarray, k: int) -> list[dict]:
         """[{"id", "text", "prob"}] of the k most probable tokens of one logits row, descending."""
-        probs = softmax(logits)
+        return self._top_of(softmax(logits), k)
+
+    def _top_of(self, probs: np.ndarray, k: int) -> list[dict]:
+        """top_k of a row already turned into probabilities."""
         k = max(1, min(int(k), probs.shape[0]))
         idx = np.argpartition(-probs, k - 1)[:k]
         idx = idx[np.lexsort((idx, -probs[idx]))]
@@ -585,44 +589,53 @@ class Model:
         """
         if max_tokens <= 0 or not prompt_tokens:
             return
-        rng = np.random.default_rng(seed)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
         with self.lock:
             ctx, n_ctx = self._generation_ctx(_round_ctx(len(prompt_tokens) + max_tokens))
             llama_cpp.llama_set_n_threads(ctx, self.settings.n_threads, self.settings.n_threads)
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
             batch = llama_cpp.llama_batch_init(max(len(prompt_tokens), 1), 0, 1)
             try:
-                n_batch = min(self.settings.n_batch, n_ctx)
-                pos = 0
-                pending = list(prompt_tokens)
-                held: GeneratedToken | None = None  # yielded one step late, so the last can flush UTF-8
-                for produced in range(max_tokens + 1):
-                    for start in range(0, len(pending), n_batch):
-                        piece = pending[start:start + n_batch]
-                        last = start + len(piece) == len(pending)  # logits of the pending tokens' last only
-                        _fill_batch(batch, piece, pos, [len(piece) - 1] if last else [])
-                        rc = llama_cpp.llama_decode(ctx, batch)
-                        if rc != 0:
-                            raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
-                        pos += len(piece)
-                    if produced == max_tokens:
-                        break
-                    row, tok = self._pick_next(ctx, temperature, rng)
-                    if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
-                        break
-                    if held is not None:
-                        yield held
-                    held = GeneratedToken(id=tok, text=decoder.decode(self.piece(tok)), prob=float(softmax(row)[tok]),
-                                          top=self.top_k(row, n_alternatives))
-                    if produced == max_tokens - 1:
-                        break  # no need to evaluate the last token
-                    pending = [tok]
-                if held is not None:
-                    held.text += decoder.decode(b"", final=True)
-                    yield held
+                feed = partial(self._feed, ctx, batch, min(self.settings.n_batch, n_ctx))
+                yield from self._stream(ctx, feed, prompt_tokens, max_tokens, temperature,
+                                        np.random.default_rng(seed), n_alternatives)
             finally:
                 llama_cpp.llama_batch_free(batch)
+
+    def _feed(self, ctx, batch, n_batch: int, tokens: list[int], pos: int) -> int:
+        """Decode `tokens` at positions pos, pos + 1, … in n_batch pieces, with logits at the last token only;
+        returns the position after them."""
+        for start in range(0, len(tokens), n_batch):
+            piece = tokens[start:start + n_batch]
+            last = start + len(piece) == len(tokens)
+            _fill_batch(batch, piece, pos, [len(piece) - 1] if last else [])
+            rc = llama_cpp.llama_decode(ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
+            pos += len(piece)
+        return pos
+
+    def _stream(self, ctx, feed: Callable[[list[int], int], int], prompt_tokens: list[int], max_tokens: int,
+                temperature: float, rng: np.random.Generator, n_alternatives: int) -> Iterator[GeneratedToken]:
+        """generate's loop: one token picked and (but for the last) fed back per step. Each token is yielded
+        one step late, so the last one can flush the UTF-8 decoder."""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pos = feed(prompt_tokens, 0)
+        held: GeneratedToken | None = None
+        for produced in range(max_tokens):
+            row, tok = self._pick_next(ctx, temperature, rng)
+            if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+                break
+            if held is not None:
+                yield held
+            probs = softmax(row)
+            held = GeneratedToken(id=tok, text=decoder.decode(self.piece(tok)), prob=float(probs[tok]),
+                                  top=self._top_of(probs, n_alternatives))
+            if produced == max_tokens - 1:
+                break  # no need to evaluate the last token
+            pos = feed([tok], pos)
+        if held is not None:
+            held.text += decoder.decode(b"", final=True)
+            yield held
 
 
 def _decode_calls(n: int, want: list[int], n_batch: int, max_outputs: int) -> Iterator[tuple[int, int, int]]:
