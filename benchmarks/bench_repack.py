@@ -1,6 +1,6 @@
 """Benchmark: does ggml's CPU weight repacking (llama.cpp's use_extra_bufts) help scoring or generation, per quant?
 
-The measurements behind engine.load_plan's tables (REPACK_SCORE_X86, REPACK_GENERATE_X86). For each quant type of
+The measurements behind loadplan.py's tables (REPACK_SCORE, REPACK_GENERATE). For each quant type of
 a GGUF with Pythia-410M's exact shapes (random weights; built by bench_perplexity.py and cached), it loads the
 model twice in this process, extra buffer types off and on, and times, interleaved (off, on, off, on, ...):
 

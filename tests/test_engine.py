@@ -13,7 +13,8 @@ import pytest
 from tests.support import ROOT, TEST_QUANTS
 from pythia_compare import metrics
 from pythia_compare.config import Settings
-from pythia_compare.engine import ModelPool, bytes_to_text, cpu_info, load_plan, parse_cpu
+from pythia_compare.engine import ModelPool, bytes_to_text, cpu_info, load_plan
+from pythia_compare.loadplan import parse_cpu
 from pythia_compare.errors import BudgetError, ModelFileError
 from pythia_compare.variants import SUPPORTED_QUANTS
 
