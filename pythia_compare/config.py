@@ -106,7 +106,7 @@ class Settings:
     n_batch: int = 512  # tokens per llama_decode call (and per logits request)
     # rows of logits one llama_decode call computes while scoring: a call ends early once it holds this many,
     # which bounds llama.cpp's logits memory per context (its output buffer and the graph's output tensor,
-    # max_outputs x n_vocab x 4 bytes each) at a quarter of what a 512-token chunk's scored half would take
+    # max_outputs x n_vocab x 4 bytes each): half of what one call for a 512-token chunk's scored half would hold
     max_outputs: int = 128
     flash_attn: bool = True  # flash attention in llama.cpp: faster; off gives llama-perplexity's exact numbers
     kv_f32: bool = False  # F32 KV cache instead of F16 (exact parity tests)
