@@ -111,4 +111,6 @@ TIERS: dict[str, set[str]] = {
     "test_hub::test_a_download_that_fails_midway_leaves_no_partial_file_and_a_retry_gets_the_right_bytes":
         {"slow"},  # huggingface_hub waits 1 s before it resumes
     "test_plots::test_figures_redraw_identically_from_the_stored_json": {"slow"},  # 10 full figure sets: 2 s
+    "test_backup::test_with_bad_backup_settings_the_app_starts_serves_its_runs_and_says_backup_is_off":
+        {"slow"},  # a whole gradio app per case, five cases: 2 s
 }
