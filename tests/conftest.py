@@ -4,6 +4,8 @@ run in CI is a failure, not a skip."""
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 from pathlib import Path
 
@@ -22,6 +24,19 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(marker)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session):
+    """Collection imports gradio, torch, plotly and llama_cpp: hundreds of thousands of long-lived objects, which
+    the cyclic garbage collector would walk again and again (seconds of the fast tier). It pauses while they are
+    imported, and they are then frozen, so the tests' collections walk only what the tests allocate."""
+    gc.disable()
+    try:
+        return (yield)
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
@@ -32,13 +47,31 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+# The probe verdicts (pythia_compare/probe.py) of files that loaded, by content, gathered from the `settings` homes of
+# the tests so far: a file is probed in its real subprocess once a session, as one installation probes it once,
+# and not again by every test that loads it. Refusals are never carried over.
+_LOADED_VERDICTS: dict[str, dict] = {}
+
+
 @pytest.fixture
 def settings(tmp_path):
-    """Settings isolated in tmp_path: its own DB, cache and HF cache; offline; flash attention off."""
+    """Settings isolated in tmp_path: its own DB, cache and HF cache; offline; flash attention off. Its home holds
+    the verdicts of the files earlier tests' probes loaded (_LOADED_VERDICTS), and gives back its own."""
     from pythia_compare.config import Settings
+    from pythia_compare.probe import VERDICTS
 
-    return Settings(db_path=tmp_path / "runs.db", home=tmp_path / "home", hf_cache_dir=tmp_path / "hf",
-                    offline=True, hub_endpoint="http://127.0.0.1:9", flash_attn=False)
+    s = Settings(db_path=tmp_path / "runs.db", home=tmp_path / "home", hf_cache_dir=tmp_path / "hf",
+                 offline=True, hub_endpoint="http://127.0.0.1:9", flash_attn=False)
+    if _LOADED_VERDICTS:
+        s.home.mkdir(parents=True, exist_ok=True)
+        (s.home / VERDICTS).write_text(json.dumps(_LOADED_VERDICTS, indent=1, sort_keys=True))
+    yield s
+    try:
+        table = json.loads((s.home / VERDICTS).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(table, dict):
+        _LOADED_VERDICTS.update({k: v for k, v in table.items() if isinstance(v, dict) and v.get("ok") is True})
 
 
 @pytest.fixture(scope="session")

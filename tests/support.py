@@ -106,4 +106,11 @@ TIERS: dict[str, set[str]] = {
     # issue 11 (dashboard second pass): CLI processes, real demo runs through the handlers
     "test_cli_pass2": {"slow"},
     "test_dashboard_pass2": {"slow"},
+    # issue 10 (the fast tier under 30 s): a fixed second, or seconds of one library, that no fixture can share
+    "test_hub::test_a_connection_cut_mid_file_is_resumed_by_huggingface_hub_with_a_range_request": {"slow"},  # 1 s
+    "test_hub::test_a_download_that_fails_midway_leaves_no_partial_file_and_a_retry_gets_the_right_bytes":
+        {"slow"},  # huggingface_hub waits 1 s before it resumes
+    "test_plots::test_figures_redraw_identically_from_the_stored_json": {"slow"},  # 10 full figure sets: 2 s
+    "test_backup::test_with_bad_backup_settings_the_app_starts_serves_its_runs_and_says_backup_is_off":
+        {"slow"},  # a whole gradio app per case, five cases: 2 s
 }

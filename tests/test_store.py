@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import sqlite_utils
@@ -293,16 +295,29 @@ def test_a_writer_killed_mid_run_leaves_a_sound_database_with_every_reported_run
 # ------------------------------------------------------------------------------------------ search, ids, owners
 
 
-@pytest.fixture
-def searchable(tmp_path):
-    store = RunStore(tmp_path / "runs.db")
+@pytest.fixture(scope="module")
+def searchable_log(tmp_path_factory):
+    """Four runs saved once per module into a closed log file: (its path, their ids by name)."""
+    path = tmp_path_factory.mktemp("searchable") / "runs.db"
+    store = RunStore(path)
     ids = {name: store.save(full_run(text=text), owner=owner) for name, text, owner in [
         ("fox", "The quick brown fox jumps over the lazy dog", "alice"),
         ("paris", "The capital of France is Paris, on the Seine", "bob"),
         ("code", "def add(a, b):\n    return a + b  # NOT a fox", None),
         ("tokyo", "東京は日本の首都です Ünïcode", "alice"),
     ]}
-    return store, ids
+    store.close()
+    return path, ids
+
+
+@pytest.fixture
+def searchable(searchable_log, tmp_path):
+    """This test's own copy of the four-run log, open: (its RunStore, the runs' ids by name)."""
+    template, ids = searchable_log
+    for suffix in ("", "-wal"):
+        if Path(f"{template}{suffix}").exists():
+            shutil.copyfile(f"{template}{suffix}", f"{tmp_path / 'runs.db'}{suffix}")
+    return RunStore(tmp_path / "runs.db"), dict(ids)
 
 
 def test_search_finds_runs_by_the_words_of_their_text(searchable):

@@ -4,8 +4,14 @@ renamed test cannot drop out of its tier unnoticed."""
 from __future__ import annotations
 
 import ast
+from functools import cache
 
 from tests.support import ROOT, TIERS
+
+
+@cache
+def _tests_in(path) -> set[str]:
+    return {n.name for n in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(n, ast.FunctionDef)}
 
 
 def test_every_tier_entry_names_an_existing_test_module_or_test():
@@ -14,6 +20,5 @@ def test_every_tier_entry_names_an_existing_test_module_or_test():
         path = ROOT / "tests" / f"{module}.py"
         assert path.is_file(), f"{key}: no tests/{module}.py"
         if name:
-            tests = {n.name for n in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(n, ast.FunctionDef)}
-            assert name in tests, f"{key}: no test {name} in tests/{module}.py"
+            assert name in _tests_in(path), f"{key}: no test {name} in tests/{module}.py"
         assert markers <= {"browser", "peer", "slow"}, key
