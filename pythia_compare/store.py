@@ -52,6 +52,15 @@ BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another writer's lock b
 MAX_LIST_LIMIT = 1000  # the most summary rows one list() call returns
 PREVIEW_CHARS = 80  # characters of the input text in a summary row
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the alphabet of secrets.token_urlsafe; anything else is not an id
+
+
+def new_id(nbytes: int) -> str:
+    """A random URL-safe id (secrets.token_urlsafe) that starts with a letter or digit: one starting with '-'
+    would read as an option to `runs show ID` and as a formula to a spreadsheet."""
+    while True:
+        token = secrets.token_urlsafe(nbytes)
+        if token[0].isalnum():
+            return token
 _OWNER_KEY_RE = re.compile(r"[0-9a-f]{64}")  # an owner as kept with a secret: HMAC-SHA256 hex (RunStore.owner_key)
 
 
@@ -192,7 +201,7 @@ class RunStore:
     def save(self, run: dict | Run, owner: str | None = None) -> str:
         """Store a run (a Run, or a run JSON dict: docs/run.md) in one transaction; return its new id after COMMIT.
 
-        The id is random (secrets.token_urlsafe(12): 96 bits, URL-safe); created_at is the UTC time of saving.
+        The id is random (new_id(12): 96 bits, URL-safe, never starting with '-' or '_'); created_at is the UTC time of saving.
         Any "run_id"/"created_at" in `run` are replaced, and `run` itself is not modified. A malformed run
         raises RunFormatError naming the offending key (run.py's rules, then the run log's), before anything
         is written.
@@ -205,7 +214,7 @@ class RunStore:
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         owner_cols = self._owner_columns(owner)
         for _attempt in range(5):
-            run_id = secrets.token_urlsafe(12)
+            run_id = new_id(12)
             try:
                 with self._write() as db:
                     db["runs"].insert({**run_row, "id": run_id, "created_at": created_at, **owner_cols})
@@ -417,7 +426,7 @@ class RunStore:
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         sweep_id = "-"
         while sweep_id.startswith("-"):  # an id is a command-line argument: never one that reads as an option
-            sweep_id = secrets.token_urlsafe(9)
+            sweep_id = new_id(9)
         with self._write() as db:
             db["sweeps"].insert({**row, "id": sweep_id, "created_at": created_at, "n_cells": len(cells),
                                  "tokens": None})
@@ -478,7 +487,7 @@ class RunStore:
         Run.from_json(run)  # run.py's rules first (as save), then the run log's
         run_row, variant_rows, kld_rows = rows_of(run)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        run_id = secrets.token_urlsafe(12)
+        run_id = new_id(12)
         with self._write() as db:
             sweep = db.conn.execute("SELECT text, tokens FROM sweeps WHERE id = ?", [sweep_id]).fetchone()
             if sweep is None:
@@ -765,7 +774,8 @@ def _ensure_wal(conn: sqlite3.Connection) -> None:
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() == "wal":
                 return
-            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal":
+                return
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
                 raise
