@@ -263,7 +263,7 @@ def _tokenized(resolved: list[Resolved], has_ref: bool, models: list, text: str,
         e.source.vocab_sha256 = m.vocab_sha256
         e.overrides = dict(m.overrides)
         e.warnings = list(m.warnings)
-        e.load = read(Load, m.load_info(), "load")  # llama.cpp load settings per phase (engine.load_plan)
+        e.load = read(Load, m.load_info(), "load")  # llama.cpp load settings per phase (loadplan.load_plan)
     # One tokenization per run: the reference's (after any override), else the first variant's, fed to
     # every variant. The vocabularies are identical, so any of them would give these ids.
     ids = models[0].tokenize(text)

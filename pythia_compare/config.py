@@ -111,7 +111,7 @@ class Settings:
     flash_attn: bool = True  # flash attention in llama.cpp: faster; off gives llama-perplexity's exact numbers
     kv_f32: bool = False  # F32 KV cache instead of F16 (exact parity tests)
     extra_bufts: bool = False  # ggml CPU extra buffer types (AMX, weight repacking); off: AMX crashes on quants
-    # a second, repacked llama.cpp handle for generation (never on AMX CPUs): "auto" where engine.load_plan's
+    # a second, repacked llama.cpp handle for generation (never on AMX CPUs): "auto" where loadplan.load_plan's
     # measurements find it faster on this CPU, "on" for every quantized model, "off" never
     # (PYTHIA_COMPARE_GENERATION_HANDLE=auto|on|off)
     generation_handle: str = "auto"

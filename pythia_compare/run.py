@@ -102,7 +102,7 @@ class Timings:
 
 @dataclass
 class Load:
-    """How llama.cpp loaded one model, per phase (engine.load_plan): ggml's extra CPU buffer types (weight
+    """How llama.cpp loaded one model, per phase (loadplan.load_plan): ggml's extra CPU buffer types (weight
     repacking) for scoring and for generation, and why."""
     extra_bufts_score: bool
     extra_bufts_generate: bool
