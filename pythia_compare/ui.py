@@ -416,6 +416,8 @@ def _wire_history(h: dict, c: dict, page: dict, demo: gr.Blocks, tabs: gr.Tabs, 
     restore = lambda rid: app.restore_controls(rid, cat)  # noqa: E731
     demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **_PRIVATE).then(
         restore, c["run_id"], controls, queue=False, **_PRIVATE)
+    if _plotly_preload_js():  # plotly.js loads while the views do
+        demo.load(None, None, None, js=_plotly_preload_js(), **_PRIVATE)
     if page["kept"]:
         demo.load(page["where_runs_are_kept"], None, page["backup_note"], queue=False, **_PRIVATE)
     for trigger in (h["search"].click, query.submit):
@@ -464,6 +466,17 @@ _LINK_JS = """(rid) => {
   try { window.history.replaceState(null, "", url); } catch (e) {}
   return url;
 }"""
+
+
+def _plotly_preload_js() -> str | None:
+    """Browser code that starts loading gradio's plotly.js bundle at page load (a shared link opens at once,
+    issue 13): gradio's frontend imports it only once a figure has arrived, and it is 1.3 MB of script to fetch
+    and run. The import below is the very module gradio imports later (same URL), so it runs once."""
+    found = sorted((Path(gr.__file__).parent / "templates" / "frontend" / "assets").glob("PlotlyPlot-*.js"))
+    if len(found) != 1:  # another gradio build: nothing to preload (the page works the same, a little later)
+        return None
+    return ("() => { const s = document.querySelector('script[type=module][src*=\"/assets/index-\"]');"
+            f" if (s) {{ import(new URL('./{found[0].name}', s.src).href).catch(() => {{}}); }} }}")
 
 
 # ------------------------------------------------------------------------------------------ sweeps
