@@ -108,15 +108,12 @@ def _fmt_p(p: float) -> str:
 
 
 @functools.cache
-def _template_json() -> dict:
+def _template() -> dict:
+    """The figures' template as the dict plotly.js reads, read from plotly once. Shared: never modified (every
+    go.Figure copies the layout it is given)."""
     import plotly.io as pio
 
     return pio.templates[TEMPLATE].to_plotly_json()
-
-
-def _template() -> dict:
-    """The figures' template as a dict plotly.js reads (read from plotly once; go.Figure copies what it gets)."""
-    return _template_json()
 
 
 def _layout(title: str, x_title: str, y_title: str) -> dict:
@@ -128,8 +125,9 @@ def _layout(title: str, x_title: str, y_title: str) -> dict:
 
 
 def _figure_of(data: list[dict], layout: dict) -> go.Figure:
-    """A go.Figure of trace dicts (each with its "type") and a layout dict, taken as they are: plotly's
-    property-by-property validation costs most of a figure's time and the dicts are ours (tests validate them)."""
+    """A go.Figure of trace dicts (each with its "type") and a layout dict, taken as they are (plotly's
+    `_validate=False`): plotly's property-by-property validation cost 90% of a link's server time, and the dicts
+    are ours (test_plots validates every figure through plotly and requires it unchanged)."""
     return go.Figure({"data": data, "layout": layout}, _validate=False)
 
 
@@ -390,7 +388,8 @@ def ppl_figure(run: Run | dict) -> go.Figure:
             last_x = x
             q = _quant_of(d.entry)
             notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (0.06 + 0.11 * level) * (y1 - y0),
-                          "axref": "x", "ayref": "y", "text": _esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
+                          "axref": "x", "ayref": "y",
+                          "text": _esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
                           "name": _esc(d.name), "showarrow": True, "arrowwidth": 1, "arrowhead": 0,
                           "arrowcolor": "#bbb", "standoff": 7, "font": {"size": 11},
                           "bgcolor": "rgba(255,255,255,0.85)"})
@@ -450,9 +449,8 @@ def surprisal_heatmap(run: Run | dict) -> go.Figure:
     for e in entries:
         lp = np.asarray(e.entry.token_logprobs[:ncols], dtype=np.float64)
         bits = (-lp / LN2).tolist()
-        p = np.exp(lp).tolist()
         z.append(bits + [None] * (ncols - len(bits)))
-        hover.append([f"{tok[j]}position {j}<br>" + (f"p = {_fmt_p(p[j])}<br>surprisal = {bits[j]:.3f} bits"
+        hover.append([f"{tok[j]}position {j}<br>" + (f"p = {_fmt_p(math.exp(lp[j]))}<br>surprisal = {bits[j]:.3f} bits"
                                                     if j < len(bits) else "not scored yet") for j in range(ncols)])
     data = [{"type": "heatmap", "z": z, "x": list(range(ncols)), "y": [_esc(e.name) for e in entries], "text": hover,
              "colorscale": _colorscale("YlOrRd"), "zmin": 0, "colorbar": {"title": {"text": "bits"}},
