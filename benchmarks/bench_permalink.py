@@ -7,9 +7,15 @@ earlier training step) against the F16 reference, on assets/demo/heldout.txt at 
   table and export file built) plus each figure's JSON encoding, in this process, with no model loaded. Wall and
   CPU seconds; the first open (nothing cached) is reported apart from the repeats' p95.
 - drawn: `python app.py` on that run log, and headless Chromium opening ?run=ID in a fresh browser context each
-  time, timed from navigation start until every figure is drawn with every entry and the generations are shown.
+  time, timed from navigation start until every figure is drawn with every entry and the generations are shown;
+  also the page's main-thread busy time until then (Chromium's TaskDuration: the work, without the waits).
 
-Usage: python benchmarks/bench_permalink.py [--repeats 10] [--quick]. Also imported by bench_perplexity.py.
+The load average is printed before and after: other processes on the machine slow every figure; compare CPU
+figures and ratios taken in one run.
+
+Usage: python benchmarks/bench_permalink.py [--repeats 10] [--quick] [--keep DIR]. `--keep DIR` builds the run
+in DIR once and reuses it on later calls (the build converts and scores 5 models: minutes). Also imported by
+bench_perplexity.py.
 """
 
 from __future__ import annotations
@@ -86,27 +92,37 @@ def drawn_times(tmp: Path, run_id: str, repeats: int) -> dict:
     from ui_support import start_app, stop
 
     proc, url = start_app(tmp, ROOT / "assets" / "demo")
-    times = []
+    times, busy = [], []
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
             for _ in range(repeats + 1):
                 context = browser.new_context()
                 page = context.new_page()
+                cdp = context.new_cdp_session(page)
+                cdp.send("Performance.enable")
                 page.goto(f"{url}?run={run_id}")
                 page.wait_for_function(_DRAWN_JS, arg=5, timeout=120_000, polling="raf")
                 times.append(page.evaluate("() => performance.now()") / 1000)
+                metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+                busy.append(metrics.get("TaskDuration", float("nan")))
                 context.close()
             browser.close()
     finally:
         stop(proc)
-    return {"first": times[0], "p95": p95(times[1:]), "median": statistics.median(times[1:])}
+    return {"first": times[0], "p95": p95(times[1:]), "median": statistics.median(times[1:]),
+            "busy_median": statistics.median(busy[1:])}
 
 
-def measure(repeats: int = 10, drawn: bool = True) -> dict:
+def measure(repeats: int = 10, drawn: bool = True, keep: Path | None = None) -> dict:
+    """Build the run (in a scratch directory, or once in `keep`), then time the server and (if `drawn`) Chromium."""
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        run_id = make_run(tmp)
+        tmp = Path(keep) if keep else Path(d)
+        tmp.mkdir(parents=True, exist_ok=True)
+        kept = tmp / "run_id.txt"
+        run_id = kept.read_text().strip() if keep and kept.is_file() else make_run(tmp)
+        if keep:
+            kept.write_text(run_id)
         out = {"run_id": run_id, "server": server_times(tmp, run_id, repeats)}
         if drawn:
             out["drawn"] = drawn_times(tmp, run_id, max(2, repeats // 2))
@@ -117,13 +133,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 repeats: to try it out")
+    ap.add_argument("--keep", type=Path, default=None, help="build the run here once, and reuse it later")
     args = ap.parse_args()
-    r = measure(3 if args.quick else args.repeats)
+    print(f"load average at the start {os.getloadavg()[0]:.1f}", flush=True)
+    r = measure(3 if args.quick else args.repeats, keep=args.keep)
     s, d = r["server"], r["drawn"]
-    print(f"load average {os.getloadavg()[0]:.1f}")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"server, first open: {s['first_wall'] * 1000:.0f} ms wall, {s['first_cpu'] * 1000:.0f} ms CPU")
     print(f"server, p95 of repeats: {s['p95_wall'] * 1000:.0f} ms wall, {s['p95_cpu'] * 1000:.0f} ms CPU")
-    print(f"Chromium, fully drawn: first {d['first']:.2f} s, p95 {d['p95']:.2f} s, median {d['median']:.2f} s")
+    print(f"Chromium, fully drawn: first {d['first']:.2f} s, p95 {d['p95']:.2f} s, median {d['median']:.2f} s "
+          f"(main thread busy {d['busy_median']:.2f} s, median)")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
-"""Figures and generation HTML for one comparison run.
+"""Figures and generation HTML for one comparison run, and the figures of a sweep.
 
-Owns turning a run JSON dict (docs/run.md) into plotly figures and the side-by-side generations' HTML.
-Every builder is pure: run dict in, figure / str out, and works on partial runs (variants still arriving,
-generation or kld None, no reference). Never imports gradio, never loads a model, never touches files, the
-network or the database. Table data, number and token formatting and the entries' colours are report.py's (it
-has no plotly, so the CLI shares them); this module imports the few it draws with from there.
+Owns turning a run (`pythia_compare.run.Run`, docs/run.md) into plotly figures and the side-by-side generations'
+HTML. Every builder is pure: run in, figure / str out, and works on partial runs (variants still arriving,
+generation or kld None, no reference). During the move to the typed run the public builders also take a run
+JSON dict, read once through `Run.from_json` (`_as_run`). Never imports gradio, never loads a model, never touches
+files, the network or the database; tables, the formatting of numbers and tokens, and the palette are
+report.py's (it has no plotly, so the CLI shares them).
 
-Colours (report.variant_colors): the reference is always report.REFERENCE_COLOR; variant i of run["variants"]
-is report.PALETTE[i % len], so a variant keeps its colour in every figure and while a run streams (variants
-only ever get appended).
+Colours: the reference is always report.REFERENCE_COLOR; variant i of run.variants is report.PALETTE[i % len], so
+a variant keeps its colour in every figure and while a run streams (variants only ever get appended).
 Text from the model or the user is escaped everywhere: plotly renders a pseudo-HTML subset in labels and
 hover, so plotly text goes through `_esc`; the generations' HTML goes through html.escape.
+
+Speed (a shared link opens at once, issue 13): a run's figures are built as plain dicts (`{"data": [...],
+"layout": {...}}`) and wrapped once in a go.Figure without plotly's per-property validation (`_figure_of`), with
+the plotly_white template read once (`_template`). The dicts use only names plotly knows: the tests rebuild
+every figure through plotly's validation and require the same figure. The sweeps' figures (few points) use
+plotly's API.
 
 Sweeps (the section at the end): the Sweeps tab's four figures from a sweep JSON dict (docs/sweeps.md), pure in
 the same way; every point and heatmap square carries its cell's run id at customdata[1].
@@ -18,17 +24,20 @@ the same way; every point and heatmap square carries its cell's run id at custom
 
 from __future__ import annotations
 
+import functools
 import html
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 
-# What the figures share with report.py's tables: the entries in order with their colours, the parsed spec, the
-# "no standard error" rule, and how a number and a token are shown.
-from .report import PALETTE, _entries, _Entry, _no_error, _parsed, _quant_of, fmt_num, show_token
+from .errors import SpecError
 from .metrics import corpus_target_indices
-from .variants import FINAL_STEP, QUANTS
+from .report import MAX_TOKENS_WITHOUT_ERROR, PALETTE, fmt_num, show_token
+from .report import REFERENCE_COLOR as _REFERENCE_COLOR  # not re-exported: report's name
+from .run import Entry, GenToken, Run
+from .variants import FINAL_STEP, QUANTS, Variant, parse_spec
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
 MAX_TICK_LABELS = 80  # above this many columns the heatmap's x ticks are positions, not token text
@@ -37,6 +46,45 @@ TITLE_CHARS = 36  # titles wrap at this many characters, so they fit a phone's w
 MAX_GROUPED = 4  # more entries than this: the next-token chart gets a panel per entry (grouped bars get thin)
 FACET_TOKENS = 5  # tokens per panel then
 LOG_SPAN = 10.0  # perplexities spanning more than this factor get a log axis
+TEMPLATE = "plotly_white"
+
+
+def _as_run(run: Run | dict) -> Run:
+    """The typed run; a run JSON dict is read (and validated) once. (For the move to the typed run.)"""
+    return run if isinstance(run, Run) else Run.from_json(run)
+
+
+@dataclass(frozen=True)
+class _Drawn:
+    """An entry as the figures show it: trace name (the label; "label (reference)" for the reference), colour."""
+    entry: Entry
+    name: str
+    color: str
+    is_reference: bool
+
+
+def _drawn(run: Run) -> list[_Drawn]:
+    """run.entries() in order (reference first), each with its name and fixed colour."""
+    ref = run.reference
+    out = [_Drawn(ref, f"{ref.label or ref.spec} (reference)", _REFERENCE_COLOR, True)] if ref is not None else []
+    return out + [_Drawn(v, str(v.label or v.spec), PALETTE[i % len(PALETTE)], False)
+                  for i, v in enumerate(run.variants)]
+
+
+def _parsed(spec: str | None) -> Variant | None:
+    try:
+        return parse_spec(spec) if spec else None
+    except SpecError:
+        return None
+
+
+def _quant_of(e: Entry) -> str | None:
+    return e.source.quant or getattr(_parsed(e.spec), "quant", None)
+
+
+def _no_error(e: Entry) -> bool:
+    """A perplexity without a standard error: too few scored tokens (report.MAX_TOKENS_WITHOUT_ERROR)."""
+    return e.ppl is not None and e.n_scored <= MAX_TOKENS_WITHOUT_ERROR
 
 
 def _wrap(title: str, width: int = TITLE_CHARS) -> str:
@@ -51,19 +99,51 @@ def _esc(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
-def _unit(run: dict) -> str:
-    return "text" if (run.get("params") or {}).get("scoring") == "corpus" else "prompt"
+def _unit(run: Run) -> str:
+    return "text" if run.params.scoring == "corpus" else "prompt"
 
 
 def _fmt_p(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-3 else f"{p:.2e}"
 
 
-def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
+@functools.cache
+def _template() -> dict:
+    """The figures' template as the dict plotly.js reads, read from plotly once. Shared: never modified (every
+    go.Figure copies the layout it is given)."""
+    import plotly.io as pio
+
+    return pio.templates[TEMPLATE].to_plotly_json()
+
+
+def _layout(title: str, x_title: str, y_title: str) -> dict:
+    """A figure's layout: wrapped title, axis titles, the template, the legend titled "variant"."""
     text = _wrap(title)
-    return go.Figure(layout=dict(title=dict(text=text, font=dict(size=15)), xaxis_title=x_title, yaxis_title=y_title,
-                                 template="plotly_white", legend_title_text="variant", hovermode="closest",
-                                 margin=dict(l=60, r=20, t=36 + 19 * (text.count("<br>") + 1), b=60)))
+    return {"title": {"text": text, "font": {"size": 15}}, "xaxis": {"title": {"text": x_title}},
+            "yaxis": {"title": {"text": y_title}}, "template": _template(), "legend": {"title": {"text": "variant"}},
+            "hovermode": "closest", "margin": {"l": 60, "r": 20, "t": 36 + 19 * (text.count("<br>") + 1), "b": 60}}
+
+
+def _figure_of(data: list[dict], layout: dict) -> go.Figure:
+    """A go.Figure of trace dicts (each with its "type") and a layout dict, taken as they are (plotly's
+    `_validate=False`): plotly's property-by-property validation cost 90% of a link's server time, and the dicts
+    are ours (test_plots validates every figure through plotly and requires it unchanged)."""
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+
+def _placeholder_layout(layout: dict, message: str) -> dict:
+    """The layout of an empty figure: the message in its middle, no axes."""
+    layout.setdefault("annotations", []).append({"text": _esc(message), "showarrow": False, "xref": "paper",
+                                                 "yref": "paper", "x": 0.5, "y": 0.5,
+                                                 "font": {"size": 14, "color": "#666"}})
+    layout["xaxis"]["visible"] = False
+    layout["yaxis"]["visible"] = False
+    return layout
+
+
+def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
+    """An empty go.Figure with _layout's layout, for building with plotly's API (the sweeps' figures)."""
+    return go.Figure(layout=_layout(title, x_title, y_title))
 
 
 def _placeholder(fig: go.Figure, message: str) -> go.Figure:
@@ -72,63 +152,82 @@ def _placeholder(fig: go.Figure, message: str) -> go.Figure:
     return fig.update_layout(xaxis_visible=False, yaxis_visible=False)
 
 
-def next_token_figure(run: dict) -> go.Figure:
+_TOKEN_HOVER = ("<b>%{fullData.name}</b><br>token %{customdata[0]} (id %{customdata[1]})"
+                "<br>p = %{y:.4f}<br>rank %{customdata[2]}<extra></extra>")
+
+
+def next_token_figure(run: Run | dict) -> go.Figure:
     """Grouped bars over the union of every entry's top-k next tokens; one trace per entry.
 
     Categories are ordered by the highest probability any entry gives the token. A token outside an entry's
     top-k has no bar for that entry (its probability is unknown, below that entry's k-th), not a zero.
     """
-    fig = _figure(f"Next-token distribution after the {_unit(run)} (top-k of each variant)",
-                  "next token (␣ = space)", "probability")
-    entries = [e for e in _entries(run) if e.data.get("next_token")]
+    run = _as_run(run)
+    layout = _layout(f"Next-token distribution after the {_unit(run)} (top-k of each variant)",
+                     "next token (␣ = space)", "probability")
+    entries = [e for e in _drawn(run) if e.entry.next_token]
     if not entries:
-        return _placeholder(fig, "No next-token distribution yet.")
+        return _figure_of([], _placeholder_layout(layout, "No next-token distribution yet."))
+    if len(entries) > MAX_GROUPED:
+        return _next_token_panels(layout, entries)
     best: dict[int, float] = {}
     text_of: dict[int, str] = {}
     for e in entries:
-        for t in e.data["next_token"]:
-            best[t["id"]] = max(best.get(t["id"], 0.0), float(t["prob"]))
-            text_of.setdefault(t["id"], t["text"])
-    if len(entries) > MAX_GROUPED:
-        return _next_token_panels(fig, entries)
+        for t in e.entry.next_token:
+            best[t.id] = max(best.get(t.id, 0.0), t.prob)
+            text_of.setdefault(t.id, t.text)
     ids = sorted(best, key=lambda i: (-best[i], i))
     shown = [show_token(text_of[i]) for i in ids]
     dup = {s for s in shown if shown.count(s) > 1}
     cats = [_esc(s + (f" (id {i})" if s in dup else "")) for s, i in zip(shown, ids)]
+    data = []
     for e in entries:
-        by_id = {t["id"]: (rank + 1, float(t["prob"])) for rank, t in enumerate(e.data["next_token"])}
-        fig.add_trace(go.Bar(
-            x=cats, y=[by_id[i][1] if i in by_id else None for i in ids], name=_esc(e.name),
-            marker_color=e.color,
-            customdata=[[_esc(repr(text_of[i])), i, by_id[i][0] if i in by_id else None] for i in ids],
-            hovertemplate="<b>%{fullData.name}</b><br>token %{customdata[0]} (id %{customdata[1]})"
-                          "<br>p = %{y:.4f}<br>rank %{customdata[2]}<extra></extra>"))
-    fig.update_layout(barmode="group", xaxis=dict(type="category", categoryorder="array", categoryarray=cats))
-    return fig
+        by_id = {t.id: (rank + 1, t.prob) for rank, t in enumerate(e.entry.next_token)}
+        data.append({"type": "bar", "x": cats, "y": [by_id[i][1] if i in by_id else None for i in ids],
+                     "name": _esc(e.name), "marker": {"color": e.color},
+                     "customdata": [[_esc(repr(text_of[i])), i, by_id[i][0] if i in by_id else None] for i in ids],
+                     "hovertemplate": _TOKEN_HOVER})
+    layout["barmode"] = "group"
+    layout["xaxis"].update(type="category", categoryorder="array", categoryarray=cats)
+    return _figure_of(data, layout)
 
 
-def _next_token_panels(fig: go.Figure, entries: list[_Entry]) -> go.Figure:
-    """A panel per entry, two across, each with that entry's FACET_TOKENS most likely tokens (one trace each)."""
+@functools.lru_cache(maxsize=16)
+def _panel_grid(rows: int) -> dict:
+    """make_subplots' layout of `rows` × 2 panels sharing y by row (axes with domains, a title slot per panel)."""
     from plotly.subplots import make_subplots
 
+    grid = make_subplots(rows=rows, cols=2, shared_yaxes=True, vertical_spacing=0.5 / rows, horizontal_spacing=0.06,
+                         subplot_titles=["·"] * (2 * rows)).to_plotly_json()["layout"]
+    grid.pop("template", None)
+    return grid
+
+
+def _next_token_panels(layout: dict, entries: list[_Drawn]) -> go.Figure:
+    """A panel per entry, two across, each with that entry's FACET_TOKENS most likely tokens (one trace each)."""
+    import copy
+
     rows = math.ceil(len(entries) / 2)
-    out = make_subplots(rows=rows, cols=2, shared_yaxes=True, vertical_spacing=0.5 / rows, horizontal_spacing=0.06,
-                        subplot_titles=[_esc(e.name) for e in entries])
-    out.update_layout(fig.layout)
-    out.update_layout(title_text=_wrap(f"Next-token distribution: each variant's top {FACET_TOKENS}"),
-                      height=140 + 190 * rows, showlegend=False, bargap=0.25)
+    grid = copy.deepcopy(_panel_grid(rows))
+    titles = grid.pop("annotations")[:len(entries)]
+    for note, e in zip(titles, entries):
+        note["text"] = _esc(e.name)
+    for k in range(1, 2 * rows + 1):
+        x, y = grid[f"xaxis{k if k > 1 else ''}"], grid[f"yaxis{k if k > 1 else ''}"]
+        x.update(type="category", tickangle=0, automargin=True)
+        y.update(title={"text": "probability" if k % 2 else ""}, range=[0, 1.05])
+    grid["xaxis"]["title"] = layout["xaxis"]["title"]
+    layout.update(grid, annotations=titles, height=140 + 190 * rows, showlegend=False, bargap=0.25)
+    layout["title"] = dict(layout["title"], text=_wrap(f"Next-token distribution: each variant's top {FACET_TOKENS}"))
+    data = []
     for k, e in enumerate(entries):
-        top = e.data["next_token"][:FACET_TOKENS]
-        out.add_trace(go.Bar(
-            x=[_esc(show_token(t["text"])) + "\u200b" * r for r, t in enumerate(top)],  # same text: two bars
-            y=[float(t["prob"]) for t in top], name=_esc(e.name), marker_color=e.color,
-            customdata=[[_esc(repr(t["text"])), t["id"], r + 1] for r, t in enumerate(top)],
-            hovertemplate="<b>%{fullData.name}</b><br>token %{customdata[0]} (id %{customdata[1]})"
-                          "<br>p = %{y:.4f}<br>rank %{customdata[2]}<extra></extra>"), row=k // 2 + 1, col=k % 2 + 1)
-    out.update_xaxes(type="category", tickangle=0, automargin=True)
-    out.update_yaxes(range=[0, 1.05], title_text="")
-    out.update_yaxes(title_text="probability", col=1)
-    return out
+        top = e.entry.next_token[:FACET_TOKENS]
+        data.append({"type": "bar", "xaxis": f"x{k + 1 if k else ''}", "yaxis": f"y{k + 1 if k else ''}",
+                     "x": [_esc(show_token(t.text)) + "\u200b" * r for r, t in enumerate(top)],  # same text: 2 bars
+                     "y": [t.prob for t in top], "name": _esc(e.name), "marker": {"color": e.color},
+                     "customdata": [[_esc(repr(t.text)), t.id, r + 1] for r, t in enumerate(top)],
+                     "hovertemplate": _TOKEN_HOVER})
+    return _figure_of(data, layout)
 
 
 def _prob_color(p: float) -> str:
@@ -136,37 +235,36 @@ def _prob_color(p: float) -> str:
     return f"hsl({round(120 * min(max(float(p), 0.0), 1.0))}, 75%, 82%)"
 
 
-def _token_span(tok: dict) -> str:
+def _token_span(tok: GenToken) -> str:
     """A generated token: focusable (a tap or a click focuses it), its top alternatives in a box that the page's
     CSS (assets/style.css: .pc-tok:focus .pc-alt) shows while it is hovered or focused; no script needed."""
-    p = float(tok.get("prob", 0.0))
-    lines = [f"{tok.get('text', '')!r}  p = {_fmt_p(p)}", "top alternatives:"]
-    for alt in tok.get("top") or []:
-        mark = "→" if alt.get("id") == tok.get("id") else "  "
-        lines.append(f"{mark} {alt.get('text', '')!r}  {_fmt_p(float(alt.get('prob', 0.0)))}")
-    return (f'<span class="pc-tok" tabindex="0" role="button" style="background:{_prob_color(p)};color:#111;'
-            f'white-space:pre-wrap;border-radius:2px">{html.escape(tok.get("text", ""), quote=True)}'
+    lines = [f"{tok.text!r}  p = {_fmt_p(tok.prob)}", "top alternatives:"]
+    for alt in tok.top:
+        mark = "→" if alt.id == tok.id else "  "
+        lines.append(f"{mark} {alt.text!r}  {_fmt_p(alt.prob)}")
+    return (f'<span class="pc-tok" tabindex="0" role="button" style="background:{_prob_color(tok.prob)};color:#111;'
+            f'white-space:pre-wrap;border-radius:2px">{html.escape(tok.text, quote=True)}'
             f'<span class="pc-alt" role="tooltip">{html.escape(chr(10).join(lines), quote=True)}</span></span>')
 
 
-def generation_html(run: dict) -> str:
+def generation_html(run: Run | dict) -> str:
     """Side-by-side generations, one column per entry (reference first).
 
     Each token is a <span> coloured by its probability, with a title= tooltip listing the top alternatives.
     All model and user text is HTML-escaped.
     """
-    entries = _entries(run)
+    entries = _drawn(_as_run(run))
     if not entries:
         return '<div class="pc-gen"><em>No generations yet.</em></div>'
     cols = []
     for e in entries:
-        gen = e.data.get("generation")
+        gen = e.entry.generation
         if gen is None:
             body = "<em>no generation</em>"
-        elif gen.get("tokens"):
-            body = "".join(_token_span(t) for t in gen["tokens"])
+        elif gen.tokens:
+            body = "".join(_token_span(t) for t in gen.tokens)
         else:
-            body = f'<span style="white-space:pre-wrap">{html.escape(gen.get("text") or "")}</span>'
+            body = f'<span style="white-space:pre-wrap">{html.escape(gen.text or "")}</span>'
         cols.append(f'<div class="pc-gen-col" style="flex:1 1 14em;min-width:14em;border-top:4px solid {e.color};'
                     f'padding:0.4em"><div style="font-weight:600;margin-bottom:0.3em">{html.escape(e.name)}</div>'
                     f'<div style="font-family:monospace;line-height:1.6">{body}</div></div>')
@@ -178,13 +276,13 @@ def generation_html(run: dict) -> str:
             f"{legend}</div>")
 
 
-def ppl_axis_mode(run: dict) -> str:
+def ppl_axis_mode(run: Run | dict) -> str:
     """How ppl_figure lays out the variants: 'step', 'quant' or 'label'.
 
     'step' when every variant is a training step of one repo and at least two steps differ; 'quant' when every
     variant is the same repo and revision and at least two quants differ; else 'label'.
     """
-    vs = [_parsed(v.get("spec")) for v in run.get("variants") or []]
+    vs = [_parsed(v.spec) for v in _as_run(run).variants]
     if not vs or any(v is None or v.kind == "local" for v in vs):
         return "label"
     if all(v.step is not None for v in vs) and len({v.repo for v in vs}) == 1 and len({v.step for v in vs}) > 1:
@@ -203,7 +301,7 @@ def _error_y(err: float | None, color: str, known: bool = True) -> dict:
     return dict(type="data", array=[err if err is not None else 0.0], visible=known, color=color, thickness=1.5)
 
 
-def ppl_figure(run: dict) -> go.Figure:
+def ppl_figure(run: Run | dict) -> go.Figure:
     """Perplexity per entry with ± error bars (error_y), laid out by ppl_axis_mode(run).
 
     - 'step': x = log10(step + 1) (see step_to_x) with ticks labelled by real steps, so step 0 is placed.
@@ -212,172 +310,197 @@ def ppl_figure(run: dict) -> go.Figure:
     In 'step' mode a reference that is not a step of the same repo is drawn as a dashed horizontal line.
     One trace per entry (named by its label); grey connecting lines are extra traces named '… (trend)'.
     """
+    run = _as_run(run)
     mode = ppl_axis_mode(run)
-    entries = [e for e in _entries(run) if e.data.get("ppl") is not None]
+    entries = [e for e in _drawn(run) if e.entry.ppl is not None]
     x_title = {"step": "training step (axis: log10(step + 1))", "quant": "file size (MB)", "label": "variant"}[mode]
-    unknown = [e for e in entries if _no_error(e.data)]
-    errors = (f"± n/a: {min(int(e.data.get('n_scored') or 0) for e in unknown)} scored tokens" if unknown
+    unknown = [e for e in entries if _no_error(e.entry)]
+    errors = (f"± n/a: {min(e.entry.n_scored for e in unknown)} scored tokens" if unknown
               else "± 1 standard error")
-    fig = _figure(f"Perplexity on the {_unit(run)} ({errors})", x_title, "perplexity")
+    layout = _layout(f"Perplexity on the {_unit(run)} ({errors})", x_title, "perplexity")
     if not entries:
-        return _placeholder(fig, "No perplexity yet.")
+        return _figure_of([], _placeholder_layout(layout, "No perplexity yet."))
+    xaxis, yaxis = layout["xaxis"], layout["yaxis"]
     hover = "<b>%{fullData.name}</b><br>%{customdata[0]}<br>PPL = %{customdata[1]} ± %{customdata[2]}<extra></extra>"
-    ppls = [float(e.data["ppl"]) for e in entries]
-    if min(ppls) > 0 and max(ppls) / min(ppls) > LOG_SPAN:  # e.g. step 0 beside the quants: log, or all look alike
-        fig.update_yaxes(type="log", title_text="perplexity (log scale)")
+    ppls = [e.entry.ppl for e in entries]
+    log_y = min(ppls) > 0 and max(ppls) / min(ppls) > LOG_SPAN  # e.g. step 0 beside the quants: log, or all look alike
+    if log_y:
+        yaxis.update(type="log", title={"text": "perplexity (log scale)"})
 
-    def custom(e: _Entry, where: str) -> list:
-        err = "n/a" if _no_error(e.data) else fmt_num(e.data.get("ppl_err") or 0.0)
-        return [[_esc(where), fmt_num(e.data["ppl"]), err]]
+    def custom(e: Entry, where: str) -> list:
+        err = "n/a" if _no_error(e) else fmt_num(e.ppl_err or 0.0)
+        return [[_esc(where), fmt_num(e.ppl), err]]
 
+    data: list[dict] = []
     if mode == "label":
-        for e in entries:
-            fig.add_trace(go.Bar(x=[_esc(e.name)], y=[e.data["ppl"]], name=_esc(e.name), marker_color=e.color,
-                                 error_y=_error_y(e.data.get("ppl_err"), "#222", not _no_error(e.data)),
-                                 customdata=custom(e, e.data.get("spec", "")), hovertemplate=hover))
-        fig.update_layout(barmode="overlay", xaxis=dict(type="category", automargin=True), showlegend=False)
-        return fig
+        for d in entries:
+            e = d.entry
+            data.append({"type": "bar", "x": [_esc(d.name)], "y": [e.ppl], "name": _esc(d.name),
+                         "marker": {"color": d.color}, "error_y": _error_y(e.ppl_err, "#222", not _no_error(e)),
+                         "customdata": custom(e, e.spec), "hovertemplate": hover})
+        layout.update(barmode="overlay", showlegend=False)
+        xaxis.update(type="category", automargin=True)
+        return _figure_of(data, layout)
 
-    placed: list[tuple[_Entry, float, str, str]] = []  # entry, x, group for trend line, hover line
-    lines: list[_Entry] = []  # entries with no place on this axis (a reference of another kind)
-    repo = _parsed(run["variants"][0]["spec"]).repo
-    for e in entries:
-        v, q, nbytes = _parsed(e.data.get("spec")), _quant_of(e), (e.data.get("source") or {}).get("bytes")
+    placed: list[tuple[_Drawn, float, str, str]] = []  # entry, x, group for trend line, hover line
+    lines: list[_Drawn] = []  # entries with no place on this axis (a reference of another kind)
+    repo = _parsed(run.variants[0].spec).repo
+    for d in entries:
+        v, q, nbytes = _parsed(d.entry.spec), _quant_of(d.entry), d.entry.source.bytes
         if mode == "step" and v is not None and v.step is not None and v.repo == repo:
-            placed.append((e, step_to_x(v.step), q or "", f"step {v.step} · {q or ''}"))
+            placed.append((d, step_to_x(v.step), q or "", f"step {v.step} · {q or ''}"))
         elif mode == "quant" and nbytes:
             bpw = f" · {QUANTS[q].bpw:g} bpw" if q in QUANTS else ""
-            placed.append((e, nbytes / 1e6, "all", f"{q or '?'}{bpw} · {nbytes / 1e6:.1f} MB"))
+            placed.append((d, nbytes / 1e6, "all", f"{q or '?'}{bpw} · {nbytes / 1e6:.1f} MB"))
         else:
-            lines.append(e)
+            lines.append(d)
     for group in sorted({g for _, _, g, _ in placed}):
-        pts = sorted((x, e.data["ppl"]) for e, x, g, _ in placed if g == group)
+        pts = sorted((x, d.entry.ppl) for d, x, g, _ in placed if g == group)
         if len(pts) > 1:
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
-                                     name=_esc(f"{group} (trend)" if mode == "step" else "trend"),
-                                     line=dict(color="#c8c8c8", width=1.5), hoverinfo="skip", showlegend=False))
+            data.append({"type": "scatter", "x": [p[0] for p in pts], "y": [p[1] for p in pts], "mode": "lines",
+                         "name": _esc(f"{group} (trend)" if mode == "step" else "trend"),
+                         "line": {"color": "#c8c8c8", "width": 1.5}, "hoverinfo": "skip", "showlegend": False})
     xs = [x for _, x, _, _ in placed] or [0.0, 1.0]
     span = max(xs) - min(xs)
-    for e, x, _, where in placed:
-        fig.add_trace(go.Scatter(
-            x=[x], y=[e.data["ppl"]], name=_esc(e.name), mode="markers",
-            marker=dict(color=e.color, size=11, symbol="diamond" if e.is_reference else "circle"),
-            error_y=_error_y(e.data.get("ppl_err"), e.color, not _no_error(e.data)), customdata=custom(e, where),
-            hovertemplate=hover))
+    for d, x, _, where in placed:
+        e = d.entry
+        data.append({"type": "scatter", "x": [x], "y": [e.ppl], "name": _esc(d.name), "mode": "markers",
+                     "marker": {"color": d.color, "size": 11, "symbol": "diamond" if d.is_reference else "circle"},
+                     "error_y": _error_y(e.ppl_err, d.color, not _no_error(e)), "customdata": custom(e, where),
+                     "hovertemplate": hover})
     pad = 0.05 * span or 0.2
     if mode == "quant":
         # Each point's quant and bits per weight in a label above every point, on a pointer to it. Labels sit on
         # three heights near the top (in axis units, so a few tens of pixels apart), by turns for points close
         # in x, so that no label covers another or a point; the axes leave room for them.
-        log_y = fig.layout.yaxis.type == "log"
         ax = (lambda v: math.log10(v)) if log_y else (lambda v: v)
-        err = [0.0 if _no_error(e.data) else float(e.data.get("ppl_err") or 0.0) for e, _, _, _ in placed]
-        lo = min(ax(max(float(e.data["ppl"]) - d, 1e-9) if log_y else float(e.data["ppl"]) - d)
-                 for (e, _, _, _), d in zip(placed, err))
-        hi = max(ax(float(e.data["ppl"]) + d) for (e, _, _, _), d in zip(placed, err))
+        err = [0.0 if _no_error(d.entry) else float(d.entry.ppl_err or 0.0) for d, _, _, _ in placed]
+        lo = min(ax(max(d.entry.ppl - r, 1e-9) if log_y else d.entry.ppl - r)
+                 for (d, _, _, _), r in zip(placed, err))
+        hi = max(ax(d.entry.ppl + r) for (d, _, _, _), r in zip(placed, err))
         room = (hi - lo) or 0.2 * abs(hi) or 1.0
         y0, y1 = lo - 0.2 * room, hi + 1.1 * room
-        fig.update_yaxes(range=[y0, y1])
+        yaxis["range"] = [y0, y1]
+        notes = layout.setdefault("annotations", [])
         level, last_x = 0, None
-        for e, x, _, _ in sorted(placed, key=lambda p: p[1]):
+        for d, x, _, _ in sorted(placed, key=lambda p: p[1]):
             level = (level + 1) % 3 if last_x is not None and x - last_x < 0.3 * (span or 1.0) else 0
             last_x = x
-            q = _quant_of(e)
-            fig.add_annotation(x=x, y=ax(float(e.data["ppl"])), ax=x, ay=y1 - (0.06 + 0.11 * level) * (y1 - y0),
-                               axref="x", ayref="y", text=_esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
-                               name=_esc(e.name), showarrow=True, arrowwidth=1, arrowhead=0, arrowcolor="#bbb",
-                               standoff=7, font=dict(size=11), bgcolor="rgba(255,255,255,0.85)")
+            q = _quant_of(d.entry)
+            notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (0.06 + 0.11 * level) * (y1 - y0),
+                          "axref": "x", "ayref": "y",
+                          "text": _esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
+                          "name": _esc(d.name), "showarrow": True, "arrowwidth": 1, "arrowhead": 0,
+                          "arrowcolor": "#bbb", "standoff": 7, "font": {"size": 11},
+                          "bgcolor": "rgba(255,255,255,0.85)"})
         pad = 0.2 * span or 1.0  # room for the first and last labels
-        fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad])
-    for e in lines:
-        fig.add_trace(go.Scatter(x=[min(xs) - pad, max(xs) + pad], y=[e.data["ppl"]] * 2, mode="lines",
-                                 name=_esc(e.name),
-                                 line=dict(color=e.color, dash="dash"),
-                                 customdata=custom(e, e.data.get("spec", "")) * 2, hovertemplate=hover))
+        xaxis["range"] = [min(xs) - pad, max(xs) + pad]
+    for d in lines:
+        data.append({"type": "scatter", "x": [min(xs) - pad, max(xs) + pad], "y": [d.entry.ppl] * 2,
+                     "mode": "lines", "name": _esc(d.name), "line": {"color": d.color, "dash": "dash"},
+                     "customdata": custom(d.entry, d.entry.spec) * 2, "hovertemplate": hover})
     if mode == "step":
         top = max(xs)
         ticks = [s for s in (0, 1, 10, 100, 1000, 10000, 100000) if step_to_x(s) <= top + 0.3]
-        fig.update_xaxes(tickvals=[step_to_x(s) for s in ticks],
-                         ticktext=[f"{s // 1000}k" if s >= 1000 else str(s) for s in ticks],
-                         range=[-0.2, top + 0.25])
-    return fig
+        xaxis.update(tickvals=[step_to_x(s) for s in ticks],
+                     ticktext=[f"{s // 1000}k" if s >= 1000 else str(s) for s in ticks], range=[-0.2, top + 0.25])
+    return _figure_of(data, layout)
 
 
-def scored_token_texts(run: dict) -> list[str] | None:
+def scored_token_texts(run: Run | dict) -> list[str] | None:
     """Text of the token scored at each position of token_logprobs, or None when that cannot be aligned.
 
     Prompt mode: token_logprobs[j] is the logprob of input token j+1. Corpus mode: llama-perplexity's layout,
     n_tokens // ctx chunks whose targets are chunk positions ctx//2 + 1 … ctx - 1; used only when the counts agree.
     """
-    inp, params = run.get("input") or {}, run.get("params") or {}
-    tokens = inp.get("tokens") or []
-    n = max((len(e.data.get("token_logprobs") or []) for e in _entries(run)), default=0)
+    run = _as_run(run)
+    tokens = run.input.tokens
+    n = max((len(e.token_logprobs) for e in run.entries()), default=0)
     if not tokens or n == 0:
         return None
-    if params.get("scoring") == "corpus":
-        ctx = int(params.get("ctx") or 0)
-        if ctx < 4 or len(tokens) != inp.get("n_tokens", len(tokens)):
+    if run.params.scoring == "corpus":
+        ctx = run.params.ctx
+        if ctx < 4 or len(tokens) != run.input.n_tokens:
             return None
         idx = corpus_target_indices(len(tokens), ctx)
         return [tokens[i] for i in idx] if len(idx) == n else None
     return list(tokens[1:]) if len(tokens) == n + 1 else None
 
 
-def surprisal_heatmap(run: dict) -> go.Figure:
+def surprisal_heatmap(run: Run | dict) -> go.Figure:
     """Heatmap entries (rows, reference first) × scored tokens (columns) of surprisal in bits, -logprob/ln 2.
 
     At most MAX_HEATMAP_COLUMNS columns (the first ones; the title says so). Hover: token text, p, surprisal.
     """
-    entries = [e for e in _entries(run) if e.data.get("token_logprobs")]
+    run = _as_run(run)
+    entries = [e for e in _drawn(run) if e.entry.token_logprobs]
     texts = scored_token_texts(run)
-    fig = _figure("Surprisal per scored token (bits)", "scored token" if texts else "scored position",
-                  "variant")
+    layout = _layout("Surprisal per scored token (bits)", "scored token" if texts else "scored position", "variant")
     if not entries:
-        return _placeholder(fig, "No scored tokens yet.")
-    n = max(len(e.data["token_logprobs"]) for e in entries)
+        return _figure_of([], _placeholder_layout(layout, "No scored tokens yet."))
+    n = max(len(e.entry.token_logprobs) for e in entries)
     ncols = min(n, MAX_HEATMAP_COLUMNS)
     if n > ncols:
         title = _wrap(f"Surprisal per scored token (bits): first {ncols} of {n} tokens")
-        fig.update_layout(title_text=title, margin_t=36 + 19 * (title.count("<br>") + 1))
+        layout["title"] = dict(layout["title"], text=title)
+        layout["margin"] = dict(layout["margin"], t=36 + 19 * (title.count("<br>") + 1))
+    tok = [f"{_esc(repr(texts[j]))} · " if texts else "" for j in range(ncols)]
     z, hover = [], []
     for e in entries:
-        lp = np.asarray(e.data["token_logprobs"][:ncols], dtype=np.float64)
+        lp = np.asarray(e.entry.token_logprobs[:ncols], dtype=np.float64)
         bits = (-lp / LN2).tolist()
         z.append(bits + [None] * (ncols - len(bits)))
-        tok = [f"{_esc(repr(texts[j]))} · " if texts else "" for j in range(ncols)]
         hover.append([f"{tok[j]}position {j}<br>" + (f"p = {_fmt_p(math.exp(lp[j]))}<br>surprisal = {bits[j]:.3f} bits"
                                                     if j < len(bits) else "not scored yet") for j in range(ncols)])
-    fig.add_trace(go.Heatmap(z=z, x=list(range(ncols)), y=[_esc(e.name) for e in entries], text=hover,
-                             colorscale="YlOrRd", zmin=0,
-                             colorbar=dict(title=dict(text="bits")), xgap=1 if ncols <= MAX_TICK_LABELS else 0,
-                             hovertemplate="<b>%{y}</b><br>%{text}<extra></extra>"))
-    fig.update_yaxes(type="category", autorange="reversed")
+    data = [{"type": "heatmap", "z": z, "x": list(range(ncols)), "y": [_esc(e.name) for e in entries], "text": hover,
+             "colorscale": _colorscale("YlOrRd"), "zmin": 0, "colorbar": {"title": {"text": "bits"}},
+             "xgap": 1 if ncols <= MAX_TICK_LABELS else 0, "hovertemplate": "<b>%{y}</b><br>%{text}<extra></extra>"}]
+    layout["yaxis"].update(type="category", autorange="reversed")
     if texts and ncols <= MAX_TICK_LABELS:
-        fig.update_xaxes(tickvals=list(range(ncols)), ticktext=[_esc(show_token(t)) for t in texts[:ncols]],
-                         tickangle=-60)
-    return fig
+        layout["xaxis"].update(tickvals=list(range(ncols)), ticktext=[_esc(show_token(t)) for t in texts[:ncols]],
+                               tickangle=-60)
+    return _figure_of(data, layout)
 
 
-def kld_figure(run: dict, log_y: bool = False) -> go.Figure:
+@functools.cache
+def _colorscale_json(name: str) -> tuple:
+    return tuple(tuple(step) for step in go.Heatmap(colorscale=name).colorscale)
+
+
+def _colorscale(name: str) -> list[list]:
+    """A named plotly colour scale as the [[fraction, colour], …] list that validation would make of the name."""
+    return [list(step) for step in _colorscale_json(name)]
+
+
+def kld_figure(run: Run | dict, log_y: bool = False) -> go.Figure:
     """Per-token KL divergence from the reference (kld.per_token, nats), one box per variant (mean dashed)."""
-    ref = run.get("reference") or {}
-    entries = [e for e in _entries(run) if not e.is_reference and (e.data.get("kld") or {}).get("per_token")]
-    fig = _figure(f"KL divergence from the reference {ref.get('label') or ''} per token".replace("  ", " "),
-                  "variant", "KLD (nats)" + (", log scale" if log_y else ""))
+    run = _as_run(run)
+    ref = run.reference
+    entries = [d for d in _drawn(run) if not d.is_reference and d.entry.kld is not None and d.entry.kld.per_token]
+    layout = _layout(f"KL divergence from the reference {(ref.label if ref else '') or ''} per token"
+                     .replace("  ", " "), "variant", "KLD (nats)" + (", log scale" if log_y else ""))
     if not entries:
-        return _placeholder(fig, "No KL divergence: choose a reference to compare against."
-                            if not ref else "No KL divergence yet.")
+        return _figure_of([], _placeholder_layout(layout, "No KL divergence: choose a reference to compare against."
+                                                  if ref is None else "No KL divergence yet."))
     texts = scored_token_texts(run)
-    for e in entries:
-        per = e.data["kld"]["per_token"]
-        hover = [_esc(repr(texts[j])) if texts and j < len(texts) else f"position {j}" for j in range(len(per))]
-        fig.add_trace(go.Box(y=list(per), name=_esc(e.name), marker_color=e.color, boxmean=True,
-                             boxpoints="outliers", text=hover, hoveron="boxes+points"))
-    return fig.update_layout(showlegend=False, xaxis_type="category", yaxis_type="log" if log_y else "linear")
+    data = []
+    for d in entries:
+        per = d.entry.kld.per_token
+        if texts:
+            hover = [_esc(repr(t)) for t in texts[:len(per)]] + [f"position {j}" for j in range(len(texts), len(per))]
+        else:
+            hover = [f"position {j}" for j in range(len(per))]
+        data.append({"type": "box", "y": list(per), "name": _esc(d.name), "marker": {"color": d.color},
+                     "boxmean": True, "boxpoints": "outliers", "text": hover, "hoveron": "boxes+points"})
+    layout.update(showlegend=False)
+    layout["xaxis"]["type"] = "category"
+    layout["yaxis"]["type"] = "log" if log_y else "linear"
+    return _figure_of(data, layout)
 
 
-def all_figures(run: dict) -> dict[str, go.Figure]:
+def all_figures(run: Run | dict) -> dict[str, go.Figure]:
     """Every figure of the dashboard, by name: next_token, ppl, surprisal, kld."""
+    run = _as_run(run)
     return {"next_token": next_token_figure(run), "ppl": ppl_figure(run), "surprisal": surprisal_heatmap(run),
             "kld": kld_figure(run)}
 

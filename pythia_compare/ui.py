@@ -421,6 +421,8 @@ def _wire_history(h: dict, c: dict, page: dict, demo: gr.Blocks, tabs: gr.Tabs, 
     restore = lambda rid: app.restore_controls(rid, cat)  # noqa: E731
     demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **_PRIVATE).then(
         restore, c["run_id"], controls, queue=False, **_PRIVATE)
+    if _plotly_preload_js():  # plotly.js loads while the views do
+        demo.load(None, None, None, js=_plotly_preload_js(), **_PRIVATE)
     if page["kept"]:
         demo.load(page["where_runs_are_kept"], None, page["backup_note"], queue=False, **_PRIVATE)
     for trigger in (h["search"].click, query.submit):
@@ -469,6 +471,30 @@ _LINK_JS = """(rid) => {
   try { window.history.replaceState(null, "", url); } catch (e) {}
   return url;
 }"""
+
+
+def _plotly_bundle() -> str | None:
+    """The file name of gradio's plotly.js bundle (its frontend imports it only once a figure has arrived: 1.3 MB
+    of script to fetch and run), or None with a gradio build that has no one such file."""
+    found = sorted((Path(gr.__file__).parent / "templates" / "frontend" / "assets").glob("PlotlyPlot-*.js"))
+    return found[0].name if len(found) == 1 else None
+
+
+def _plotly_preload_js() -> str | None:
+    """Browser code, run at page load, that imports gradio's plotly.js bundle while the views are on their way
+    (a shared link opens at once, issue 13). The URL is the very one gradio imports later, so it runs once."""
+    name = _plotly_bundle()
+    if name is None:  # another gradio build: nothing to preload (the page works the same, a little later)
+        return None
+    return ("() => { const s = document.querySelector('script[type=module][src*=\"/assets/index-\"]');"
+            f" if (s) {{ import(new URL('./{name}', s.src).href).catch(() => {{}}); }} }}")
+
+
+def _plotly_head() -> str | None:
+    """The page head's <link rel=modulepreload> of that bundle: the browser fetches and compiles it from the
+    start, beside gradio's own scripts (on a real network the fetch is most of its cost)."""
+    name = _plotly_bundle()
+    return f'<link rel="modulepreload" crossorigin href="./assets/{name}">' if name else None
 
 
 # ------------------------------------------------------------------------------------------ sweeps
@@ -758,4 +784,4 @@ def launch_kwargs(settings: Settings | None = None) -> dict:
         mcp_server=False, enable_monitoring=False, run_history=False, footer_links=["api", "gradio", "settings"],
         strict_cors=True, show_error=False, ssr_mode=False, pwa=False, share=False, _app=_guarded_app(s),
         theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"),
-        css=css_file.read_text(encoding="utf-8") if css_file.is_file() else None)
+        css=css_file.read_text(encoding="utf-8") if css_file.is_file() else None, head=_plotly_head())

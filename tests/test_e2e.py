@@ -199,6 +199,26 @@ def test_a_bad_link_shows_a_friendly_not_found_page(app, browser):
     page.close()
 
 
+def test_the_page_loads_plotly_while_it_opens_before_any_figure_arrives(app, browser):
+    page = browser.new_page()
+    open_page(page, app[2])  # no run: no figure is ever sent to this page
+    page.wait_for_function("() => typeof (window.Plotly || {}).react === 'function'", timeout=60_000)
+    assert all(f is None or not f["data"] for f in figures(page).values())
+    page.close()
+
+
+def test_a_link_fetches_plotly_once_from_the_pages_head_and_draws_with_it(app, browser):
+    tmp, suite, url = app
+    run = api_run(url, "demo demo:Q2_K", reference="demo")
+    page = browser.new_context().new_page()
+    open_page(page, url + "?run=" + run["run_id"])
+    wait_for_run(page, n_entries=2)
+    fetched = page.evaluate("() => performance.getEntriesByType('resource').map(r => [r.name, r.initiatorType])"
+                            ".filter(([n]) => /PlotlyPlot-[^/]*[.]js$/.test(n))")
+    assert len(fetched) == 1, fetched  # the preloaded module is the one gradio's figures use
+    assert page.locator(f"head link[rel=modulepreload][href$='{fetched[0][0].rsplit('/', 1)[1]}']").count() == 1
+    page.context.close()
+
 def test_a_bad_spec_shows_what_would_work_in_the_status_and_clears_the_previous_run(app, browser):
     tmp, suite, url = app
     earlier = api_run(url, "demo demo:Q2_K", reference="demo")

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from pythia_compare import plots, report
+from pythia_compare.run import GenToken, Run
 from pythia_compare.variants import QUANTS
 
 from tests.plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
@@ -245,21 +246,21 @@ def test_generation_html_escapes_model_text_and_lists_alternatives_in_each_token
     out = plots.generation_html(run)
     assert "<script>" not in out and "&lt;script&gt;" in out
     assert '" onmouseover="x' not in out
-    for v in _entries(run):
-        assert v["label"] in out
-        for tok in v["generation"]["tokens"]:
+    for v in Run.from_json(run).entries():
+        assert v.label in out
+        for tok in v.generation.tokens:
             span_title = plots._token_span(tok)
             assert span_title in out
-            for alt in tok["top"]:
+            for alt in tok.top:
                 box = span_title.split('class="pc-alt"')[1]  # the alternatives' box, opened by hover or tap
-                assert html.unescape(repr(alt["text"])) in html.unescape(box)
-                p = alt["prob"]
+                assert html.unescape(repr(alt.text)) in html.unescape(box)
+                p = alt.prob
                 assert (f"{p:.4f}" if p >= 1e-3 else f"{p:.2e}") in span_title
 
 
 def test_generation_tokens_are_coloured_by_probability():
-    low, high = plots._token_span({"text": "a", "prob": 0.01, "top": []}), plots._token_span({"text": "a", "prob": 0.99,
-                                                                                               "top": []})
+    low = plots._token_span(GenToken(id=64, text="a", prob=0.01, top=[]))
+    high = plots._token_span(GenToken(id=64, text="a", prob=0.99, top=[]))
     assert "hsl(1," in low and "hsl(119," in high
 
 
@@ -299,6 +300,34 @@ def test_figures_redraw_identically_from_the_stored_json():
         live, again = plots.all_figures(run), plots.all_figures(reopened)
         assert {k: f.to_json() for k, f in live.items()} == {k: f.to_json() for k, f in again.items()}
         assert plots.generation_html(run) == plots.generation_html(reopened)
+
+
+def test_the_typed_run_and_its_json_draw_the_same_figures():
+    for run in (prompt_run(), quant_series_run(), partial_run()):
+        typed = Run.from_json(run)
+        assert ({k: f.to_json() for k, f in plots.all_figures(typed).items()}
+                == {k: f.to_json() for k, f in plots.all_figures(run).items()})
+        assert plots.generation_html(typed) == plots.generation_html(run)
+
+
+def _runs_of_every_shape():
+    seven = make_run(["Q8_0", "Q6_K", "Q4_K_M", "Q2_K", "step0", "step1000"], reference="F16", seed=7)  # panels
+    few = make_run(["Q8_0", "Q2_K"], reference="F16", n_scored=5, tokens=["a", "b", "c", "d", "e", "f"], seed=9)
+    return [prompt_run(), step_series_run(), step_series_run("Q8_0"), quant_series_run(), partial_run(),
+            corpus_run(ctx=8, n_chunks=3), seven, few, dict(partial_run(), variants=[])]
+
+
+def test_every_run_figure_is_valid_plotly_and_unchanged_when_plotly_validates_it():
+    import plotly.graph_objects as go
+
+    for run in _runs_of_every_shape():
+        figs = dict(plots.all_figures(run), kld_log=plots.kld_figure(run, log_y=True))
+        for name, fig in figs.items():
+            sent = json.loads(fig.to_json())
+            checked = go.Figure(sent)  # plotly's validation: a name it does not know raises ValueError
+            assert json.loads(checked.to_json()) == sent, name
+            assert sent["layout"]["template"] == json.loads(go.Figure(layout={"template": "plotly_white"})
+                                                            .to_json())["layout"]["template"], name
 
 
 def test_plots_imports_no_gradio():

@@ -302,3 +302,13 @@ def test_the_compare_event_is_the_api_and_gradio_run_history_is_off(dash):
     assert str(dash.settings.demo_dir.resolve()) in kw["blocked_paths"]
     assert demo._queue.max_size == 16 and demo._queue.default_concurrency_limit == 1
     demo.handlers.pool.close()
+
+
+def test_the_page_preloads_the_plotly_bundle_of_the_installed_gradio():
+    from pathlib import Path
+
+    from pythia_compare.ui import _plotly_preload_js
+
+    found = re.search(r"\./(PlotlyPlot-[\w-]+\.js)", _plotly_preload_js() or "")
+    assert found, "gradio's plotly bundle was not found: the page would load plotly.js only with the first figure"
+    assert (Path(gr.__file__).parent / "templates" / "frontend" / "assets" / found.group(1)).is_file()
