@@ -2,13 +2,13 @@
 
 Owns turning a run (`pythia_compare.run.Run`, docs/run.md) into plotly figures and the side-by-side generations'
 HTML. Every builder is pure: run in, figure / str out, and works on partial runs (variants still arriving,
-generation or kld None, no reference). During the move to the typed run the public builders also take a run
-JSON dict, read once through `Run.from_json` (`_as_run`). Never imports gradio, never loads a model, never touches
+generation or kld None, no reference). The public builders also take a run JSON dict, read once through
+`run.as_run`. Never imports gradio, never loads a model, never touches
 files, the network or the database; tables, the formatting of numbers and tokens, and the palette are
 report.py's (it has no plotly, so the CLI shares them).
 
-Colours: the reference is always report.REFERENCE_COLOR; variant i of run.variants is report.PALETTE[i % len], so
-a variant keeps its colour in every figure and while a run streams (variants only ever get appended).
+Colours and names: report.shown_entries (the reference REFERENCE_COLOR, variant i PALETTE[i % len]), so a variant
+keeps its colour in every figure, in the tables and while a run streams (variants only ever get appended).
 Text from the model or the user is escaped everywhere: plotly renders a pseudo-HTML subset in labels and
 hover, so plotly text goes through `_esc`; the generations' HTML goes through html.escape.
 
@@ -27,17 +27,14 @@ from __future__ import annotations
 import functools
 import html
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 
-from .errors import SpecError
 from .metrics import corpus_target_indices
-from .report import MAX_TOKENS_WITHOUT_ERROR, PALETTE, fmt_num, show_token
-from .report import REFERENCE_COLOR as _REFERENCE_COLOR  # not re-exported: report's name
-from .run import Entry, GenToken, Run
-from .variants import FINAL_STEP, QUANTS, Variant, parse_spec
+from .report import PALETTE, Shown, fmt_num, no_error, parsed, quant_of, show_token, shown_entries
+from .run import Entry, GenToken, Run, as_run
+from .variants import FINAL_STEP, QUANTS
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
 MAX_TICK_LABELS = 80  # above this many columns the heatmap's x ticks are positions, not token text
@@ -47,44 +44,6 @@ MAX_GROUPED = 4  # more entries than this: the next-token chart gets a panel per
 FACET_TOKENS = 5  # tokens per panel then
 LOG_SPAN = 10.0  # perplexities spanning more than this factor get a log axis
 TEMPLATE = "plotly_white"
-
-
-def _as_run(run: Run | dict) -> Run:
-    """The typed run; a run JSON dict is read (and validated) once. (For the move to the typed run.)"""
-    return run if isinstance(run, Run) else Run.from_json(run)
-
-
-@dataclass(frozen=True)
-class _Drawn:
-    """An entry as the figures show it: trace name (the label; "label (reference)" for the reference), colour."""
-    entry: Entry
-    name: str
-    color: str
-    is_reference: bool
-
-
-def _drawn(run: Run) -> list[_Drawn]:
-    """run.entries() in order (reference first), each with its name and fixed colour."""
-    ref = run.reference
-    out = [_Drawn(ref, f"{ref.label or ref.spec} (reference)", _REFERENCE_COLOR, True)] if ref is not None else []
-    return out + [_Drawn(v, str(v.label or v.spec), PALETTE[i % len(PALETTE)], False)
-                  for i, v in enumerate(run.variants)]
-
-
-def _parsed(spec: str | None) -> Variant | None:
-    try:
-        return parse_spec(spec) if spec else None
-    except SpecError:
-        return None
-
-
-def _quant_of(e: Entry) -> str | None:
-    return e.source.quant or getattr(_parsed(e.spec), "quant", None)
-
-
-def _no_error(e: Entry) -> bool:
-    """A perplexity without a standard error: too few scored tokens (report.MAX_TOKENS_WITHOUT_ERROR)."""
-    return e.ppl is not None and e.n_scored <= MAX_TOKENS_WITHOUT_ERROR
 
 
 def _wrap(title: str, width: int = TITLE_CHARS) -> str:
@@ -162,10 +121,10 @@ def next_token_figure(run: Run | dict) -> go.Figure:
     Categories are ordered by the highest probability any entry gives the token. A token outside an entry's
     top-k has no bar for that entry (its probability is unknown, below that entry's k-th), not a zero.
     """
-    run = _as_run(run)
+    run = as_run(run)
     layout = _layout(f"Next-token distribution after the {_unit(run)} (top-k of each variant)",
                      "next token (␣ = space)", "probability")
-    entries = [e for e in _drawn(run) if e.entry.next_token]
+    entries = [e for e in shown_entries(run) if e.entry.next_token]
     if not entries:
         return _figure_of([], _placeholder_layout(layout, "No next-token distribution yet."))
     if len(entries) > MAX_GROUPED:
@@ -203,7 +162,7 @@ def _panel_grid(rows: int) -> dict:
     return grid
 
 
-def _next_token_panels(layout: dict, entries: list[_Drawn]) -> go.Figure:
+def _next_token_panels(layout: dict, entries: list[Shown]) -> go.Figure:
     """A panel per entry, two across, each with that entry's FACET_TOKENS most likely tokens (one trace each)."""
     import copy
 
@@ -253,7 +212,7 @@ def generation_html(run: Run | dict) -> str:
     Each token is a <span> coloured by its probability, with a title= tooltip listing the top alternatives.
     All model and user text is HTML-escaped.
     """
-    entries = _drawn(_as_run(run))
+    entries = shown_entries(as_run(run))
     if not entries:
         return '<div class="pc-gen"><em>No generations yet.</em></div>'
     cols = []
@@ -282,7 +241,7 @@ def ppl_axis_mode(run: Run | dict) -> str:
     'step' when every variant is a training step of one repo and at least two steps differ; 'quant' when every
     variant is the same repo and revision and at least two quants differ; else 'label'.
     """
-    vs = [_parsed(v.spec) for v in _as_run(run).variants]
+    vs = [parsed(v.spec) for v in as_run(run).variants]
     if not vs or any(v is None or v.kind == "local" for v in vs):
         return "label"
     if all(v.step is not None for v in vs) and len({v.repo for v in vs}) == 1 and len({v.step for v in vs}) > 1:
@@ -310,11 +269,11 @@ def ppl_figure(run: Run | dict) -> go.Figure:
     In 'step' mode a reference that is not a step of the same repo is drawn as a dashed horizontal line.
     One trace per entry (named by its label); grey connecting lines are extra traces named '… (trend)'.
     """
-    run = _as_run(run)
+    run = as_run(run)
     mode = ppl_axis_mode(run)
-    entries = [e for e in _drawn(run) if e.entry.ppl is not None]
+    entries = [e for e in shown_entries(run) if e.entry.ppl is not None]
     x_title = {"step": "training step (axis: log10(step + 1))", "quant": "file size (MB)", "label": "variant"}[mode]
-    unknown = [e for e in entries if _no_error(e.entry)]
+    unknown = [e for e in entries if no_error(e.entry)]
     errors = (f"± n/a: {min(e.entry.n_scored for e in unknown)} scored tokens" if unknown
               else "± 1 standard error")
     layout = _layout(f"Perplexity on the {_unit(run)} ({errors})", x_title, "perplexity")
@@ -328,7 +287,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
         yaxis.update(type="log", title={"text": "perplexity (log scale)"})
 
     def custom(e: Entry, where: str) -> list:
-        err = "n/a" if _no_error(e) else fmt_num(e.ppl_err or 0.0)
+        err = "n/a" if no_error(e) else fmt_num(e.ppl_err or 0.0)
         return [[_esc(where), fmt_num(e.ppl), err]]
 
     data: list[dict] = []
@@ -336,17 +295,17 @@ def ppl_figure(run: Run | dict) -> go.Figure:
         for d in entries:
             e = d.entry
             data.append({"type": "bar", "x": [_esc(d.name)], "y": [e.ppl], "name": _esc(d.name),
-                         "marker": {"color": d.color}, "error_y": _error_y(e.ppl_err, "#222", not _no_error(e)),
+                         "marker": {"color": d.color}, "error_y": _error_y(e.ppl_err, "#222", not no_error(e)),
                          "customdata": custom(e, e.spec), "hovertemplate": hover})
         layout.update(barmode="overlay", showlegend=False)
         xaxis.update(type="category", automargin=True)
         return _figure_of(data, layout)
 
-    placed: list[tuple[_Drawn, float, str, str]] = []  # entry, x, group for trend line, hover line
-    lines: list[_Drawn] = []  # entries with no place on this axis (a reference of another kind)
-    repo = _parsed(run.variants[0].spec).repo
+    placed: list[tuple[Shown, float, str, str]] = []  # entry, x, group for trend line, hover line
+    lines: list[Shown] = []  # entries with no place on this axis (a reference of another kind)
+    repo = parsed(run.variants[0].spec).repo
     for d in entries:
-        v, q, nbytes = _parsed(d.entry.spec), _quant_of(d.entry), d.entry.source.bytes
+        v, q, nbytes = parsed(d.entry.spec), quant_of(d.entry), d.entry.source.bytes
         if mode == "step" and v is not None and v.step is not None and v.repo == repo:
             placed.append((d, step_to_x(v.step), q or "", f"step {v.step} · {q or ''}"))
         elif mode == "quant" and nbytes:
@@ -366,7 +325,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
         e = d.entry
         data.append({"type": "scatter", "x": [x], "y": [e.ppl], "name": _esc(d.name), "mode": "markers",
                      "marker": {"color": d.color, "size": 11, "symbol": "diamond" if d.is_reference else "circle"},
-                     "error_y": _error_y(e.ppl_err, d.color, not _no_error(e)), "customdata": custom(e, where),
+                     "error_y": _error_y(e.ppl_err, d.color, not no_error(e)), "customdata": custom(e, where),
                      "hovertemplate": hover})
     pad = 0.05 * span or 0.2
     if mode == "quant":
@@ -374,7 +333,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
         # three heights near the top (in axis units, so a few tens of pixels apart), by turns for points close
         # in x, so that no label covers another or a point; the axes leave room for them.
         ax = (lambda v: math.log10(v)) if log_y else (lambda v: v)
-        err = [0.0 if _no_error(d.entry) else float(d.entry.ppl_err or 0.0) for d, _, _, _ in placed]
+        err = [0.0 if no_error(d.entry) else float(d.entry.ppl_err or 0.0) for d, _, _, _ in placed]
         lo = min(ax(max(d.entry.ppl - r, 1e-9) if log_y else d.entry.ppl - r)
                  for (d, _, _, _), r in zip(placed, err))
         hi = max(ax(d.entry.ppl + r) for (d, _, _, _), r in zip(placed, err))
@@ -386,7 +345,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
         for d, x, _, _ in sorted(placed, key=lambda p: p[1]):
             level = (level + 1) % 3 if last_x is not None and x - last_x < 0.3 * (span or 1.0) else 0
             last_x = x
-            q = _quant_of(d.entry)
+            q = quant_of(d.entry)
             notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (0.06 + 0.11 * level) * (y1 - y0),
                           "axref": "x", "ayref": "y",
                           "text": _esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
@@ -413,7 +372,7 @@ def scored_token_texts(run: Run | dict) -> list[str] | None:
     Prompt mode: token_logprobs[j] is the logprob of input token j+1. Corpus mode: llama-perplexity's layout,
     n_tokens // ctx chunks whose targets are chunk positions ctx//2 + 1 … ctx - 1; used only when the counts agree.
     """
-    run = _as_run(run)
+    run = as_run(run)
     tokens = run.input.tokens
     n = max((len(e.token_logprobs) for e in run.entries()), default=0)
     if not tokens or n == 0:
@@ -432,8 +391,8 @@ def surprisal_heatmap(run: Run | dict) -> go.Figure:
 
     At most MAX_HEATMAP_COLUMNS columns (the first ones; the title says so). Hover: token text, p, surprisal.
     """
-    run = _as_run(run)
-    entries = [e for e in _drawn(run) if e.entry.token_logprobs]
+    run = as_run(run)
+    entries = [e for e in shown_entries(run) if e.entry.token_logprobs]
     texts = scored_token_texts(run)
     layout = _layout("Surprisal per scored token (bits)", "scored token" if texts else "scored position", "variant")
     if not entries:
@@ -474,9 +433,9 @@ def _colorscale(name: str) -> list[list]:
 
 def kld_figure(run: Run | dict, log_y: bool = False) -> go.Figure:
     """Per-token KL divergence from the reference (kld.per_token, nats), one box per variant (mean dashed)."""
-    run = _as_run(run)
+    run = as_run(run)
     ref = run.reference
-    entries = [d for d in _drawn(run) if not d.is_reference and d.entry.kld is not None and d.entry.kld.per_token]
+    entries = [d for d in shown_entries(run) if not d.is_reference and d.entry.kld is not None and d.entry.kld.per_token]
     layout = _layout(f"KL divergence from the reference {(ref.label if ref else '') or ''} per token"
                      .replace("  ", " "), "variant", "KLD (nats)" + (", log scale" if log_y else ""))
     if not entries:
@@ -500,7 +459,7 @@ def kld_figure(run: Run | dict, log_y: bool = False) -> go.Figure:
 
 def all_figures(run: Run | dict) -> dict[str, go.Figure]:
     """Every figure of the dashboard, by name: next_token, ppl, surprisal, kld."""
-    run = _as_run(run)
+    run = as_run(run)
     return {"next_token": next_token_figure(run), "ppl": ppl_figure(run), "surprisal": surprisal_heatmap(run),
             "kld": kld_figure(run)}
 

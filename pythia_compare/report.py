@@ -29,23 +29,6 @@ KL_TABLE_NOTE = ("PPL(base) and Cor(ln PPL) are computed from exact reference lo
 
 
 @dataclass(frozen=True)
-class _Entry:
-    data: dict  # the variant (or reference) dict of the run JSON
-    name: str  # trace / row name: the label, with " (reference)" for the reference
-    color: str
-    is_reference: bool
-
-
-def _entries(run: dict) -> list[_Entry]:
-    """The reference (if any) first, then the variants, each with its display name and fixed colour (a run
-    JSON dict's entries, for plots.py until the typed plots land; typed: shown_entries)."""
-    ref = run.get("reference")
-    out = [_Entry(ref, f"{ref.get('label') or ref.get('spec')} (reference)", REFERENCE_COLOR, True)] if ref else []
-    return out + [_Entry(v, str(v.get("label") or v.get("spec")), PALETTE[i % len(PALETTE)], False)
-                  for i, v in enumerate(run.get("variants") or [])]
-
-
-@dataclass(frozen=True)
 class Shown:
     """An entry of a run as the tables and figures show it."""
     entry: Entry
@@ -89,16 +72,10 @@ def parsed(spec: str | None):
         return None
 
 
-_parsed = parsed
-
 
 def quant_of(e: Entry) -> str | None:
     """The entry's quant: its file's (source.quant), else its spec's."""
     return e.source.quant or getattr(parsed(e.spec), "quant", None)
-
-
-def _quant_of(e: _Entry) -> str | None:
-    return (e.data.get("source") or {}).get("quant") or getattr(_parsed(e.data.get("spec")), "quant", None)
 
 
 STAT_COLUMN = "statistic"
@@ -152,10 +129,6 @@ NA = "n/a"
 def no_error(e: Entry) -> bool:
     """Whether the entry's ± is unknown: it is scored, but on too few tokens for a standard error."""
     return e.ppl is not None and e.n_scored <= MAX_TOKENS_WITHOUT_ERROR
-
-
-def _no_error(e: dict) -> bool:
-    return e.get("ppl") is not None and (e.get("n_scored") or 0) <= MAX_TOKENS_WITHOUT_ERROR
 
 
 def uncertainty_note(run: Run | dict) -> str | None:

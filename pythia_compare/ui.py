@@ -113,8 +113,7 @@ class Handlers:
             return (status or "", gr.Dataframe(value=None, visible=False), None, "", None, None, None,
                     gr.Dataframe(value=None, visible=False), "", hidden, hidden)
         run = as_run(run)
-        drawn = run.to_json()  # plots takes a dict until the typed plots land
-        figs = plots.all_figures(drawn)  # plots takes a dict until the typed plots land
+        figs = plots.all_figures(run)
         cols, rows = report.summary_table(run)
         kcols, krows = report.kl_table(run)
         files = [gr.DownloadButton(value=None, visible=False)] * 2
@@ -129,8 +128,8 @@ class Handlers:
             kl = gr.Dataframe(value=None, visible=False)
         return (status if status is not None else self.core.status(run),
                 gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows)}, visible=True),
-                figs["next_token"], plots.generation_html(drawn), figs["ppl"], figs["surprisal"], figs["kld"], kl,
-                run.run_id or "", *files)  # generation_html: plots takes a dict until the typed plots land
+                figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
+                run.run_id or "", *files)
 
     def stopped(self, live: dict | None) -> tuple:
         """After a failed run: its error in the status box (or why it did not run), every view cleared."""
