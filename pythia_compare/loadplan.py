@@ -13,13 +13,14 @@ from .config import Settings
 # with use_extra_bufts on (llama.cpp's default, llama-perplexity's unless --no-repack). On x86 it repacks
 # Q4_0, Q4_K, IQ4_NL and MXFP4 (AVX2) and Q2_K (AVX-512) tensors; Q8_0, Q5_K and Q6_K stay as they are. The
 # effect is not one-way and not the same on every CPU (benchmarks/bench_repack.py measures it, Pythia-410M
-# shapes, ctx 512). Q4_K_M: scoring (prompt processing) 36% slower repacked on an AVX-512 AMD EPYC and 26% slower
-# on an AVX-512 Intel Xeon without AMX; generation 17% faster on that EPYC, no faster on that Xeon. Q4_0 on that
-# Xeon: scoring 34% and generation 14% faster repacked. Q2_K on that Xeon: both slower (11%, 3%). The quants each
+# shapes, ctx 512). Q4_K_M: scoring (prompt processing) 36% slower repacked on an AVX-512 AMD EPYC and 27% slower
+# on an AVX-512 Intel Xeon without AMX; generation 17% faster on that EPYC and 5% faster on that Xeon (2 threads,
+# wall time, a quiet machine: 45.0 vs 42.6 tok/s). Q4_0 on that Xeon: scoring 34% and generation 14% faster
+# repacked. Q2_K on that Xeon: both slower (11%, 3%; single-threaded CPU time). The quants each
 # phase is faster repacked for, by CPU vendor (x86 without AMX; a vendor or quant not listed: the plain layout).
 # Where generation is listed and scoring is not, generation gets a second, repacked handle.
 REPACK_SCORE = {"GenuineIntel": frozenset({"Q4_0"})}
-REPACK_GENERATE = {"AuthenticAMD": frozenset({"Q4_K_M", "Q4_K_S"}), "GenuineIntel": frozenset({"Q4_0"})}
+REPACK_GENERATE = {"AuthenticAMD": frozenset({"Q4_K_M", "Q4_K_S"}), "GenuineIntel": frozenset({"Q4_0", "Q4_K_M"})}
 _FLOAT_TYPES = {"F32", "F16", "BF16"}
 
 
