@@ -436,25 +436,25 @@ def _write(v: Any) -> Any:
         out = {k: _write(getattr(v, k)) for k in keys}
         out.update(copy.deepcopy(v.extra))
         return out
-    if isinstance(v, dict):
-        return {k: _write(x) for k, x in v.items()}
-    if isinstance(v, list):
-        if v and isinstance(v[0], (str, int, float)):  # the schema's lists are of one type: scalars are copied
-            return list(v)
-        return [_write(x) for x in v]
-    return v
+    return _each(v, _write)
 
 
 def _copy(v: Any) -> Any:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return type(v)(**{f.name: copy.deepcopy(getattr(v, f.name)) if not f.metadata.get("json", True)
                           else _copy(getattr(v, f.name)) for f in dataclasses.fields(v)})
+    return _each(v, _copy)
+
+
+def _each(v: Any, f: Callable[[Any], Any]) -> Any:
+    """A dict or list with f applied to each item (the schema's lists are of one type: a list of scalars is
+    copied as is); any other value as it is."""
     if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
+        return {k: f(x) for k, x in v.items()}
     if isinstance(v, list):
-        if v and isinstance(v[0], (str, int, float)):  # the schema's lists are of one type: scalars are copied
+        if v and isinstance(v[0], (str, int, float)):
             return list(v)
-        return [_copy(x) for x in v]
+        return [f(x) for x in v]
     return v
 
 
