@@ -260,6 +260,9 @@ def _error_y(err: float | None, color: str, known: bool = True) -> dict:
     return dict(type="data", array=[err if err is not None else 0.0], visible=known, color=color, thickness=1.5)
 
 
+_PPL_HOVER = "<b>%{fullData.name}</b><br>%{customdata[0]}<br>PPL = %{customdata[1]} ± %{customdata[2]}<extra></extra>"
+
+
 def ppl_figure(run: Run | dict) -> go.Figure:
     """Perplexity per entry with ± error bars (error_y), laid out by ppl_axis_mode(run).
 
@@ -280,29 +283,56 @@ def ppl_figure(run: Run | dict) -> go.Figure:
     if not entries:
         return _figure_of([], _placeholder_layout(layout, "No perplexity yet."))
     xaxis, yaxis = layout["xaxis"], layout["yaxis"]
-    hover = "<b>%{fullData.name}</b><br>%{customdata[0]}<br>PPL = %{customdata[1]} ± %{customdata[2]}<extra></extra>"
     ppls = [e.entry.ppl for e in entries]
     log_y = min(ppls) > 0 and max(ppls) / min(ppls) > LOG_SPAN  # e.g. step 0 beside the quants: log, or all look alike
     if log_y:
         yaxis.update(type="log", title={"text": "perplexity (log scale)"})
-
-    def custom(e: Entry, where: str) -> list:
-        err = "n/a" if no_error(e) else fmt_num(e.ppl_err or 0.0)
-        return [[_esc(where), fmt_num(e.ppl), err]]
-
-    data: list[dict] = []
     if mode == "label":
-        for d in entries:
-            e = d.entry
-            data.append({"type": "bar", "x": [_esc(d.name)], "y": [e.ppl], "name": _esc(d.name),
-                         "marker": {"color": d.color}, "error_y": _error_y(e.ppl_err, "#222", not no_error(e)),
-                         "customdata": custom(e, e.spec), "hovertemplate": hover})
+        data = [{"type": "bar", "x": [_esc(d.name)], "y": [d.entry.ppl], "name": _esc(d.name),
+                 "marker": {"color": d.color}, "error_y": _error_y(d.entry.ppl_err, "#222", not no_error(d.entry)),
+                 "customdata": _ppl_custom(d.entry, d.entry.spec), "hovertemplate": _PPL_HOVER} for d in entries]
         layout.update(barmode="overlay", showlegend=False)
         xaxis.update(type="category", automargin=True)
         return _figure_of(data, layout)
 
-    placed: list[tuple[Shown, float, str, str]] = []  # entry, x, group for trend line, hover line
-    lines: list[Shown] = []  # entries with no place on this axis (a reference of another kind)
+    placed, lines = _ppl_places(run, entries, mode)
+    data = _trend_lines(placed, mode)
+    xs = [x for _, x, _, _ in placed] or [0.0, 1.0]
+    span = max(xs) - min(xs)
+    for d, x, _, where in placed:
+        e = d.entry
+        data.append({"type": "scatter", "x": [x], "y": [e.ppl], "name": _esc(d.name), "mode": "markers",
+                     "marker": {"color": d.color, "size": 11, "symbol": "diamond" if d.is_reference else "circle"},
+                     "error_y": _error_y(e.ppl_err, d.color, not no_error(e)), "customdata": _ppl_custom(e, where),
+                     "hovertemplate": _PPL_HOVER})
+    pad = 0.05 * span or 0.2
+    if mode == "quant":
+        _quant_labels(placed, layout, log_y, span)
+        pad = 0.2 * span or 1.0  # room for the first and last labels
+        xaxis["range"] = [min(xs) - pad, max(xs) + pad]
+    for d in lines:
+        data.append({"type": "scatter", "x": [min(xs) - pad, max(xs) + pad], "y": [d.entry.ppl] * 2,
+                     "mode": "lines", "name": _esc(d.name), "line": {"color": d.color, "dash": "dash"},
+                     "customdata": _ppl_custom(d.entry, d.entry.spec) * 2, "hovertemplate": _PPL_HOVER})
+    if mode == "step":
+        top = max(xs)
+        ticks = [s for s in (0, 1, 10, 100, 1000, 10000, 100000) if step_to_x(s) <= top + 0.3]
+        xaxis.update(tickvals=[step_to_x(s) for s in ticks],
+                     ticktext=[f"{s // 1000}k" if s >= 1000 else str(s) for s in ticks], range=[-0.2, top + 0.25])
+    return _figure_of(data, layout)
+
+
+def _ppl_custom(e: Entry, where: str) -> list:
+    """A perplexity point's hover data: where it sits, its PPL and its ± (n/a on too few tokens)."""
+    err = "n/a" if no_error(e) else fmt_num(e.ppl_err or 0.0)
+    return [[_esc(where), fmt_num(e.ppl), err]]
+
+
+def _ppl_places(run: Run, entries: list[Shown], mode: str) -> tuple[list[tuple[Shown, float, str, str]], list[Shown]]:
+    """Where each entry sits on a 'step' or 'quant' axis: ([(entry, x, trend group, hover line)], the entries
+    with no place on it, drawn as horizontal lines (a reference of another kind))."""
+    placed: list[tuple[Shown, float, str, str]] = []
+    lines: list[Shown] = []
     repo = parsed(run.variants[0].spec).repo
     for d in entries:
         v, q, nbytes = parsed(d.entry.spec), quant_of(d.entry), d.entry.source.bytes
@@ -313,57 +343,42 @@ def ppl_figure(run: Run | dict) -> go.Figure:
             placed.append((d, nbytes / 1e6, "all", f"{q or '?'}{bpw} · {nbytes / 1e6:.1f} MB"))
         else:
             lines.append(d)
+    return placed, lines
+
+
+def _trend_lines(placed: list[tuple[Shown, float, str, str]], mode: str) -> list[dict]:
+    """Grey lines joining the placed points of each group (a quant along the steps; all files by size)."""
+    data = []
     for group in sorted({g for _, _, g, _ in placed}):
         pts = sorted((x, d.entry.ppl) for d, x, g, _ in placed if g == group)
         if len(pts) > 1:
             data.append({"type": "scatter", "x": [p[0] for p in pts], "y": [p[1] for p in pts], "mode": "lines",
                          "name": _esc(f"{group} (trend)" if mode == "step" else "trend"),
                          "line": {"color": "#c8c8c8", "width": 1.5}, "hoverinfo": "skip", "showlegend": False})
-    xs = [x for _, x, _, _ in placed] or [0.0, 1.0]
-    span = max(xs) - min(xs)
-    for d, x, _, where in placed:
-        e = d.entry
-        data.append({"type": "scatter", "x": [x], "y": [e.ppl], "name": _esc(d.name), "mode": "markers",
-                     "marker": {"color": d.color, "size": 11, "symbol": "diamond" if d.is_reference else "circle"},
-                     "error_y": _error_y(e.ppl_err, d.color, not no_error(e)), "customdata": custom(e, where),
-                     "hovertemplate": hover})
-    pad = 0.05 * span or 0.2
-    if mode == "quant":
-        # Each point's quant and bits per weight in a label above every point, on a pointer to it. Labels sit on
-        # three heights near the top (in axis units, so a few tens of pixels apart), by turns for points close
-        # in x, so that no label covers another or a point; the axes leave room for them.
-        ax = (lambda v: math.log10(v)) if log_y else (lambda v: v)
-        err = [0.0 if no_error(d.entry) else float(d.entry.ppl_err or 0.0) for d, _, _, _ in placed]
-        lo = min(ax(max(d.entry.ppl - r, 1e-9) if log_y else d.entry.ppl - r)
-                 for (d, _, _, _), r in zip(placed, err))
-        hi = max(ax(d.entry.ppl + r) for (d, _, _, _), r in zip(placed, err))
-        room = (hi - lo) or 0.2 * abs(hi) or 1.0
-        y0, y1 = lo - 0.2 * room, hi + 1.1 * room
-        yaxis["range"] = [y0, y1]
-        notes = layout.setdefault("annotations", [])
-        level, last_x = 0, None
-        for d, x, _, _ in sorted(placed, key=lambda p: p[1]):
-            level = (level + 1) % 3 if last_x is not None and x - last_x < 0.3 * (span or 1.0) else 0
-            last_x = x
-            q = quant_of(d.entry)
-            notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (0.06 + 0.11 * level) * (y1 - y0),
-                          "axref": "x", "ayref": "y",
-                          "text": _esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
-                          "name": _esc(d.name), "showarrow": True, "arrowwidth": 1, "arrowhead": 0,
-                          "arrowcolor": "#bbb", "standoff": 7, "font": {"size": 11},
-                          "bgcolor": "rgba(255,255,255,0.85)"})
-        pad = 0.2 * span or 1.0  # room for the first and last labels
-        xaxis["range"] = [min(xs) - pad, max(xs) + pad]
-    for d in lines:
-        data.append({"type": "scatter", "x": [min(xs) - pad, max(xs) + pad], "y": [d.entry.ppl] * 2,
-                     "mode": "lines", "name": _esc(d.name), "line": {"color": d.color, "dash": "dash"},
-                     "customdata": custom(d.entry, d.entry.spec) * 2, "hovertemplate": hover})
-    if mode == "step":
-        top = max(xs)
-        ticks = [s for s in (0, 1, 10, 100, 1000, 10000, 100000) if step_to_x(s) <= top + 0.3]
-        xaxis.update(tickvals=[step_to_x(s) for s in ticks],
-                     ticktext=[f"{s // 1000}k" if s >= 1000 else str(s) for s in ticks], range=[-0.2, top + 0.25])
-    return _figure_of(data, layout)
+    return data
+
+
+def _quant_labels(placed: list[tuple[Shown, float, str, str]], layout: dict, log_y: bool, span: float) -> None:
+    """Each point's quant and bits per weight in a label above it, on a pointer to it (layout's annotations).
+    Labels sit on three heights near the top (in axis units, so a few tens of pixels apart), by turns for points
+    close in x, so that no label covers another or a point; the y axis leaves room for them."""
+    ax = (lambda v: math.log10(v)) if log_y else (lambda v: v)
+    err = [0.0 if no_error(d.entry) else float(d.entry.ppl_err or 0.0) for d, _, _, _ in placed]
+    lo = min(ax(max(d.entry.ppl - r, 1e-9) if log_y else d.entry.ppl - r) for (d, _, _, _), r in zip(placed, err))
+    hi = max(ax(d.entry.ppl + r) for (d, _, _, _), r in zip(placed, err))
+    room = (hi - lo) or 0.2 * abs(hi) or 1.0
+    y0, y1 = lo - 0.2 * room, hi + 1.1 * room
+    layout["yaxis"]["range"] = [y0, y1]
+    notes = layout.setdefault("annotations", [])
+    level, last_x = 0, None
+    for d, x, _, _ in sorted(placed, key=lambda p: p[1]):
+        level = (level + 1) % 3 if last_x is not None and x - last_x < 0.3 * (span or 1.0) else 0
+        last_x = x
+        q = quant_of(d.entry)
+        notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (0.06 + 0.11 * level) * (y1 - y0),
+                      "axref": "x", "ayref": "y", "text": _esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
+                      "name": _esc(d.name), "showarrow": True, "arrowwidth": 1, "arrowhead": 0,
+                      "arrowcolor": "#bbb", "standoff": 7, "font": {"size": 11}, "bgcolor": "rgba(255,255,255,0.85)"})
 
 
 def scored_token_texts(run: Run | dict) -> list[str] | None:
@@ -435,7 +450,8 @@ def kld_figure(run: Run | dict, log_y: bool = False) -> go.Figure:
     """Per-token KL divergence from the reference (kld.per_token, nats), one box per variant (mean dashed)."""
     run = as_run(run)
     ref = run.reference
-    entries = [d for d in shown_entries(run) if not d.is_reference and d.entry.kld is not None and d.entry.kld.per_token]
+    entries = [d for d in shown_entries(run)
+               if not d.is_reference and d.entry.kld is not None and d.entry.kld.per_token]
     layout = _layout(f"KL divergence from the reference {(ref.label if ref else '') or ''} per token"
                      .replace("  ", " "), "variant", "KLD (nats)" + (", log scale" if log_y else ""))
     if not entries:
