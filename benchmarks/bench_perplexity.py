@@ -21,7 +21,7 @@ machine hits them alike; compare ratios within one run, not seconds across runs.
 4. permalink: opening ?run=ID of a 4-variant corpus run (benchmarks/bench_permalink.py): server time and fully
    drawn in headless Chromium.
 
-Usage: python benchmarks/bench_perplexity.py [--chunks 8] [--repeats 5] [--tokens 128] [--skip kl,link] [--quick].
+Usage: python benchmarks/bench_perplexity.py [--chunks 8] [--kl-chunks 4] [--repeats 5] [--tokens 128] [--skip kl,link] [--quick].
 Prints the CPU model and flags, then markdown tables.
 """
 
@@ -295,7 +295,7 @@ def header(args) -> str:
             f"ggml: {cpu['ggml']}\n"
             f"llama-cpp-python {llama_cpp.__version__} (pip's native build); llama-perplexity from the same sdist, "
             f"native Release, built shared and static (tools/build_llama_perplexity.sh [static])\n"
-            f"{THREADS} threads, ctx 512, -b 512 -ub 512, flash attention on, {args.chunks} chunks; each figure the median "
+            f"{THREADS} threads, ctx 512, -b 512 -ub 512, flash attention on, {args.chunks} chunks (KL row {args.kl_chunks or args.chunks}); each figure the median "
             f"of {args.repeats} interleaved runs, {CLOCK} seconds; ours with "
             f"{'a fresh --home per run' if HOME is None else 'one warmed --home (file hashes and probe verdicts kept)'}; "
             f"load average at start {os.getloadavg()[0]:.1f}\n")
@@ -304,6 +304,7 @@ def header(args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("--kl-chunks", type=int, default=None, help="chunks of the KL row (default: --chunks)")
     ap.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is kept (at least 5)")
     ap.add_argument("--tokens", type=int, default=128, help="greedy tokens per generation figure")
     ap.add_argument("--quick", action="store_true",
@@ -330,7 +331,7 @@ def main() -> None:
     if not args.fresh_home:
         HOME = Path(home.name)
         for specs in ([files["Q8_0"]], [files["Q4_K_M"]], [files["Q8_0"], files["Q6_K"], files["Q4_K_M"], files["F16"]]):
-            ours(specs, build_text(512 + 64, files))  # untimed: each file hashed and probed once, as in real use
+            ours(specs, build_text(1024 + 64, files))  # untimed: each file hashed and probed once, as in real use
     print(header(args), flush=True)
     rows = []
     for q in args.ppl_quants.split(",") if "ppl" not in skip else ():
@@ -344,16 +345,18 @@ def main() -> None:
         tool_val = parse_final_ppl(med[settings[0]][2])[0]
         rows.append((f"corpus PPL {q}", run["variants"][0]["n_scored"] // 255, med, run["variants"][0]["ppl"], tool_val))
     if "kl" not in skip:
+        kl_chunks = args.kl_chunks or args.chunks
+        kl_text = build_text(512 * kl_chunks + 64, files)
         with tempfile.TemporaryDirectory() as tmp:
             base = Path(tmp) / "base.kld"
 
             def two_step(b: str, r: bool):
-                w, rss, _ = tool(b, r, ["-m", str(files["F16"]), "-f", str(text), "--kl-divergence-base", str(base)],
-                                 args.chunks, until=None)
+                w, rss, _ = tool(b, r, ["-m", str(files["F16"]), "-f", str(kl_text), "--kl-divergence-base", str(base)],
+                                 kl_chunks, until=None)
                 outs = []
                 for q in ("Q8_0", "Q6_K", "Q4_K_M"):
                     w2, r2, o = tool(b, r, ["-m", str(files[q]), "--kl-divergence-base", str(base), "--kl-divergence"],
-                                     args.chunks)
+                                     kl_chunks)
                     w, rss = w + w2, max(rss, r2)
                     outs.append(o)
                 return w, rss, outs
@@ -362,7 +365,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 for b, r in settings:
                     got[(b, r)].append(two_step(b, r))
-                got["ours"].append(ours([files["Q8_0"], files["Q6_K"], files["Q4_K_M"]], text, files["F16"]))
+                got["ours"].append(ours([files["Q8_0"], files["Q6_K"], files["Q4_K_M"]], kl_text, files["F16"]))
             med = {k: median_run(v) for k, v in got.items()}
             run = med["ours"][2]
             rows.append(("KL 3 variants vs F16", run["variants"][0]["n_scored"] // 255, med,
