@@ -136,17 +136,21 @@ def load_plan(settings: Settings, quant: str | None, phase: str, cpu: dict | Non
 
 def _model_quant(model) -> str | None:
     """The QUANTS name of a loaded model's general.file_type, or None."""
-    from .variants import QUANTS
-
     buf = ctypes.create_string_buffer(32)
     n = llama_cpp.llama_model_meta_val_str(model, b"general.file_type", buf, 32)
     if n <= 0:
         return None
     try:
-        ftype = int(buf.value.decode())
+        return _quant_name(int(buf.value.decode()))
     except ValueError:
         return None
-    return next((q.name for q in QUANTS.values() if q.ftype == ftype), None)
+
+
+def _quant_name(ftype: int | None) -> str | None:
+    """The QUANTS name of a llama.cpp file type (general.file_type), or None."""
+    from .variants import QUANTS
+
+    return next((q.name for q in QUANTS.values() if q.ftype == ftype), None) if ftype is not None else None
 
 
 def _mib_of(line: str) -> float:
@@ -212,7 +216,8 @@ class Model:
         self.overrides: dict[str, str] = ggufmeta.load_overrides(header) if header and fix_pre else {}
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
-        self.load_plans = {"score": load_plan(settings, None, "score")}  # quant unknown until loaded
+        # planned by the header's file type; _plan_phases checks it against the loaded model's
+        self.load_plans = {"score": load_plan(settings, _quant_name(header.file_type if header else None), "score")}
         mparams.use_extra_bufts = self.load_plans["score"]["extra_bufts"]
         if self.overrides:
             self._kv_overrides = _kv_override_array(self.overrides)  # alive as long as the model (and its copy)
@@ -286,8 +291,8 @@ class Model:
 
     # --- load settings per phase (load_plan) ---
     def _plan_phases(self) -> None:
-        """Now that the file's quant is known, plan both phases; reload the scoring handle if its plan
-        differs from the quant-blind one it was loaded with."""
+        """Now that the loaded model's quant is known, plan both phases; reload the scoring handle only if its
+        plan differs from the one the header's file type gave (a header without general.file_type)."""
         self.quant = _model_quant(self._model)
         score = load_plan(self.settings, self.quant, "score")
         if score["extra_bufts"] != self.load_plans["score"]["extra_bufts"]:

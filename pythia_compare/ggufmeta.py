@@ -42,7 +42,7 @@ MAX_ARRAY_ITEMS = 1 << 26
 
 _WANTED = {"general.architecture", "tokenizer.ggml.model", PRE_KEY, "tokenizer.ggml.tokens",
            "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id",
-           "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token"}
+           "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token", "general.file_type"}
 
 
 class GGUFHeaderError(ValueError):
@@ -61,6 +61,7 @@ class GGUFVocab:
     bos_id: int | None = None
     eos_id: int | None = None
     add_bos: bool | None = None
+    file_type: int | None = None  # general.file_type (llama.cpp's ftype), which engine plans the load by
 
     @property
     def n_real(self) -> int:
@@ -187,7 +188,8 @@ def _parse(buf, size: int, name: str) -> GGUFVocab:
                      types=[int(t) for t in items("tokenizer.ggml.token_type", int)],
                      merges=items("tokenizer.ggml.merges", bytes), bos_id=integer("tokenizer.ggml.bos_token_id"),
                      eos_id=integer("tokenizer.ggml.eos_token_id"),
-                     add_bos=bool(add_bos) if isinstance(add_bos, (bool, int)) else None)
+                     add_bos=bool(add_bos) if isinstance(add_bos, (bool, int)) else None,
+                     file_type=integer("general.file_type"))
 
 
 def load_overrides(vocab: GGUFVocab) -> dict[str, str]:

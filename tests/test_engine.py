@@ -384,3 +384,19 @@ def test_a_truncated_gguf_is_refused_with_llama_cpps_reason(tiny_ggufs, tmp_path
     with pytest.raises(ModelFileError, match="truncated"):
         with ModelPool(settings).hold([cut], 256):
             pass
+
+
+def test_the_load_is_planned_from_the_files_header_which_names_the_quant_llama_cpp_loads(tiny_ggufs, settings):
+    # The header's general.file_type plans the load before llama.cpp opens the file, so a quant repacked on this
+    # CPU (Q4_0 on Intel) is loaded once, not plain first and then again repacked.
+    from pythia_compare import ggufmeta
+    from pythia_compare.engine import _quant_name
+
+    pool = ModelPool(settings)
+    for q, path in tiny_ggufs.items():
+        header_quant = _quant_name(ggufmeta.read_vocab(path).file_type)
+        assert header_quant == q
+        with pool.hold([path], 64) as (m,):
+            assert m.quant == q
+            assert m.load_plans["score"] == load_plan(settings, q, "score")
+    pool.close()
