@@ -438,7 +438,7 @@ def _last_chunk(ids: list[int], ctx: int, model) -> list[int]:
 
 def _set_scores(e: Entry, nll: np.ndarray) -> None:
     """An entry's scores from the NLL of its scored tokens: log-probabilities, N, PPL and its uncertainty."""
-    e.token_logprobs = [float(-x) for x in nll]
+    e.token_logprobs = (-nll).tolist()  # Python floats, one C pass (this runs after every corpus chunk)
     e.n_scored = int(len(nll))
     e.ppl, e.ppl_err = metrics.perplexity(nll)
 
@@ -450,8 +450,7 @@ def _token_probs(items: list[dict]) -> list[TokenProb]:
 
 def _kld_stats(stats) -> KLStats:
     """The KL statistics of docs/run.md (metrics.kl_summary) with the per-token KLD and Δp."""
-    return KLStats(**metrics.kl_summary(stats), per_token=[float(x) for x in stats.kld],
-                   dp_per_token=[float(x) for x in stats.dp])
+    return KLStats(**metrics.kl_summary(stats), per_token=stats.kld.tolist(), dp_per_token=stats.dp.tolist())
 
 
 def _versions() -> Versions:

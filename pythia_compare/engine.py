@@ -489,9 +489,7 @@ class Model:
             for start, end, rows in _decode_calls(n, want, n_batch, max(1, self.settings.max_outputs)):
                 flagged = [p - start for p in want[row:row + rows]]
                 _fill_batch(batch, tokens[start:end], start, flagged)
-                rc = llama_cpp.llama_decode(self._ctx, batch)
-                if rc != 0:
-                    raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
+                self._decode(self._ctx, batch)
                 if take is not None:
                     for j, i in enumerate(flagged):
                         take(row + j, start + i, llama_cpp.llama_get_logits_ith(self._ctx, i))
@@ -549,11 +547,15 @@ class Model:
             piece = tokens[start:start + n_batch]
             last = start + len(piece) == len(tokens)
             _fill_batch(batch, piece, pos, [len(piece) - 1] if last else [])
-            rc = llama_cpp.llama_decode(ctx, batch)
-            if rc != 0:
-                raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
+            self._decode(ctx, batch)
             pos += len(piece)
         return pos
+
+    def _decode(self, ctx, batch) -> None:
+        """One llama_decode call; a failure raises, naming the file."""
+        rc = llama_cpp.llama_decode(ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc} on {self.path.name!r}")
 
     def _stream(self, ctx, feed: Callable[[list[int], int], int], prompt_tokens: list[int], max_tokens: int,
                 temperature: float, rng: np.random.Generator, n_alternatives: int) -> Iterator[GeneratedToken]:
