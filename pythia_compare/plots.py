@@ -15,11 +15,9 @@ hover, so plotly text goes through `_esc`; the generations' HTML goes through ht
 Speed (a shared link opens at once, issue 13): a run's figures are built as plain dicts (`{"data": [...],
 "layout": {...}}`) and wrapped once in a go.Figure without plotly's per-property validation (`_figure_of`), with
 the plotly_white template read once (`_template`). The dicts use only names plotly knows: the tests rebuild
-every figure through plotly's validation and require the same figure. The sweeps' figures (few points) use
-plotly's API.
+every figure through plotly's validation and require the same figure.
 
-Sweeps (the section at the end): the Sweeps tab's four figures from a sweep JSON dict (docs/sweeps.md), pure in
-the same way; every point and heatmap square carries its cell's run id at customdata[1].
+The Sweeps tab's figures are sweepplots.py's; they share base_layout and esc from here.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .metrics import corpus_target_indices
-from .report import PALETTE, Shown, fmt_num, no_error, parsed, quant_of, show_token, shown_entries
+from .report import Shown, fmt_num, no_error, parsed, quant_of, show_token, shown_entries
 from .run import Entry, GenToken, Run, as_run
 from .variants import FINAL_STEP, QUANTS
 
@@ -50,10 +48,10 @@ def _wrap(title: str, width: int = TITLE_CHARS) -> str:
     """Plain text wrapped at spaces into lines of at most `width` characters, escaped, joined by <br>."""
     import textwrap
 
-    return "<br>".join(_esc(line) for line in textwrap.wrap(title, width, break_on_hyphens=False) or [""])
+    return "<br>".join(esc(line) for line in textwrap.wrap(title, width, break_on_hyphens=False) or [""])
 
 
-def _esc(text: str) -> str:
+def esc(text: str) -> str:
     """Escape text for plotly labels and hover (plotly reads <b>, <br>, &amp; … as markup)."""
     return html.escape(str(text), quote=False)
 
@@ -75,7 +73,7 @@ def _template() -> dict:
     return pio.templates[TEMPLATE].to_plotly_json()
 
 
-def _layout(title: str, x_title: str, y_title: str) -> dict:
+def base_layout(title: str, x_title: str, y_title: str) -> dict:
     """A figure's layout: wrapped title, axis titles, the template, the legend titled "variant"."""
     text = _wrap(title)
     return {"title": {"text": text, "font": {"size": 15}}, "xaxis": {"title": {"text": x_title}},
@@ -92,23 +90,12 @@ def _figure_of(data: list[dict], layout: dict) -> go.Figure:
 
 def _placeholder_layout(layout: dict, message: str) -> dict:
     """The layout of an empty figure: the message in its middle, no axes."""
-    layout.setdefault("annotations", []).append({"text": _esc(message), "showarrow": False, "xref": "paper",
+    layout.setdefault("annotations", []).append({"text": esc(message), "showarrow": False, "xref": "paper",
                                                  "yref": "paper", "x": 0.5, "y": 0.5,
                                                  "font": {"size": 14, "color": "#666"}})
     layout["xaxis"]["visible"] = False
     layout["yaxis"]["visible"] = False
     return layout
-
-
-def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
-    """An empty go.Figure with _layout's layout, for building with plotly's API (the sweeps' figures)."""
-    return go.Figure(layout=_layout(title, x_title, y_title))
-
-
-def _placeholder(fig: go.Figure, message: str) -> go.Figure:
-    fig.add_annotation(text=_esc(message), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                       font=dict(size=14, color="#666"))
-    return fig.update_layout(xaxis_visible=False, yaxis_visible=False)
 
 
 _TOKEN_HOVER = ("<b>%{fullData.name}</b><br>token %{customdata[0]} (id %{customdata[1]})"
@@ -122,7 +109,7 @@ def next_token_figure(run: Run | dict) -> go.Figure:
     top-k has no bar for that entry (its probability is unknown, below that entry's k-th), not a zero.
     """
     run = as_run(run)
-    layout = _layout(f"Next-token distribution after the {_unit(run)} (top-k of each variant)",
+    layout = base_layout(f"Next-token distribution after the {_unit(run)} (top-k of each variant)",
                      "next token (␣ = space)", "probability")
     entries = [e for e in shown_entries(run) if e.entry.next_token]
     if not entries:
@@ -138,13 +125,13 @@ def next_token_figure(run: Run | dict) -> go.Figure:
     ids = sorted(best, key=lambda i: (-best[i], i))
     shown = [show_token(text_of[i]) for i in ids]
     dup = {s for s in shown if shown.count(s) > 1}
-    cats = [_esc(s + (f" (id {i})" if s in dup else "")) for s, i in zip(shown, ids)]
+    cats = [esc(s + (f" (id {i})" if s in dup else "")) for s, i in zip(shown, ids)]
     data = []
     for e in entries:
         by_id = {t.id: (rank + 1, t.prob) for rank, t in enumerate(e.entry.next_token)}
         data.append({"type": "bar", "x": cats, "y": [by_id[i][1] if i in by_id else None for i in ids],
-                     "name": _esc(e.name), "marker": {"color": e.color},
-                     "customdata": [[_esc(repr(text_of[i])), i, by_id[i][0] if i in by_id else None] for i in ids],
+                     "name": esc(e.name), "marker": {"color": e.color},
+                     "customdata": [[esc(repr(text_of[i])), i, by_id[i][0] if i in by_id else None] for i in ids],
                      "hovertemplate": _TOKEN_HOVER})
     layout["barmode"] = "group"
     layout["xaxis"].update(type="category", categoryorder="array", categoryarray=cats)
@@ -170,7 +157,7 @@ def _next_token_panels(layout: dict, entries: list[Shown]) -> go.Figure:
     grid = copy.deepcopy(_panel_grid(rows))
     titles = grid.pop("annotations")[:len(entries)]
     for note, e in zip(titles, entries):
-        note["text"] = _esc(e.name)
+        note["text"] = esc(e.name)
     for k in range(1, 2 * rows + 1):
         x, y = grid[f"xaxis{k if k > 1 else ''}"], grid[f"yaxis{k if k > 1 else ''}"]
         x.update(type="category", tickangle=0, automargin=True)
@@ -182,9 +169,9 @@ def _next_token_panels(layout: dict, entries: list[Shown]) -> go.Figure:
     for k, e in enumerate(entries):
         top = e.entry.next_token[:FACET_TOKENS]
         data.append({"type": "bar", "xaxis": f"x{k + 1 if k else ''}", "yaxis": f"y{k + 1 if k else ''}",
-                     "x": [_esc(show_token(t.text)) + "\u200b" * r for r, t in enumerate(top)],  # same text: 2 bars
-                     "y": [t.prob for t in top], "name": _esc(e.name), "marker": {"color": e.color},
-                     "customdata": [[_esc(repr(t.text)), t.id, r + 1] for r, t in enumerate(top)],
+                     "x": [esc(show_token(t.text)) + "\u200b" * r for r, t in enumerate(top)],  # same text: 2 bars
+                     "y": [t.prob for t in top], "name": esc(e.name), "marker": {"color": e.color},
+                     "customdata": [[esc(repr(t.text)), t.id, r + 1] for r, t in enumerate(top)],
                      "hovertemplate": _TOKEN_HOVER})
     return _figure_of(data, layout)
 
@@ -279,7 +266,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
     unknown = [e for e in entries if no_error(e.entry)]
     errors = (f"± n/a: {min(e.entry.n_scored for e in unknown)} scored tokens" if unknown
               else "± 1 standard error")
-    layout = _layout(f"Perplexity on the {_unit(run)} ({errors})", x_title, "perplexity")
+    layout = base_layout(f"Perplexity on the {_unit(run)} ({errors})", x_title, "perplexity")
     if not entries:
         return _figure_of([], _placeholder_layout(layout, "No perplexity yet."))
     xaxis, yaxis = layout["xaxis"], layout["yaxis"]
@@ -288,7 +275,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
     if log_y:
         yaxis.update(type="log", title={"text": "perplexity (log scale)"})
     if mode == "label":
-        data = [{"type": "bar", "x": [_esc(d.name)], "y": [d.entry.ppl], "name": _esc(d.name),
+        data = [{"type": "bar", "x": [esc(d.name)], "y": [d.entry.ppl], "name": esc(d.name),
                  "marker": {"color": d.color}, "error_y": _error_y(d.entry.ppl_err, "#222", not no_error(d.entry)),
                  "customdata": _ppl_custom(d.entry, d.entry.spec), "hovertemplate": _PPL_HOVER} for d in entries]
         layout.update(barmode="overlay", showlegend=False)
@@ -301,7 +288,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
     span = max(xs) - min(xs)
     for d, x, _, where in placed:
         e = d.entry
-        data.append({"type": "scatter", "x": [x], "y": [e.ppl], "name": _esc(d.name), "mode": "markers",
+        data.append({"type": "scatter", "x": [x], "y": [e.ppl], "name": esc(d.name), "mode": "markers",
                      "marker": {"color": d.color, "size": 11, "symbol": "diamond" if d.is_reference else "circle"},
                      "error_y": _error_y(e.ppl_err, d.color, not no_error(e)), "customdata": _ppl_custom(e, where),
                      "hovertemplate": _PPL_HOVER})
@@ -312,7 +299,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
         xaxis["range"] = [min(xs) - pad, max(xs) + pad]
     for d in lines:
         data.append({"type": "scatter", "x": [min(xs) - pad, max(xs) + pad], "y": [d.entry.ppl] * 2,
-                     "mode": "lines", "name": _esc(d.name), "line": {"color": d.color, "dash": "dash"},
+                     "mode": "lines", "name": esc(d.name), "line": {"color": d.color, "dash": "dash"},
                      "customdata": _ppl_custom(d.entry, d.entry.spec) * 2, "hovertemplate": _PPL_HOVER})
     if mode == "step":
         top = max(xs)
@@ -325,7 +312,7 @@ def ppl_figure(run: Run | dict) -> go.Figure:
 def _ppl_custom(e: Entry, where: str) -> list:
     """A perplexity point's hover data: where it sits, its PPL and its ± (n/a on too few tokens)."""
     err = "n/a" if no_error(e) else fmt_num(e.ppl_err or 0.0)
-    return [[_esc(where), fmt_num(e.ppl), err]]
+    return [[esc(where), fmt_num(e.ppl), err]]
 
 
 def _ppl_places(run: Run, entries: list[Shown], mode: str) -> tuple[list[tuple[Shown, float, str, str]], list[Shown]]:
@@ -353,7 +340,7 @@ def _trend_lines(placed: list[tuple[Shown, float, str, str]], mode: str) -> list
         pts = sorted((x, d.entry.ppl) for d, x, g, _ in placed if g == group)
         if len(pts) > 1:
             data.append({"type": "scatter", "x": [p[0] for p in pts], "y": [p[1] for p in pts], "mode": "lines",
-                         "name": _esc(f"{group} (trend)" if mode == "step" else "trend"),
+                         "name": esc(f"{group} (trend)" if mode == "step" else "trend"),
                          "line": {"color": "#c8c8c8", "width": 1.5}, "hoverinfo": "skip", "showlegend": False})
     return data
 
@@ -376,8 +363,8 @@ def _quant_labels(placed: list[tuple[Shown, float, str, str]], layout: dict, log
         last_x = x
         q = quant_of(d.entry)
         notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (0.06 + 0.11 * level) * (y1 - y0),
-                      "axref": "x", "ayref": "y", "text": _esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
-                      "name": _esc(d.name), "showarrow": True, "arrowwidth": 1, "arrowhead": 0,
+                      "axref": "x", "ayref": "y", "text": esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
+                      "name": esc(d.name), "showarrow": True, "arrowwidth": 1, "arrowhead": 0,
                       "arrowcolor": "#bbb", "standoff": 7, "font": {"size": 11}, "bgcolor": "rgba(255,255,255,0.85)"})
 
 
@@ -409,7 +396,7 @@ def surprisal_heatmap(run: Run | dict) -> go.Figure:
     run = as_run(run)
     entries = [e for e in shown_entries(run) if e.entry.token_logprobs]
     texts = scored_token_texts(run)
-    layout = _layout("Surprisal per scored token (bits)", "scored token" if texts else "scored position", "variant")
+    layout = base_layout("Surprisal per scored token (bits)", "scored token" if texts else "scored position", "variant")
     if not entries:
         return _figure_of([], _placeholder_layout(layout, "No scored tokens yet."))
     n = max(len(e.entry.token_logprobs) for e in entries)
@@ -418,7 +405,7 @@ def surprisal_heatmap(run: Run | dict) -> go.Figure:
         title = _wrap(f"Surprisal per scored token (bits): first {ncols} of {n} tokens")
         layout["title"] = dict(layout["title"], text=title)
         layout["margin"] = dict(layout["margin"], t=36 + 19 * (title.count("<br>") + 1))
-    tok = [f"{_esc(repr(texts[j]))} · " if texts else "" for j in range(ncols)]
+    tok = [f"{esc(repr(texts[j]))} · " if texts else "" for j in range(ncols)]
     z, hover = [], []
     for e in entries:
         lp = np.asarray(e.entry.token_logprobs[:ncols], dtype=np.float64)
@@ -426,12 +413,12 @@ def surprisal_heatmap(run: Run | dict) -> go.Figure:
         z.append(bits + [None] * (ncols - len(bits)))
         hover.append([f"{tok[j]}position {j}<br>" + (f"p = {_fmt_p(math.exp(lp[j]))}<br>surprisal = {bits[j]:.3f} bits"
                                                     if j < len(bits) else "not scored yet") for j in range(ncols)])
-    data = [{"type": "heatmap", "z": z, "x": list(range(ncols)), "y": [_esc(e.name) for e in entries], "text": hover,
+    data = [{"type": "heatmap", "z": z, "x": list(range(ncols)), "y": [esc(e.name) for e in entries], "text": hover,
              "colorscale": _colorscale("YlOrRd"), "zmin": 0, "colorbar": {"title": {"text": "bits"}},
              "xgap": 1 if ncols <= MAX_TICK_LABELS else 0, "hovertemplate": "<b>%{y}</b><br>%{text}<extra></extra>"}]
     layout["yaxis"].update(type="category", autorange="reversed")
     if texts and ncols <= MAX_TICK_LABELS:
-        layout["xaxis"].update(tickvals=list(range(ncols)), ticktext=[_esc(show_token(t)) for t in texts[:ncols]],
+        layout["xaxis"].update(tickvals=list(range(ncols)), ticktext=[esc(show_token(t)) for t in texts[:ncols]],
                                tickangle=-60)
     return _figure_of(data, layout)
 
@@ -452,7 +439,7 @@ def kld_figure(run: Run | dict, log_y: bool = False) -> go.Figure:
     ref = run.reference
     entries = [d for d in shown_entries(run)
                if not d.is_reference and d.entry.kld is not None and d.entry.kld.per_token]
-    layout = _layout(f"KL divergence from the reference {(ref.label if ref else '') or ''} per token"
+    layout = base_layout(f"KL divergence from the reference {(ref.label if ref else '') or ''} per token"
                      .replace("  ", " "), "variant", "KLD (nats)" + (", log scale" if log_y else ""))
     if not entries:
         return _figure_of([], _placeholder_layout(layout, "No KL divergence: choose a reference to compare against."
@@ -462,10 +449,10 @@ def kld_figure(run: Run | dict, log_y: bool = False) -> go.Figure:
     for d in entries:
         per = d.entry.kld.per_token
         if texts:
-            hover = [_esc(repr(t)) for t in texts[:len(per)]] + [f"position {j}" for j in range(len(texts), len(per))]
+            hover = [esc(repr(t)) for t in texts[:len(per)]] + [f"position {j}" for j in range(len(texts), len(per))]
         else:
             hover = [f"position {j}" for j in range(len(per))]
-        data.append({"type": "box", "y": list(per), "name": _esc(d.name), "marker": {"color": d.color},
+        data.append({"type": "box", "y": list(per), "name": esc(d.name), "marker": {"color": d.color},
                      "boxmean": True, "boxpoints": "outliers", "text": hover, "hoveron": "boxes+points"})
     layout.update(showlegend=False)
     layout["xaxis"]["type"] = "category"
@@ -478,231 +465,3 @@ def all_figures(run: Run | dict) -> dict[str, go.Figure]:
     run = as_run(run)
     return {"next_token": next_token_figure(run), "ppl": ppl_figure(run), "surprisal": surprisal_heatmap(run),
             "kld": kld_figure(run)}
-
-
-# ------------------------------------------------------------------------------------------ sweeps
-# A sweep JSON (docs/sweeps.md) holds a steps × quants grid of cells, each {"step", "quant", "status", "run_id",
-# "ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err", "bpw", "hub"}. Only cells
-# with status "done" are drawn. Quant q keeps colour PALETTE[i] (i its place in sweep["quants"]) in every figure.
-SWEEP_STEP0_LABEL = "step0"
-MAX_STEP_TICKS = 10  # up to this many steps, every step is a tick; more, and the ticks are decades
-MAX_LEGEND_STEPS = 20  # the PPL-vs-bpw figure lists its steps in a legend up to this many
-MAX_HEATMAP_TEXT = 120  # squares up to which the heatmap writes each value in its square (beyond: hover only)
-
-
-def _done_cells(sweep: dict) -> list[dict]:
-    return [c for c in sweep.get("cells") or [] if c.get("status") == "done" and c.get("ppl") is not None]
-
-
-def sweep_quant_order(sweep: dict) -> list[str]:
-    """Quants in the sweep's order, then any other quant a cell has (highest precision first)."""
-    order = [str(q) for q in sweep.get("quants") or []]
-    extra = {str(c.get("quant")) for c in sweep.get("cells") or []} - set(order)
-    return order + sorted(extra, key=lambda q: (-QUANTS[q].bpw if q in QUANTS else 0.0, q))
-
-
-def _cell_series(cell: dict) -> str:
-    """The line a cell belongs to: its quant, or 'quant (Hub file)' for the seed repo's own files."""
-    return f"{cell.get('quant')} (Hub file)" if cell.get("hub") else str(cell.get("quant"))
-
-
-def _series_colors(sweep: dict) -> dict[str, str]:
-    colors = {q: PALETTE[i % len(PALETTE)] for i, q in enumerate(sweep_quant_order(sweep))}
-    return {**colors, **{f"{q} (Hub file)": c for q, c in colors.items()}}
-
-
-def sweep_step_x(sweep: dict) -> dict[int, float]:
-    """Step -> x on the log step axis: a step > 0 sits at itself; step0 half a decade before the first decade
-    at or below the smallest step > 0, where its tick reads SWEEP_STEP0_LABEL."""
-    steps = sorted({int(s) for s in sweep.get("steps") or []} | {int(c["step"]) for c in sweep.get("cells") or []})
-    positive = [s for s in steps if s > 0]
-    out = {s: float(s) for s in positive}
-    if 0 in steps:
-        out[0] = 10 ** (math.floor(math.log10(positive[0])) - 0.5) if positive else 1.0
-    return out
-
-
-def _step_label(step: int) -> str:
-    if step == 0:
-        return SWEEP_STEP0_LABEL
-    return f"{step // 1000}k" if step >= 1000 and step % 1000 == 0 else str(step)
-
-
-def _log_step_axis(fig: go.Figure, sweep: dict) -> go.Figure:
-    """A logarithmic x axis over the sweep's steps, ticks labelled by step (step0 at its start)."""
-    xs = sweep_step_x(sweep)
-    if not xs:
-        return fig.update_xaxes(type="log")
-    lo, hi = math.log10(min(xs.values())), math.log10(max(xs.values()))
-    steps = sorted(xs)
-    if len(steps) <= MAX_STEP_TICKS:
-        ticks = steps
-    else:
-        decades = [10 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) if lo - 1e-9 <= k <= hi + 1e-9]
-        ticks = ([0] if 0 in xs else []) + [d for d in decades if 0 not in xs or d > xs[0] * 3]
-    return fig.update_xaxes(type="log", range=[lo - 0.2, hi + 0.2], tickvals=[xs.get(s, s) for s in ticks],
-                            ticktext=[_step_label(s) for s in ticks])
-
-
-def _sweep_title(sweep: dict, what: str) -> str:
-    name = sweep.get("name") or sweep.get("sweep_id") or "sweep"
-    return f"{what} · {name}"
-
-
-def _sweep_hover(what: str) -> str:
-    return ("<b>%{fullData.name}</b><br>step %{customdata[0]}<br>" + what
-            + "<br>run %{customdata[1]}<extra></extra>")
-
-
-def sweep_ppl_figure(sweep: dict) -> go.Figure:
-    """PPL vs training step on log axes, one line per quant (Hub files their own line), ± 1 standard error."""
-    fig = _figure(_sweep_title(sweep, "Perplexity vs training step (± 1 standard error)"),
-                  "training step (log scale)", "perplexity (log scale)")
-    fig.update_layout(legend_title_text="quant")
-    cells, xs, colors = _done_cells(sweep), sweep_step_x(sweep), _series_colors(sweep)
-    if not cells:
-        return _placeholder(fig, "No finished cells yet.")
-    series = [s for q in sweep_quant_order(sweep) for s in (q, f"{q} (Hub file)")]
-    for name in series:
-        pts = sorted((c for c in cells if _cell_series(c) == name), key=lambda c: int(c["step"]))
-        if not pts:
-            continue
-        fig.add_trace(go.Scatter(
-            x=[xs[int(c["step"])] for c in pts], y=[c["ppl"] for c in pts], name=_esc(name), mode="lines+markers",
-            marker=dict(color=colors.get(name), size=8, symbol="diamond" if "(Hub" in name else "circle"),
-            line=dict(color=colors.get(name), dash="dot" if "(Hub" in name else "solid"),
-            error_y=dict(type="data", array=[c.get("ppl_err") or 0.0 for c in pts], visible=True,
-                         color=colors.get(name), thickness=1.5),
-            customdata=[[_step_label(int(c["step"])), c.get("run_id") or "–", fmt_num(c["ppl"]),
-                         fmt_num(c.get("ppl_err") or 0.0)] for c in pts],
-            hovertemplate=_sweep_hover("PPL = %{customdata[2]} ± %{customdata[3]}")))
-    fig.update_yaxes(type="log")
-    return _log_step_axis(fig, sweep)
-
-
-def sweep_kld_figure(sweep: dict) -> go.Figure:
-    """Mean KLD (solid, ± 1 standard error) and its 99th percentile (dashed) vs step per quant; log axes.
-
-    A quant whose cells have no KL statistics (the reference, or no reference) has no lines; values ≤ 0
-    cannot sit on the log axis and are left out.
-    """
-    fig = _figure(_sweep_title(sweep, "KL divergence from the reference vs training step"),
-                  "training step (log scale)", "KLD (nats, log scale)")
-    fig.update_layout(legend_title_text="quant")
-    cells, xs, colors = _done_cells(sweep), sweep_step_x(sweep), _series_colors(sweep)
-    series = [s for q in sweep_quant_order(sweep) for s in (q, f"{q} (Hub file)")]
-    for name in series:
-        pts = sorted((c for c in cells if _cell_series(c) == name), key=lambda c: int(c["step"]))
-        for key, label, dash in (("kld_mean", "mean KLD", "solid"), ("kld_p99", "KLD 99th percentile", "dash")):
-            got = [c for c in pts if c.get(key) is not None and c[key] > 0]
-            if not got:
-                continue
-            err = dict(type="data", array=[c.get("kld_mean_err") or 0.0 for c in got], visible=True,
-                       color=colors.get(name), thickness=1.5) if key == "kld_mean" else None
-            fig.add_trace(go.Scatter(
-                x=[xs[int(c["step"])] for c in got], y=[c[key] for c in got], name=_esc(f"{name} {label}"),
-                legendgroup=_esc(name), mode="lines+markers", error_y=err,
-                marker=dict(color=colors.get(name), size=7, symbol="circle" if key == "kld_mean" else "triangle-up"),
-                line=dict(color=colors.get(name), dash=dash),
-                customdata=[[_step_label(int(c["step"])), c.get("run_id") or "–", fmt_num(c[key])] for c in got],
-                hovertemplate=_sweep_hover(f"{label} = %{{customdata[2]}} nats")))
-    if not fig.data:
-        return _placeholder(fig, "No KL divergence yet: cells get one once scored against their reference.")
-    fig.update_yaxes(type="log")
-    return _log_step_axis(fig, sweep)
-
-
-def _step_colors(steps: list[int]) -> dict[int, str]:
-    """Early steps light, late steps dark (Viridis), so the lines read in training order."""
-    import plotly.colors as pc
-
-    if len(steps) == 1:
-        return {steps[0]: pc.sample_colorscale("Viridis", [0.0])[0]}
-    return dict(zip(steps, pc.sample_colorscale("Viridis", [i / (len(steps) - 1) for i in range(len(steps))])))
-
-
-def _cell_bpw(cell: dict) -> float | None:
-    bpw = cell.get("bpw")
-    if bpw is None and cell.get("quant") in QUANTS:
-        bpw = QUANTS[cell["quant"]].bpw
-    return bpw
-
-
-def sweep_bpw_figure(sweep: dict) -> go.Figure:
-    """PPL (log axis) vs bits per weight, one line per training step (Hub files their own line), ± 1 standard
-    error; the last step's points are labelled with their quant."""
-    fig = _figure(_sweep_title(sweep, "Perplexity vs bits per weight (± 1 standard error)"),
-                  "bits per weight", "perplexity (log scale)")
-    fig.update_layout(legend_title_text="training step")
-    cells = [c for c in _done_cells(sweep) if _cell_bpw(c) is not None]
-    if not cells:
-        return _placeholder(fig, "No finished cells yet.")
-    steps = sorted({int(c["step"]) for c in cells})
-    colors = _step_colors(steps)
-    for step in steps:
-        for hub in (False, True):
-            pts = sorted((c for c in cells if int(c["step"]) == step and bool(c.get("hub")) == hub), key=_cell_bpw)
-            if not pts:
-                continue
-            name = ("step 0" if step == 0 else f"step {step}") + (" (Hub files)" if hub else "")
-            labelled = step == steps[-1]  # quant names on the last step's line only, to keep it readable
-            fig.add_trace(go.Scatter(
-                x=[_cell_bpw(c) for c in pts], y=[c["ppl"] for c in pts], name=_esc(name),
-                mode="lines+markers+text" if labelled else "lines+markers",
-                text=[_esc(str(c.get("quant"))) for c in pts] if labelled else None, textposition="bottom center",
-                textfont=dict(size=9),
-                marker=dict(color=colors[step], size=8, symbol="diamond" if hub else "circle"),
-                line=dict(color=colors[step], dash="dot" if hub else "solid"),
-                error_y=dict(type="data", array=[c.get("ppl_err") or 0.0 for c in pts], visible=True,
-                             color=colors[step], thickness=1.5),
-                customdata=[[_esc(str(c.get("quant"))), c.get("run_id") or "–", fmt_num(c["ppl"]),
-                             fmt_num(c.get("ppl_err") or 0.0), f"{_cell_bpw(c):g}"] for c in pts],
-                hovertemplate="<b>%{fullData.name}</b><br>%{customdata[0]} · %{customdata[4]} bpw<br>"
-                              "PPL = %{customdata[2]} ± %{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
-    fig.update_layout(showlegend=len(steps) <= MAX_LEGEND_STEPS)  # more steps: colour and hover tell them apart
-    return fig.update_yaxes(type="log")
-
-
-def sweep_heatmap(sweep: dict) -> go.Figure:
-    """ln(PPL(Q)/PPL(ref)) per cell: quants (rows, highest precision on top) × steps (columns, in order).
-
-    Columns are one per step, labelled like the step axis (step0 first); a cell not done, or with no
-    reference, is empty. Colours diverge at 0 (no change from the reference). Hub files get rows of their own.
-    Up to MAX_HEATMAP_TEXT squares, each shows its value; a bigger grid (Pythia's 154 steps) shows it on hover.
-    """
-    fig = _figure(_sweep_title(sweep, "ln(PPL(Q) / PPL(reference)) per step and quant"), "training step",
-                  "quant")
-    cells = [c for c in _done_cells(sweep) if c.get("ln_ratio") is not None]
-    if not cells:
-        return _placeholder(fig, "No ln(PPL ratio) yet: cells get one once scored against their reference.")
-    steps = sorted(sweep_step_x(sweep))
-    rows = [s for q in sweep_quant_order(sweep) for s in (q, f"{q} (Hub file)")
-            if any(_cell_series(c) == s for c in cells)]
-    at = {(_cell_series(c), int(c["step"])): c for c in cells}
-    z = [[at[(r, s)]["ln_ratio"] if (r, s) in at else None for s in steps] for r in rows]
-    def square(r: str, s: int) -> list:
-        c = at.get((r, s))
-        if c is None:
-            return [_step_label(s), "–", "–", "–"]
-        return [_step_label(s), c.get("run_id") or "–", fmt_num(c["ln_ratio"]), fmt_num(c.get("ln_ratio_err") or 0.0)]
-
-    custom = [[square(r, s) for s in steps] for r in rows]
-    labels = [_step_label(s) for s in steps]
-    written = len(steps) * len(rows) <= MAX_HEATMAP_TEXT  # values written in the squares while they fit
-    lim = max(abs(v) for row in z for v in row if v is not None) or 1e-6
-    fig.add_trace(go.Heatmap(
-        z=z, x=labels, y=[_esc(r) for r in rows], customdata=custom, colorscale="RdBu_r", zmid=0.0,
-        zmin=-lim, zmax=lim, xgap=2, ygap=2, colorbar=dict(title=dict(text="ln ratio")),
-        text=[[fmt_num(v, 3) if v is not None and written else "" for v in row] for row in z],
-        texttemplate="%{text}",
-        hovertemplate="<b>%{y}</b> · step %{customdata[0]}<br>ln(PPL(Q)/PPL(ref)) = %{customdata[2]} ± "
-                      "%{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
-    fig.update_yaxes(type="category", autorange="reversed")
-    return fig
-
-
-def sweep_figures(sweep: dict) -> dict[str, go.Figure]:
-    """Every figure of a sweep's view, by name: ppl, kld, bpw, heatmap."""
-    return {"ppl": sweep_ppl_figure(sweep), "kld": sweep_kld_figure(sweep), "bpw": sweep_bpw_figure(sweep),
-            "heatmap": sweep_heatmap(sweep)}

@@ -6,9 +6,7 @@ text report. Pure: takes a run (a `run.Run`; a run JSON dict is read once throug
 neither plotly nor gradio, so the CLI stays light and the dashboard shows exactly the numbers the CLI prints.
 
 The entries are shown in the run's one order (`Run.entries()`: the reference first, then the variants), each
-with its display name and colour (`shown_entries`). `_entries`, `_Entry`, `_no_error`, `_parsed` and `_quant_of`
-read run JSON dicts for plots.py until its typed version lands; their typed twins are `shown_entries`, `Shown`,
-`no_error`, `parsed` and `quant_of`.
+with its display name and colour (`shown_entries`); plots.py draws them with the same names and colours.
 """
 
 from __future__ import annotations

@@ -263,8 +263,7 @@ def entries(run: "Run | dict") -> list:
     """The entries of a run, the reference first (when it has one), then the variants as given.
 
     Takes a Run (-> list[Entry]) or a run JSON dict (-> its entry dicts): the readers of runs take a Run; the
-    dict form is for what works on the JSON itself, a migration step (MIGRATIONS) and plots.py's figures until
-    they read a Run."""
+    dict form is for what works on the JSON itself, such as a migration step (MIGRATIONS)."""
     if isinstance(run, Run):
         return ([run.reference] if run.reference is not None else []) + list(run.variants)
     ref = run.get("reference")

@@ -5,7 +5,7 @@ Owns planning a grid (the step spec, the quants, the text check at the sweep's c
 reference once per chunk for all its quants, in groups that fit the memory budget; then one run per cell),
 cleaning up a step's files, merging shard databases and the status report. Owns no SQL (store.py does) and knows
 nothing of Slurm but the array variables SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT
-(slurm.py writes and submits the scripts). Never parses command lines (cli.py) and never draws (plots.py).
+(slurm.py writes and submits the scripts). Never parses command lines (cli.py) and never draws (sweepplots.py).
 
 A cell is (step, quant, hub). Its GGUF comes from this project's converter and llama.cpp's quantizer
 (`<repo>@step<N>:<quant>`), or, for a hub cell, the GGUF repo's own file (`<gguf repo>:<quant>`, final step).

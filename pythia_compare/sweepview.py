@@ -5,7 +5,7 @@ Owns the rows the Sweeps tab shows (formatted by report.format_table, so they re
 turning a page's sweep id (from a link, the list or an API caller, hostile ones included) into a stored sweep
 or None, mapping a cell-table row to the cell's run id, and the start-a-sweep form: checking its inputs, the
 equivalent CLI command, and running plan + run in this process on a thread of its own (local apps only,
-never a public deployment). Never imports gradio (ui.py), never draws (plots.py), never writes SQL (store.py).
+never a public deployment). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (store.py).
 """
 
 from __future__ import annotations

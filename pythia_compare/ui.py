@@ -12,7 +12,7 @@ screen.
 
 Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
 cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
-local-only start form; its decisions live in sweepview.py, its figures in plots.py.
+local-only start form; its decisions live in sweepview.py, its figures in sweepplots.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from . import plots, report
+from . import plots, report, sweepplots
 from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
@@ -533,7 +533,7 @@ class SweepHandlers:
         """A sweep's views (or nothing's): status, the 4 figures (SWEEP_FIGURES), the cell table, its id."""
         if not sweep:
             return (status if status is not None else NO_SWEEP, None, None, None, None, None, "")
-        figs = plots.sweep_figures(sweep)
+        figs = sweepplots.sweep_figures(sweep)
         return (status_line(sweep), *(figs[n] for n in SWEEP_FIGURES),
                 {"headers": CELL_COLUMNS, "data": cell_rows(sweep)}, sweep["sweep_id"])
 

@@ -2,7 +2,7 @@
 through the CLI), driven by a real headless Chromium (Debian's).
 
 The browser opens the Sweeps tab, clicks the sweep and sees its four views drawn (the log step axis with step0
-at its start); the figures are exactly what plots.py builds from the stored sweep. The sweep's share link, in a
+at its start); the figures are exactly what sweepplots.py builds from the stored sweep. The sweep's share link, in a
 fresh browser profile, reopens the tab with the same figures. Clicking a cell's row opens that cell's full run
 in the Compare tab. A gradio_client call to /sweep returns the stored sweep JSON. The tab's screenshot goes to
 the test's temp dir (README's assets/screenshot-sweeps.png is made by hand, never by a test run).
@@ -15,7 +15,7 @@ import json
 import pytest
 from gradio_client import Client
 
-from pythia_compare import plots
+from pythia_compare import sweepplots
 from pythia_compare.store import RunStore
 from tests.ui_support import chromium, demo_suite, make_demo_sweep, served_app
 
@@ -87,7 +87,7 @@ def test_the_sweeps_tab_draws_the_four_views_of_a_demo_sweep_and_its_link_reopen
     assert sweep_id in page.locator("#pc-sweep-status").inner_text()
 
     live = page.evaluate(_FIGURE_JS, FIGURES)
-    expected = {k: json.loads(f.to_json()) for k, f in plots.sweep_figures(stored).items()}
+    expected = {k: json.loads(f.to_json()) for k, f in sweepplots.sweep_figures(stored).items()}
     assert served_figures(responses, sweep_id) == expected
     for name in FIGURES:
         assert live[name]["drawn"] >= 1 and len(live[name]["data"]) == len(expected[name]["data"]), name

@@ -9,7 +9,7 @@ import math
 import gradio as gr
 import pytest
 
-from pythia_compare import plots
+from pythia_compare import sweepplots
 from pythia_compare.store import RunStore
 from pythia_compare.sweepview import CELL_COLUMNS, NO_SWEEP, SWEEP_COLUMNS, SWEEP_NOT_FOUND, cell_run_id
 from pythia_compare.ui import SWEEP_FIGURES, Handlers, SweepHandlers, build_demo
@@ -60,7 +60,7 @@ def test_clicking_a_sweep_in_the_list_draws_its_four_views_and_its_cells(made, s
     row = [r for r in sweeps.listing()["data"] if r[0] == made[1]][0]
     status, ppl, kld, bpw, heatmap, cells, sweep_id = sweeps.select_sweep(select(row))
     assert sweep_id == made[1] and made[1] in status and "9 of 9 cells done" in status
-    expected = plots.sweep_figures(sweep)
+    expected = sweepplots.sweep_figures(sweep)
     for name, fig in zip(SWEEP_FIGURES, (ppl, kld, bpw, heatmap)):
         assert fig.to_plotly_json() == expected[name].to_plotly_json() and len(fig.data) >= 1, name
     assert [t.name for t in ppl.data] == DEMO_SWEEP_QUANTS and ppl.layout.xaxis.type == "log"
@@ -70,7 +70,7 @@ def test_clicking_a_sweep_in_the_list_draws_its_four_views_and_its_cells(made, s
 
 def test_the_figures_draw_the_cells_numbers_step0_first(made, sweep):
     steps = demo_sweep_steps(made[0].demo_dir)
-    ppl = plots.sweep_ppl_figure(sweep)
+    ppl = sweepplots.sweep_ppl_figure(sweep)
     for q in DEMO_SWEEP_QUANTS:
         (t,) = [t for t in ppl.data if t.name == q]
         cells = sorted((c for c in sweep["cells"] if c["quant"] == q), key=lambda c: c["step"])
@@ -78,7 +78,7 @@ def test_the_figures_draw_the_cells_numbers_step0_first(made, sweep):
         assert list(t.error_y.array) == [c["ppl_err"] for c in cells]
     ticks = dict(zip(ppl.layout.xaxis.tickvals, ppl.layout.xaxis.ticktext))
     assert steps[0] == 0 and ticks[min(ticks)] == "step0"
-    hm = plots.sweep_heatmap(sweep).data[0]
+    hm = sweepplots.sweep_heatmap(sweep).data[0]
     assert list(hm.y) == ["Q8_0", "Q2_K"]  # F16 is each step's reference: no ratio to itself
     for i, q in enumerate(hm.y):
         for j, s in enumerate(steps):
@@ -116,7 +116,7 @@ def test_a_cell_without_a_run_says_so_and_opens_nothing(sweeps):
 def test_a_sweep_link_opens_the_sweeps_tab_with_the_sweep_drawn(made, sweeps, sweep):
     listing, status, *figs, cells, sweep_id, tabs = sweeps.on_load(gr.Request(query_params={"sweep": made[1]}))
     assert sweep_id == made[1] and tabs.selected == "sweeps" and len(cells["data"]) == 9
-    assert [f.to_plotly_json() for f in figs] == [plots.sweep_figures(sweep)[n].to_plotly_json()
+    assert [f.to_plotly_json() for f in figs] == [sweepplots.sweep_figures(sweep)[n].to_plotly_json()
                                                    for n in SWEEP_FIGURES]
     plain = sweeps.on_load(gr.Request(query_params={}))
     assert plain[1] == NO_SWEEP and plain[-2] == "" and not isinstance(plain[-1], gr.Tabs)  # the tab is left alone
