@@ -249,7 +249,7 @@ if kind == "plain":
 else:
     from pythia_compare.compare import RunParams, run_comparison
     from pythia_compare.config import Settings
-    from pythia_compare.engine import ModelPool
+    from pythia_compare.pool import ModelPool
     with tempfile.TemporaryDirectory() as tmp:
         s = Settings(n_threads=threads, memory_budget_bytes=16 * 1024**3, db_path=f"{tmp}/r.db", home=f"{tmp}/home",
                      offline=True)

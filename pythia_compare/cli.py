@@ -162,7 +162,7 @@ def _read_text_file(path: str, limit: int) -> str:
 
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from .compare import RunParams, check_unicode, run_comparison
-    from .engine import ModelPool
+    from .pool import ModelPool
     from . import report
     from .report import format_run
     from .store import RunStore

@@ -35,7 +35,7 @@ from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse
 
 if TYPE_CHECKING:
     from .backup import Backup
-    from .engine import ModelPool
+    from .pool import ModelPool
 
 log = logging.getLogger("pythia_compare.dashboard")
 
@@ -272,7 +272,7 @@ class Dashboard:
         self.settings = settings
         self.backup = backup  # told of every save and delete, before the page is (backup.py)
         if pool is None:
-            from .engine import ModelPool
+            from .pool import ModelPool
 
             pool = ModelPool(settings)
         self.pool = pool

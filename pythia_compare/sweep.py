@@ -321,7 +321,7 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     """
     from tqdm import tqdm
 
-    from .engine import ModelPool
+    from .pool import ModelPool
     from .sources import Resolver
 
     plan = store.sweep_plan(sweep_id)

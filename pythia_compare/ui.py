@@ -41,7 +41,7 @@ from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUB
 from .variants import DEMO_ALIAS
 
 if TYPE_CHECKING:
-    from .engine import ModelPool
+    from .pool import ModelPool
 
 log = logging.getLogger("pythia_compare.ui")
 

@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 
 from pythia_compare.config import Settings
 from pythia_compare.convert import CONVERTER_VERSION, convert_checkpoint
-from pythia_compare.engine import ModelPool
+from pythia_compare.pool import ModelPool
 from pythia_compare.errors import CheckpointError, DiskFull, NotYetSupported, SpecError
 from tests.tinymodels import SPACE_RUNS, make_checkpoint, make_hf_checkpoint, save_torch_bin
 

@@ -13,7 +13,8 @@ import pytest
 from tests.support import ROOT, TEST_QUANTS
 from pythia_compare import metrics
 from pythia_compare.config import Settings
-from pythia_compare.engine import ModelPool, bytes_to_text, cpu_info, load_plan
+from pythia_compare.engine import bytes_to_text, cpu_info, load_plan
+from pythia_compare.pool import ModelPool
 from pythia_compare.loadplan import parse_cpu
 from pythia_compare.errors import BudgetError, ModelFileError
 from pythia_compare.variants import SUPPORTED_QUANTS
@@ -30,7 +31,7 @@ import json, sys
 import numpy as np
 from pythia_compare import metrics
 from pythia_compare.config import Settings
-from pythia_compare.engine import ModelPool
+from pythia_compare.pool import ModelPool
 from pythia_compare.quantize import quantize_file
 src, out_dir, quants, text = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
 from pythia_compare.engine import load_plan

@@ -282,7 +282,7 @@ def test_from_json_does_not_modify_its_argument():
 
 def test_a_new_comparison_produces_a_run_of_the_current_schema_that_round_trips(settings, demo_dir):
     from pythia_compare.compare import RunParams, run_comparison
-    from pythia_compare.engine import ModelPool
+    from pythia_compare.pool import ModelPool
 
     pool = ModelPool(settings)
     try:

@@ -316,7 +316,7 @@ def test_public_mode_takes_the_default_repos_and_the_demo_suite_and_nothing_else
 
 def test_a_public_run_converts_at_most_its_cap_of_checkpoints_and_the_next_run_goes_on_from_the_cache(hub,
                                                                                                     tmp_path):
-    from pythia_compare.engine import ModelPool
+    from pythia_compare.pool import ModelPool
 
     settings = Settings(public=True, allowed_repos=(CKPT,), max_conversions_public=2, hub_endpoint=hub.endpoint,
                         home=tmp_path / "home", hf_cache_dir=tmp_path / "hf", db_path=tmp_path / "r.db")

@@ -10,7 +10,7 @@ from tests.fakehub import FakeHub, files_from_dir
 from pythia_compare.compare import RunParams, iter_comparison
 from pythia_compare.config import Settings
 from pythia_compare.dashboard import Dashboard, load_catalog
-from pythia_compare.engine import ModelPool
+from pythia_compare.pool import ModelPool
 from pythia_compare.lineage import mixed_run_warnings
 from pythia_compare.sources import Resolved
 from pythia_compare.errors import SpecError

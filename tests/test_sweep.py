@@ -85,7 +85,7 @@ def test_a_demo_sweep_runs_every_cell_and_status_says_done(one_process):
 def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process):
     from pythia_compare.compare import RunParams, run_comparison
     from pythia_compare.config import Settings
-    from pythia_compare.engine import ModelPool
+    from pythia_compare.pool import ModelPool
     from pythia_compare.store import RunStore
 
     tmp, db, sweep_id, _ = one_process

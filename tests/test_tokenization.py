@@ -12,7 +12,8 @@ import pytest
 from tests.support import run_cli
 from pythia_compare import ggufmeta
 from pythia_compare.compare import RunParams, run_comparison
-from pythia_compare.engine import Model, ModelPool
+from pythia_compare.engine import Model
+from pythia_compare.pool import ModelPool
 from pythia_compare.errors import TokenizerMismatch
 from pythia_compare.store import RunStore
 from tests.vocabmodels import copy_without_key, read_vocab_tests
