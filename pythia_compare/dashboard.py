@@ -14,8 +14,12 @@ import json
 import logging
 import math
 import re
+import shutil
 import tempfile
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +268,9 @@ def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, 
     yield from in_thread(produce, name="pythia-compare-run")
 
 
+EXPORT_KEEP = 32  # runs whose download files (JSON and zip) the dashboard keeps on disk
+
+
 class Dashboard:
     """The dashboard's work for one process: settings, one ModelPool (models stay loaded), the run log."""
 
@@ -277,7 +284,11 @@ class Dashboard:
             pool = ModelPool(settings)
         self.pool = pool
         self.store = store or RunStore(settings.db_path, owner_secret=settings.owner_secret)
+        # the download files of the last EXPORT_KEEP runs shown (export); the folder goes with this object or at exit
         self.export_dir = Path(tempfile.mkdtemp(prefix="pythia-compare-export-"))
+        self._export_cleanup = weakref.finalize(self, shutil.rmtree, self.export_dir, True)
+        self._exports: OrderedDict[Path, None] = OrderedDict()  # the runs with files there, least recently shown first
+        self._export_lock = threading.Lock()
         self.demo_final = demo_final_step(settings)  # `demo@step<last>` is `demo`
 
     def owner_of(self, owner: object) -> str | None:
@@ -368,13 +379,23 @@ class Dashboard:
 
     def export(self, run: Run) -> tuple[Path, Path]:
         """The run as files to download: (JSON as `runs export`, zip of summary.csv and tokens.csv as `runs export
-        --format zip`)."""
+        --format zip`). Only the files of the last EXPORT_KEEP runs stay on disk (a public app opens runs for days:
+        its disk must not fill with copies); the least recently shown go first."""
         base = self.export_dir / f"pythia-compare-{run.run_id}"
         jpath, zpath = base.with_suffix(".json"), base.with_suffix(".zip")
-        if run.run_id and jpath.exists() and zpath.exists():
-            return jpath, zpath  # a stored run never changes: its files are written once (links reopen fast)
+        with self._export_lock:
+            if run.run_id and jpath.exists() and zpath.exists():
+                self._exports.move_to_end(base)
+                return jpath, zpath  # a stored run never changes: its files are written once (links reopen fast)
         jpath.write_text(json.dumps(run.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
         zpath.write_bytes(run_to_zip(run))
+        with self._export_lock:
+            self._exports[base] = None
+            self._exports.move_to_end(base)
+            while len(self._exports) > EXPORT_KEEP:
+                old = self._exports.popitem(last=False)[0]
+                for f in (old.with_suffix(".json"), old.with_suffix(".zip")):
+                    f.unlink(missing_ok=True)
         return jpath, zpath
 
     def status(self, run: Run | dict) -> str:

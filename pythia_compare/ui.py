@@ -240,7 +240,8 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     cat = load_catalog(settings)
     app = Handlers(settings, backup=backup)
 
-    with gr.Blocks(title="pythia-compare", analytics_enabled=False) as demo:
+    # delete_cache: gradio copies every download it serves into its cache; copies older than 6 hours go, hourly
+    with gr.Blocks(title="pythia-compare", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         page = _page_top(settings, cat, backup)
         with gr.Tabs(selected="compare") as tabs:
             c = _compare_tab(settings, cat)

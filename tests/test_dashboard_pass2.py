@@ -291,3 +291,24 @@ def test_mid_run_the_status_counts_only_variants_scored_through_every_chunk(dash
     assert "0 of 3 scored" in status and f"chunk 1 of {chunks} done" in status
     assert dash.core.status(final).startswith(f"**Run `{final['run_id']}`**")
 
+
+
+def test_the_download_files_of_only_the_last_runs_stay_on_disk_and_go_with_the_dashboard(tmp_path, monkeypatch):
+    import gc
+
+    from pythia_compare import dashboard as dashmod
+    from pythia_compare.config import Settings
+    from pythia_compare.run import Run
+
+    monkeypatch.setattr(dashmod, "EXPORT_KEEP", 2)
+    dash = dashmod.Dashboard(Settings(home=tmp_path / "home", db_path=tmp_path / "runs.db", offline=True), pool=object())
+    folder = dash.export_dir
+    paths = [dash.export(Run.from_json(make_run(["Q8_0"], seed=seed))) for seed in range(5)]
+    kept = sorted(p.name for p in folder.iterdir())
+    assert kept == sorted(p.name for pair in paths[-2:] for p in pair)  # the last two runs' JSON and zip
+    assert all(p.stat().st_size > 0 for p in paths[-1])
+    again = dash.export(Run.from_json(make_run(["Q8_0"], seed=3)))  # reopened: the same files, nothing rewritten
+    assert again == paths[3] and sorted(p.name for p in folder.iterdir()) == kept
+    del dash, again
+    gc.collect()
+    assert not folder.exists()  # the folder goes with the dashboard (and at exit)
