@@ -9,6 +9,8 @@ earlier training step) against the F16 reference, on assets/demo/heldout.txt at 
 - drawn: `python app.py` on that run log, and headless Chromium opening ?run=ID in a fresh browser context each
   time, timed from navigation start until every figure is drawn with every entry and the generations are shown;
   also the page's main-thread busy time until then (Chromium's TaskDuration: the work, without the waits).
+- the floor: the same browser timing of a gradio page that holds one gr.Plot of three bars (gradio's boot and
+  its plotly.js bundle, nothing of ours), so the page's own share shows as a ratio.
 
 The load average is printed before and after: other processes on the machine slow every figure; compare CPU
 figures and ratios taken in one run.
@@ -86,32 +88,60 @@ def server_times(tmp: Path, run_id: str, repeats: int) -> dict:
             "median_wall": statistics.median(walls[1:])}
 
 
+def _time_pages(url: str, drawn_js: str, arg: object, repeats: int) -> dict:
+    """Headless Chromium opens `url` repeats + 1 times, a fresh browser context each time: seconds from navigation
+    start until `drawn_js(arg)` holds (first, p95 and median of the repeats) and the main thread's busy seconds."""
+    from playwright.sync_api import sync_playwright
+
+    times, busy = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        for _ in range(repeats + 1):
+            context = browser.new_context()
+            page = context.new_page()
+            cdp = context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            page.goto(url)
+            page.wait_for_function(drawn_js, arg=arg, timeout=120_000, polling="raf")
+            times.append(page.evaluate("() => performance.now()") / 1000)
+            metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+            busy.append(metrics.get("TaskDuration", float("nan")))
+            context.close()
+        browser.close()
+    return {"first": times[0], "p95": p95(times[1:]), "median": statistics.median(times[1:]),
+            "busy_median": statistics.median(busy[1:])}
+
+
 def drawn_times(tmp: Path, run_id: str, repeats: int) -> dict:
     """Seconds from navigation start to fully drawn, fresh browser context each time (first and p95)."""
-    from playwright.sync_api import sync_playwright
     from ui_support import start_app, stop
 
     proc, url = start_app(tmp, ROOT / "assets" / "demo")
-    times, busy = [], []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-            for _ in range(repeats + 1):
-                context = browser.new_context()
-                page = context.new_page()
-                cdp = context.new_cdp_session(page)
-                cdp.send("Performance.enable")
-                page.goto(f"{url}?run={run_id}")
-                page.wait_for_function(_DRAWN_JS, arg=5, timeout=120_000, polling="raf")
-                times.append(page.evaluate("() => performance.now()") / 1000)
-                metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-                busy.append(metrics.get("TaskDuration", float("nan")))
-                context.close()
-            browser.close()
+        return _time_pages(f"{url}?run={run_id}", _DRAWN_JS, 5, repeats)
     finally:
         stop(proc)
-    return {"first": times[0], "p95": p95(times[1:]), "median": statistics.median(times[1:]),
-            "busy_median": statistics.median(busy[1:])}
+
+
+_FLOOR_JS = "() => { const gd = document.querySelector('#floor .js-plotly-plot'); " \
+            "return gd && gd.data && gd.data.length > 0 && gd.querySelector('.main-svg'); }"
+
+
+def floor_times(repeats: int) -> dict:
+    """The floor under any gradio page of plotly figures: a page holding one gr.Plot whose three bars arrive at
+    page load, timed as drawn_times times ours. gradio imports its plotly.js bundle (the whole library) for the
+    first figure, so this is what gradio and plotly.js alone cost in this browser on this machine."""
+    import gradio as gr
+    import plotly.graph_objects as go
+
+    with gr.Blocks(analytics_enabled=False) as floor:
+        plot = gr.Plot(elem_id="floor")
+        floor.load(lambda: go.Figure(go.Bar(x=["a", "b", "c"], y=[1, 3, 2])), None, plot)
+    _, url, _ = floor.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    try:
+        return _time_pages(url, _FLOOR_JS, None, repeats)
+    finally:
+        floor.close()
 
 
 def measure(repeats: int = 10, drawn: bool = True, keep: Path | None = None) -> dict:
@@ -126,6 +156,7 @@ def measure(repeats: int = 10, drawn: bool = True, keep: Path | None = None) -> 
         out = {"run_id": run_id, "server": server_times(tmp, run_id, repeats)}
         if drawn:
             out["drawn"] = drawn_times(tmp, run_id, max(2, repeats // 2))
+            out["floor"] = floor_times(max(2, repeats // 2))
     return out
 
 
@@ -143,6 +174,10 @@ def main() -> None:
     print(f"server, p95 of repeats: {s['p95_wall'] * 1000:.0f} ms wall, {s['p95_cpu'] * 1000:.0f} ms CPU")
     print(f"Chromium, fully drawn: first {d['first']:.2f} s, p95 {d['p95']:.2f} s, median {d['median']:.2f} s "
           f"(main thread busy {d['busy_median']:.2f} s, median)")
+    f = r["floor"]
+    print(f"Chromium, a gradio page of one 3-bar gr.Plot: first {f['first']:.2f} s, p95 {f['p95']:.2f} s, median "
+          f"{f['median']:.2f} s (main thread busy {f['busy_median']:.2f} s); ours / that floor, median: "
+          f"{d['median'] / f['median']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -423,6 +423,10 @@ def main() -> None:
         print(f"| server time (handler + figure JSON), wall ms | {s['first_wall'] * 1000:.0f} | {s['p95_wall'] * 1000:.0f} |")
         print(f"| server time, CPU ms | {s['first_cpu'] * 1000:.0f} | {s['p95_cpu'] * 1000:.0f} |")
         print(f"| fully drawn in Chromium (fresh context), s | {d['first']:.2f} | {d['p95']:.2f} |")
+        f = r["floor"]
+        print(f"| peer floor: a gradio page of one 3-bar gr.Plot, drawn, s | {f['first']:.2f} | {f['p95']:.2f} |")
+        print(f"\nours / the floor (medians): {d['median'] / f['median']:.2f}x; main thread busy until drawn: ours "
+              f"{d['busy_median']:.2f} s, the floor's {f['busy_median']:.2f} s")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
