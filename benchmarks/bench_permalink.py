@@ -3,9 +3,10 @@
 Builds (once per call, in a scratch directory) a corpus run of the demo suite: 4 variants (Q8_0, Q4_K_M, Q2_K, an
 earlier training step) against the F16 reference, on assets/demo/heldout.txt at ctx 512, through the CLI. Then:
 
-- server time: the page-load handler (ui.Handlers.on_load with ?run=ID: the run read from SQLite, every figure,
-  table and export file built) plus each figure's JSON encoding, in this process, with no model loaded. Wall and
-  CPU seconds; the first open (nothing cached) is reported apart from the repeats' p95.
+- server time: the page-load handler (ui.Handlers.on_load with ?run=ID: the run read from SQLite, every figure
+  and table built) plus each figure's JSON encoding, in this process, with no model loaded. Wall and CPU seconds;
+  the first open (nothing imported yet) apart from the p95 of reopening the same run and the p95 of opening
+  other runs once each (copies of the run under other ids, added to the log).
 - drawn: `python app.py` on that run log, and headless Chromium opening ?run=ID in a fresh browser context each
   time, timed from navigation start until every figure is drawn with every entry and the generations are shown;
   also the page's main-thread busy time until then (Chromium's TaskDuration: the work, without the waits).
@@ -67,25 +68,35 @@ def make_run(tmp: Path) -> str:
 
 
 def server_times(tmp: Path, run_id: str, repeats: int) -> dict:
-    """Handlers.on_load(?run=ID) + figure JSON, in this process: first open and the repeats (wall, CPU)."""
+    """Handlers.on_load(?run=ID) + figure JSON, in this process: the first open (nothing imported or cached yet),
+    then `repeats` opens of the same run, then one open each of `repeats` other runs (copies of it under other
+    ids, as a warm server meets links it has not opened before); wall and CPU seconds."""
     from pythia_compare.config import Settings
+    from pythia_compare.store import RunStore
     from pythia_compare.ui import Handlers
 
     settings = Settings(db_path=tmp / "runs.db", home=tmp / "home", offline=True, demo_dir=ROOT / "assets" / "demo")
+    store = RunStore(settings.db_path)
+    stored = store.get(run_id)
+    others = [f"{run_id[:40]}-copy{i}" for i in range(repeats)]
+    for other in others:  # kept in the log (a --keep folder reuses them): import_run skips ids it holds
+        store.import_run({**stored, "run_id": other})
+    store.close()
     handlers = Handlers(settings)
-    request = types.SimpleNamespace(query_params={"run": run_id})
     walls, cpus = [], []
-    for _ in range(repeats + 1):
+    for rid in [run_id] * (repeats + 1) + others:
         w, c = time.perf_counter(), time.process_time()
-        out = handlers.on_load(None, request)
+        out = handlers.on_load(None, types.SimpleNamespace(query_params={"run": rid}))
         for x in out:
             if hasattr(x, "to_json"):
                 x.to_json()
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
     assert not handlers.pool.loaded(), "opening a link must not load a model"
-    return {"first_wall": walls[0], "first_cpu": cpus[0], "p95_wall": p95(walls[1:]), "p95_cpu": p95(cpus[1:]),
-            "median_wall": statistics.median(walls[1:])}
+    same, other = slice(1, repeats + 1), slice(repeats + 1, None)
+    return {"first_wall": walls[0], "first_cpu": cpus[0], "p95_wall": p95(walls[same]), "p95_cpu": p95(cpus[same]),
+            "median_wall": statistics.median(walls[same]), "others_p95_wall": p95(walls[other]),
+            "others_p95_cpu": p95(cpus[other])}
 
 
 def _time_pages(url: str, drawn_js: str, arg: object, repeats: int) -> dict:
@@ -172,6 +183,8 @@ def main() -> None:
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"server, first open: {s['first_wall'] * 1000:.0f} ms wall, {s['first_cpu'] * 1000:.0f} ms CPU")
     print(f"server, p95 of repeats: {s['p95_wall'] * 1000:.0f} ms wall, {s['p95_cpu'] * 1000:.0f} ms CPU")
+    print(f"server, p95 of other runs opened once each: {s['others_p95_wall'] * 1000:.0f} ms wall, "
+          f"{s['others_p95_cpu'] * 1000:.0f} ms CPU")
     print(f"Chromium, fully drawn: first {d['first']:.2f} s, p95 {d['p95']:.2f} s, median {d['median']:.2f} s "
           f"(main thread busy {d['busy_median']:.2f} s, median)")
     f = r["floor"]

@@ -422,6 +422,7 @@ def main() -> None:
         print("|---|---|---|")
         print(f"| server time (handler + figure JSON), wall ms | {s['first_wall'] * 1000:.0f} | {s['p95_wall'] * 1000:.0f} |")
         print(f"| server time, CPU ms | {s['first_cpu'] * 1000:.0f} | {s['p95_cpu'] * 1000:.0f} |")
+        print(f"| server time of other runs, opened once each, wall ms | - | {s['others_p95_wall'] * 1000:.0f} |")
         print(f"| fully drawn in Chromium (fresh context), s | {d['first']:.2f} | {d['p95']:.2f} |")
         f = r["floor"]
         print(f"| peer floor: a gradio page of one 3-bar gr.Plot, drawn, s | {f['first']:.2f} | {f['p95']:.2f} |")

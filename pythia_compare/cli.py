@@ -252,7 +252,9 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             print(f"wrote {args.out}", file=sys.stderr)
             return 0
         if args.format == "json":
-            data = json.dumps(run.to_json(), ensure_ascii=False, indent=1)
+            from .export import run_to_json_text
+
+            data = run_to_json_text(run)
         else:
             from .export import run_to_csv
 

@@ -14,12 +14,7 @@ import json
 import logging
 import math
 import re
-import shutil
-import tempfile
-import threading
 import time
-import weakref
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +24,7 @@ from . import report
 from .compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
 from .config import Settings
 from .errors import BadInput, PythiaCompareError, RunNotFound, SpecError
-from .export import run_to_zip
+from .export import run_to_json_text, run_to_zip
 from .params import LIMITS
 from .run import Run, as_run
 from .sources import demo_steps
@@ -268,9 +263,6 @@ def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, 
     yield from in_thread(produce, name="pythia-compare-run")
 
 
-EXPORT_KEEP = 32  # runs whose download files (JSON and zip) the dashboard keeps on disk
-
-
 class Dashboard:
     """The dashboard's work for one process: settings, one ModelPool (models stay loaded), the run log."""
 
@@ -284,11 +276,6 @@ class Dashboard:
             pool = ModelPool(settings)
         self.pool = pool
         self.store = store or RunStore(settings.db_path, owner_secret=settings.owner_secret)
-        # the download files of the last EXPORT_KEEP runs shown (export); the folder goes with this object or at exit
-        self.export_dir = Path(tempfile.mkdtemp(prefix="pythia-compare-export-"))
-        self._export_cleanup = weakref.finalize(self, shutil.rmtree, self.export_dir, True)
-        self._exports: OrderedDict[Path, None] = OrderedDict()  # the runs with files there, least recently shown first
-        self._export_lock = threading.Lock()
         self.demo_final = demo_final_step(settings)  # `demo@step<last>` is `demo`
 
     def owner_of(self, owner: object) -> str | None:
@@ -377,27 +364,6 @@ class Dashboard:
             log.exception("opening run %r: the run log %s cannot be read", run_id, self.store.path)
             raise log_unreadable(self.store, e) from e
 
-    def export(self, run: Run) -> tuple[Path, Path]:
-        """The run as files to download: (JSON as `runs export`, zip of summary.csv and tokens.csv as `runs export
-        --format zip`). Only the files of the last EXPORT_KEEP runs stay on disk (a public app opens runs for days:
-        its disk must not fill with copies); the least recently shown go first."""
-        base = self.export_dir / f"pythia-compare-{run.run_id}"
-        jpath, zpath = base.with_suffix(".json"), base.with_suffix(".zip")
-        with self._export_lock:
-            if run.run_id and jpath.exists() and zpath.exists():
-                self._exports.move_to_end(base)
-                return jpath, zpath  # a stored run never changes: its files are written once (links reopen fast)
-        jpath.write_text(json.dumps(run.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
-        zpath.write_bytes(run_to_zip(run))
-        with self._export_lock:
-            self._exports[base] = None
-            self._exports.move_to_end(base)
-            while len(self._exports) > EXPORT_KEEP:
-                old = self._exports.popitem(last=False)[0]
-                for f in (old.with_suffix(".json"), old.with_suffix(".zip")):
-                    f.unlink(missing_ok=True)
-        return jpath, zpath
-
     def status(self, run: Run | dict) -> str:
         """A run in markdown: its id or its progress, tokens, scoring, reference; then why a number is n/a.
 
@@ -459,6 +425,38 @@ def log_unreadable(store: RunStore, e: Exception) -> RunLogError:
     return RunLogError(f"the run log cannot be read ({store.path.name}: {type(e).__name__}: {e}); the database "
                        f"file may be damaged or replaced: restore it from a backup, or start the app with a new "
                        f"run log (PYTHIA_COMPARE_DB)")
+
+
+# ------------------------------------------------------------------------------------------ downloads
+DOWNLOAD_PATH = "pc-download"  # a run's files: <page>/pc-download/<run id>.json and .zip, made when asked for
+DOWNLOAD_TYPES = {"json": "application/json; charset=utf-8", "zip": "application/zip"}
+
+
+def download_name(run_id: str, fmt: str) -> str:
+    """The file name a run's download is saved under: pythia-compare-<run id>.json or .zip."""
+    return f"pythia-compare-{run_id}.{fmt}"
+
+
+def download(store: RunStore, name: str) -> tuple[bytes, str, str]:
+    """A run's download by the last part of its link, "<run id>.json" (the run JSON as `runs export` writes it) or
+    "<run id>.zip" (summary.csv and tokens.csv, as `runs export --format zip`): (bytes, media type, file name).
+
+    Made from the stored run each time it is asked for, so nothing is kept on disk and opening a run costs
+    nothing for its downloads. RunNotFound for a run the log does not hold, BadInput for another name, and
+    RunLogError (log_unreadable) for a log that cannot be read.
+    """
+    run_id, dot, fmt = name.rpartition(".")
+    if not dot or fmt not in DOWNLOAD_TYPES:
+        raise BadInput(f"there is no download {name[:80]!r}; a run's downloads are <run id>.json and <run id>.zip")
+    try:
+        run = store.get_run(run_id)
+    except PythiaCompareError:
+        raise
+    except Exception as e:  # a damaged or replaced database file
+        log.exception("download %r: the run log %s cannot be read", name[:80], store.path)
+        raise log_unreadable(store, e) from e
+    data = run_to_json_text(run).encode("utf-8") if fmt == "json" else run_to_zip(run)
+    return data, DOWNLOAD_TYPES[fmt], download_name(run.run_id, fmt)
 
 
 # ------------------------------------------------------------------------------------------ second pass helpers

@@ -1,5 +1,6 @@
-"""Run JSON -> CSV for spreadsheets: one tidy row per (model, scored position), a summary row per model, and
-both in one zip (summary.csv + tokens.csv), the export of the CLI (`runs export ID --format zip`) and the page.
+"""A run -> its download formats: CSV for spreadsheets (one tidy row per (model, scored position), a summary row
+per model), both in one zip (summary.csv + tokens.csv), and the indented run JSON; the exports of the CLI (`runs
+export`) and of the page's downloads (dashboard.download).
 
 Owns the CSV layouts of a run. Pure: takes a run (a `run.Run`, or its JSON dict of docs/run.md, read once
 through `run.as_run`) and returns text or bytes; never opens the database, a file or a model.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 import zipfile
@@ -123,3 +125,8 @@ def run_to_zip(run: Run | dict) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, text.encode("utf-8"))
     return buf.getvalue()
+
+
+def run_to_json_text(run: Run | dict) -> str:
+    """The run JSON as `runs export` writes it and the dashboard's JSON download holds it (one-space indent)."""
+    return json.dumps(as_run(run).to_json(), ensure_ascii=False, indent=1)

@@ -17,25 +17,28 @@ local-only start form; its decisions live in sweepview.py, its figures in sweepp
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import gradio as gr
 
 from . import plots, report, sweepplots
 from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
-from .dashboard import (DEFAULT_QUANTS, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
+from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
-                        log_spaced, quant_choices, reference_choices, scrub, table_cells)
+                        download, download_name, log_spaced, quant_choices, reference_choices, scrub,
+                        table_cells)
 from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
 from .params import LIMITS
 from .run import Run, as_run
-from .store import RunStore
+from .store import RunLogError, RunStore
 from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
                         SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
 from .variants import DEMO_ALIAS
@@ -100,7 +103,7 @@ class Handlers:
             raise error from None
 
     def views(self, run: Run | dict | None, status: str | None = None) -> tuple:
-        """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, 2 files.
+        """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, downloads.
 
         `run`: a Run (the views' state), or its JSON (read once, run.as_run). A failed run ({"error": message})
         clears every view and its link, the status saying why. Tables with nothing to show are hidden (an empty
@@ -109,16 +112,13 @@ class Handlers:
         if isinstance(run, dict) and run.get("error"):
             run, status = None, f"**Stopped.** {run['error']}\n\nThe results of the previous run were cleared."
         if not run:
-            hidden = gr.DownloadButton(value=None, visible=False)
             return (status or "", gr.Dataframe(value=None, visible=False), None, "", None, None, None,
-                    gr.Dataframe(value=None, visible=False), "", hidden, hidden)
+                    gr.Dataframe(value=None, visible=False), "", gr.HTML("", visible=False))
         run = as_run(run)
         figs = plots.all_figures(run)
         cols, rows = report.summary_table(run)
         kcols, krows = report.kl_table(run)
-        files = [gr.DownloadButton(value=None, visible=False)] * 2
-        if run.run_id:
-            files = [gr.DownloadButton(value=str(p), visible=True) for p in self.core.export(run)]
+        files = gr.HTML(download_links(run.run_id), visible=True) if run.run_id else gr.HTML("", visible=False)
         why = report.kl_block_note(run)
         if why:  # as the CLI: llama-perplexity's block only from MIN_TOKENS_FOR_BLOCK scored tokens on
             kl = gr.Dataframe(value={"headers": ["KL statistics"], "data": [[why]]}, visible=True)
@@ -129,7 +129,7 @@ class Handlers:
         return (status if status is not None else self.core.status(run),
                 gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows)}, visible=True),
                 figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
-                run.run_id or "", *files)
+                run.run_id or "", files)
 
     def stopped(self, live: dict | None) -> tuple:
         """After a failed run: its error in the status box (or why it did not run), every view cleared."""
@@ -240,7 +240,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     cat = load_catalog(settings)
     app = Handlers(settings, backup=backup)
 
-    # delete_cache: gradio copies every download it serves into its cache; copies older than 6 hours go, hourly
+    # delete_cache: gradio copies every uploaded text into its cache; copies older than 6 hours go, hourly
     with gr.Blocks(title="pythia-compare", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         page = _page_top(settings, cat, backup)
         with gr.Tabs(selected="compare") as tabs:
@@ -248,7 +248,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
             h = _history_tab(settings)
             sweeps = _sweeps_tab(settings, app.store)
         view_outputs = [c["status"], c["summary"], c["fig_next"], c["gen_html"], c["fig_ppl"], c["fig_surprisal"],
-                        c["fig_kld"], c["kl_table"], c["run_id"], c["json_dl"], c["csv_dl"]]
+                        c["fig_kld"], c["kl_table"], c["run_id"], c["downloads"]]
         _wire_compare(c, page, app, cat, settings, concurrency, view_outputs)
         _wire_history(h, c, page, demo, tabs, app, cat, view_outputs)
         _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
@@ -304,10 +304,8 @@ def _compare_tab(settings: Settings, cat) -> dict:
         with gr.Row(elem_classes=["pc-share"]):
             c["run_id"] = gr.Textbox(visible=False, elem_id="pc-run-id")
             c["link"] = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], scale=6, elem_id="pc-link")
-            c["json_dl"] = gr.DownloadButton("⬇ JSON", visible=False, size="sm", scale=1, min_width=90,
-                                             elem_id="pc-json")
-            c["csv_dl"] = gr.DownloadButton("⬇ CSV (zip)", visible=False, size="sm", scale=1, min_width=110,
-                                            elem_id="pc-zip")
+            # the run's JSON and zip: links that make them when clicked (download_links)
+            c["downloads"] = gr.HTML("", visible=False, elem_id="pc-downloads", min_height=0)
         c["summary"] = gr.Dataframe(label="Summary (the numbers the CLI prints)", interactive=False, wrap=True,
                                     elem_id="pc-summary", visible=False)
         with gr.Row():
@@ -495,6 +493,15 @@ def _plotly_head() -> str | None:
     start, beside gradio's own scripts (on a real network the fetch is most of its cost)."""
     name = _plotly_bundle()
     return f'<link rel="modulepreload" crossorigin href="./assets/{name}">' if name else None
+
+
+def download_links(run_id: str) -> str:
+    """A stored run's two downloads as links relative to the page (its JSON and its zip, made by the server when
+    clicked: dashboard.download); they look like the page's small buttons (assets/style.css)."""
+    rid = html.escape(quote(run_id, safe=""), quote=True)
+    return "".join(f'<a id="pc-{fmt}" class="pc-download" href="{DOWNLOAD_PATH}/{rid}.{fmt}" '
+                   f'download="{html.escape(download_name(run_id, fmt), quote=True)}">{label}</a>'
+                   for fmt, label in (("json", "⬇ JSON"), ("zip", "⬇ CSV (zip)")))
 
 
 # ------------------------------------------------------------------------------------------ sweeps
@@ -758,7 +765,30 @@ def _guarded_app(settings: Settings):
         def build_middleware_stack(self):
             return _NoCrossOrigin(super().build_middleware_stack())
 
-    return GuardedApp(default_response_class=ORJSONResponse, max_body_size=max_body_bytes(settings))
+    app = GuardedApp(default_response_class=ORJSONResponse, max_body_size=max_body_bytes(settings))
+    _serve_downloads(app, settings)
+    return app
+
+
+def _serve_downloads(app, settings: Settings) -> None:
+    """GET <DOWNLOAD_PATH>/<run id>.json or .zip: a stored run's download, made when asked for (dashboard.download);
+    404 with the reason for a run the log does not hold or another name, 500 for a log that cannot be read."""
+    from starlette.responses import PlainTextResponse, Response
+
+    stores: list[RunStore] = []  # opened at the first download, not when the launch settings are made
+
+    @app.get(f"/{DOWNLOAD_PATH}/{{name}}", include_in_schema=False)
+    def get_download(name: str):
+        if not stores:
+            stores.append(RunStore(settings.db_path, owner_secret=settings.owner_secret))
+        try:
+            data, media_type, filename = download(stores[0], name)
+        except RunLogError:
+            return PlainTextResponse("The run log cannot be read; see the server's log.", status_code=500)
+        except PythiaCompareError as e:
+            return PlainTextResponse(f"Not found: {e}", status_code=404)
+        return Response(data, media_type=media_type,
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def launch_kwargs(settings: Settings | None = None) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from pythia_compare import plots, report
 from pythia_compare.compare import RunParams, iter_comparison
-from pythia_compare.dashboard import NOT_FOUND, collect_specs, controls_for, load_catalog, log_spaced
+from pythia_compare.dashboard import NOT_FOUND, collect_specs, controls_for, download, load_catalog, log_spaced
 from pythia_compare.errors import SpecError
 from pythia_compare.export import run_to_csv
 from pythia_compare.ui import CONTROLS, Handlers
@@ -265,8 +265,8 @@ def test_delete_asks_before_it_deletes(dash):
 
 def test_the_export_zip_holds_a_summary_row_per_model_and_the_per_token_rows(dash):
     run = last_run(dash, **page(specs="demo demo:Q2_K demo:Q8_0", reference="demo", max_tokens=0))
-    zpath = dash.views(run)[10].value["path"]
-    with zipfile.ZipFile(zpath) as z:
+    zipped, _, _ = download(dash.core.store, f"{run['run_id']}.zip")
+    with zipfile.ZipFile(io.BytesIO(zipped)) as z:
         assert sorted(z.namelist()) == ["summary.csv", "tokens.csv"]
         summary = list(csv.DictReader(io.StringIO(z.read("summary.csv").decode("utf-8"), newline="")))
         tokens = z.read("tokens.csv").decode("utf-8")
@@ -292,23 +292,3 @@ def test_mid_run_the_status_counts_only_variants_scored_through_every_chunk(dash
     assert dash.core.status(final).startswith(f"**Run `{final['run_id']}`**")
 
 
-
-def test_the_download_files_of_only_the_last_runs_stay_on_disk_and_go_with_the_dashboard(tmp_path, monkeypatch):
-    import gc
-
-    from pythia_compare import dashboard as dashmod
-    from pythia_compare.config import Settings
-    from pythia_compare.run import Run
-
-    monkeypatch.setattr(dashmod, "EXPORT_KEEP", 2)
-    dash = dashmod.Dashboard(Settings(home=tmp_path / "home", db_path=tmp_path / "runs.db", offline=True), pool=object())
-    folder = dash.export_dir
-    paths = [dash.export(Run.from_json(make_run(["Q8_0"], seed=seed))) for seed in range(5)]
-    kept = sorted(p.name for p in folder.iterdir())
-    assert kept == sorted(p.name for pair in paths[-2:] for p in pair)  # the last two runs' JSON and zip
-    assert all(p.stat().st_size > 0 for p in paths[-1])
-    again = dash.export(Run.from_json(make_run(["Q8_0"], seed=3)))  # reopened: the same files, nothing rewritten
-    assert again == paths[3] and sorted(p.name for p in folder.iterdir()) == kept
-    del dash, again
-    gc.collect()
-    assert not folder.exists()  # the folder goes with the dashboard (and at exit)

@@ -91,6 +91,32 @@ def test_nothing_outside_the_assets_is_served(server, one_run):
         assert b"root:" not in body and b"SQLite" not in body and b"GGUF" not in body, p
 
 
+def test_a_runs_downloads_are_made_on_request_from_the_run_log_and_anything_else_gets_404(server, one_run):
+    import io
+    import zipfile
+
+    from pythia_compare.export import run_to_csv
+    from pythia_compare.store import RunStore
+
+    port, rid = server[3], one_run["run_id"]
+    stored = RunStore(server[1].db_path).get(rid)
+    status, headers, body = raw(port, "GET", f"/pc-download/{rid}.json")
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    assert headers["content-disposition"] == f'attachment; filename="pythia-compare-{rid}.json"'
+    assert json.loads(body.decode("utf-8")) == stored
+    status, headers, body = raw(port, "GET", f"/pc-download/{rid}.zip")
+    assert status == 200 and headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(body)) as z:
+        assert z.read("tokens.csv").decode("utf-8") == run_to_csv(stored)
+    for name, says in ((f"{rid[:-1]}Z.json", "no stored run has the id"), ("nope.json", "no stored run has the id"),
+                       (f"{rid}.exe", "a run's downloads are <run id>.json and <run id>.zip"),
+                       (rid, "a run's downloads are"), ("%2e%2e.json", "no stored run has the id"),
+                       ("%2e%2e%2fruns.db.json", "Not Found"), ("..%2f..%2fetc%2fpasswd", "Not Found"),
+                       ("../runs.db", "Not Found")):
+        status, _, body = raw(port, "GET", f"/pc-download/{name}")
+        assert status == 404 and says in body.decode("utf-8"), (name, body[:200])
+
+
 def test_an_over_size_upload_is_refused_and_a_small_one_taken(server):
     port, limit = server[3], server[1].max_upload_bytes
 

@@ -321,7 +321,7 @@ def test_every_reader_of_runs_opens_a_run_stored_by_the_first_release(path, old_
 
     from pythia_compare import export, report
     from pythia_compare.config import Settings
-    from pythia_compare.dashboard import Catalog, Dashboard, controls_for
+    from pythia_compare.dashboard import Catalog, Dashboard, controls_for, download
 
     printed = json.loads(path.read_text(encoding="utf-8"))
     run = RunStore(old_db).get_run(printed["run_id"])
@@ -338,8 +338,8 @@ def test_every_reader_of_runs_opens_a_run_stored_by_the_first_release(path, old_
     controls = controls_for(run, Catalog("demo", ""), 10_000)
     assert controls["reference"] == ((printed["reference"] or {}).get("spec") or "")
     assert controls["ctx"] == printed["params"]["ctx"]
-    jpath, _ = dash.export(run)
-    assert json.loads(jpath.read_text(encoding="utf-8")) == printed  # the download is the run JSON as printed
+    data, _, _ = download(RunStore(old_db), f"{printed['run_id']}.json")
+    assert json.loads(data.decode("utf-8")) == printed  # the download is the run JSON as printed
 
 
 def test_a_copy_of_a_run_is_equal_and_shares_nothing_that_keeps_changing():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import zipfile
@@ -14,8 +15,8 @@ from pythia_compare.config import ASSETS_DIR
 from pythia_compare.export import run_to_csv
 from pythia_compare.run import Run
 from pythia_compare.sources import demo_steps
-from pythia_compare.dashboard import (NOT_FOUND, collect_specs, default_reference, load_catalog, log_spaced,
-                                      quant_choices, scrub, table_cells)
+from pythia_compare.dashboard import (NOT_FOUND, collect_specs, default_reference, download, load_catalog,
+                                      log_spaced, quant_choices, scrub, table_cells)
 from pythia_compare.ui import Handlers, build_demo, launch_kwargs
 from pythia_compare.variants import PYTHIA_STEPS
 from tests.ui_support import PROMPT, dashboard, demo_suite, settings_for, three_specs
@@ -212,7 +213,7 @@ def test_the_summary_table_shows_the_cells_the_cli_prints(streamed):
 
 def test_views_of_a_stored_run_carry_every_figure_and_both_downloads(dash, streamed):
     run = streamed[0][-1][0]
-    status, summary, nxt, gen, ppl, surprisal, kld, kl, run_id, jdl, cdl = dash.views(run)
+    status, summary, nxt, gen, ppl, surprisal, kld, kl, run_id, downloads = dash.views(run)
     assert run_id == run["run_id"] and run_id in status
     figs = plots.all_figures(run)
     for name, fig in (("next_token", nxt), ("ppl", ppl), ("surprisal", surprisal), ("kld", kld)):
@@ -222,11 +223,19 @@ def test_views_of_a_stored_run_carry_every_figure_and_both_downloads(dash, strea
     assert run["variants"][0]["n_scored"] < 100
     assert kl.value["headers"] == ["KL statistics"] and kl.value["data"] == [[report.kl_block_note(run)]]
     assert "llama-perplexity prints it from 100 on" in kl.value["data"][0][0]
-    assert json.loads(open(jdl.value["path"], encoding="utf-8").read()) == run
-    with zipfile.ZipFile(cdl.value["path"]) as z:
+    # the downloads: two links the server answers from the run log (dashboard.download), nothing written here
+    assert downloads.visible and downloads.value == (
+        f'<a id="pc-json" class="pc-download" href="pc-download/{run_id}.json" download="pythia-compare-{run_id}.json">'
+        f'⬇ JSON</a><a id="pc-zip" class="pc-download" href="pc-download/{run_id}.zip" '
+        f'download="pythia-compare-{run_id}.zip">⬇ CSV (zip)</a>')
+    data, media, name = download(dash.core.store, f"{run_id}.json")
+    assert json.loads(data.decode("utf-8")) == run and media.startswith("application/json")
+    assert name == f"pythia-compare-{run_id}.json"
+    data, media, name = download(dash.core.store, f"{run_id}.zip")
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
         assert z.read("tokens.csv").decode("utf-8") == run_to_csv(run)
         assert z.read("summary.csv").decode("utf-8").startswith("run_id,variant,")
-    assert jdl.value["orig_name"] == f"pythia-compare-{run_id}.json"
+    assert (media, name) == ("application/zip", f"pythia-compare-{run_id}.zip")
 
 
 # ------------------------------------------------------------------------------------------ links
