@@ -21,6 +21,7 @@ import html
 import logging
 import re
 import secrets
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -776,13 +777,15 @@ def _serve_downloads(app, settings: Settings) -> None:
     from starlette.responses import PlainTextResponse, Response
 
     stores: list[RunStore] = []  # opened at the first download, not when the launch settings are made
+    one_at_a_time = threading.Lock()  # a big run's zip is CPU work: clicks (or a flood of requests) take turns
 
     @app.get(f"/{DOWNLOAD_PATH}/{{name}}", include_in_schema=False)
     def get_download(name: str):
-        if not stores:
-            stores.append(RunStore(settings.db_path, owner_secret=settings.owner_secret))
         try:
-            data, media_type, filename = download(stores[0], name)
+            with one_at_a_time:
+                if not stores:
+                    stores.append(RunStore(settings.db_path, owner_secret=settings.owner_secret))
+                data, media_type, filename = download(stores[0], name)
         except RunLogError:
             return PlainTextResponse("The run log cannot be read; see the server's log.", status_code=500)
         except PythiaCompareError as e:
