@@ -3,7 +3,7 @@
 Owns planning a grid (the step spec, the quants, the text check at the sweep's ctx), assigning cells to shards
 (deterministic, by step), running a shard (each step in one pass through compare.iter_comparison: the step's
 reference once per chunk for all its quants, in groups that fit the memory budget; then one run per cell),
-cleaning up a step's files, merging shard databases and the status report. Owns no SQL (store.py does) and knows
+cleaning up a step's files, merging shard databases and the status report. Owns no SQL (sweepstore.py does) and knows
 nothing of Slurm but the array variables SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT
 (slurm.py writes and submits the scripts). Never parses command lines (cli.py) and never draws (sweepplots.py).
 
@@ -159,14 +159,14 @@ def grid(steps: list[int], quants: list[str], hub_quants: list[str]) -> list[Cel
 def plan_sweep(settings: Settings, store, **kwargs) -> tuple[str, int]:
     """make_plan(settings, **kwargs), then record the sweep in `store`; return (sweep id, number of cells)."""
     plan, cells = make_plan(settings, **kwargs)
-    return store.create_sweep(plan, [(c.step, c.quant, c.hub) for c in cells]), len(cells)
+    return store.sweeps.create(plan, [(c.step, c.quant, c.hub) for c in cells]), len(cells)
 
 
 def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: str,
               text_sha256: str | None = None, repo: str | None = None, reference: str | None = None,
               ctx: int = 512, max_chunks: int | None = DEFAULT_MAX_CHUNKS, name: str | None = None,
               hub_quants: bool = False, hub=None) -> tuple[dict, list[Cell]]:
-    """Check everything and return (the plan for RunStore.create_sweep, the cells); writes nothing.
+    """Check everything and return (the plan for SweepStore.create, the cells); writes nothing.
 
     The text is tokenized with the repo's tokenizer (tokenizer.json + config.json of the final step, a small
     download or the cache; for the demo suite its step folder) through llama.cpp from a vocabulary-only GGUF:
@@ -324,17 +324,17 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     from .pool import ModelPool
     from .sources import Resolver
 
-    plan = store.sweep_plan(sweep_id)
+    plan = store.sweeps.plan(sweep_id)
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise SweepError(f"shard {index}/{count} is out of range: the index must be 0 … {count - 1}")
     target = out_store or store
     if out_store is not None:
-        out_store.copy_sweep_plan(store, sweep_id)
+        out_store.sweeps.copy_plan(store, sweep_id)
     cells = [Cell(s, q, h) for s, q, h in plan["cells"]]
-    done = {(c["step"], c["quant"], c["hub"]) for c in target.sweep_cells(sweep_id) if c["status"] == "done"}
+    done = {(c["step"], c["quant"], c["hub"]) for c in target.sweeps.cells(sweep_id) if c["status"] == "done"}
     if target is not store:  # cells already done in the plan's own run log are not run again in a shard
-        done |= {(c["step"], c["quant"], c["hub"]) for c in store.sweep_cells(sweep_id) if c["status"] == "done"}
+        done |= {(c["step"], c["quant"], c["hub"]) for c in store.sweeps.cells(sweep_id) if c["status"] == "done"}
     done |= set(skip or ())  # (step, quant, hub) done elsewhere, e.g. in the plan's run log
     todo = [c for c in shard_cells(cells, index, count) if (c.step, c.quant, c.hub) not in done]
     report = ShardReport(sweep_id, shard, Path(target.path))
@@ -392,7 +392,7 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
     def fail(cs: list[Cell], error: BaseException | str) -> None:
         msg = error if isinstance(error, str) else _describe(error)
         for c in cs:
-            store.record_cell_failure(sweep_id, c.step, c.quant, c.hub, msg)
+            store.sweeps.record_cell_failure(sweep_id, c.step, c.quant, c.hub, msg)
             report.failed += 1
             _advance(bar, 1)
             if on_cell:
@@ -492,7 +492,7 @@ def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, rep
             cell_run = _cell_run(run, entry, ref_entry)
             summary = _summary(entry, ref_entry)
             summary.update(_size(entry["source"], resolver, ref_res if c is ref_cell else dict(group).get(c), sizes))
-            store.save_cell_run(sweep_id, c.step, c.quant, c.hub, cell_run, summary, seconds)
+            store.sweeps.save_cell_run(sweep_id, c.step, c.quant, c.hub, cell_run, summary, seconds)
             report.done += 1
             _advance(bar, 1)
             if on_cell:
@@ -616,7 +616,8 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
     """Merge shard databases into the run log at `db_path`. Checks every input first (it exists, holds exactly
     one sweep, the same one, and `sweep_id` when given); nothing is written, and the run log is not even
     created, unless all pass. Idempotent: a second merge adds nothing."""
-    from .store import RunStore, SweepMismatch, sweep_ids_in_file
+    from .store import RunStore
+    from .sweepstore import SweepMismatch, sweep_ids_in_file
 
     if not paths:
         raise SweepError("sweep merge needs at least one shard database")
@@ -645,14 +646,14 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
     store = RunStore(db_path)
     try:
         for src in sources:  # plans must agree before anything is written
-            store_plan = src.sweep_plan(sid)
-            if sid in store.sweep_ids():
-                mine = store.sweep_plan(sid)
+            store_plan = src.sweeps.plan(sid)
+            if sid in store.sweeps.ids():
+                mine = store.sweeps.plan(sid)
                 if {k: mine[k] for k in _PLAN_KEYS} != {k: store_plan[k] for k in _PLAN_KEYS}:
                     raise SweepMismatch(f"--db holds another sweep under the id {sid} (grid, text or parameters "
                                         f"differ from {src.path}'s); merge into a separate --db")
         for src in sources:
-            counts = store.merge_sweep_from(src, sid)
+            counts = store.sweeps.merge_from(src, sid)
             for k in ("added", "failed", "skipped"):
                 totals[k] += counts[k]
     finally:
@@ -667,7 +668,7 @@ _PLAN_KEYS = ("repo", "steps", "quants", "hub_repo", "hub_quants", "reference", 
 
 
 def status(store, sweep_id: str) -> dict:
-    """store.sweep_status plus "eta_s": pending cells × mean seconds of a done cell (None before any is done)."""
-    s = store.sweep_status(sweep_id)
+    """store.sweeps.status plus "eta_s": pending cells × mean seconds of a done cell (None before any is done)."""
+    s = store.sweeps.status(sweep_id)
     s["eta_s"] = s["pending"] * s["cell_seconds"] if s["cell_seconds"] is not None else None
     return s
