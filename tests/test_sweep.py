@@ -461,3 +461,32 @@ def test_the_store_keeps_a_cells_run_whole_and_refuses_another_plan_under_the_sa
     with pytest.raises(SweepNotFound):
         a.sweeps.get("nope")
     assert a.sweeps.list()[0]["done"] == 1 and a.list() == []
+
+
+def test_a_steps_quants_are_scored_in_passes_that_fit_the_memory_budget_beside_the_reference(tmp_path):
+    from pythia_compare.sources import Resolved
+    from pythia_compare.sweep import _passes
+    from pythia_compare.variants import parse_spec
+
+    def file_of(cell: Cell, size: int) -> tuple[Cell, Resolved]:  # only a file's size counts against the budget
+        path = tmp_path / f"{cell.label}.gguf"
+        path.write_bytes(b"\0" * size)
+        return cell, Resolved(parse_spec(f"demo@step25:{cell.quant}"), path, {})
+
+    ref = tmp_path / "F16.gguf"
+    ref.write_bytes(b"\0" * 100)
+    f16 = Cell(25, "F16")
+    ready = [file_of(Cell(25, "Q8_0"), 60), file_of(Cell(25, "Q6_K"), 50), file_of(Cell(25, "Q2_K"), 30),
+             file_of(Cell(25, "Q4_K_M", True), 40), file_of(Cell(25, "Q8_0", True), 60)]
+
+    def passes(ready, ref_cell, budget):
+        return [([f"{c.quant}{' hub' if c.hub else ''}" for c, _ in g], with_f16)
+                for g, with_f16 in _passes(ready, ref, ref_cell, budget)]
+
+    # 100 + 60 + 50 > 200 starts a new pass; 100 + 50 + 30 fits; hub files never share a pass with converted ones
+    assert passes(ready, f16, 200) == [(["Q8_0"], True), (["Q6_K", "Q2_K"], False),
+                                       (["Q4_K_M hub", "Q8_0 hub"], False)]
+    assert passes(ready, None, 10**9) == [(["Q8_0", "Q6_K", "Q2_K"], False), (["Q4_K_M hub", "Q8_0 hub"], False)]
+    assert passes(ready, f16, 1) == [([q], i == 0) for i, q in
+                                     enumerate(["Q8_0", "Q6_K", "Q2_K", "Q4_K_M hub", "Q8_0 hub"])]
+    assert passes([], f16, 200) == [([], True)]  # the step's F16 cell alone: the F16 with no reference
