@@ -41,9 +41,9 @@ def bench(ctx: int, threads: int) -> dict:
         sweep_id, n_cells = plan_sweep(settings, store, steps="all", quants=QUANTS, text=text, repo="demo",
                                        ctx=ctx, max_chunks=None)
         plan_s = time.perf_counter() - t
-        plan = store.sweep_plan(sweep_id)
+        plan = store.sweeps.plan(sweep_id)
         report = run_shard(settings, store, sweep_id, (0, 1), progress=False)
-        status = store.sweep_status(sweep_id)
+        status = store.sweeps.status(sweep_id)
         store.close()
     assert status["done"] == n_cells, status
     chunks = plan["n_tokens"] // ctx

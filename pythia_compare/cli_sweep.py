@@ -40,7 +40,7 @@ def _plan(args, settings: Settings) -> int:
                             repo=args.repo, reference=args.reference, ctx=args.ctx,
                             max_chunks=args.max_chunks or None, name=args.name, hub_quants=args.hub_quants)
     store = RunStore(settings.db_path)
-    sweep_id = store.create_sweep(plan, [(c.step, c.quant, c.hub) for c in cells])
+    sweep_id = store.sweeps.create(plan, [(c.step, c.quant, c.hub) for c in cells])
     steps = plan["steps"]
     hub = f" + {len(plan['hub_quants'])} hub cells" if plan["hub_quants"] else ""
     print(f"planned sweep {plan['name']!r}: {len(steps)} steps × {len(plan['quants'])} quants{hub} = "
@@ -58,16 +58,16 @@ def _run(args, settings: Settings) -> int:
     if args.out:
         # A shard file: the plan is read from --db without writing or locking it (many nodes may read it at once
         # on a shared filesystem), copied into the shard file, and the cells are written there only.
-        from .store import read_sweep_file
+        from .sweepstore import read_sweep_file
 
         row, cells = read_sweep_file(settings.db_path, args.sweep_id)  # unknown id: exit 2, no shard file made
         out = RunStore(Path(args.out.replace("{shard}", str(shard[0]))).expanduser())
-        out.import_sweep_plan(row, cells)
+        out.sweeps.import_plan(row, cells)
         done = {(c["step"], c["quant"], bool(c["hub"])) for c in cells if c["status"] == "done"}
         report = run_shard(settings, out, args.sweep_id, shard, keep=args.keep, skip=done)
     else:
         store = _existing_store(settings)
-        store.sweep_plan(args.sweep_id)  # unknown id: exit 2
+        store.sweeps.plan(args.sweep_id)  # unknown id: exit 2
         report = run_shard(settings, store, args.sweep_id, shard, keep=args.keep)
     print(f"shard {shard[0]}/{shard[1]} of sweep {args.sweep_id}: {report.done} done, {report.failed} failed, "
           f"{report.skipped} already done, in {report.seconds:.1f} s; cells in {report.db}")
@@ -105,7 +105,7 @@ def _hms(seconds: float) -> str:
 
 
 def _show(args, settings: Settings) -> int:
-    sweep = _existing_store(settings).get_sweep(args.sweep_id)
+    sweep = _existing_store(settings).sweeps.get(args.sweep_id)
     if args.json:
         print(json.dumps(sweep, ensure_ascii=False))
         return 0
@@ -123,7 +123,7 @@ def _show(args, settings: Settings) -> int:
 
 
 def _list(args, settings: Settings) -> int:
-    rows = _existing_store(settings).list_sweeps()
+    rows = _existing_store(settings).sweeps.list()
     if not rows:
         print("no sweeps stored")
     for r in rows:
@@ -136,7 +136,7 @@ def _slurm(args, settings: Settings) -> int:
     from .slurm import submit, write_scripts
 
     store = _existing_store(settings)
-    store.sweep_plan(args.sweep_id)
+    store.sweeps.plan(args.sweep_id)
     job = write_scripts(settings, args.sweep_id, array_size=args.array_size, partition=args.partition,
                         time_limit=args.time, cpus_per_task=args.cpus_per_task, directory=args.dir)
     print(f"wrote {job.array_script} (array of {args.array_size} shards) and {job.merge_script}")

@@ -3,7 +3,7 @@
 Owns planning a grid (the step spec, the quants, the text check at the sweep's ctx), assigning cells to shards
 (deterministic, by step), running a shard (each step in one pass through compare.iter_comparison: the step's
 reference once per chunk for all its quants, in groups that fit the memory budget; then one run per cell),
-cleaning up a step's files, merging shard databases and the status report. Owns no SQL (store.py does) and knows
+cleaning up a step's files, merging shard databases and the status report. Owns no SQL (sweepstore.py does) and knows
 nothing of Slurm but the array variables SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT
 (slurm.py writes and submits the scripts). Never parses command lines (cli.py) and never draws (sweepplots.py).
 
@@ -159,14 +159,14 @@ def grid(steps: list[int], quants: list[str], hub_quants: list[str]) -> list[Cel
 def plan_sweep(settings: Settings, store, **kwargs) -> tuple[str, int]:
     """make_plan(settings, **kwargs), then record the sweep in `store`; return (sweep id, number of cells)."""
     plan, cells = make_plan(settings, **kwargs)
-    return store.create_sweep(plan, [(c.step, c.quant, c.hub) for c in cells]), len(cells)
+    return store.sweeps.create(plan, [(c.step, c.quant, c.hub) for c in cells]), len(cells)
 
 
 def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: str,
               text_sha256: str | None = None, repo: str | None = None, reference: str | None = None,
               ctx: int = 512, max_chunks: int | None = DEFAULT_MAX_CHUNKS, name: str | None = None,
               hub_quants: bool = False, hub=None) -> tuple[dict, list[Cell]]:
-    """Check everything and return (the plan for RunStore.create_sweep, the cells); writes nothing.
+    """Check everything and return (the plan for SweepStore.create, the cells); writes nothing.
 
     The text is tokenized with the repo's tokenizer (tokenizer.json + config.json of the final step, a small
     download or the cache; for the demo suite its step folder) through llama.cpp from a vocabulary-only GGUF:
@@ -324,17 +324,17 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     from .pool import ModelPool
     from .sources import Resolver
 
-    plan = store.sweep_plan(sweep_id)
+    plan = store.sweeps.plan(sweep_id)
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise SweepError(f"shard {index}/{count} is out of range: the index must be 0 … {count - 1}")
     target = out_store or store
     if out_store is not None:
-        out_store.copy_sweep_plan(store, sweep_id)
+        out_store.sweeps.copy_plan(store, sweep_id)
     cells = [Cell(s, q, h) for s, q, h in plan["cells"]]
-    done = {(c["step"], c["quant"], c["hub"]) for c in target.sweep_cells(sweep_id) if c["status"] == "done"}
+    done = {(c["step"], c["quant"], c["hub"]) for c in target.sweeps.cells(sweep_id) if c["status"] == "done"}
     if target is not store:  # cells already done in the plan's own run log are not run again in a shard
-        done |= {(c["step"], c["quant"], c["hub"]) for c in store.sweep_cells(sweep_id) if c["status"] == "done"}
+        done |= {(c["step"], c["quant"], c["hub"]) for c in store.sweeps.cells(sweep_id) if c["status"] == "done"}
     done |= set(skip or ())  # (step, quant, hub) done elsewhere, e.g. in the plan's run log
     todo = [c for c in shard_cells(cells, index, count) if (c.step, c.quant, c.hub) not in done]
     report = ShardReport(sweep_id, shard, Path(target.path))
@@ -379,127 +379,169 @@ def _spec(plan: dict, cell: Cell) -> str:
 def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, report, on_cell,
               own_pool: bool = True) -> None:
     """Score one step's pending cells: resolve each file, then one pass per group of quants that fits."""
-    from .compare import RunParams, iter_comparison
-
-    sweep_id = plan["id"]
-    own_ref = plan["reference"] == "F16"
-    ref_spec = f"{plan['repo']}@step{step}:F16" if own_ref else plan["reference"]
-    before = _cache_paths(resolver)
-    made: list[Path] = []  # files this step resolved (deleted afterwards if they were not there before)
-    snapshot: Path | None = None  # the step's checkpoint folder in the HF cache
+    s = _Step(settings, plan, store, step, cells, resolver, bar, report, on_cell)
     t0 = time.perf_counter()
+    if s.resolve_files():
+        work = _passes(s.ready, s.ref_res.path, s.ref_cell, settings.memory_budget_bytes)
+        s.score(work, pool, prep_s=time.perf_counter() - t0)  # building the step's files, shared out over its cells
+        if own_pool:
+            pool.close()  # the step's models are not needed again; their files may be deleted next
+    _cleanup(settings, resolver, s.before, s.made, keep, s.snapshot)
 
-    def fail(cs: list[Cell], error: BaseException | str) -> None:
+
+class _Step:
+    """One step of a shard, in named parts: its files (resolve_files), scoring its passes (score, _one_pass; the
+    passes are _passes') and storing each pass's cells (record). Holds what the parts share: the reference, the
+    cells ready to score, the files made for the step (for _cleanup) and its checkpoint's snapshot folder."""
+
+    def __init__(self, settings, plan, store, step, cells, resolver, bar, report, on_cell):
+        self.settings, self.plan, self.store, self.step, self.cells = settings, plan, store, step, cells
+        self.resolver, self.bar, self.report, self.on_cell = resolver, bar, report, on_cell
+        self.sweep_id = plan["id"]
+        self.own_ref = plan["reference"] == "F16"
+        self.ref_spec = f"{plan['repo']}@step{step}:F16" if self.own_ref else plan["reference"]
+        self.before = _cache_paths(resolver)
+        self.made: list[Path] = []  # files this step resolved (deleted afterwards if they were not there before)
+        self.snapshot: Path | None = None  # the step's checkpoint folder in the HF cache
+        self.ref_res = None  # the reference's resolved file
+        self.ready: list[tuple[Cell, object]] = []  # (cell, its resolved file), the cells to score against it
+        self.ref_cell: Cell | None = None  # the step's own F16 cell: the reference itself, scored with no reference
+        self.sizes: dict[str, tuple[int, int]] = {}  # _size's memo
+
+    def fail(self, cs: list[Cell], error: BaseException | str) -> None:
         msg = error if isinstance(error, str) else _describe(error)
         for c in cs:
-            store.record_cell_failure(sweep_id, c.step, c.quant, c.hub, msg)
-            report.failed += 1
-            _advance(bar, 1)
-            if on_cell:
-                on_cell(c, "failed")
+            self.store.sweeps.record_cell_failure(self.sweep_id, c.step, c.quant, c.hub, msg)
+            self.report.failed += 1
+            _advance(self.bar, 1)
+            if self.on_cell:
+                self.on_cell(c, "failed")
 
-    # 1. Files: the reference first (every cell of the step needs it), then each cell's own file.
-    try:
-        bar.set_postfix_str(f"step{step}: building F16" if own_ref else f"step{step}: reference", refresh=False)
-        ref_res = resolver.resolve(parse_spec(ref_spec))
-        if own_ref:  # a sweep-wide reference serves every step: the shard deletes it at its end
-            made.append(ref_res.path)
-        if own_ref and plan["repo"] != DEMO_ALIAS and ref_res.source.get("commit"):
-            snapshot = resolver.hub.snapshot_dir(plan["repo"], ref_res.source["commit"])
-    except Exception as e:  # noqa: BLE001 - recorded per cell, the shard goes on
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        fail(cells, f"the reference {ref_spec} could not be made: {_describe(e)}")
-        _cleanup(settings, resolver, before, made, keep)
-        return
-    ready: list[tuple[Cell, object]] = []
-    ref_cell = None
-    for c in cells:
-        if own_ref and not c.hub and c.quant == "F16":
-            ref_cell = c
-            continue
+    def resolve_files(self) -> bool:
+        """The reference first (every cell of the step needs it), then each cell's own file; a cell whose file
+        cannot be made is recorded failed. False, with every cell recorded failed, when the reference cannot."""
+        plan, step, resolver, bar = self.plan, self.step, self.resolver, self.bar
         try:
-            bar.set_postfix_str(f"{c.label}: building", refresh=False)
-            res = resolver.resolve(parse_spec(_spec(plan, c)))
-            made.append(res.path)
-            ready.append((c, res))
-            if snapshot is None and not c.hub and plan["repo"] != DEMO_ALIAS and res.source.get("commit"):
-                snapshot = resolver.hub.snapshot_dir(plan["repo"], res.source["commit"])
-        except Exception as e:  # noqa: BLE001
+            bar.set_postfix_str(f"step{step}: building F16" if self.own_ref else f"step{step}: reference",
+                                refresh=False)
+            self.ref_res = resolver.resolve(parse_spec(self.ref_spec))
+            if self.own_ref:  # a sweep-wide reference serves every step: the shard deletes it at its end
+                self.made.append(self.ref_res.path)
+            if self.own_ref and plan["repo"] != DEMO_ALIAS and self.ref_res.source.get("commit"):
+                self.snapshot = resolver.hub.snapshot_dir(plan["repo"], self.ref_res.source["commit"])
+        except Exception as e:  # noqa: BLE001 - recorded per cell, the shard goes on
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            fail([c], e)
-    step_commit = ref_res.source.get("commit") if own_ref else next(
-        (r.source.get("commit") for c, r in ready if not c.hub), None)
-    made += _step_cache_files(resolver, before, step_commit)  # e.g. the F16 base of quantized cells
-    # 2. Groups that fit the memory budget beside the reference (only the budget splits a step: the dashboard's
-    # per-run variant limit is for people reading tables); the hub's own files in groups of their own.
-    budget = settings.memory_budget_bytes
-    groups: list[list[tuple[Cell, object]]] = []
-    for c, res in ready:
-        size = Path(res.path).stat().st_size
-        if (groups and groups[-1][-1][0].hub == c.hub
-                and ref_res.path.stat().st_size + sum(Path(r.path).stat().st_size for _, r in groups[-1]) + size
-                <= budget):
-            groups[-1].append((c, res))
-        else:
-            groups.append([(c, res)])
-    # Work items: (variants, whether the step's own F16 cell comes out of this pass as well).
-    work: list[tuple[list, bool]] = [(g, ref_cell is not None and i == 0) for i, g in enumerate(groups)]
-    if ref_cell is not None and not groups:
-        work.append(([], True))  # the step's F16 cell alone: a run of the F16 with no reference
-    params = RunParams(scoring="corpus", ctx=int(plan["ctx"]), top_k=int(plan["params"]["top_k"]), max_tokens=0,
-                       temperature=0.0, seed=0)
-    sizes: dict[str, tuple[int, int]] = {}
-    prep_s = time.perf_counter() - t0  # building the step's files, shared out over its cells
-    while work:
-        group, with_ref_cell = work.pop(0)
-        members = [c for c, _ in group] + ([ref_cell] if with_ref_cell else [])
-        t = time.perf_counter()
-        specs = [_spec(plan, c) for c, _ in group]
+            self.fail(self.cells, f"the reference {self.ref_spec} could not be made: {_describe(e)}")
+            return False
+        for c in self.cells:
+            if self.own_ref and not c.hub and c.quant == "F16":
+                self.ref_cell = c
+                continue
+            try:
+                bar.set_postfix_str(f"{c.label}: building", refresh=False)
+                res = resolver.resolve(parse_spec(_spec(plan, c)))
+                self.made.append(res.path)
+                self.ready.append((c, res))
+                if self.snapshot is None and not c.hub and plan["repo"] != DEMO_ALIAS and res.source.get("commit"):
+                    self.snapshot = resolver.hub.snapshot_dir(plan["repo"], res.source["commit"])
+            except Exception as e:  # noqa: BLE001
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                self.fail([c], e)
+        step_commit = self.ref_res.source.get("commit") if self.own_ref else next(
+            (r.source.get("commit") for c, r in self.ready if not c.hub), None)
+        self.made += _step_cache_files(resolver, self.before, step_commit)  # e.g. the F16 base of quantized cells
+        return True
+
+    def score(self, work: list[tuple[list, bool]], pool, prep_s: float) -> None:
+        """Run the passes in order. A pass of several cells that fails is queued again cell by cell (one bad file
+        must not fail the others); a single cell's failure is recorded. Each pass's cells are stored as it ends."""
+        from .compare import RunParams
+
+        params = RunParams(scoring="corpus", ctx=int(self.plan["ctx"]), top_k=int(self.plan["params"]["top_k"]),
+                           max_tokens=0, temperature=0.0, seed=0)
+        while work:
+            group, with_ref_cell = work.pop(0)
+            members = [c for c, _ in group] + ([self.ref_cell] if with_ref_cell else [])
+            t = time.perf_counter()
+            try:
+                run = self._one_pass(group, members, params, pool)
+            except Exception as e:  # noqa: BLE001
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                if len(members) > 1:  # one bad file must not fail the others: score them one by one
+                    work[:0] = [([m], False) for m in group] + ([([], True)] if with_ref_cell else [])
+                else:
+                    self.fail(members, e)
+                continue
+            seconds = (time.perf_counter() - t + prep_s * len(members) / max(1, len(self.cells))) / len(members)
+            self.record(run, group, with_ref_cell, seconds)
+
+    def _one_pass(self, group: list, members: list[Cell], params, pool) -> dict | None:
+        """One compare.iter_comparison pass: the group's quants against the reference (or the F16 alone, with no
+        reference); the run JSON. The bar moves with the pass and is set back after it (record moves it by cells)."""
+        from .compare import iter_comparison
+
+        specs = [_spec(self.plan, c) for c, _ in group]
         if group:
-            params.reference = ref_spec
+            params.reference = self.ref_spec
         else:
-            specs, params.reference = [ref_spec], None
-        bar.set_postfix_str(f"step{step}: scoring {', '.join(c.quant for c in members)}", refresh=False)
+            specs, params.reference = [self.ref_spec], None
+        self.bar.set_postfix_str(f"step{self.step}: scoring {', '.join(c.quant for c in members)}", refresh=False)
         run = None
         last = 0.0
         t_scoring = time.perf_counter()
         try:
-            run_settings = settings.replace(max_variants=max(settings.max_variants, len(specs) + 1))
-            for ev in iter_comparison(specs, plan["text"], params, settings=run_settings, pool=pool,
-                                      resolver=resolver):
+            run_settings = self.settings.replace(max_variants=max(self.settings.max_variants, len(specs) + 1))
+            for ev in iter_comparison(specs, self.plan["text"], params, settings=run_settings, pool=pool,
+                                      resolver=self.resolver):
                 if ev.kind == "update" and ev.message == "tokenized":
                     t_scoring = time.perf_counter()
                 if ev.kind == "update" and ev.fraction > last:
-                    _advance(bar, (ev.fraction - last) * len(members) * 0.999)
+                    _advance(self.bar, (ev.fraction - last) * len(members) * 0.999)
                     last = ev.fraction
                 if ev.kind == "done":
                     run = ev.run.to_json()  # the cell's run is cut from the run JSON (_cell_run)
-        except Exception as e:  # noqa: BLE001
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                raise
-            _advance(bar, -last * len(members) * 0.999)
-            if len(members) > 1:  # one bad file must not fail the others: score them one by one
-                work[:0] = [([m], False) for m in group] + ([([], True)] if with_ref_cell else [])
-            else:
-                fail(members, e)
-            continue
-        _advance(bar, -last * len(members) * 0.999)
-        seconds = (time.perf_counter() - t + prep_s * len(members) / max(1, len(cells))) / len(members)
-        report.score_seconds += time.perf_counter() - t_scoring  # the corpus pass itself, wall time
-        for c, entry, ref_entry in _split(run, group, with_ref_cell, ref_cell):
+        except Exception:
+            _advance(self.bar, -last * len(members) * 0.999)
+            raise
+        _advance(self.bar, -last * len(members) * 0.999)
+        self.report.score_seconds += time.perf_counter() - t_scoring  # the corpus pass itself, wall time
+        return run
+
+    def record(self, run: dict, group: list, with_ref_cell: bool, seconds: float) -> None:
+        """Split a pass's run into one run per cell and store each with its cell (one transaction each)."""
+        for c, entry, ref_entry in _split(run, group, with_ref_cell, self.ref_cell):
             cell_run = _cell_run(run, entry, ref_entry)
             summary = _summary(entry, ref_entry)
-            summary.update(_size(entry["source"], resolver, ref_res if c is ref_cell else dict(group).get(c), sizes))
-            store.save_cell_run(sweep_id, c.step, c.quant, c.hub, cell_run, summary, seconds)
-            report.done += 1
-            _advance(bar, 1)
-            if on_cell:
-                on_cell(c, "done")
-    if own_pool:
-        pool.close()  # the step's models are not needed again; their files may be deleted next
-    _cleanup(settings, resolver, before, made, keep, snapshot)
+            summary.update(_size(entry["source"], self.resolver,
+                                 self.ref_res if c is self.ref_cell else dict(group).get(c), self.sizes))
+            self.store.sweeps.save_cell_run(self.sweep_id, c.step, c.quant, c.hub, cell_run, summary, seconds)
+            self.report.done += 1
+            _advance(self.bar, 1)
+            if self.on_cell:
+                self.on_cell(c, "done")
+
+
+def _passes(ready: list[tuple[Cell, object]], ref_path: Path, ref_cell: Cell | None,
+            budget: int) -> list[tuple[list, bool]]:
+    """Work items: (a group of (cell, resolved file) scored in one pass, whether the step's own F16 cell comes out
+    of that pass as well). Groups fit the memory budget beside the reference (only the budget splits a step: the
+    dashboard's per-run variant limit is for people reading tables); the hub's own files in groups of their own."""
+    groups: list[list[tuple[Cell, object]]] = []
+    for c, res in ready:
+        size = Path(res.path).stat().st_size
+        if (groups and groups[-1][-1][0].hub == c.hub
+                and ref_path.stat().st_size + sum(Path(r.path).stat().st_size for _, r in groups[-1]) + size
+                <= budget):
+            groups[-1].append((c, res))
+        else:
+            groups.append([(c, res)])
+    work: list[tuple[list, bool]] = [(g, ref_cell is not None and i == 0) for i, g in enumerate(groups)]
+    if ref_cell is not None and not groups:
+        work.append(([], True))  # the step's F16 cell alone: a run of the F16 with no reference
+    return work
 
 
 def _advance(bar, by: float) -> None:
@@ -616,7 +658,8 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
     """Merge shard databases into the run log at `db_path`. Checks every input first (it exists, holds exactly
     one sweep, the same one, and `sweep_id` when given); nothing is written, and the run log is not even
     created, unless all pass. Idempotent: a second merge adds nothing."""
-    from .store import RunStore, SweepMismatch, sweep_ids_in_file
+    from .store import RunStore
+    from .sweepstore import SweepMismatch, sweep_ids_in_file
 
     if not paths:
         raise SweepError("sweep merge needs at least one shard database")
@@ -645,14 +688,14 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
     store = RunStore(db_path)
     try:
         for src in sources:  # plans must agree before anything is written
-            store_plan = src.sweep_plan(sid)
-            if sid in store.sweep_ids():
-                mine = store.sweep_plan(sid)
+            store_plan = src.sweeps.plan(sid)
+            if sid in store.sweeps.ids():
+                mine = store.sweeps.plan(sid)
                 if {k: mine[k] for k in _PLAN_KEYS} != {k: store_plan[k] for k in _PLAN_KEYS}:
                     raise SweepMismatch(f"--db holds another sweep under the id {sid} (grid, text or parameters "
                                         f"differ from {src.path}'s); merge into a separate --db")
         for src in sources:
-            counts = store.merge_sweep_from(src, sid)
+            counts = store.sweeps.merge_from(src, sid)
             for k in ("added", "failed", "skipped"):
                 totals[k] += counts[k]
     finally:
@@ -667,7 +710,7 @@ _PLAN_KEYS = ("repo", "steps", "quants", "hub_repo", "hub_quants", "reference", 
 
 
 def status(store, sweep_id: str) -> dict:
-    """store.sweep_status plus "eta_s": pending cells × mean seconds of a done cell (None before any is done)."""
-    s = store.sweep_status(sweep_id)
+    """store.sweeps.status plus "eta_s": pending cells × mean seconds of a done cell (None before any is done)."""
+    s = store.sweeps.status(sweep_id)
     s["eta_s"] = s["pending"] * s["cell_seconds"] if s["cell_seconds"] is not None else None
     return s

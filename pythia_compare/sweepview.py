@@ -5,7 +5,7 @@ Owns the rows the Sweeps tab shows (formatted by report.format_table, so they re
 turning a page's sweep id (from a link, the list or an API caller, hostile ones included) into a stored sweep
 or None, mapping a cell-table row to the cell's run id, and the start-a-sweep form: checking its inputs, the
 equivalent CLI command, and running plan + run in this process on a thread of its own (local apps only,
-never a public deployment). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (store.py).
+never a public deployment). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweepstore.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _cell_quant(cell: dict) -> str:
 
 
 def sweep_rows(listed: list[dict]) -> list[list[str]]:
-    """RunStore.list_sweeps() rows as the list's cells (SWEEP_COLUMNS)."""
+    """SweepStore.list() rows as the list's cells (SWEEP_COLUMNS)."""
     rows = [[r["sweep_id"], r.get("name") or "", str(r.get("created_at") or "")[:19].replace("T", " "),
              r.get("repo"), r.get("n_steps"), r.get("n_quants"), r.get("ctx"), r.get("done"), r.get("failed"),
              r.get("total")] for r in listed]
@@ -108,7 +108,7 @@ class SweepDesk:
         """The sweep list's rows, newest first. Raises RunLogError when the run log cannot be read (never an
         empty list in its place), as Dashboard.history does."""
         try:
-            return sweep_rows(self.store.list_sweeps(limit=200))
+            return sweep_rows(self.store.sweeps.list(limit=200))
         except PythiaCompareError:
             raise
         except Exception as e:  # a damaged or replaced database file: not "no sweeps"
@@ -123,7 +123,7 @@ class SweepDesk:
         if not isinstance(sweep_id, str) or not 0 < len(sweep_id) <= 64:
             return None
         try:
-            return self.store.get_sweep(sweep_id)
+            return self.store.sweeps.get(sweep_id)
         except RunNotFound:
             return None
         except PythiaCompareError:
@@ -138,7 +138,7 @@ class SweepDesk:
             raise BadInput(f"the sweep id must be a string, got {type(sweep_id).__name__}; "
                            f"`python -m pythia_compare sweep list` shows the stored sweeps")
         try:
-            return self.store.get_sweep(sweep_id.strip())
+            return self.store.sweeps.get(sweep_id.strip())
         except PythiaCompareError:
             raise
         except Exception as e:  # a damaged or replaced database file: said, not a bare database error

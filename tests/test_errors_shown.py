@@ -71,7 +71,7 @@ def damaged_sweeps(tmp_path, suite):
     """The Sweeps tab's handlers over a run log that was sound, then had its database file overwritten."""
     settings = settings_for(tmp_path, suite)
     store = RunStore(settings.db_path)
-    assert store.list_sweeps() == []  # the log opened while the file was sound
+    assert store.sweeps.list() == []  # the log opened while the file was sound
     store.close()
     db = settings.db_path
     for extra in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):

@@ -45,7 +45,7 @@ def _numbers(db: Path, sweep_id: str) -> dict:
     from pythia_compare.store import RunStore
 
     with RunStore(db) as store:
-        sweep = store.get_sweep(sweep_id)
+        sweep = store.sweeps.get(sweep_id)
     keys = ("ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err", "bpw")
     return {(c["step"], c["quant"], c["hub"]): {k: c[k] for k in keys} for c in sweep["cells"]}
 
@@ -90,8 +90,8 @@ def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process)
 
     tmp, db, sweep_id, _ = one_process
     with RunStore(db) as store:
-        sweep = store.get_sweep(sweep_id)
-        text = store.sweep_plan(sweep_id)["text"]
+        sweep = store.sweeps.get(sweep_id)
+        text = store.sweeps.plan(sweep_id)["text"]
         runs = {(c["step"], c["quant"]): store.get(c["run_id"]) for c in sweep["cells"]}
     for (step, quant), run in runs.items():
         assert run["input"]["text"] == text and len(run["input"]["tokens"]) == run["input"]["n_tokens"]
@@ -432,31 +432,61 @@ def test_the_store_keeps_a_cells_run_whole_and_refuses_another_plan_under_the_sa
     from tests.store_runs import full_run
 
     from pythia_compare.errors import BadInput
-    from pythia_compare.store import RunStore, SweepMismatch, SweepNotFound
+    from pythia_compare.store import RunStore
+    from pythia_compare.sweepstore import SweepMismatch, SweepNotFound
 
     run = full_run(3)
     plan = {"name": "t", "repo": "demo", "steps": [25, 100], "quants": ["F16", "Q8_0"], "hub_repo": None,
             "hub_quants": [], "reference": "F16", "ctx": 64, "max_chunks": 2, "text": run["input"]["text"],
             "text_sha256": "0" * 64, "n_tokens": run["input"]["n_tokens"], "params": {"top_k": 10}}
     a, b = RunStore(tmp_path / "a.db"), RunStore(tmp_path / "b.db")
-    sweep_id = a.create_sweep(plan, [(25, "F16", False), (25, "Q8_0", False), (100, "F16", False)])
-    run_id = a.save_cell_run(sweep_id, 25, "Q8_0", False, run, {"ppl": 2.5, "bpw": 8.5}, 1.0)
+    sweep_id = a.sweeps.create(plan, [(25, "F16", False), (25, "Q8_0", False), (100, "F16", False)])
+    run_id = a.sweeps.save_cell_run(sweep_id, 25, "Q8_0", False, run, {"ppl": 2.5, "bpw": 8.5}, 1.0)
     got = a.get(run_id)
     assert {k: v for k, v in got.items() if k not in ("run_id", "created_at")} == \
         {k: v for k, v in run.items() if k not in ("run_id", "created_at")}  # text and tokens filled back in
     other = {**run, "input": {**run["input"], "text": run["input"]["text"] + " more"}}
     with pytest.raises(BadInput, match="another text"):
-        a.save_cell_run(sweep_id, 100, "F16", False, other, {}, 1.0)
-    a.record_cell_failure(sweep_id, 25, "Q8_0", False, "late failure")  # a done cell stays done
-    s = a.get_sweep(sweep_id)
+        a.sweeps.save_cell_run(sweep_id, 100, "F16", False, other, {}, 1.0)
+    a.sweeps.record_cell_failure(sweep_id, 25, "Q8_0", False, "late failure")  # a done cell stays done
+    s = a.sweeps.get(sweep_id)
     assert (s["done"], s["failed"], s["pending"], s["total"]) == (1, 0, 2, 3)
     assert s["cells"][1]["run_id"] == run_id and s["cells"][1]["ppl"] == 2.5
-    assert b.merge_sweep_from(a, sweep_id) == {"added": 1, "failed": 0, "skipped": 0}
+    assert b.sweeps.merge_from(a, sweep_id) == {"added": 1, "failed": 0, "skipped": 0}
     assert b.get(run_id)["input"] == run["input"]
     with sqlite3.connect(tmp_path / "b.db") as conn:
         conn.execute("UPDATE sweeps SET ctx = 128")
     with pytest.raises(SweepMismatch, match="another sweep under the id"):
-        b.merge_sweep_from(a, sweep_id)
+        b.sweeps.merge_from(a, sweep_id)
     with pytest.raises(SweepNotFound):
-        a.get_sweep("nope")
-    assert a.list_sweeps()[0]["done"] == 1 and a.list() == []
+        a.sweeps.get("nope")
+    assert a.sweeps.list()[0]["done"] == 1 and a.list() == []
+
+
+def test_a_steps_quants_are_scored_in_passes_that_fit_the_memory_budget_beside_the_reference(tmp_path):
+    from pythia_compare.sources import Resolved
+    from pythia_compare.sweep import _passes
+    from pythia_compare.variants import parse_spec
+
+    def file_of(cell: Cell, size: int) -> tuple[Cell, Resolved]:  # only a file's size counts against the budget
+        path = tmp_path / f"{cell.label}.gguf"
+        path.write_bytes(b"\0" * size)
+        return cell, Resolved(parse_spec(f"demo@step25:{cell.quant}"), path, {})
+
+    ref = tmp_path / "F16.gguf"
+    ref.write_bytes(b"\0" * 100)
+    f16 = Cell(25, "F16")
+    ready = [file_of(Cell(25, "Q8_0"), 60), file_of(Cell(25, "Q6_K"), 50), file_of(Cell(25, "Q2_K"), 30),
+             file_of(Cell(25, "Q4_K_M", True), 40), file_of(Cell(25, "Q8_0", True), 60)]
+
+    def passes(ready, ref_cell, budget):
+        return [([f"{c.quant}{' hub' if c.hub else ''}" for c, _ in g], with_f16)
+                for g, with_f16 in _passes(ready, ref, ref_cell, budget)]
+
+    # 100 + 60 + 50 > 200 starts a new pass; 100 + 50 + 30 fits; hub files never share a pass with converted ones
+    assert passes(ready, f16, 200) == [(["Q8_0"], True), (["Q6_K", "Q2_K"], False),
+                                       (["Q4_K_M hub", "Q8_0 hub"], False)]
+    assert passes(ready, None, 10**9) == [(["Q8_0", "Q6_K", "Q2_K"], False), (["Q4_K_M hub", "Q8_0 hub"], False)]
+    assert passes(ready, f16, 1) == [([q], i == 0) for i, q in
+                                     enumerate(["Q8_0", "Q6_K", "Q2_K", "Q4_K_M hub", "Q8_0 hub"])]
+    assert passes([], f16, 200) == [([], True)]  # the step's F16 cell alone: the F16 with no reference

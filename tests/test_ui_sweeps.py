@@ -37,7 +37,7 @@ def sweeps(made):
 
 @pytest.fixture(scope="module")
 def sweep(made, sweeps):
-    return sweeps.desk.store.get_sweep(made[1])
+    return sweeps.desk.store.sweeps.get(made[1])
 
 
 def select(row: list, index=(0, 0)) -> gr.SelectData:
@@ -186,7 +186,7 @@ def test_a_sweep_started_from_a_local_page_runs_here_and_matches_the_cli_sweep(m
     assert sweeps.desk.running() == []
     *_, timer = sweeps.tick(sweep_id)
     assert timer.active is False  # nothing runs here any more: the page stops polling
-    mine = sweeps.desk.store.get_sweep(sweep_id)
+    mine = sweeps.desk.store.sweeps.get(sweep_id)
     assert mine["done"] == mine["total"] == sweep["total"] and mine["name"] == "from the page"
     for a, b in zip(mine["cells"], sweep["cells"]):
         assert (a["step"], a["quant"]) == (b["step"], b["quant"]) and a["run_id"] != b["run_id"]
@@ -203,10 +203,10 @@ def test_a_sweep_started_from_a_local_page_runs_here_and_matches_the_cli_sweep(m
                                        (dict(ctx="wide"), "context"),
                                        (dict(text="too short"), "needs at least 128")])
 def test_bad_start_inputs_are_refused_by_name_and_nothing_is_planned(sweeps, suite, bad, says):
-    before = sweeps.desk.store.sweep_ids()
+    before = sweeps.desk.store.sweeps.ids()
     with pytest.raises(gr.Error) as e:
         sweeps.start(**start_args(suite, **bad))
-    assert says in e.value.message and sweeps.desk.store.sweep_ids() == before
+    assert says in e.value.message and sweeps.desk.store.sweeps.ids() == before
     assert "Traceback" not in e.value.message and "Something went wrong" not in e.value.message
 
 
@@ -214,4 +214,4 @@ def test_a_public_deployment_refuses_to_start_a_sweep_even_through_a_direct_call
     pub = SweepHandlers(settings_for(tmp_path, suite, public=True), RunStore(tmp_path / "runs.db"))
     with pytest.raises(gr.Error) as e:
         pub.start(**start_args(suite))
-    assert "public" in e.value.message and pub.desk.store.sweep_ids() == []
+    assert "public" in e.value.message and pub.desk.store.sweeps.ids() == []

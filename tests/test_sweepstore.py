@@ -1,0 +1,58 @@
+"""The sweep log's one home: `store.sweeps` (sweepstore.SweepStore) over a RunStore's own file and transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from pythia_compare import store as store_module
+from pythia_compare.errors import BadInput
+from pythia_compare.store import RunStore
+from pythia_compare.sweepstore import SweepNotFound, SweepStore
+from tests.store_runs import full_run
+
+OLD_NAMES = ("create_sweep", "sweep_plan", "sweep_ids", "copy_sweep_plan", "import_sweep_plan", "save_cell_run",
+             "record_cell_failure", "sweep_cells", "get_sweep", "list_sweeps", "sweep_status", "merge_sweep_from")
+
+
+def _plan(run: dict) -> dict:
+    return {"name": "t", "repo": "demo", "steps": [25, 100], "quants": ["F16", "Q8_0"], "hub_repo": None,
+            "hub_quants": [], "reference": "F16", "ctx": 64, "max_chunks": 2, "text": run["input"]["text"],
+            "text_sha256": "0" * 64, "n_tokens": run["input"]["n_tokens"], "params": {"top_k": 10}}
+
+
+def test_a_sweep_made_through_one_run_logs_sweeps_is_read_back_by_another_opened_on_the_same_file(tmp_path):
+    run = full_run(3)
+    grid = [(25, "F16", False), (25, "Q8_0", False), (100, "F16", False)]
+    writer = RunStore(tmp_path / "runs.db")
+    assert isinstance(writer.sweeps, SweepStore)
+    sweep_id = writer.sweeps.create(_plan(run), grid)
+    run_id = writer.sweeps.save_cell_run(sweep_id, 25, "Q8_0", False, run, {"ppl": 2.5}, 1.0)
+    with RunStore(tmp_path / "runs.db") as reader:
+        assert reader.sweeps.ids() == [sweep_id]
+        assert reader.sweeps.plan(sweep_id)["cells"] == grid
+        assert [c["status"] for c in reader.sweeps.cells(sweep_id)] == ["pending", "done", "pending"]
+        assert reader.get(run_id)["input"] == run["input"]  # the run log fills a cell run's text from its sweep
+        assert reader.list() == [] and reader.count() == 1  # a cell's run is a run, listed with its sweep only
+    writer.close()
+
+
+def test_a_refused_cell_write_leaves_the_run_log_as_it_was(tmp_path):
+    run = full_run(3)
+    store = RunStore(tmp_path / "runs.db")
+    sweep_id = store.sweeps.create(_plan(run), [(25, "F16", False)])
+    with pytest.raises(BadInput, match=f"sweep {sweep_id} has no cell step 100 Q8_0"):
+        store.sweeps.save_cell_run(sweep_id, 100, "Q8_0", False, run, {"ppl": 2.5}, 1.0)
+    with pytest.raises(SweepNotFound, match="no stored sweep has the id 'nope'; `python -m pythia_compare sweep list`"):
+        store.sweeps.save_cell_run("nope", 25, "F16", False, run, {"ppl": 2.5}, 1.0)
+    store.close()
+    with sqlite3.connect(tmp_path / "runs.db") as conn:  # the store's own transaction rolled everything back
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+        assert conn.execute("SELECT status, run_id FROM sweep_cells").fetchall() == [("pending", None)]
+
+
+def test_the_run_log_keeps_no_sweep_methods_or_names_of_its_own():
+    assert [n for n in OLD_NAMES if hasattr(RunStore, n)] == []
+    assert [n for n in ("SweepNotFound", "SweepMismatch", "sweep_ids_in_file", "read_sweep_file", "SWEEP_SCHEMA")
+            if hasattr(store_module, n)] == []
