@@ -6,15 +6,10 @@ import sqlite3
 
 import pytest
 
-from pythia_compare import store as store_module
 from pythia_compare.errors import BadInput
 from pythia_compare.store import RunStore
 from pythia_compare.sweepstore import SweepNotFound, SweepStore
 from tests.store_runs import full_run
-
-OLD_NAMES = ("create_sweep", "sweep_plan", "sweep_ids", "copy_sweep_plan", "import_sweep_plan", "save_cell_run",
-             "record_cell_failure", "sweep_cells", "get_sweep", "list_sweeps", "sweep_status", "merge_sweep_from")
-
 
 def _plan(run: dict) -> dict:
     return {"name": "t", "repo": "demo", "steps": [25, 100], "quants": ["F16", "Q8_0"], "hub_repo": None,
@@ -51,8 +46,3 @@ def test_a_refused_cell_write_leaves_the_run_log_as_it_was(tmp_path):
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
         assert conn.execute("SELECT status, run_id FROM sweep_cells").fetchall() == [("pending", None)]
 
-
-def test_the_run_log_keeps_no_sweep_methods_or_names_of_its_own():
-    assert [n for n in OLD_NAMES if hasattr(RunStore, n)] == []
-    assert [n for n in ("SweepNotFound", "SweepMismatch", "sweep_ids_in_file", "read_sweep_file", "SWEEP_SCHEMA")
-            if hasattr(store_module, n)] == []
