@@ -2,7 +2,7 @@
 
 Owns every gradio import of the package: the layout, the events, turning library errors into `gr.Error`
 (scrubbed of file paths and tokens), and `launch_kwargs`, the one source of launch settings for app.py and
-the tests. The decisions behind the handlers live in dashboard.py, the numbers in compare.py and report.py,
+the tests (its app also answers a run's download links: _serve_downloads). The decisions behind the handlers live in dashboard.py, the numbers in compare.py and report.py,
 the figures in plots.py; nothing here runs a model, draws or writes SQL.
 
 Streaming: the Run button's event (api_name "compare") yields the run JSON (Run.to_json) as it grows into a
