@@ -11,7 +11,6 @@ Never imports gradio (ui.py puts this on the page), never draws (plots.py), neve
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -356,14 +355,9 @@ class Dashboard:
         if not isinstance(run_id, str) or not 0 < len(run_id) <= 64:
             return None
         try:
-            return self.store.get_run(run_id)
+            return read_run(self.store, run_id)
         except RunNotFound:
             return None
-        except PythiaCompareError:  # a stored run that breaks the format: its own message, not "not found"
-            raise
-        except Exception as e:  # a damaged or replaced database file: say so, on the page and in the log
-            log.exception("opening run %r: the run log %s cannot be read", run_id, self.store.path)
-            raise log_unreadable(self.store, e) from e
 
     def status(self, run: Run | dict) -> str:
         """A run in markdown: its id or its progress, tokens, scoring, reference; then why a number is n/a.
@@ -421,6 +415,19 @@ class Dashboard:
             return False
 
 
+def read_run(store: RunStore, run_id: str) -> Run:
+    """store.get_run, with a run log that cannot be read (a damaged or replaced database file) said as such, on
+    the page and in the server's log (RunLogError); RunNotFound and RunFormatError (a stored run that breaks the
+    format: its own message, not "not found") pass as they are."""
+    try:
+        return store.get_run(run_id)
+    except PythiaCompareError:
+        raise
+    except Exception as e:
+        log.exception("opening run %r: the run log %s cannot be read", run_id[:80], store.path)
+        raise log_unreadable(store, e) from e
+
+
 def log_unreadable(store: RunStore, e: Exception) -> RunLogError:
     """The one message for a run log that cannot be read, naming the file and the database's own words."""
     return RunLogError(f"the run log cannot be read ({store.path.name}: {type(e).__name__}: {e}); the database "
@@ -449,13 +456,7 @@ def download(store: RunStore, name: str) -> tuple[bytes, str, str]:
     run_id, dot, fmt = name.rpartition(".")
     if not dot or fmt not in DOWNLOAD_TYPES:
         raise BadInput(f"there is no download {name[:80]!r}; a run's downloads are <run id>.json and <run id>.zip")
-    try:
-        run = store.get_run(run_id)
-    except PythiaCompareError:
-        raise
-    except Exception as e:  # a damaged or replaced database file
-        log.exception("download %r: the run log %s cannot be read", name[:80], store.path)
-        raise log_unreadable(store, e) from e
+    run = read_run(store, run_id)
     data = run_to_json_text(run).encode("utf-8") if fmt == "json" else run_to_zip(run)
     return data, DOWNLOAD_TYPES[fmt], download_name(run.run_id, fmt)
 

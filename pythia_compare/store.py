@@ -54,7 +54,7 @@ __all__ = ["RunStore", "RunFormatError", "RunLogError"]
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another writer's lock before failing
 MAX_LIST_LIMIT = 1000  # the most summary rows one list() call returns
 PREVIEW_CHARS = 80  # characters of the input text in a summary row
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the alphabet of secrets.token_urlsafe; anything else is not an id
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the alphabet of secrets.token_urlsafe; anything else is not an id
 
 
 def new_id(nbytes: int) -> str:
@@ -74,7 +74,8 @@ class RunLogError(BadInput):
 # ------------------------------------------------------------------------------------------ the store
 
 
-def _describe_id(run_id: Any) -> str:
+def describe_id(run_id: Any) -> str:
+    """How a message names an id it was given (a run's or a sweep's): its repr, cut after 40 characters."""
     if not isinstance(run_id, str):
         return f"{type(run_id).__name__} {short_repr(run_id)}"
     if len(run_id) > 40:
@@ -83,7 +84,7 @@ def _describe_id(run_id: Any) -> str:
 
 
 def _not_found(run_id: Any) -> RunNotFound:
-    return RunNotFound(f"no stored run has the id {_describe_id(run_id)}; "
+    return RunNotFound(f"no stored run has the id {describe_id(run_id)}; "
                        f"`python -m pythia_compare runs list` shows the stored runs")
 
 
@@ -244,7 +245,7 @@ class RunStore:
         if not isinstance(run, dict):
             raise RunFormatError(f"run JSON must be an object, got {short_repr(run)}")
         run_id, created = run.get("run_id"), run.get("created_at")
-        if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
+        if not isinstance(run_id, str) or not ID_RE.fullmatch(run_id):
             raise RunFormatError(f"run JSON: run_id must be a run id (1-64 of A-Z a-z 0-9 _ -), "
                                  f"got {short_repr(run_id)}")
         try:
@@ -318,7 +319,7 @@ class RunStore:
 
     def _load(self, run_id: str) -> tuple[dict, Run]:
         """The stored run as its JSON dict (migrated) and as a Run."""
-        if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
+        if not isinstance(run_id, str) or not ID_RE.fullmatch(run_id):
             raise _not_found(run_id)
         with self._read() as conn:
             conn.row_factory = sqlite3.Row
@@ -399,7 +400,7 @@ class RunStore:
 
     def delete(self, run_id: str, owner: str | None = None) -> None:
         """Delete a run and its rows. With `owner`, only that owner's run: another's raises RunNotFound too."""
-        if not isinstance(run_id, str) or not _ID_RE.fullmatch(run_id):
+        if not isinstance(run_id, str) or not ID_RE.fullmatch(run_id):
             raise _not_found(run_id)
         with self._write() as db:
             row = db.conn.execute("SELECT owner, owner_hmac FROM runs WHERE id = ?", [run_id]).fetchone()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadInput, RunNotFound
 from .run import Run
 from .runrows import rows_of, short_repr, text_or_none
-from .store import _ID_RE, BUSY_TIMEOUT_S, MAX_LIST_LIMIT, PREVIEW_CHARS, RunLogError, _describe_id, new_id
+from .store import BUSY_TIMEOUT_S, ID_RE, MAX_LIST_LIMIT, PREVIEW_CHARS, RunLogError, describe_id, new_id
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -51,13 +51,13 @@ class SweepMismatch(BadInput):
 
 
 def _check_sweep_id(sweep_id: Any) -> str:
-    if not isinstance(sweep_id, str) or not _ID_RE.fullmatch(sweep_id):
+    if not isinstance(sweep_id, str) or not ID_RE.fullmatch(sweep_id):
         raise _sweep_not_found(sweep_id)
     return sweep_id
 
 
 def _sweep_not_found(sweep_id: Any) -> SweepNotFound:
-    return SweepNotFound(f"no stored sweep has the id {_describe_id(sweep_id)}; "
+    return SweepNotFound(f"no stored sweep has the id {describe_id(sweep_id)}; "
                          f"`python -m pythia_compare sweep list` shows the stored sweeps")
 
 

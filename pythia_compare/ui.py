@@ -2,8 +2,9 @@
 
 Owns every gradio import of the package: the layout, the events, turning library errors into `gr.Error`
 (scrubbed of file paths and tokens), and `launch_kwargs`, the one source of launch settings for app.py and
-the tests (its app also answers a run's download links: _serve_downloads). The decisions behind the handlers live in dashboard.py, the numbers in compare.py and report.py,
-the figures in plots.py; nothing here runs a model, draws or writes SQL.
+the tests (its app also answers a run's download links: _serve_downloads). The decisions behind the handlers
+live in dashboard.py, the numbers in compare.py and report.py, the figures in plots.py; nothing here runs a
+model, draws or writes SQL.
 
 Streaming: the Run button's event (api_name "compare") yields the run JSON (Run.to_json) as it grows into a
 hidden gr.JSON (its only API output, so `gradio_client` gets exactly the CLI's JSON) and the `Run` into a
@@ -17,6 +18,7 @@ local-only start form; its decisions live in sweepview.py, its figures in sweepp
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -420,8 +422,9 @@ def _wire_history(h: dict, c: dict, page: dict, demo: gr.Blocks, tabs: gr.Tabs, 
     restore = lambda rid: app.restore_controls(rid, cat)  # noqa: E731
     demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **_PRIVATE).then(
         restore, c["run_id"], controls, queue=False, **_PRIVATE)
-    if _plotly_preload_js():  # plotly.js loads while the views do
-        demo.load(None, None, None, js=_plotly_preload_js(), **_PRIVATE)
+    preload = _plotly_preload_js()
+    if preload:  # plotly.js loads while the views do
+        demo.load(None, None, None, js=preload, **_PRIVATE)
     if page["kept"]:
         demo.load(page["where_runs_are_kept"], None, page["backup_note"], queue=False, **_PRIVATE)
     for trigger in (h["search"].click, query.submit):
@@ -472,9 +475,11 @@ _LINK_JS = """(rid) => {
 }"""
 
 
+@functools.cache
 def _plotly_bundle() -> str | None:
-    """The file name of gradio's plotly.js bundle (its frontend imports it only once a figure has arrived: 1.3 MB
-    of script to fetch and run), or None with a gradio build that has no one such file."""
+    """The file name of gradio's plotly.js bundle (its frontend imports it only once a figure has arrived: the
+    whole plotly.js, 4.6 MB of script to fetch and run), or None with a gradio build that has no one such file.
+    Looked up once per process (the page head and the page-load code both name it)."""
     found = sorted((Path(gr.__file__).parent / "templates" / "frontend" / "assets").glob("PlotlyPlot-*.js"))
     return found[0].name if len(found) == 1 else None
 

@@ -422,8 +422,8 @@ def test_deleting_a_run_removes_every_row_and_its_search_entry(searchable, tmp_p
 
 
 def test_new_ids_never_start_with_a_dash_or_an_underscore_so_they_read_as_ids_everywhere():
-    from pythia_compare.store import _ID_RE, new_id
+    from pythia_compare.store import ID_RE, new_id
 
     ids = [new_id(12) for _ in range(3000)]  # about 1 in 32 token_urlsafe draws starts with '-' or '_'
-    assert all(i[0].isalnum() and _ID_RE.fullmatch(i) and len(i) == 16 for i in ids)
+    assert all(i[0].isalnum() and ID_RE.fullmatch(i) and len(i) == 16 for i in ids)
     assert len(set(ids)) == len(ids)
