@@ -248,6 +248,33 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
     return fig
 
 
+def sweep_published_figure(sweep: dict, pub: dict) -> go.Figure:
+    """EleutherAI's published zero-shot accuracies vs training step, one line per task (± 1 standard error), on
+    the sweep's own log step axis. `pub` is sweepview.published_for_sweep's answer for this sweep (its own repo
+    only): {"repo", "points": {task: [(step, acc, stderr)]}, "note"}; no points draws its note instead.
+    Hover says the numbers are EleutherAI's; customdata[1] is "–", so a click opens no run."""
+    repo = pub.get("repo") or sweep.get("repo") or "?"
+    fig = _figure(_sweep_title(sweep, f"Published benchmarks vs training step ({repo}, EleutherAI's lm-eval, "
+                                      "zero-shot)"), "training step (log scale)", "accuracy")
+    fig.update_layout(legend_title_text="task")
+    points = pub.get("points") or {}
+    if not points:
+        return _placeholder(fig, pub.get("note") or "No published numbers.")
+    xs = sweep_step_x(sweep)
+    for i, (task, pts) in enumerate(points.items()):
+        pts = [p for p in pts if p[0] in xs or p[0] > 0]  # step0 only where the sweep's axis has it
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(
+            x=[xs.get(s, float(s)) for s, _, _ in pts], y=[a for _, a, _ in pts], name=esc(task),
+            mode="lines+markers", marker=dict(color=color, size=7), line=dict(color=color),
+            error_y=dict(type="data", array=[e or 0.0 for _, _, e in pts], visible=True, color=color, thickness=1),
+            customdata=[[_step_label(s), "–", fmt_num(a, 4), fmt_num(e or 0.0, 2)] for s, a, e in pts],
+            hovertemplate="<b>%{fullData.name}</b><br>step %{customdata[0]}<br>acc = %{customdata[2]} ± "
+                          "%{customdata[3]}<br>published by EleutherAI<extra></extra>"))
+    fig.update_yaxes(rangemode="tozero")
+    return _log_step_axis(fig, sweep)
+
+
 def sweep_figures(sweep: dict) -> dict[str, go.Figure]:
     """Every figure of a sweep's view, by name: ppl, kld, bpw, heatmap."""
     return {"ppl": sweep_ppl_figure(sweep), "kld": sweep_kld_figure(sweep), "bpw": sweep_bpw_figure(sweep),

@@ -114,19 +114,21 @@ def test_a_cell_without_a_run_says_so_and_opens_nothing(sweeps):
 
 # ------------------------------------------------------------------------------------------ links, API
 def test_a_sweep_link_opens_the_sweeps_tab_with_the_sweep_drawn(made, sweeps, sweep):
-    listing, status, *figs, cells, sweep_id, tabs = sweeps.on_load(gr.Request(query_params={"sweep": made[1]}))
+    listing, status, *figs, cells, sweep_id, pub, tabs = sweeps.on_load(gr.Request(query_params={"sweep": made[1]}))
     assert sweep_id == made[1] and tabs.selected == "sweeps" and len(cells["data"]) == 9
     assert [f.to_plotly_json() for f in figs] == [sweepplots.sweep_figures(sweep)[n].to_plotly_json()
                                                    for n in SWEEP_FIGURES]
+    # a demo sweep: the published-benchmarks figure says there are none, and draws nothing
+    assert not pub.data and pub.layout.annotations[0].text.startswith("No published numbers for demo")
     plain = sweeps.on_load(gr.Request(query_params={}))
-    assert plain[1] == NO_SWEEP and plain[-2] == "" and not isinstance(plain[-1], gr.Tabs)  # the tab is left alone
+    assert plain[1] == NO_SWEEP and plain[-3] == "" and not isinstance(plain[-1], gr.Tabs)  # the tab is left alone
 
 
 @pytest.mark.parametrize("hostile", ["' OR 1=1 --", "x" * 10_000, "ünïcödé-☃", "../../etc/passwd", "", None,
                                      12345, "AAAAAAAAAAAA"])
 def test_unknown_malformed_and_hostile_sweep_ids_show_a_friendly_not_found(sweeps, hostile):
     out = sweeps.open_sweep(hostile)
-    assert out[0] == SWEEP_NOT_FOUND and out[-1] == "" and out[1] is None
+    assert out[0] == SWEEP_NOT_FOUND and out[-2] == "" and out[1] is None and out[-1] is None
     loaded = sweeps.on_load(gr.Request(query_params={"sweep": "<script>alert(1)</script>"}))
     assert loaded[1] == SWEEP_NOT_FOUND and "<script>" not in loaded[1]
 
