@@ -254,8 +254,8 @@ def sweep_published_figure(sweep: dict, pub: dict) -> go.Figure:
     only): {"repo", "points": {task: [(step, acc, stderr)]}, "note"}; no points draws its note instead.
     Hover says the numbers are EleutherAI's; customdata[1] is "–", so a click opens no run."""
     repo = pub.get("repo") or sweep.get("repo") or "?"
-    fig = _figure(_sweep_title(sweep, f"Published benchmarks vs training step ({repo}, EleutherAI's lm-eval, "
-                                      "zero-shot)"), "training step (log scale)", "accuracy")
+    fig = _figure(_sweep_title(sweep, f"{repo}: published accuracy vs step"), "training step (log scale)",
+                  "accuracy (EleutherAI's lm-eval, zero-shot)")
     fig.update_layout(legend_title_text="task")
     points = pub.get("points") or {}
     if not points:

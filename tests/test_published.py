@@ -124,11 +124,11 @@ def test_the_compare_tab_shows_published_numbers_per_pythia_step_and_says_when_a
     note, table = dashboard.published_table(run, Settings())
     assert table["headers"] == dashboard.PUBLISHED_COLUMNS
     rows = {r[0]: r for r in table["data"]}
-    assert [r[0] for r in table["data"]][0] == "pythia-410m-deduped step143000"  # the reference first
+    assert [r[0] for r in table["data"]][0] == "pythia-410m-deduped step143000 F16"  # the reference first
     assert rows["pythia-410m-deduped step143000 Q4_K_M"][1:4] == ["pythia-410m-deduped step143000",
                                                                   "0.5244 ± 0.0070", "10.574 ± 0.32"]
-    assert rows["pythia-410m-deduped step4000"][2] == published.NOT_PUBLISHED
-    assert set(rows["pythia-410m-deduped step4000"][3:]) == {""}
+    assert rows["pythia-410m-deduped step4000 F16"][2] == published.NOT_PUBLISHED
+    assert set(rows["pythia-410m-deduped step4000 F16"][3:]) == {""}
     assert rows["Q8_0"][1:3] == ["pythia-410m-deduped-v0 step143000", "0.5110 ± 0.0070"]
     assert "EleutherAI" in note and "v0 step143000" in note
 

@@ -58,7 +58,7 @@ def test_the_list_shows_the_sweep_with_every_cell_done(made, sweeps):
 
 def test_clicking_a_sweep_in_the_list_draws_its_four_views_and_its_cells(made, sweeps, sweep):
     row = [r for r in sweeps.listing()["data"] if r[0] == made[1]][0]
-    status, ppl, kld, bpw, heatmap, cells, sweep_id = sweeps.select_sweep(select(row))
+    status, ppl, kld, bpw, heatmap, cells, sweep_id, _published = sweeps.select_sweep(select(row))
     assert sweep_id == made[1] and made[1] in status and "9 of 9 cells done" in status
     expected = sweepplots.sweep_figures(sweep)
     for name, fig in zip(SWEEP_FIGURES, (ppl, kld, bpw, heatmap)):
@@ -181,7 +181,7 @@ def start_args(suite, **over) -> dict:
 
 
 def test_a_sweep_started_from_a_local_page_runs_here_and_matches_the_cli_sweep(made, sweeps, sweep, suite):
-    note, listing, status, *figs, cells, sweep_id, timer = sweeps.start(**start_args(suite))
+    note, listing, status, *figs, cells, sweep_id, _published, timer = sweeps.start(**start_args(suite))
     assert sweep_id and sweep_id in note and "sweep plan --repo demo" in note and timer.active
     assert sweep_id in [r[0] for r in listing["data"]]
     sweeps.desk.jobs[sweep_id].join(timeout=1800)
