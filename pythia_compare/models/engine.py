@@ -42,8 +42,8 @@ import numpy as np
 import llama_cpp
 
 from . import ggufmeta, loadplan
-from .config import Settings
-from .errors import ModelFileError
+from ..config import Settings
+from ..errors import ModelFileError
 
 log = logging.getLogger("pythia_compare.llama_cpp")
 _init_lock = threading.Lock()
@@ -146,7 +146,7 @@ def _model_quant(model) -> str | None:
 
 def _quant_name(ftype: int | None) -> str | None:
     """The QUANTS name of a llama.cpp file type (general.file_type), or None."""
-    from .variants import QUANTS
+    from ..variants import QUANTS
 
     return next((q.name for q in QUANTS.values() if q.ftype == ftype), None) if ftype is not None else None
 

@@ -7,7 +7,7 @@ models accordingly; every run records the decision per variant (the run JSON's "
 
 from __future__ import annotations
 
-from .config import Settings
+from ..config import Settings
 
 # ggml's CPU backend can copy some weight types into an interleaved ("repacked") layout when a model is loaded
 # with use_extra_bufts on (llama.cpp's default, llama-perplexity's unless --no-repack). On x86 it repacks

@@ -15,8 +15,8 @@ from pathlib import Path
 import llama_cpp
 
 from .engine import init_backend, last_llama_error
-from .errors import DiskFull, ModelFileError
-from .variants import QUANTS, normalize_quant
+from ..errors import DiskFull, ModelFileError
+from ..variants import QUANTS, normalize_quant
 
 
 def quantize_file(src: str | Path, dst: str | Path, quant: str, *, n_threads: int = 0) -> Path:

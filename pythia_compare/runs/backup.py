@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PureWindowsPath
 
-from . import __version__
-from .config import Settings
-from .errors import PythiaCompareError, RunNotFound
+from ..config import Settings, __version__
+from ..errors import PythiaCompareError, RunNotFound
 from .store import RunFormatError, RunStore
 
 log = logging.getLogger("pythia_compare.backup")
@@ -223,7 +222,7 @@ class Backup:
                              "restored History to its browser without holding the tokens, so nothing is backed up")
         if not s.hf_token:
             return self._off(f"HF_TOKEN is not set; the backup needs a token with write access to {self.repo}")
-        from .hub import BackupDataset  # the network module, only when the backup is on
+        from ..sources.hub import BackupDataset  # the network module, only when the backup is on
 
         if self._store is None:
             self._store = RunStore(s.db_path, owner_secret=s.owner_secret)

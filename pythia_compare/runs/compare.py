@@ -23,18 +23,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import __version__
 from . import metrics
-from .config import Settings
-from .errors import InputTextError, SpecError, TokenizerMismatch
-from .params import LIMITS
+from ..config import Settings, __version__
+from ..errors import InputTextError, SpecError, TokenizerMismatch
+from ..params import LIMITS
 from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, Load, Params, Run, Source, Timings, TokenProb,
                   Versions, read)
-from .policy import check_run
-from .lineage import mixed_run_warnings
-from .sources import Resolved, Resolver, demo_steps
-from .threads import in_thread
-from .variants import parse_spec, parse_specs
+from ..sources.policy import check_run
+from ..sources.lineage import mixed_run_warnings
+from ..sources.resolver import Resolved, Resolver, demo_steps
+from ..threads import in_thread
+from ..variants import parse_spec, parse_specs
 
 SCHEMA_VERSION = SCHEMA  # the run JSON's version: run.py owns it
 SCORING_MODES = ("auto", "prompt", "corpus")
@@ -454,7 +453,7 @@ def _kld_stats(stats) -> KLStats:
 
 
 def _versions() -> Versions:
-    from .engine import llama_cpp_version
+    from ..models.engine import llama_cpp_version
 
     return Versions(pythia_compare=__version__, llama_cpp_python=llama_cpp_version())
 

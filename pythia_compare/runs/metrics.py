@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import BadInput, InputTextError
+from ..errors import BadInput, InputTextError
 
 # Rows of logits are processed in blocks of about this many elements, so the temporary float64 arrays
 # stay near 1 MB each (cache-sized, and faster than larger blocks) whatever the number of rows.

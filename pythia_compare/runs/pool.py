@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .config import Settings
-from .engine import Model, check_gguf_file
-from .errors import BudgetError
+from ..config import Settings
+from ..models.engine import Model, check_gguf_file
+from ..errors import BudgetError
 
 
 class ModelPool:
@@ -57,7 +57,7 @@ class ModelPool:
         """Load (or reuse) every model in `paths`, pinned against eviction for the duration."""
         self.check_budget(paths, labels)
         keys = [str(Path(p).expanduser().resolve()) for p in paths]
-        from .probe import ensure_loadable
+        from ..sources.probe import ensure_loadable
 
         for p, key in zip(paths, keys):
             if key not in self._models:  # a file never loaded here is first loaded in a throwaway subprocess

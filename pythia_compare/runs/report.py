@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import SpecError
+from ..errors import SpecError
 from .run import Entry, Run, as_run
-from .variants import QUANTS, parse_spec
+from ..variants import QUANTS, parse_spec
 
 REFERENCE_COLOR = "#4d4d4d"
 PALETTE: list[str] = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",

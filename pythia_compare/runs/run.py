@@ -27,7 +27,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
-from .errors import BadInput
+from ..errors import BadInput
 
 SCHEMA = 1  # the run JSON's schema version, written in "schema"; see MIGRATIONS for older ones
 

@@ -1,7 +1,7 @@
 """How a run JSON dict (docs/run.md) maps onto rows of the run log's tables, and back: validation and the exact inverse.
 
 Owns the column <-> key mapping of runs / run_variants / run_kld (migrations.py owns the tables themselves)
-and the refusal of malformed runs. Pure: no database, no I/O; store.py (and sweepstore.py, for a cell's run)
+and the refusal of malformed runs. Pure: no database, no I/O; store.py (and sweeps/store.py, for a cell's run)
 binds these rows to SQLite.
 
 Round trip: `run_of(run_row + id/created_at, variant_rows, kld_rows)` gives back the dict `rows_of` took

@@ -4,8 +4,8 @@ Owns the database file: connections (one per thread), WAL mode, write transactio
 ids and timestamps, full-text search over input texts, listing, owner-scoped deletes, owner tokens kept as
 HMACs, importing runs under their own ids (backups, merges). The mapping of a run
 dict onto rows lives in runrows.py, the schema in migrations.py. The sweep log (tables sweeps and sweep_cells)
-is sweepstore.py's, reached as `store.sweeps`: it works through this store's connections and transactions;
-here only get() reads a sweep row, to give a cell's run its text. Never runs a model, computes a metric or
+is the sweeps wing's (sweeps/store.py: `SweepStore(store)` opens it over this store's connections and
+transactions; this module never imports it); here only get() reads a sweep row, to give a cell's run its text. Never runs a model, computes a metric or
 draws a figure.
 
 Round trip: `get(save(run))` equals `run` plus "run_id" and "created_at" (any given values of those two are
@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import BadInput, RunNotFound
+from ..errors import BadInput, RunNotFound
 from .run import Run, migrate
 from .runrows import RunFormatError, rows_of, run_of, short_repr, text_or_none
 
@@ -45,9 +45,6 @@ try:
 finally:
     if _hide_pandas and "pandas" in sys.modules and sys.modules["pandas"] is None:
         del sys.modules["pandas"]
-
-if TYPE_CHECKING:
-    from .sweepstore import SweepStore
 
 __all__ = ["RunStore", "RunFormatError", "RunLogError"]
 
@@ -128,9 +125,9 @@ class RunStore:
         self._handles_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = self._db()
+            db = self.db()
             if migrations.pending(db):
-                with self._write() as db:
+                with self.write() as db:
                     migrations.apply(db)
             if self._owner_secret is not None:
                 self._hash_raw_owners()
@@ -142,7 +139,8 @@ class RunStore:
 
     # -------------------------------------------------------------------------------- connections
 
-    def _db(self) -> sqlite_utils.Database:
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection to the file (opened once per thread; the sweep log works through it too)."""
         handle = getattr(self._local, "handle", None)
         if handle is not None:
             return handle.db
@@ -162,9 +160,9 @@ class RunStore:
         return db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite_utils.Database]:
+    def write(self) -> Iterator[sqlite_utils.Database]:
         """One write transaction: BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
-        db = self._db()
+        db = self.db()
         db.conn.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -175,9 +173,9 @@ class RunStore:
             raise
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction, so the queries inside see one snapshot."""
-        conn = self._db().conn
+        conn = self.db().conn
         conn.execute("BEGIN")
         try:
             yield conn
@@ -220,7 +218,7 @@ class RunStore:
         for _attempt in range(5):
             run_id = new_id(12)
             try:
-                with self._write() as db:
+                with self.write() as db:
                     db["runs"].insert({**run_row, "id": run_id, "created_at": created_at, **owner_cols})
                     db["run_variants"].insert_all([{**r, "run_id": run_id} for r in variant_rows])
                     db["run_kld"].insert_all([{**r, "run_id": run_id} for r in kld_rows])
@@ -261,7 +259,7 @@ class RunStore:
                                  f"got {short_repr(owner)}")
         run_row, variant_rows, kld_rows = rows_of(run)
         try:
-            with self._write() as db:
+            with self.write() as db:
                 if db.conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is not None:
                     return False
                 db["runs"].insert({**run_row, "id": run_id, "created_at": created_at, "owner": None,
@@ -297,12 +295,12 @@ class RunStore:
 
         secure_delete makes SQLite zero the freed bytes, and the checkpoint writes the pages back, so the
         tokens do not linger in the file."""
-        conn = self._db().conn
+        conn = self.db().conn
         if conn.execute("SELECT 1 FROM runs WHERE owner IS NOT NULL LIMIT 1").fetchone() is None:
             return
         conn.execute("PRAGMA secure_delete = ON")
         try:
-            with self._write() as db:
+            with self.write() as db:
                 rows = db.conn.execute("SELECT rowid, owner FROM runs WHERE owner IS NOT NULL").fetchall()
                 db.conn.executemany("UPDATE runs SET owner_hmac = ?, owner = NULL WHERE rowid = ?",
                                     [(self.owner_key(owner), rowid) for rowid, owner in rows])
@@ -321,7 +319,7 @@ class RunStore:
         """The stored run as its JSON dict (migrated) and as a Run."""
         if not isinstance(run_id, str) or not ID_RE.fullmatch(run_id):
             raise _not_found(run_id)
-        with self._read() as conn:
+        with self.read() as conn:
             conn.row_factory = sqlite3.Row
             try:
                 run_row = conn.execute("SELECT * FROM runs WHERE id = ?", [run_id]).fetchone()
@@ -378,7 +376,7 @@ class RunStore:
             params.append(key)
         sql.append("ORDER BY r.created_at DESC, r.rowid DESC LIMIT ? OFFSET ?")
         params += [min(limit, MAX_LIST_LIMIT), offset]
-        with self._read() as conn:
+        with self.read() as conn:
             runs = conn.execute(" ".join(sql), params).fetchall()
             ids = [r[0] for r in runs]
             entries: dict[str, list] = {i: [] for i in ids}
@@ -402,7 +400,7 @@ class RunStore:
         """Delete a run and its rows. With `owner`, only that owner's run: another's raises RunNotFound too."""
         if not isinstance(run_id, str) or not ID_RE.fullmatch(run_id):
             raise _not_found(run_id)
-        with self._write() as db:
+        with self.write() as db:
             row = db.conn.execute("SELECT owner, owner_hmac FROM runs WHERE id = ?", [run_id]).fetchone()
             if row is None or (owner is not None and (row[1] if self._owner_secret else row[0])
                                != self._owner_match(owner)[1]):
@@ -413,15 +411,7 @@ class RunStore:
 
     def count(self) -> int:
         """How many runs are stored."""
-        return self._db().conn.execute("SELECT count(*) FROM runs").fetchone()[0]
-
-    @property
-    def sweeps(self) -> "SweepStore":
-        """The sweep log in this same file: a SweepStore (sweepstore.py) over this store's connections and
-        transactions, e.g. `store.sweeps.create(plan, cells)`."""
-        from .sweepstore import SweepStore
-
-        return SweepStore(self)
+        return self.db().conn.execute("SELECT count(*) FROM runs").fetchone()[0]
 
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:

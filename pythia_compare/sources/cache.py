@@ -22,8 +22,8 @@ from typing import Callable
 
 from filelock import FileLock, Timeout
 
-from .errors import DiskFull
-from .files import sha256_file, write_atomic
+from ..errors import DiskFull
+from ..files import sha256_file, write_atomic
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
-from .errors import CheckpointError, UnsafePickle
+from ..errors import CheckpointError, UnsafePickle
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"

@@ -27,7 +27,7 @@ import numpy as np
 import gguf
 
 from .checkpoint import REQUIRED_CONFIG_KEYS, read_config, read_tensors, read_tokenizer_json
-from .errors import CheckpointError, DiskFull, NotYetSupported, SpecError
+from ..errors import CheckpointError, DiskFull, NotYetSupported, SpecError
 from .vocab import PRE_TOKENIZER, Vocab, read_vocab
 
 CONVERTER_VERSION = "1"

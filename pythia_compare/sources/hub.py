@@ -32,10 +32,10 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidation
                                     RevisionResolutionError)
 
 from .checkpoint import WEIGHT_FILES
-from .config import DEFAULT_ENDPOINT, Settings
-from .errors import HubError, MissingOnHub, OfflineMissing
-from .files import sha256_file, write_atomic
-from .variants import QUANTS, builtin_steps, quant_from_filename
+from ..config import DEFAULT_ENDPOINT, Settings
+from ..errors import HubError, MissingOnHub, OfflineMissing
+from ..files import sha256_file, write_atomic
+from ..variants import QUANTS, builtin_steps, quant_from_filename
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _STEP_RE = re.compile(r"^step(\d+)$")

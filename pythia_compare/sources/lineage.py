@@ -9,8 +9,8 @@ Pure: no network, no files, no llama.cpp.
 
 from __future__ import annotations
 
-from .config import DEFAULT_CHECKPOINT_REPO, DEFAULT_GGUF_REPO, Settings
-from .variants import DEMO_ALIAS
+from ..config import DEFAULT_CHECKPOINT_REPO, DEFAULT_GGUF_REPO, Settings
+from ..variants import DEMO_ALIAS
 
 # GGUF repos whose files were converted from a checkpoint repo: the checkpoint repo is their training run.
 GGUF_MADE_FROM = {DEFAULT_GGUF_REPO: DEFAULT_CHECKPOINT_REPO}

@@ -3,7 +3,7 @@
 Owns the rules of public mode (Settings.public, forced on by SPACE_ID): only Hub and demo specs, never a path
 on the server; only the Hub repos the operator allows (Settings.allowed_repos, default the GGUF and checkpoint
 repos of Settings; `demo` always); and at most Settings.max_conversions_public checkpoints converted anew per
-run. compare.iter_comparison checks a run's variants here before anything is resolved, and sources.Resolver
+run. compare.iter_comparison checks a run's variants here before anything is resolved, and resolver.Resolver
 checks again per variant and per conversion, so the CLI, the API and the page all follow it. Never opens a
 file, never touches the network and never loads a model.
 
@@ -13,9 +13,9 @@ the path exists, is a folder or is readable.
 
 from __future__ import annotations
 
-from .config import Settings
-from .errors import BadInput
-from .variants import DEMO_ALIAS, Variant
+from ..config import Settings
+from ..errors import BadInput
+from ..variants import DEMO_ALIAS, Variant
 
 LOCAL_REFUSED = ("this is a public deployment: it runs models from the Hugging Face Hub and the bundled demo "
                  "suite only, never a file on the server; name a quant (Q4_K_M), a step (step3000), a Hub repo "

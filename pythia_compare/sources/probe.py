@@ -1,7 +1,7 @@
 """The first load of a GGUF file happens in a throwaway subprocess, so that no file can take the process down.
 
 Owns deciding whether a file needs a probe, running it, and the verdicts. The probe is a child process
-(`python -m pythia_compare.probe`) that does what a run does, with the run's own Settings and engine.Model (the
+(`python -m pythia_compare.sources.probe`) that does what a run does, with the run's own Settings and engine.Model (the
 same constructor, so the same load options): load the file, create a context, tokenize a sample, decode one
 token and read its top tokens. It runs under an address-space limit (RLIMIT_AS: what its own imports map, plus
 Settings.probe_memory_margin_bytes, plus 3× the file's size) and a wall-clock timeout (Settings.probe_timeout_s), since a hostile file can exhaust
@@ -16,7 +16,7 @@ local files, Hub downloads, and checkpoints converted from the Hub (a hostile co
 converter's checks into a file's hyper-parameters).
 
 Never loads a model in the calling process: only the child imports engine.py (the calling process reads a failed
-file's header with sources.gguf_scan, which bounds every length, to name the value at fault).
+file's header with resolver.gguf_scan, which bounds every length, to name the value at fault).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 from .cache import Cache, file_sha256
-from .config import Settings
-from .errors import ModelFileError, PythiaCompareError
-from .files import write_atomic
-from .variants import DEMO_ALIAS
+from ..config import Settings
+from ..errors import ModelFileError, PythiaCompareError
+from ..files import write_atomic
+from ..variants import DEMO_ALIAS
 
 VERDICTS = "probe-verdicts.json"
 READY = "pythia-compare-probe: ready"
@@ -133,12 +133,12 @@ def probe(path: Path, settings: Settings) -> dict:
     headroom = memory_limit(settings, path.stat().st_size)
     env = dict(os.environ)
     env.update({"GGML_NO_BACKTRACE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep
+                "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2]) + os.pathsep
                 + env.get("PYTHONPATH", "")})
     child_settings = settings.replace(n_threads=min(2, settings.n_threads))
     t0 = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "pythia_compare.probe"],
+        done = subprocess.run([sys.executable, "-m", "pythia_compare.sources.probe"],
                               input=pickle.dumps((str(path), child_settings, headroom)), capture_output=True,
                               env=env, timeout=settings.probe_timeout_s)
     except subprocess.TimeoutExpired:
@@ -150,7 +150,7 @@ def probe(path: Path, settings: Settings) -> dict:
     if READY not in out:
         last = (err.strip().splitlines() or [f"exit code {done.returncode}"])[-1][:300]
         raise ProbeUnavailable(f"the test load of a model file could not start ({last}); check the installation "
-                               f"(python -m pythia_compare.probe) and Settings.probe_memory_margin_bytes")
+                               f"(python -m pythia_compare.sources.probe) and Settings.probe_memory_margin_bytes")
     try:
         verdict = json.loads(out[-1])
     except ValueError:
@@ -185,7 +185,7 @@ def _crash_reason(code: int, stderr: str, limit: int) -> str:
 
 def _with_diagnosis(path: Path, reason: str) -> str:
     """The reason, led by the header value out of range when there is one (the cause a user can act on)."""
-    from .sources import gguf_scan
+    from .resolver import gguf_scan
 
     try:
         meta, _ = gguf_scan(path)
@@ -234,7 +234,7 @@ def _child() -> int:
     llama_log.setLevel(logging.DEBUG)
     llama_log.addHandler(Collect())
     llama_log.propagate = False
-    from .engine import Model, init_backend
+    from ..models.engine import Model, init_backend
 
     init_backend()
     mapped = _mapped_bytes()

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import Cache, file_sha256
-from .config import Settings
-from .errors import MissingOnHub, ModelFileError, OfflineMissing, SpecError
+from ..config import Settings
+from ..errors import MissingOnHub, ModelFileError, OfflineMissing, SpecError
 from .policy import check_conversion, check_variant
-from .variants import DEMO_ALIAS, QUANTS, Variant, quant_from_filename
+from ..variants import DEMO_ALIAS, QUANTS, Variant, quant_from_filename
 
 Progress = Callable[[str], None]
 
@@ -88,7 +88,7 @@ class Resolver:
         if variant.kind != "checkpoint" or variant.repo == DEMO_ALIAS or variant.step is None:
             return
         from .lineage import describe_steps, nearest_steps
-        from .variants import PYTHIA_STEPS, V0_STEPS
+        from ..variants import PYTHIA_STEPS, V0_STEPS
 
         repo = variant.repo or self.settings.checkpoint_repo
         if repo not in self._steps:
@@ -106,7 +106,7 @@ class Resolver:
 
     # --- kinds ---
     def _local(self, variant: Variant) -> Resolved:
-        from .engine import check_gguf_file  # validates existence and the GGUF magic
+        from ..models.engine import check_gguf_file  # validates existence and the GGUF magic
 
         p = check_gguf_file(variant.path or "")
         quant = _gguf_quant(p) or quant_from_filename(p.name) or "unknown"
@@ -161,7 +161,7 @@ class Resolver:
     def _build(self, variant: Variant, repo: str, commit: str, fetch: Callable[[], Path], say: Progress,
                revision: str | None = None) -> Resolved:
         from .convert import CONVERTER_VERSION, convert_checkpoint
-        from .engine import llama_cpp_version
+        from ..models.engine import llama_cpp_version
 
         quant = variant.quant or "F16"
         base_type = quant if QUANTS[quant].native else "F16"
@@ -182,7 +182,7 @@ class Resolver:
         base = self.cache.get_or_build(key(base_type), f"{stem}-{base_type}.gguf", build_base)
         entry = base
         if quant != base_type:
-            from .quantize import quantize_file
+            from ..models.quantize import quantize_file
 
             def build_quant(target: Path) -> None:
                 say(f"{variant.label}: quantizing to {quant}")

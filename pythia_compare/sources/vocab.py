@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gguf
 
-from .errors import CheckpointError, NotYetSupported
+from ..errors import CheckpointError, NotYetSupported
 
 PRE_TOKENIZER = "mpt"  # llama.cpp's name for GPT-NeoX-20B's byte-level pre-tokenizer (GPT-2 regex)
 _SPECIAL_BOS = ("<|endoftext|>", "<s>", "<bos>")

@@ -11,9 +11,10 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import Settings
-from .errors import BadInput
-from .files import sha256_file
+from ..config import Settings
+from ..errors import BadInput
+from ..files import read_text_file, sha256_file
+from .store import SweepStore
 
 
 def run_sweep_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -22,7 +23,7 @@ def run_sweep_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _existing_store(settings: Settings):
-    from .store import RunStore
+    from ..runs.store import RunStore
 
     if not Path(settings.db_path).is_file():
         raise BadInput(f"there is no run log at {settings.db_path}; give the --db that `sweep plan` wrote to")
@@ -30,17 +31,16 @@ def _existing_store(settings: Settings):
 
 
 def _plan(args, settings: Settings) -> int:
-    from .cli import _read_text_file
-    from .store import RunStore
+    from ..runs.store import RunStore
     from .sweep import make_plan
 
-    text = _read_text_file(args.text_file, settings.max_text_chars)
+    text = read_text_file(args.text_file, settings.max_text_chars)
     sha = sha256_file(Path(args.text_file).expanduser())
     plan, cells = make_plan(settings, steps=args.steps, quants=args.quants, text=text, text_sha256=sha,
                             repo=args.repo, reference=args.reference, ctx=args.ctx,
                             max_chunks=args.max_chunks or None, name=args.name, hub_quants=args.hub_quants)
     store = RunStore(settings.db_path)
-    sweep_id = store.sweeps.create(plan, [(c.step, c.quant, c.hub) for c in cells])
+    sweep_id = SweepStore(store).create(plan, [(c.step, c.quant, c.hub) for c in cells])
     steps = plan["steps"]
     hub = f" + {len(plan['hub_quants'])} hub cells" if plan["hub_quants"] else ""
     print(f"planned sweep {plan['name']!r}: {len(steps)} steps × {len(plan['quants'])} quants{hub} = "
@@ -51,23 +51,23 @@ def _plan(args, settings: Settings) -> int:
 
 
 def _run(args, settings: Settings) -> int:
-    from .store import RunStore
+    from ..runs.store import RunStore
     from .sweep import parse_shard, run_shard
 
     shard = parse_shard(args.shard)
     if args.out:
         # A shard file: the plan is read from --db without writing or locking it (many nodes may read it at once
         # on a shared filesystem), copied into the shard file, and the cells are written there only.
-        from .sweepstore import read_sweep_file
+        from .store import read_sweep_file
 
         row, cells = read_sweep_file(settings.db_path, args.sweep_id)  # unknown id: exit 2, no shard file made
         out = RunStore(Path(args.out.replace("{shard}", str(shard[0]))).expanduser())
-        out.sweeps.import_plan(row, cells)
+        SweepStore(out).import_plan(row, cells)
         done = {(c["step"], c["quant"], bool(c["hub"])) for c in cells if c["status"] == "done"}
         report = run_shard(settings, out, args.sweep_id, shard, keep=args.keep, skip=done)
     else:
         store = _existing_store(settings)
-        store.sweeps.plan(args.sweep_id)  # unknown id: exit 2
+        SweepStore(store).plan(args.sweep_id)  # unknown id: exit 2
         report = run_shard(settings, store, args.sweep_id, shard, keep=args.keep)
     print(f"shard {shard[0]}/{shard[1]} of sweep {args.sweep_id}: {report.done} done, {report.failed} failed, "
           f"{report.skipped} already done, in {report.seconds:.1f} s; cells in {report.db}")
@@ -105,7 +105,7 @@ def _hms(seconds: float) -> str:
 
 
 def _show(args, settings: Settings) -> int:
-    sweep = _existing_store(settings).sweeps.get(args.sweep_id)
+    sweep = SweepStore(_existing_store(settings)).get(args.sweep_id)
     if args.json:
         print(json.dumps(sweep, ensure_ascii=False))
         return 0
@@ -123,7 +123,7 @@ def _show(args, settings: Settings) -> int:
 
 
 def _list(args, settings: Settings) -> int:
-    rows = _existing_store(settings).sweeps.list()
+    rows = SweepStore(_existing_store(settings)).list()
     if not rows:
         print("no sweeps stored")
     for r in rows:
@@ -136,7 +136,7 @@ def _slurm(args, settings: Settings) -> int:
     from .slurm import submit, write_scripts
 
     store = _existing_store(settings)
-    store.sweeps.plan(args.sweep_id)
+    SweepStore(store).plan(args.sweep_id)
     job = write_scripts(settings, args.sweep_id, array_size=args.array_size, partition=args.partition,
                         time_limit=args.time, cpus_per_task=args.cpus_per_task, directory=args.dir)
     print(f"wrote {job.array_script} (array of {args.array_size} shards) and {job.merge_script}")

@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PACKAGE_DIR, Settings
-from .errors import BadInput, PythiaCompareError
+from ..config import PACKAGE_DIR, Settings
+from ..errors import BadInput, PythiaCompareError
 
 
 class SlurmError(PythiaCompareError):

@@ -3,7 +3,7 @@
 Owns the tables sweeps and sweep_cells (migrations m010/m011): planning a sweep (its text stored once), a
 cell's run saved with its cell in one transaction, failures, the sweep JSON, listing and status, and moving a
 plan and its finished cells between files (shard databases: copy, read-only import, merge keeping run ids).
-Composition, not a second database: a SweepStore works over one RunStore (`store.sweeps`), through that store's
+Composition, not a second database: a SweepStore works over one RunStore (`SweepStore(store)`), through that store's
 connections and write/read transactions, and stores a cell's run as an ordinary run (runs, run_variants,
 run_kld rows from runrows.py, runs.sweep_id set). Its only connections of its own read a file without writing
 to it (sweep_ids_in_file, read_sweep_file). Never runs a model, plans a grid or shards cells (sweep.py), never
@@ -21,15 +21,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInput, RunNotFound
-from .run import Run
-from .runrows import rows_of, short_repr, text_or_none
-from .store import BUSY_TIMEOUT_S, ID_RE, MAX_LIST_LIMIT, PREVIEW_CHARS, RunLogError, describe_id, new_id
+from ..errors import BadInput, RunNotFound
+from ..runs.run import Run
+from ..runs.runrows import rows_of, short_repr, text_or_none
+from ..runs.store import BUSY_TIMEOUT_S, ID_RE, MAX_LIST_LIMIT, PREVIEW_CHARS, RunLogError, describe_id, new_id
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-    from .store import RunStore
+    from ..runs.store import RunStore
 
 __all__ = ["SweepStore", "SweepNotFound", "SweepMismatch", "sweep_ids_in_file", "read_sweep_file", "SWEEP_SCHEMA"]
 
@@ -142,7 +142,7 @@ def read_sweep_file(path: str | Path, sweep_id: str) -> tuple[dict, list[dict]]:
 
 
 class SweepStore:
-    """The sweeps of one run log (`runs`, the RunStore it is made over; `runs.sweeps` makes one). It reads and
+    """The sweeps of one run log (`runs`, the RunStore it is made over; `SweepStore(runs)`). It reads and
     writes through that store's per-thread connections and its transactions (every write one BEGIN IMMEDIATE),
     so it shares its WAL, busy timeout and migrations; it holds nothing else. Several SweepStores, threads and
     processes may share a file, as RunStores do."""
@@ -161,7 +161,7 @@ class SweepStore:
         sweep_id = "-"
         while sweep_id.startswith("-"):  # an id is a command-line argument: never one that reads as an option
             sweep_id = new_id(9)
-        with self._runs._write() as db:
+        with self._runs.write() as db:
             db["sweeps"].insert({**row, "id": sweep_id, "created_at": created_at, "n_cells": len(cells),
                                  "tokens": None})
             db["sweep_cells"].insert_all([_pending_cell(sweep_id, i, c) for i, c in enumerate(cells)])
@@ -176,7 +176,7 @@ class SweepStore:
 
     def _snapshot(self, sweep_id: str) -> tuple[dict, list[dict]]:
         """(the decoded sweeps row, its cell rows in grid order with hub as bool), read in one transaction."""
-        with self._runs._read() as conn:
+        with self._runs.read() as conn:
             row = _fetch_dict(conn, "SELECT * FROM sweeps WHERE id = ?", [_check_sweep_id(sweep_id)])
             if row is None:
                 raise _sweep_not_found(sweep_id)
@@ -189,25 +189,25 @@ class SweepStore:
 
     def ids(self) -> list[str]:
         """Ids of the stored sweeps, oldest first."""
-        return [r[0] for r in self._runs._db().conn.execute("SELECT id FROM sweeps ORDER BY created_at, rowid")]
+        return [r[0] for r in self._runs.db().conn.execute("SELECT id FROM sweeps ORDER BY created_at, rowid")]
 
     def copy_plan(self, source: "RunStore", sweep_id: str) -> None:
         """Copy sweep `sweep_id`'s plan (the sweeps row and every cell as pending) from `source` (a RunStore) into this
         store, keeping its id. Nothing happens when this store has that plan already; a different plan under
         the same id raises SweepMismatch."""
-        with source._read() as conn:
+        with source.read() as conn:
             row = _fetch_dict(conn, "SELECT * FROM sweeps WHERE id = ?", [_check_sweep_id(sweep_id)])
             if row is None:
                 raise _sweep_not_found(sweep_id)
             cells = [dict(zip(("step", "quant", "hub", "position"), c)) for c in conn.execute(
                 "SELECT step, quant, hub, position FROM sweep_cells WHERE sweep_id = ?", [sweep_id])]
-        with self._runs._write() as db:
+        with self._runs.write() as db:
             self._insert_plan(db, row, cells)
 
     def import_plan(self, row: dict, cells: list[dict]) -> None:
         """Store a plan read by read_sweep_file (its cells as pending), keeping its id; nothing happens when this
         store has it already; another plan under that id raises SweepMismatch."""
-        with self._runs._write() as db:
+        with self._runs.write() as db:
             self._insert_plan(db, row, [{k: c[k] for k in ("step", "quant", "hub", "position")} for c in cells])
 
     def save_cell_run(self, sweep_id: str, step: int, quant: str, hub: bool, run: dict, summary: dict,
@@ -222,7 +222,7 @@ class SweepStore:
         run_row, variant_rows, kld_rows = rows_of(run)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         run_id = new_id(12)
-        with self._runs._write() as db:
+        with self._runs.write() as db:
             sweep = db.conn.execute("SELECT text, tokens FROM sweeps WHERE id = ?", [sweep_id]).fetchone()
             if sweep is None:
                 raise _sweep_not_found(sweep_id)
@@ -253,7 +253,7 @@ class SweepStore:
     def record_cell_failure(self, sweep_id: str, step: int, quant: str, hub: bool, error: str) -> None:
         """Mark a cell failed with its error (one transaction). A done cell stays done."""
         now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        with self._runs._write() as db:
+        with self._runs.write() as db:
             db.conn.execute("UPDATE sweep_cells SET status = 'failed', error = ?, attempts = attempts + 1, "
                             "updated_at = ? WHERE sweep_id = ? AND step = ? AND quant = ? AND hub = ? "
                             "AND status != 'done'", [str(error), now, sweep_id, step, quant, int(hub)])
@@ -284,7 +284,7 @@ class SweepStore:
         for name, v in (("limit", limit), ("offset", offset)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise BadInput(f"{name} must be a whole number ≥ 0, got {short_repr(v)}")
-        with self._runs._read() as conn:
+        with self._runs.read() as conn:
             rows = conn.execute(
                 "SELECT s.id, s.name, s.created_at, s.repo, s.steps, s.quants, s.ctx, s.max_chunks, s.reference, "
                 "substr(s.text, 1, ?), length(s.text), "
@@ -320,7 +320,7 @@ class SweepStore:
         done here stays as it is; a cell done there and not here brings its run along; a failure there is
         recorded only over a pending cell. Idempotent. Returns {"added": n done cells added, "failed": n
         failures recorded, "skipped": n cells already done here}."""
-        with source._read() as conn:
+        with source.read() as conn:
             conn.row_factory = sqlite3.Row
             try:
                 row = conn.execute("SELECT * FROM sweeps WHERE id = ?", [_check_sweep_id(sweep_id)]).fetchone()
@@ -337,7 +337,7 @@ class SweepStore:
             finally:
                 conn.row_factory = None
         counts = {"added": 0, "failed": 0, "skipped": 0}
-        with self._runs._write() as db:
+        with self._runs.write() as db:
             self._insert_plan(db, row, [{k: c[k] for k in ("step", "quant", "hub", "position")} for c in cells])
             if row["tokens"] is not None:
                 db.conn.execute("UPDATE sweeps SET tokens = ? WHERE id = ? AND tokens IS NULL",

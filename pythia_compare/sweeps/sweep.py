@@ -3,7 +3,7 @@
 Owns planning a grid (the step spec, the quants, the text check at the sweep's ctx), assigning cells to shards
 (deterministic, by step), running a shard (each step in one pass through compare.iter_comparison: the step's
 reference once per chunk for all its quants, in groups that fit the memory budget; then one run per cell),
-cleaning up a step's files, merging shard databases and the status report. Owns no SQL (sweepstore.py does) and knows
+cleaning up a step's files, merging shard databases and the status report. Owns no SQL (store.py beside it does) and knows
 nothing of Slurm but the array variables SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT
 (slurm.py writes and submits the scripts). Never parses command lines (cli.py) and never draws (sweepplots.py).
 
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .config import Settings
-from .errors import BadInput, InputTextError, PythiaCompareError
-from .params import LIMITS
-from .variants import DEMO_ALIAS, QUANTS, normalize_quant, parse_spec
+from ..config import Settings
+from ..errors import BadInput, InputTextError, PythiaCompareError
+from ..params import LIMITS
+from ..variants import DEMO_ALIAS, QUANTS, normalize_quant, parse_spec
+from .store import SweepStore
 
 DEFAULT_MAX_CHUNKS = 64  # the issue's estimate: 64 chunks of 512 tokens per cell
 SWEEP_TOP_K = 10
@@ -54,7 +55,7 @@ class Cell:
 def available_steps(settings: Settings, repo: str, hub=None) -> list[int]:
     """The steps the repo has: the demo suite's step folders, or the repo's stepN branches on the Hub."""
     if repo == DEMO_ALIAS:
-        from .sources import demo_steps
+        from ..sources.resolver import demo_steps
 
         return demo_steps(settings.demo_dir)
     hub = hub or _hub(settings)
@@ -159,7 +160,7 @@ def grid(steps: list[int], quants: list[str], hub_quants: list[str]) -> list[Cel
 def plan_sweep(settings: Settings, store, **kwargs) -> tuple[str, int]:
     """make_plan(settings, **kwargs), then record the sweep in `store`; return (sweep id, number of cells)."""
     plan, cells = make_plan(settings, **kwargs)
-    return store.sweeps.create(plan, [(c.step, c.quant, c.hub) for c in cells]), len(cells)
+    return SweepStore(store).create(plan, [(c.step, c.quant, c.hub) for c in cells]), len(cells)
 
 
 def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: str,
@@ -211,7 +212,7 @@ def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: 
 
 
 def _hub(settings: Settings):
-    from .hub import Hub
+    from ..sources.hub import Hub
 
     return Hub(settings)
 
@@ -219,8 +220,8 @@ def _hub(settings: Settings):
 def _check_text(settings: Settings, repo: str, step: int, text: str, ctx: int, max_chunks: int | None,
                 hub) -> tuple[str, int]:
     """(the text the cells will score, its token count); SweepError when it is too short at ctx."""
-    from .convert import write_vocab_gguf
-    from .engine import Vocabulary
+    from ..sources.convert import write_vocab_gguf
+    from ..models.engine import Vocabulary
 
     with tempfile.TemporaryDirectory(prefix="pythia-compare-vocab-") as tmp:
         if repo == DEMO_ALIAS:
@@ -321,20 +322,20 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     """
     from tqdm import tqdm
 
-    from .pool import ModelPool
-    from .sources import Resolver
+    from ..runs.pool import ModelPool
+    from ..sources.resolver import Resolver
 
-    plan = store.sweeps.plan(sweep_id)
+    plan = SweepStore(store).plan(sweep_id)
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise SweepError(f"shard {index}/{count} is out of range: the index must be 0 … {count - 1}")
     target = out_store or store
     if out_store is not None:
-        out_store.sweeps.copy_plan(store, sweep_id)
+        SweepStore(out_store).copy_plan(store, sweep_id)
     cells = [Cell(s, q, h) for s, q, h in plan["cells"]]
-    done = {(c["step"], c["quant"], c["hub"]) for c in target.sweeps.cells(sweep_id) if c["status"] == "done"}
+    done = {(c["step"], c["quant"], c["hub"]) for c in SweepStore(target).cells(sweep_id) if c["status"] == "done"}
     if target is not store:  # cells already done in the plan's own run log are not run again in a shard
-        done |= {(c["step"], c["quant"], c["hub"]) for c in store.sweeps.cells(sweep_id) if c["status"] == "done"}
+        done |= {(c["step"], c["quant"], c["hub"]) for c in SweepStore(store).cells(sweep_id) if c["status"] == "done"}
     done |= set(skip or ())  # (step, quant, hub) done elsewhere, e.g. in the plan's run log
     todo = [c for c in shard_cells(cells, index, count) if (c.step, c.quant, c.hub) not in done]
     report = ShardReport(sweep_id, shard, Path(target.path))
@@ -411,7 +412,7 @@ class _Step:
     def fail(self, cs: list[Cell], error: BaseException | str) -> None:
         msg = error if isinstance(error, str) else _describe(error)
         for c in cs:
-            self.store.sweeps.record_cell_failure(self.sweep_id, c.step, c.quant, c.hub, msg)
+            SweepStore(self.store).record_cell_failure(self.sweep_id, c.step, c.quant, c.hub, msg)
             self.report.failed += 1
             _advance(self.bar, 1)
             if self.on_cell:
@@ -457,7 +458,7 @@ class _Step:
     def score(self, work: list[tuple[list, bool]], pool, prep_s: float) -> None:
         """Run the passes in order. A pass of several cells that fails is queued again cell by cell (one bad file
         must not fail the others); a single cell's failure is recorded. Each pass's cells are stored as it ends."""
-        from .compare import RunParams
+        from ..runs.compare import RunParams
 
         params = RunParams(scoring="corpus", ctx=int(self.plan["ctx"]), top_k=int(self.plan["params"]["top_k"]),
                            max_tokens=0, temperature=0.0, seed=0)
@@ -481,7 +482,7 @@ class _Step:
     def _one_pass(self, group: list, members: list[Cell], params, pool) -> dict | None:
         """One compare.iter_comparison pass: the group's quants against the reference (or the F16 alone, with no
         reference); the run JSON. The bar moves with the pass and is set back after it (record moves it by cells)."""
-        from .compare import iter_comparison
+        from ..runs.compare import iter_comparison
 
         specs = [_spec(self.plan, c) for c, _ in group]
         if group:
@@ -517,7 +518,7 @@ class _Step:
             summary = _summary(entry, ref_entry)
             summary.update(_size(entry["source"], self.resolver,
                                  self.ref_res if c is self.ref_cell else dict(group).get(c), self.sizes))
-            self.store.sweeps.save_cell_run(self.sweep_id, c.step, c.quant, c.hub, cell_run, summary, seconds)
+            SweepStore(self.store).save_cell_run(self.sweep_id, c.step, c.quant, c.hub, cell_run, summary, seconds)
             self.report.done += 1
             _advance(self.bar, 1)
             if self.on_cell:
@@ -583,7 +584,7 @@ def _summary(entry: dict, ref_entry: dict | None) -> dict:
 
 def _size(source: dict, resolver, res, memo: dict) -> dict:
     """{"bytes", "bpw"} of a cell's file: bpw = tensor bytes × 8 / parameters, as llama.cpp counts them."""
-    from .engine import model_size
+    from ..models.engine import model_size
 
     if res is None:
         return {"bytes": source.get("bytes"), "bpw": None}
@@ -658,8 +659,8 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
     """Merge shard databases into the run log at `db_path`. Checks every input first (it exists, holds exactly
     one sweep, the same one, and `sweep_id` when given); nothing is written, and the run log is not even
     created, unless all pass. Idempotent: a second merge adds nothing."""
-    from .store import RunStore
-    from .sweepstore import SweepMismatch, sweep_ids_in_file
+    from ..runs.store import RunStore
+    from .store import SweepMismatch, sweep_ids_in_file
 
     if not paths:
         raise SweepError("sweep merge needs at least one shard database")
@@ -688,14 +689,14 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
     store = RunStore(db_path)
     try:
         for src in sources:  # plans must agree before anything is written
-            store_plan = src.sweeps.plan(sid)
-            if sid in store.sweeps.ids():
-                mine = store.sweeps.plan(sid)
+            store_plan = SweepStore(src).plan(sid)
+            if sid in SweepStore(store).ids():
+                mine = SweepStore(store).plan(sid)
                 if {k: mine[k] for k in _PLAN_KEYS} != {k: store_plan[k] for k in _PLAN_KEYS}:
                     raise SweepMismatch(f"--db holds another sweep under the id {sid} (grid, text or parameters "
                                         f"differ from {src.path}'s); merge into a separate --db")
         for src in sources:
-            counts = store.sweeps.merge_from(src, sid)
+            counts = SweepStore(store).merge_from(src, sid)
             for k in ("added", "failed", "skipped"):
                 totals[k] += counts[k]
     finally:
@@ -710,7 +711,7 @@ _PLAN_KEYS = ("repo", "steps", "quants", "hub_repo", "hub_quants", "reference", 
 
 
 def status(store, sweep_id: str) -> dict:
-    """store.sweeps.status plus "eta_s": pending cells × mean seconds of a done cell (None before any is done)."""
-    s = store.sweeps.status(sweep_id)
+    """SweepStore(store).status plus "eta_s": pending cells × mean seconds of a done cell (None before any is done)."""
+    s = SweepStore(store).status(sweep_id)
     s["eta_s"] = s["pending"] * s["cell_seconds"] if s["cell_seconds"] is not None else None
     return s

@@ -20,21 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from . import report
-from .compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
-from .config import Settings
-from .errors import BadInput, PythiaCompareError, RunNotFound, SpecError
-from .export import run_to_json_text, run_to_zip
-from .params import LIMITS
-from .run import Run, as_run
-from .sources import demo_steps
-from .store import RunLogError, RunStore
-from .threads import in_thread
-from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
+from ..runs import report
+from ..runs.compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
+from ..config import Settings
+from ..errors import BadInput, PythiaCompareError, RunNotFound, SpecError
+from ..runs.export import run_to_json_text, run_to_zip
+from ..params import LIMITS
+from ..runs.run import Run, as_run
+from ..sources.resolver import demo_steps
+from ..runs.store import RunLogError, RunStore
+from ..threads import in_thread
+from ..variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
 
 if TYPE_CHECKING:
-    from .backup import Backup
-    from .pool import ModelPool
+    from ..runs.backup import Backup
+    from ..runs.pool import ModelPool
 
 log = logging.getLogger("pythia_compare.dashboard")
 
@@ -162,7 +162,7 @@ def load_catalog(settings: Settings) -> Catalog:
     pool = ThreadPoolExecutor(2)
     unreachable: tuple = (TimeoutError, ConnectionError)
     try:
-        from .hub import Hub, HubUnreachable
+        from ..sources.hub import Hub, HubUnreachable
 
         unreachable += (HubUnreachable,)
         hub = Hub(settings)
@@ -195,7 +195,7 @@ def _offline_steps(settings: Settings) -> list[int]:
     """The checkpoint repo's steps without asking the Hub: the list remembered from its last answer, else the
     built-in list of a known repo (v0: 143, current: 154), else none."""
     try:
-        from .hub import Hub
+        from ..sources.hub import Hub
 
         return Hub(settings.replace(offline=True)).checkpoint_steps(settings.checkpoint_repo) or []
     except Exception as e:  # an unreadable memo: the built-in list, and the log says why
@@ -205,7 +205,7 @@ def _offline_steps(settings: Settings) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def _int(value, name: str) -> int:
+def form_int(value, name: str) -> int:
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,400}\s*", value):
         return int(value)  # exactly as typed, however large (a float would round it)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -271,7 +271,7 @@ class Dashboard:
         self.settings = settings
         self.backup = backup  # told of every save and delete, before the page is (backup.py)
         if pool is None:
-            from .pool import ModelPool
+            from ..runs.pool import ModelPool
 
             pool = ModelPool(settings)
         self.pool = pool
@@ -329,7 +329,7 @@ class Dashboard:
         given = dict(ctx=ctx, top_k=top_k, max_tokens=max_tokens, temperature=temperature, seed=seed)
         numbers = {}
         for lim in LIMITS.values():  # the one table of limits (params.py), which the CLI and the widgets read too
-            value = (_int if lim.whole else _float)(given[lim.field], lim.label.lower())
+            value = (form_int if lim.whole else _float)(given[lim.field], lim.label.lower())
             numbers[lim.field] = _within(value, lim.label, lim.lo, lim.hi, lim.unit)
         params = RunParams.from_settings(self.settings, scoring=str(scoring or "auto"), reference=ref, **numbers)
         return chosen, run_text, params

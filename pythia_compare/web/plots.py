@@ -29,10 +29,10 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from .metrics import corpus_target_indices
-from .report import Shown, fmt_num, no_error, parsed, quant_of, show_token, shown_entries
-from .run import Entry, GenToken, Run, as_run
-from .variants import FINAL_STEP, QUANTS
+from ..runs.metrics import corpus_target_indices
+from ..runs.report import Shown, fmt_num, no_error, parsed, quant_of, show_token, shown_entries
+from ..runs.run import Entry, GenToken, Run, as_run
+from ..variants import FINAL_STEP, QUANTS
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
 MAX_TICK_LABELS = 80  # above this many columns the heatmap's x ticks are positions, not token text

@@ -13,8 +13,8 @@ import math
 import plotly.graph_objects as go
 
 from .plots import base_layout, esc
-from .report import PALETTE, fmt_num
-from .variants import QUANTS
+from ..runs.report import PALETTE, fmt_num
+from ..variants import QUANTS
 
 # A sweep JSON (docs/sweeps.md) holds a steps × quants grid of cells, each {"step", "quant", "status", "run_id",
 # "ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err", "bpw", "hub"}. Only cells

@@ -5,7 +5,7 @@ Owns the rows the Sweeps tab shows (formatted by report.format_table, so they re
 turning a page's sweep id (from a link, the list or an API caller, hostile ones included) into a stored sweep
 or None, mapping a cell-table row to the cell's run id, and the start-a-sweep form: checking its inputs, the
 equivalent CLI command, and running plan + run in this process on a thread of its own (local apps only,
-never a public deployment). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweepstore.py).
+never a public deployment). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweeps/store.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import report
-from .config import Settings
-from .errors import BadInput, PythiaCompareError, RunNotFound
-from .store import RunStore
+from ..runs import report
+from ..config import Settings
+from ..errors import BadInput, PythiaCompareError, RunNotFound
+from ..runs.store import RunStore
+from ..sweeps.store import SweepStore
 
 log = logging.getLogger("pythia_compare.sweepview")
 
@@ -108,7 +109,7 @@ class SweepDesk:
         """The sweep list's rows, newest first. Raises RunLogError when the run log cannot be read (never an
         empty list in its place), as Dashboard.history does."""
         try:
-            return sweep_rows(self.store.sweeps.list(limit=200))
+            return sweep_rows(SweepStore(self.store).list(limit=200))
         except PythiaCompareError:
             raise
         except Exception as e:  # a damaged or replaced database file: not "no sweeps"
@@ -123,7 +124,7 @@ class SweepDesk:
         if not isinstance(sweep_id, str) or not 0 < len(sweep_id) <= 64:
             return None
         try:
-            return self.store.sweeps.get(sweep_id)
+            return SweepStore(self.store).get(sweep_id)
         except RunNotFound:
             return None
         except PythiaCompareError:
@@ -138,7 +139,7 @@ class SweepDesk:
             raise BadInput(f"the sweep id must be a string, got {type(sweep_id).__name__}; "
                            f"`python -m pythia_compare sweep list` shows the stored sweeps")
         try:
-            return self.store.sweeps.get(sweep_id.strip())
+            return SweepStore(self.store).get(sweep_id.strip())
         except PythiaCompareError:
             raise
         except Exception as e:  # a damaged or replaced database file: said, not a bare database error
@@ -150,7 +151,7 @@ class SweepDesk:
                    name: object) -> StartForm:
         """The start form's inputs checked; BadInput names what is wrong. An empty text means the demo suite's
         held-out text; max chunks 0 means all of the text."""
-        from .dashboard import _int
+        from .dashboard import form_int
 
         if not self.can_start:
             raise BadInput("this deployment is public: sweeps are started from the command line, not the page")
@@ -160,7 +161,7 @@ class SweepDesk:
                            f"log:5, 0-800/100 or a comma list like 0,100,800")
         if not isinstance(quants, (list, tuple)) or not quants or not all(isinstance(q, str) for q in quants):
             raise BadInput("choose at least one quant for the sweep (F16, Q8_0, … Q2_K)")
-        chunks = _int(max_chunks if max_chunks not in (None, "") else 0, "max chunks")
+        chunks = form_int(max_chunks if max_chunks not in (None, "") else 0, "max chunks")
         if chunks < 0:
             raise BadInput(f"max chunks must be 0 (all of the text) or more, got {chunks}")
         name = str(name or "").strip()[:200] or None
@@ -172,7 +173,7 @@ class SweepDesk:
             text = held_out.read_text(encoding="utf-8")
         if len(text) > self.settings.max_text_chars:
             raise BadInput(f"the text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
-        return StartForm(steps, [str(q) for q in quants], _int(ctx, "context"), chunks or None, name, text)
+        return StartForm(steps, [str(q) for q in quants], form_int(ctx, "context"), chunks or None, name, text)
 
     def command(self, form: StartForm) -> str:
         """The same sweep from the command line (the text as a file named text.txt)."""
@@ -191,7 +192,7 @@ class SweepDesk:
     def start(self, form: StartForm) -> str:
         """Plan a demo sweep in the run log (checked first, nothing written on bad input), then run all of its
         cells on a thread of this process (sweep.run_shard, one shard). Returns the new sweep's id."""
-        from .sweep import plan_sweep, run_shard
+        from ..sweeps.sweep import plan_sweep, run_shard
 
         if not self.can_start:
             raise BadInput("this deployment is public: sweeps are started from the command line, not the page")

@@ -30,24 +30,25 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from . import plots, report, sweepplots
-from .backup import Backup, local_root
-from .config import ASSETS_DIR, Settings
+from . import plots, sweepplots
+from ..runs import report
+from ..runs.backup import Backup, local_root
+from ..config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
                         download, download_name, log_spaced, quant_choices, reference_choices, scrub,
                         table_cells)
 from .dashboard import MODELS_NOTE
-from .errors import PythiaCompareError
-from .params import LIMITS
-from .run import Run, as_run
-from .store import RunLogError, RunStore
+from ..errors import PythiaCompareError
+from ..params import LIMITS
+from ..runs.run import Run, as_run
+from ..runs.store import RunLogError, RunStore
 from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
                         SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
-from .variants import DEMO_ALIAS
+from ..variants import DEMO_ALIAS
 
 if TYPE_CHECKING:
-    from .pool import ModelPool
+    from ..runs.pool import ModelPool
 
 log = logging.getLogger("pythia_compare.ui")
 
