@@ -15,11 +15,12 @@ import json
 
 import pytest
 
-from pythia_compare import published, sweepplots
+from pythia_compare.runs import published
+from pythia_compare.web import sweepplots
 from pythia_compare.config import DEFAULT_GGUF_REPO
-from pythia_compare.dashboard import NO_PUBLISHED_DEMO, PUBLISHED_COLUMNS
-from pythia_compare.store import RunStore
-from pythia_compare.sweepview import published_for_sweep
+from pythia_compare.web.dashboard import NO_PUBLISHED_DEMO, PUBLISHED_COLUMNS
+from pythia_compare.runs.store import RunStore
+from pythia_compare.web.sweepview import published_for_sweep
 from tests.plots_runs import make_run
 from tests.ui_support import chromium, demo_suite, served_app
 

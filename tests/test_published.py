@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pythia_compare import dashboard, published
+from pythia_compare.runs import published
+from pythia_compare.web import dashboard
 from pythia_compare.config import DEFAULT_GGUF_REPO, Settings
-from pythia_compare.sweepview import published_for_sweep
+from pythia_compare.web.sweepview import published_for_sweep
 from tests.plots_runs import make_run
 from tests.sweep_data import make_sweep
 
