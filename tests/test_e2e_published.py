@@ -20,6 +20,7 @@ from pythia_compare.web import sweepplots
 from pythia_compare.config import DEFAULT_GGUF_REPO
 from pythia_compare.web.dashboard import NO_PUBLISHED_DEMO, PUBLISHED_COLUMNS
 from pythia_compare.runs.store import RunStore
+from pythia_compare.sweeps.store import SweepStore
 from pythia_compare.web.sweepview import published_for_sweep
 from tests.plots_runs import make_run
 from tests.ui_support import chromium, demo_suite, served_app
@@ -59,7 +60,7 @@ def app(tmp_path_factory):
     store = RunStore(tmp / "runs.db")
     ids = {"pythia": store.save(_pythia_run()), "demo": store.save(_demo_run())}
     text = "The quick brown fox jumps over the lazy dog. " * 40
-    sweep_id = store.sweeps.create(
+    sweep_id = SweepStore(store).create(
         {"name": "pythia grid", "repo": CURRENT, "steps": SWEEP_STEPS, "quants": ["F16", "Q4_K_M"], "hub_repo": None,
          "hub_quants": [], "reference": "F16", "ctx": 512, "max_chunks": 2, "text": text, "text_sha256": "0" * 64,
          "n_tokens": 400, "params": {"top_k": 10}},
@@ -104,7 +105,7 @@ def test_a_demo_runs_link_says_there_are_no_published_numbers_for_demo(app, brow
 
 def test_a_pythia_sweep_draws_published_benchmarks_on_its_own_step_axis(app, browser, tmp_path):
     store, _, sweep_id, url = app
-    stored = store.sweeps.get(sweep_id)
+    stored = SweepStore(store).get(sweep_id)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}?sweep={sweep_id}")
     page.wait_for_function(f"() => ({_FIG_JS})('published')?.drawn >= 1", timeout=LONG_MS)
