@@ -89,7 +89,7 @@ def test_a_pythia_runs_link_shows_published_numbers_at_each_variants_step(app, b
     assert rows["Q8_0"][1:3] == ["pythia-410m-deduped-v0 step143000", "0.5110 ± 0.0070"]  # the Hub's file: v0
     note = page.locator("#pc-published-note").inner_text()
     assert "not measured here" in note and "v0 step143000" in note
-    page.locator("#pc-published").screenshot(path=str(tmp_path / "published-table.png"))  # for a look when it fails
+    page.screenshot(path=str(tmp_path / "published-table.png"), full_page=True)  # for a look when it fails
     page.close()
 
 

@@ -6,7 +6,8 @@ their standard errors, mapping each file to its Hugging Face repo and Hub step, 
 its provenance (repo, commit, paths, license). Never touches the network and is never imported by
 pythia_compare (pythia_compare/runs/published.py reads what this writes).
 
-    evals/pythia-v0/pythia-410m-deduped/{zero-shot,five-shot}/pythia-410m-deduped-{0,5}shot-global_step{N}_eval_results_<date>.json
+    evals/pythia-v0/pythia-410m-deduped/{zero-shot,five-shot}/
+        pythia-410m-deduped-{0,5}shot-global_step{N}_eval_results_<date>.json
         -> EleutherAI/pythia-410m-deduped-v0, Hub step 2N (the v0 410M ran 71,500 steps at a 4M-token batch;
            its Hub branches are named for 2M-token steps, as the pythia README says: global_step71500 = step143000)
     evals/pythia-v1/pythia-410m-deduped/{zero-shot,five-shot}/410m-deduped[-5shot]_step{N}.json

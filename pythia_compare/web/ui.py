@@ -329,10 +329,10 @@ def _compare_tab(settings: Settings, cat) -> dict:
                 c["kl_table"] = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)", visible=False,
                                              interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
                 gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
-        c["published_note"] = gr.Markdown("", visible=False, elem_id="pc-published-note", elem_classes=["pc-note"])
         c["published"] = gr.Dataframe(label="Published at this step (EleutherAI's lm-eval, zero-shot; not measured "
                                             "here)", visible=False, interactive=False, wrap=True,
                                       elem_id="pc-published")
+        c["published_note"] = gr.Markdown("", visible=False, elem_id="pc-published-note", elem_classes=["pc-note"])
         c["run_json"] = gr.JSON(visible=False, label="Run JSON")
     return c
 
