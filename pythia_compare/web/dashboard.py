@@ -4,7 +4,8 @@ Owns turning the page's selections into spec strings and RunParams, the input ca
 catalog the selectors offer (the Hub's lists, or the demo suite with a banner saying so), running a comparison
 on a thread of its own while streaming snapshots of it, saving it with its owner, opening stored runs by any
 id, the history list and owner-scoped deletes, a run's downloads (made when asked for, never kept on disk),
-and scrubbing error messages of paths and tokens.
+the "published at this step" table beside a run (runs/published.py's numbers; docs/published.md), and
+scrubbing error messages of paths and tokens.
 Never imports gradio (ui.py puts this on the page), never draws (plots.py), never formats a number its own way
 (report.py) and never writes SQL (store.py).
 """

@@ -1,5 +1,6 @@
 """The Sweeps tab's figures: a sweep JSON dict (docs/sweeps.md) -> plotly figures of perplexity and KL against
-the training step, perplexity against bits per weight, and a steps × quants heatmap.
+the training step, perplexity against bits per weight, a steps × quants heatmap, and EleutherAI's published
+accuracies against step (sweep_published_figure, given sweepview's choice of numbers).
 
 Pure, as plots.py is (whose title layout, template and escaping these share): sweep in, figure out. Built with
 plotly's API (a sweep has few points). Every point and heatmap square carries its cell's run id at

@@ -4,8 +4,8 @@ line, opening sweeps by any id, which cell a click opens, and what a local user 
 Owns the rows the Sweeps tab shows (formatted by report.format_table, so they read like the CLI's numbers),
 turning a page's sweep id (from a link, the list or an API caller, hostile ones included) into a stored sweep
 or None, mapping a cell-table row to the cell's run id, and the start-a-sweep form: checking its inputs, the
-equivalent CLI command, and running plan + run in this process on a thread of its own (local apps only,
-never a public deployment). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweeps/store.py).
+equivalent CLI command, running plan + run in this process on a thread of its own (local apps only, never a
+public deployment), and which published numbers a sweep's figure draws (its own repo, its own step span). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweeps/store.py).
 """
 
 from __future__ import annotations
