@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import Settings
 from .errors import BadInput
 from .files import sha256_file
+from .sweepview import cell_order
 
 
 def run_sweep_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -113,7 +114,7 @@ def _show(args, settings: Settings) -> int:
           f"reference {sweep['reference']}, {sweep['done']}/{sweep['total']} done")
     print(f"{'step':>7} {'quant':10} {'status':8} {'PPL':>10} {'±':>8} {'KLD mean':>10} {'KLD p99':>10} "
           f"{'bpw':>6}  run")
-    for c in sweep["cells"]:
+    for c in cell_order(sweep["cells"]):
         def f(v, fmt):
             return format(v, fmt) if v is not None else format("—", ">" + fmt.split(".")[0])
         print(f"{c['step']:>7} {c['quant'] + (' hub' if c['hub'] else ''):10} {c['status']:8} "

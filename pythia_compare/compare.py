@@ -34,7 +34,7 @@ from .policy import check_run
 from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver, demo_steps
 from .threads import in_thread
-from .variants import parse_spec, parse_specs
+from .variants import bits_per_weight, parse_spec, parse_specs
 
 SCHEMA_VERSION = SCHEMA  # the run JSON's version: run.py owns it
 SCORING_MODES = ("auto", "prompt", "corpus")
@@ -261,6 +261,7 @@ def _tokenized(resolved: list[Resolved], has_ref: bool, models: list, text: str,
     _check_vocabularies(resolved, models)
     for e, m in zip(entries, models):
         e.source.vocab_sha256 = m.vocab_sha256
+        e.source.bpw = bits_per_weight(m.n_params, m.tensor_bytes)
         e.overrides = dict(m.overrides)
         e.warnings = list(m.warnings)
         e.load = read(Load, m.load_info(), "load")  # llama.cpp load settings per phase (loadplan.load_plan)
@@ -288,11 +289,17 @@ def _generate(run: Run, entries: list[Entry], models: list, labels: list[str], c
         t = time.perf_counter()
         gen = Generation(text="", tokens=[])
         e.generation = gen
+        load_s = None
         for tok in m.generate(context, params.max_tokens, temperature=params.temperature, seed=params.seed):
+            if not gen.tokens:  # read while generate holds the model's lock
+                load_s = m.generation_load_s
             gen.tokens.append(GenToken(id=tok.id, text=tok.text, prob=tok.prob, top=_token_probs(tok.top)))
             gen.text += tok.text
             yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
-        e.timings.generate_s = time.perf_counter() - t
+        load_s = load_s if gen.tokens else m.generation_load_s  # a second, repacked handle's load: apart
+        e.timings.generate_s = time.perf_counter() - t - (load_s or 0.0)
+        if load_s is not None:
+            e.timings.generate_load_s = load_s
         e.load = read(Load, m.load_info(), "load")  # the generation handle is loaded (or declined) on first use
 
 

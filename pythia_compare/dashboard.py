@@ -30,7 +30,7 @@ from .run import Run, as_run
 from .sources import demo_steps
 from .store import RunLogError, RunStore
 from .threads import in_thread
-from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
+from .variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec, quant_rank
 
 if TYPE_CHECKING:
     from .backup import Backup
@@ -90,8 +90,9 @@ def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None
     `demo_final` (the demo suite's last step) `demo@step<last>` and `demo:F16` are one variant.
     """
     demo = family == DEMO_ALIAS
-    out = [f"{DEMO_ALIAS}:{q}" if demo else str(q) for q in quants or []]
-    out += [f"{DEMO_ALIAS}@step{int(s)}" if demo else f"step{int(s)}" for s in steps or []]
+    # boxes in the order of the lists, not of the clicks: quants by bits per weight (quant_rank), steps ascending
+    out = [f"{DEMO_ALIAS}:{q}" if demo else str(q) for q in sorted(quants or [], key=quant_rank)]
+    out += [f"{DEMO_ALIAS}@step{int(s)}" if demo else f"step{int(s)}" for s in sorted(steps or [], key=int)]
     unique: dict = {}
     for spec in out + split_specs(free):  # each variant once, however spelt; a bad spec is reported later
         try:
@@ -131,10 +132,11 @@ def log_spaced(steps: list[int], n: int = 5) -> list[int]:
 
 
 def quant_choices(family: str, available: list[str]) -> list[tuple[str, str]]:
-    """(label, value) per quant, highest precision first: bits per weight and, for Pythia, file size."""
+    """(label, value) per quant, highest precision first (quant_rank); for Pythia, with the file size. No bits
+    per weight: that is a file's own figure (variants.bits_per_weight), shown once a run has loaded it."""
     out = []
-    for q in sorted(available, key=lambda q: -QUANTS[q].bpw):
-        label = f"{q} · {QUANTS[q].bpw:g} bpw"
+    for q in sorted(available, key=quant_rank):
+        label = q
         if family != DEMO_ALIAS:
             label += f" · {HUB_MB[q]} MB" if q in HUB_MB else f" · ≈{PYTHIA_PARAMS * QUANTS[q].bpw / 8e6:.0f} MB"
             label += " (converted)" if QUANTS[q].native else ""

@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from .metrics import corpus_target_indices
 from .report import Shown, fmt_num, no_error, parsed, quant_of, show_token, shown_entries
 from .run import Entry, GenToken, Run, as_run
-from .variants import FINAL_STEP, QUANTS
+from .variants import FINAL_STEP
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
 MAX_TICK_LABELS = 80  # above this many columns the heatmap's x ticks are positions, not token text
@@ -326,7 +326,7 @@ def _ppl_places(run: Run, entries: list[Shown], mode: str) -> tuple[list[tuple[S
         if mode == "step" and v is not None and v.step is not None and v.repo == repo:
             placed.append((d, step_to_x(v.step), q or "", f"step {v.step} · {q or ''}"))
         elif mode == "quant" and nbytes:
-            bpw = f" · {QUANTS[q].bpw:g} bpw" if q in QUANTS else ""
+            bpw = f" · {d.entry.source.bpw:.2f} bpw" if d.entry.source.bpw is not None else ""
             placed.append((d, nbytes / 1e6, "all", f"{q or '?'}{bpw} · {nbytes / 1e6:.1f} MB"))
         else:
             lines.append(d)
@@ -363,9 +363,14 @@ def _quant_labels(placed: list[tuple[Shown, float, str, str]], layout: dict, log
         last_x = x
         q = quant_of(d.entry)
         notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (0.06 + 0.11 * level) * (y1 - y0),
-                      "axref": "x", "ayref": "y", "text": esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
+                      "axref": "x", "ayref": "y", "text": esc(_bpw_label(q, d.entry)),
                       "name": esc(d.name), "showarrow": True, "arrowwidth": 1, "arrowhead": 0,
                       "arrowcolor": "#bbb", "standoff": 7, "font": {"size": 11}, "bgcolor": "rgba(255,255,255,0.85)"})
+
+
+def _bpw_label(quant: str | None, e: Entry) -> str:
+    """A point's quant and, when the run measured it, its file's bits per weight (variants.bits_per_weight)."""
+    return f"{quant or '?'} · {e.source.bpw:.2f} bpw" if e.source.bpw is not None else f"{quant or '?'}"
 
 
 def scored_token_texts(run: Run | dict) -> list[str] | None:

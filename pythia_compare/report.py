@@ -12,11 +12,12 @@ with its display name and colour (`shown_entries`); plots.py draws them with the
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from .errors import SpecError
 from .run import Entry, Run, as_run
-from .variants import QUANTS, parse_spec
+from .variants import FINAL_STEP, parse_spec
 
 REFERENCE_COLOR = "#4d4d4d"
 PALETTE: list[str] = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
@@ -74,6 +75,30 @@ def parsed(spec: str | None):
 def quant_of(e: Entry) -> str | None:
     """The entry's quant: its file's (source.quant), else its spec's."""
     return e.source.quant or getattr(parsed(e.spec), "quant", None)
+
+
+_CACHED_STEP = re.compile(r"-step(\d+)-[A-Za-z0-9_]+\.gguf$")  # sources.Resolver names converted checkpoints so
+
+
+def step_of(e: Entry) -> int | None:
+    """The training step of an entry's weights, for the exports' step column: its spec's (`step3000`,
+    `demo@step0`); else the step in the name of the converted file (`demo` ran demo-step800-F16.gguf); else, for a
+    bare spec of the default Pythia repos (`Q4_K_M`, `F16`), the final step; None for anything else (a local
+    file, another repo's main)."""
+    v = parsed(e.spec)
+    if v is not None and v.step is not None:
+        return v.step
+    m = _CACHED_STEP.search(e.source.file or "")
+    if m:
+        return int(m.group(1))
+    if v is not None and v.repo is None and v.kind != "local":
+        return FINAL_STEP
+    return None
+
+
+def repo_of(e: Entry) -> str | None:
+    """The repo an entry's file came from (source.repo; `demo` for the demo suite); None for a local file."""
+    return e.source.repo
 
 
 STAT_COLUMN = "statistic"
@@ -164,7 +189,7 @@ def summary_table(run: Run | dict) -> tuple[list[str], list[list]]:
         na = no_error(e)
         rows.append([e.label or e.spec, "reference" if s.is_reference else "variant", e.spec, q,
                      e.source.bytes / 1e6 if e.source.bytes is not None else None,
-                     QUANTS[q].bpw if q in QUANTS else None, e.ppl, NA if na else e.ppl_err, e.n_scored,
+                     e.source.bpw, e.ppl, NA if na else e.ppl_err, e.n_scored,
                      kld and kld.mean, NA if na and kld else kld and kld.mean_err, kld and kld.same_top,
                      top and top.text, top and top.prob, tim.load_s, tim.score_s, tim.generate_s])
     return list(SUMMARY_COLUMNS), rows

@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 from .config import Settings
 from .errors import BadInput, InputTextError, PythiaCompareError
 from .params import LIMITS
-from .variants import DEMO_ALIAS, QUANTS, normalize_quant, parse_spec
+from .variants import DEMO_ALIAS, bits_per_weight, normalize_quant, parse_spec, quant_rank
 
 DEFAULT_MAX_CHUNKS = 64  # the issue's estimate: 64 chunks of 512 tokens per cell
 SWEEP_TOP_K = 10
@@ -183,7 +183,7 @@ def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: 
         raise InputTextError("the sweep's text is empty; give a UTF-8 text file with --text-file")
     if len(text) > settings.max_text_chars:
         raise InputTextError(f"the text has {len(text)} characters; the limit is {settings.max_text_chars}")
-    qs = parse_quants(quants)
+    qs = sorted(parse_quants(quants), key=quant_rank)  # highest precision first, however they were given
     ref = "F16"
     if reference is not None and reference.strip().upper() not in ("F16", ""):
         ref = parse_spec(reference).spec
@@ -194,7 +194,7 @@ def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: 
     if hub_quants:
         hub_repo = settings.gguf_repo
         files = hub_obj.list_gguf_files(hub_repo)
-        hq = [q for q in sorted(files, key=lambda q: -QUANTS[q].bpw)]
+        hq = sorted(files, key=quant_rank)
         if not hq:
             raise SweepError(f"--hub-quants: {hub_repo} has no GGUF files of a known quant")
     cells = grid(step_list, qs, hq)
@@ -582,16 +582,18 @@ def _summary(entry: dict, ref_entry: dict | None) -> dict:
 
 
 def _size(source: dict, resolver, res, memo: dict) -> dict:
-    """{"bytes", "bpw"} of a cell's file: bpw = tensor bytes × 8 / parameters, as llama.cpp counts them."""
+    """{"bytes", "bpw"} of a cell's file; bpw by the one rule, variants.bits_per_weight."""
     from .engine import model_size
 
+    if source.get("bpw") is not None:  # measured when the run loaded the file
+        return {"bytes": source.get("bytes"), "bpw": source["bpw"]}
     if res is None:
         return {"bytes": source.get("bytes"), "bpw": None}
     key = str(res.path)
     if key not in memo:
         memo[key] = model_size(res.path)
     n_params, tensor_bytes = memo[key]
-    return {"bytes": source.get("bytes"), "bpw": tensor_bytes * 8 / n_params if n_params else None}
+    return {"bytes": source.get("bytes"), "bpw": bits_per_weight(n_params, tensor_bytes)}
 
 
 def _describe(e: BaseException) -> str:

@@ -14,11 +14,11 @@ import plotly.graph_objects as go
 
 from .plots import base_layout, esc
 from .report import PALETTE, fmt_num
-from .variants import QUANTS
+from .variants import quant_rank
 
 # A sweep JSON (docs/sweeps.md) holds a steps × quants grid of cells, each {"step", "quant", "status", "run_id",
 # "ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err", "bpw", "hub"}. Only cells
-# with status "done" are drawn. Quant q keeps colour PALETTE[i] (i its place in sweep["quants"]) in every figure.
+# with status "done" are drawn. Quant q keeps colour PALETTE[i] (i its place in sweep_quant_order) in every figure.
 SWEEP_STEP0_LABEL = "step0"
 MAX_STEP_TICKS = 10  # up to this many steps, every step is a tick; more, and the ticks are decades
 MAX_LEGEND_STEPS = 20  # the PPL-vs-bpw figure lists its steps in a legend up to this many
@@ -41,10 +41,10 @@ def _done_cells(sweep: dict) -> list[dict]:
 
 
 def sweep_quant_order(sweep: dict) -> list[str]:
-    """Quants in the sweep's order, then any other quant a cell has (highest precision first)."""
-    order = [str(q) for q in sweep.get("quants") or []]
-    extra = {str(c.get("quant")) for c in sweep.get("cells") or []} - set(order)
-    return order + sorted(extra, key=lambda q: (-QUANTS[q].bpw if q in QUANTS else 0.0, q))
+    """The sweep's quants and any other quant a cell has, highest precision first (variants.quant_rank), however
+    the sweep listed them: the order of every legend, line and heatmap row."""
+    quants = {str(q) for q in sweep.get("quants") or []} | {str(c.get("quant")) for c in sweep.get("cells") or []}
+    return sorted(quants, key=quant_rank)
 
 
 def _cell_series(cell: dict) -> str:
@@ -168,10 +168,8 @@ def _step_colors(steps: list[int]) -> dict[int, str]:
 
 
 def _cell_bpw(cell: dict) -> float | None:
-    bpw = cell.get("bpw")
-    if bpw is None and cell.get("quant") in QUANTS:
-        bpw = QUANTS[cell["quant"]].bpw
-    return bpw
+    """The cell's file's bits per weight (variants.bits_per_weight, measured when it ran); None: not measured."""
+    return cell.get("bpw")
 
 
 def sweep_bpw_figure(sweep: dict) -> go.Figure:
@@ -209,12 +207,26 @@ def sweep_bpw_figure(sweep: dict) -> go.Figure:
     return fig.update_yaxes(type="log")
 
 
+NOISE_SE = 2.0  # a heatmap square within this many standard errors of 0 is marked as noise
+NOISE_LEGEND = f"within {NOISE_SE:g} standard errors of 0: noise, not a difference"
+
+
+def within_noise(cell: dict) -> bool:
+    """Whether a cell's ln(PPL(Q)/PPL(ref)) is within NOISE_SE standard errors of 0: a sign the text (its chunk
+    count) cannot tell the quant from the reference. A cell with no standard error (0: too few tokens) is not
+    marked, as nothing can be said."""
+    v, err = cell.get("ln_ratio"), cell.get("ln_ratio_err") or 0.0
+    return v is not None and err > 0 and abs(v) <= NOISE_SE * err
+
+
 def sweep_heatmap(sweep: dict) -> go.Figure:
     """ln(PPL(Q)/PPL(ref)) per cell: quants (rows, highest precision on top) × steps (columns, in order).
 
     Columns are one per step, labelled like the step axis (step0 first); a cell not done, or with no
     reference, is empty. Colours diverge at 0 (no change from the reference). Hub files get rows of their own.
     Up to MAX_HEATMAP_TEXT squares, each shows its value; a bigger grid (Pythia's 154 steps) shows it on hover.
+    A square within noise (within_noise) is marked: its value is written "≈0 (value)" and a hollow grey frame
+    sits on it, and the legend says what the frame means.
     """
     fig = _figure(_sweep_title(sweep, "ln(PPL(Q) / PPL(reference)) per step and quant"), "training step",
                   "quant")
@@ -226,25 +238,42 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
             if any(_cell_series(c) == s for c in cells)]
     at = {(_cell_series(c), int(c["step"])): c for c in cells}
     z = [[at[(r, s)]["ln_ratio"] if (r, s) in at else None for s in steps] for r in rows]
+
     def square(r: str, s: int) -> list:
         c = at.get((r, s))
         if c is None:
-            return [_step_label(s), "–", "–", "–"]
-        return [_step_label(s), c.get("run_id") or "–", fmt_num(c["ln_ratio"]), fmt_num(c.get("ln_ratio_err") or 0.0)]
+            return [_step_label(s), "–", "–", "–", ""]
+        return [_step_label(s), c.get("run_id") or "–", fmt_num(c["ln_ratio"]), fmt_num(c.get("ln_ratio_err") or 0.0),
+                "<br>within noise (±2 SE covers 0)" if within_noise(c) else ""]
+
+    def written(r: str, s: int) -> str:
+        c = at.get((r, s))
+        if c is None or not fits:
+            return ""
+        return f"≈0 ({fmt_num(c['ln_ratio'], 2)})" if within_noise(c) else fmt_num(c["ln_ratio"], 3)
 
     custom = [[square(r, s) for s in steps] for r in rows]
     labels = [_step_label(s) for s in steps]
-    written = len(steps) * len(rows) <= MAX_HEATMAP_TEXT  # values written in the squares while they fit
+    fits = len(steps) * len(rows) <= MAX_HEATMAP_TEXT  # values written in the squares while they fit
     lim = max(abs(v) for row in z for v in row if v is not None) or 1e-6
     fig.add_trace(go.Heatmap(
         z=z, x=labels, y=[esc(r) for r in rows], customdata=custom, colorscale="RdBu_r", zmid=0.0,
-        zmin=-lim, zmax=lim, xgap=2, ygap=2, colorbar=dict(title=dict(text="ln ratio")),
-        text=[[fmt_num(v, 3) if v is not None and written else "" for v in row] for row in z],
-        texttemplate="%{text}",
+        zmin=-lim, zmax=lim, xgap=2, ygap=2, name="ln ratio", showlegend=False,
+        colorbar=dict(title=dict(text="ln ratio"), len=0.8, y=0.4),
+        text=[[written(r, s) for s in steps] for r in rows], texttemplate="%{text}",
         hovertemplate="<b>%{y}</b> · step %{customdata[0]}<br>ln(PPL(Q)/PPL(ref)) = %{customdata[2]} ± "
-                      "%{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
+                      "%{customdata[3]}%{customdata[4]}<br>run %{customdata[1]}<extra></extra>"))
+    noisy = [(r, s) for r in rows for s in steps if (r, s) in at and within_noise(at[(r, s)])]
+    # the frames: a trace of its own, so the legend names them; always listed, so the legend says it when none is
+    fig.add_trace(go.Scatter(
+        x=[_step_label(s) for _, s in noisy] or [None], y=[esc(r) for r, _ in noisy] or [None], mode="markers",
+        name=esc(NOISE_LEGEND), showlegend=True, hoverinfo="skip",
+        marker=dict(symbol="square-open", size=max(10, min(40, 600 // max(len(steps), 1))), color="#555",
+                    line=dict(width=2))))
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0, y=-0.18, xanchor="left", yanchor="top"))
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
-    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_yaxes(type="category", autorange="reversed", categoryorder="array",
+                     categoryarray=[esc(r) for r in rows])
     return fig
 
 

@@ -42,8 +42,8 @@ from .errors import PythiaCompareError
 from .params import LIMITS
 from .run import Run, as_run
 from .store import RunLogError, RunStore
-from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
-                        SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
+from .sweepview import (CELL_COLUMNS, FORM_CHUNKS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START,
+                        SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
 from .variants import DEMO_ALIAS
 
 if TYPE_CHECKING:
@@ -665,7 +665,7 @@ def _start_form(c: dict, settings: Settings) -> None:
         with gr.Row():
             c["f_ctx"] = gr.Number(64, precision=0, minimum=LIMITS["ctx"].lo, maximum=LIMITS["ctx"].hi, label="Context",
                                    elem_id="pc-sweep-f-ctx")
-            c["f_chunks"] = gr.Number(2, precision=0, minimum=0, label="Max chunks per cell (0: all)",
+            c["f_chunks"] = gr.Number(FORM_CHUNKS, precision=0, minimum=0, label="Max chunks per cell (0: all)",
                                       elem_id="pc-sweep-f-chunks")
         c["f_start"] = gr.Button("Plan and run", variant="primary", elem_id="pc-sweep-f-start")
         c["f_note"] = gr.Markdown(elem_id="pc-sweep-f-note")

@@ -78,7 +78,10 @@ def test_runs_export_zip_holds_the_summary_and_the_tokens_as_the_page_does(share
     assert out.read_bytes() == run_to_zip(run)  # byte for byte what the page's download holds
     with zipfile.ZipFile(out) as z:
         summary = list(csv.reader(io.StringIO(z.read("summary.csv").decode("utf-8"), newline="")))
-    assert summary[0] == ["run_id", *SUMMARY_COLUMNS] and len(summary) == 3  # header + one row per model
+    at = SUMMARY_COLUMNS.index("spec") + 1
+    header = ["run_id", *SUMMARY_COLUMNS[:at], "repo", "step", *SUMMARY_COLUMNS[at:]]
+    assert summary[0] == header and len(summary) == 3  # header + one row per model
     assert [r[3] for r in summary[1:]] == ["demo", "demo:Q2_K"]
+    assert [(r[4], r[5]) for r in summary[1:]] == [("demo", "800"), ("demo", "800")]  # the demo's last step
     refused = run_cli([*_base(shared), "runs", "export", "--format", "zip", "--", rid])
     assert refused.returncode == 2 and "--out" in refused.stderr

@@ -13,7 +13,6 @@ import numpy as np
 
 from pythia_compare import plots, report
 from pythia_compare.run import GenToken, Run
-from pythia_compare.variants import QUANTS
 
 from tests.plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
 
@@ -122,7 +121,8 @@ def test_a_quant_series_is_plotted_against_file_size_with_bits_per_weight():
         assert list(t.error_y.array) == [v["ppl_err"]]
         q = v["source"]["quant"]
         label = next(a for a in fig.layout.annotations if a.name == name)  # the point's label, on a pointer
-        assert label.x == label.ax == t.x[0] and f"{q} · {QUANTS[q].bpw:g} bpw" == label.text
+        # the file's own bits per weight, as the run measured it (variants.bits_per_weight), not the type's
+        assert label.x == label.ax == t.x[0] and f"{q} · {v['source']['bpw']:.2f} bpw" == label.text
         assert label.ay > max(fig.data[k].y[0] for k in range(len(fig.data)))  # above every point
     assert fig.layout.xaxis.title.text == "file size (MB)"
 
@@ -205,7 +205,7 @@ def test_summary_rows_carry_the_runs_own_numbers_reference_first():
     for v, r in zip(_entries(run), rows):
         cell = dict(zip(columns, r))
         assert cell["variant"] == v["label"] and cell["spec"] == v["spec"]
-        assert cell["quant"] == v["source"]["quant"] and cell["bpw"] == QUANTS[v["source"]["quant"]].bpw
+        assert cell["quant"] == v["source"]["quant"] and cell["bpw"] == v["source"]["bpw"]
         assert cell["size MB"] == v["source"]["bytes"] / 1e6
         # 10 scored tokens: too few for a standard error, so the ± cells say n/a (the JSON keeps its number)
         assert v["n_scored"] == 10
