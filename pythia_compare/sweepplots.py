@@ -123,7 +123,46 @@ def sweep_ppl_figure(sweep: dict) -> go.Figure:
                          fmt_num(c.get("ppl_err") or 0.0)] for c in pts],
             hovertemplate=_sweep_hover("PPL = %{customdata[2]} ± %{customdata[3]}")))
     fig.update_yaxes(type="log")
+    _difference_buttons(fig, sweep, cells)
     return _log_step_axis(fig, sweep)
+
+
+PPL_VIEW = "perplexity"
+DIFF_VIEW = "% above the reference"
+
+
+def percent_above_reference(cell: dict, reference: str | None) -> tuple[float | None, float]:
+    """(100 · (PPL(Q)/PPL(ref) − 1), its standard error) of a cell, from its ln ratio; the reference quant's own
+    cells are 0 by definition; (None, 0) when the cell has no ratio."""
+    if cell.get("ln_ratio") is None:
+        return (0.0, 0.0) if str(cell.get("quant")) == str(reference) and not cell.get("hub") else (None, 0.0)
+    ratio = math.exp(cell["ln_ratio"])
+    return 100.0 * (ratio - 1.0), 100.0 * ratio * float(cell.get("ln_ratio_err") or 0.0)
+
+
+def _difference_buttons(fig: go.Figure, sweep: dict, cells: list[dict]) -> None:
+    """Two views of the PPL-vs-step figure, as buttons above it: perplexity (log axis), and each quant's
+    perplexity above its step's reference, in percent (linear axis), where lines that lie on top of each other in
+    perplexity part."""
+    views = {PPL_VIEW: ([], []), DIFF_VIEW: ([], [])}
+    for t in fig.data:
+        name = t.name
+        pts = sorted((c for c in cells if esc(_cell_series(c)) == name), key=lambda c: int(c["step"]))
+        views[PPL_VIEW][0].append([c["ppl"] for c in pts])
+        views[PPL_VIEW][1].append(dict(type="data", array=[c.get("ppl_err") or 0.0 for c in pts], visible=True,
+                                       color=t.line.color, thickness=1.5))
+        diffs = [percent_above_reference(c, sweep.get("reference")) for c in pts]
+        views[DIFF_VIEW][0].append([d for d, _ in diffs])
+        views[DIFF_VIEW][1].append(dict(type="data", array=[e for _, e in diffs], visible=True, color=t.line.color,
+                                        thickness=1.5))
+    axes = {PPL_VIEW: {"yaxis.type": "log", "yaxis.title.text": "perplexity (log scale)", "yaxis.autorange": True},
+            DIFF_VIEW: {"yaxis.type": "linear", "yaxis.title.text": "PPL above the reference (%)",
+                        "yaxis.autorange": True}}
+    buttons = [dict(label=view, method="update", args=[{"y": ys, "error_y": errs}, axes[view]])
+               for view, (ys, errs) in views.items()]
+    fig.update_layout(updatemenus=[dict(type="buttons", direction="right", buttons=buttons, active=0, showactive=True,
+                                        x=0.0, xanchor="left", y=1.0, yanchor="bottom", pad=dict(t=2, b=2),
+                                        font=dict(size=11))])
 
 
 def sweep_kld_figure(sweep: dict) -> go.Figure:
@@ -193,7 +232,9 @@ def sweep_bpw_figure(sweep: dict) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=[_cell_bpw(c) for c in pts], y=[c["ppl"] for c in pts], name=esc(name),
                 mode="lines+markers+text" if labelled else "lines+markers",
-                text=[esc(str(c.get("quant"))) for c in pts] if labelled else None, textposition="bottom center",
+                # labels alternate below and above, so neighbours close in bits per weight do not collide
+                text=[esc(str(c.get("quant"))) for c in pts] if labelled else None,
+                textposition=[("bottom center", "top center")[k % 2] for k in range(len(pts))],
                 textfont=dict(size=9),
                 marker=dict(color=colors[step], size=8, symbol="diamond" if hub else "circle"),
                 line=dict(color=colors[step], dash="dot" if hub else "solid"),
@@ -204,6 +245,11 @@ def sweep_bpw_figure(sweep: dict) -> go.Figure:
                 hovertemplate="<b>%{fullData.name}</b><br>%{customdata[0]} · %{customdata[4]} bpw<br>"
                               "PPL = %{customdata[2]} ± %{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
     fig.update_layout(showlegend=len(steps) <= MAX_LEGEND_STEPS)  # more steps: colour and hover tell them apart
+    # a log bits axis (each halving of bits an equal step) spreads the low-bit quants, where files crowd
+    bpws = [_cell_bpw(c) for c in cells]
+    ticks = [t for t in (2, 3, 4, 5, 6, 8, 12, 16, 24, 32) if min(bpws) * 0.8 <= t <= max(bpws) * 1.25]
+    fig.update_xaxes(type="log", title_text="bits per weight (log scale)", tickvals=ticks,
+                     ticktext=[str(t) for t in ticks])
     return fig.update_yaxes(type="log")
 
 
@@ -270,7 +316,7 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
         name=esc(NOISE_LEGEND), showlegend=True, hoverinfo="skip",
         marker=dict(symbol="square-open", size=max(10, min(40, 600 // max(len(steps), 1))), color="#555",
                     line=dict(width=2))))
-    fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0, y=-0.18, xanchor="left", yanchor="top"))
+    fig.update_layout(showlegend=True)  # base_layout's legend below the plot: the frames' meaning
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     fig.update_yaxes(type="category", autorange="reversed", categoryorder="array",
                      categoryarray=[esc(r) for r in rows])

@@ -47,6 +47,7 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 600) -> sub
 # - slow: a new process per model load, a transformers model, every quant type, a fresh venv: seconds each.
 TIERS: dict[str, set[str]] = {
     "test_e2e": {"browser", "slow"},
+    "test_plots_drawn": {"browser", "slow"},
     "test_hardening": {"slow"},  # starts the app in a subprocess once per module
     "test_hardening::test_a_full_queue_says_busy_try_again_instead_of_hanging": {"browser"},
     "test_peer": {"peer", "slow"},

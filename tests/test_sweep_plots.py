@@ -121,7 +121,7 @@ def test_ppl_vs_bits_per_weight_has_one_line_per_step_in_bpw_order():
         by_quant = {c[0]: y for c, y in zip(t.customdata, t.y)}
         assert by_quant == {q: cell(sweep, step, q)["ppl"] for q in DEMO_QUANTS}
         assert t.error_y.visible and len(t.error_y.array) == len(DEMO_QUANTS)
-    assert fig.layout.xaxis.title.text == "bits per weight" and fig.layout.yaxis.type == "log"
+    assert fig.layout.xaxis.title.text == "bits per weight (log scale)" and fig.layout.yaxis.type == "log"
     assert fig.data[-1].text and list(fig.data[-1].text) == [q for q in reversed(DEMO_QUANTS)]  # labelled by quant
 
 
