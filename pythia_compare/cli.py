@@ -199,7 +199,9 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
 def _reference(specs: list[str], given: str | None, settings: Settings) -> str | None:
     """--reference as given; 'none' for no reference; absent: the dashboard's rule (default_reference)."""
     if given is not None:
-        return None if given.strip().lower() in ("none", "") else given
+        from .compare import given_reference
+
+        return given_reference(given)
     from .dashboard import default_reference
 
     return default_reference(list(specs)) or None

@@ -125,6 +125,18 @@ def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None
         raise SpecError(too_many(n_specs, settings.max_variants))
 
 
+NO_REFERENCE = "none"  # the reference spelt so (any case), or blank: no reference and no KL statistics
+
+
+def given_reference(given: str | None) -> str | None:
+    """The one rule for a reference as the CLI's --reference, the page's box and the /compare API take it:
+    blank or "none" (any case) is no reference; any other text is a spec (checked like every spec)."""
+    if given is None:
+        return None
+    text = str(given).strip()
+    return None if text.lower() in ("", NO_REFERENCE) else text
+
+
 def too_many(n: int, limit: int) -> str:
     """The one message for too many variants, for the CLI, the API and the page alike."""
     return (f"{n} variants chosen (the reference counted once); the limit is {limit} per run; "

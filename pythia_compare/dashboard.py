@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import report
-from .compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
+from .compare import (Event, RunParams, check_unicode, count_variants, demo_final_step, given_reference,
+                      iter_comparison, too_many)
 from .config import Settings
 from .errors import BadInput, PythiaCompareError, RunNotFound, SpecError
+from .runrows import short_repr
 from .export import run_to_json_text, run_to_zip
 from .params import LIMITS
 from .run import Run, as_run
@@ -100,6 +102,33 @@ def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None
         except SpecError:
             unique.setdefault(spec, spec)
     return list(unique.values())
+
+
+# The CLI's flags in a message, as the page names its own controls (page_wording). Longest first.
+_PAGE_WORDS: list[tuple[str, str]] = [
+    (r"a prompt \(--prompt\) or a text file \(--text-file\)",
+     "a Prompt, or a text under “Longer text for corpus scoring”"),
+    (r"Run once without --offline \(with network\)",
+     "Start the app once with the network (without PYTHIA_COMPARE_OFFLINE=1)"),
+    (r"(?:run with|use) --offline", "start the app with PYTHIA_COMPARE_OFFLINE=1"),
+    (r"--scoring (prompt|corpus|auto)", r"Scoring “\1” (Settings)"),
+    (r"--text-file", "“Longer text for corpus scoring”"),
+    (r"--prompt", "the Prompt"),
+    (r"--home", "PYTHIA_COMPARE_HOME"),
+    (r"--db", "PYTHIA_COMPARE_DB"),
+    (r"--json has everything", "the run JSON download has everything"),
+    (r"--max-chunks", "“Max chunks per cell”"),
+    (r"--quants", "“Quants”"),
+] + [(re.escape(lim.flag), f"“{lim.label}” (Settings)") for lim in LIMITS.values()]
+
+
+def page_wording(message: str) -> str:
+    """A message of the core (worded for the CLI: "raise --ctx to 200", "Run once without --offline") in the
+    page's words: its controls by their labels ("raise “Context” (Settings) to 200"), the environment where the
+    page has no control."""
+    for pattern, words in _PAGE_WORDS:
+        message = re.sub(pattern, words, message)
+    return message
 
 
 def _precision(spec: str) -> tuple[float, float]:
@@ -321,7 +350,9 @@ class Dashboard:
             if isinstance(value, str):
                 check_unicode(value, what)  # a lone surrogate: not text
         chosen = collect_specs(family, quants, steps, specs, demo_final=self.demo_final)
-        ref = (reference or "").strip() or None
+        if reference is not None and not isinstance(reference, str):
+            raise BadInput(f"the reference must be a spec, or \"none\" for no reference, not {short_repr(reference)}")
+        ref = given_reference(reference)  # blank or "none": no reference, the CLI's rule
         n = count_variants(chosen, ref, self.demo_final)
         if n > self.settings.max_variants:
             raise SpecError(too_many(n, self.settings.max_variants))

@@ -35,7 +35,7 @@ from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
-                        download, download_name, log_spaced, quant_choices, reference_choices, scrub,
+                        download, download_name, log_spaced, page_wording, quant_choices, reference_choices, scrub,
                         table_cells)
 from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
@@ -74,7 +74,7 @@ class Handlers:
 
     def _fail(self, e: Exception) -> gr.Error:
         if isinstance(e, PythiaCompareError):
-            return gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False)
+            return gr.Error(page_wording(scrub(str(e), self.settings.hf_token)), print_exception=False)
         log.exception("unexpected error in the dashboard")
         return gr.Error(f"Something went wrong ({type(e).__name__}); the details are in the server log.",
                         print_exception=False)
@@ -201,7 +201,7 @@ class Handlers:
         if table["data"]:
             note = f"{len(table['data'])} run{'s' if len(table['data']) != 1 else ''} found." if q else ""
         else:
-            note = (f"No run's text matches “{q[:80]}”; try fewer or other words." if q
+            note = (f"No run's text, variant or label matches “{q[:80]}”; try fewer or other words." if q
                     else "No runs yet: run a comparison in the Compare tab.")
         return table, note or "Click a run in the list to select it."
 
@@ -356,8 +356,8 @@ def _history_tab(settings: Settings) -> dict:
     h: dict = {}
     with gr.Tab("History", id="history"):
         with gr.Row():
-            h["query"] = gr.Textbox(label="Search the input texts", scale=4, max_length=MAX_QUERY_CHARS,
-                                    elem_id="pc-query")
+            h["query"] = gr.Textbox(label="Search texts, variants and labels (word starts: fibo, Q2_K, step0)",
+                                    scale=4, max_length=MAX_QUERY_CHARS, elem_id="pc-query")
             h["search"] = gr.Button("Search", scale=1)
         h["history"] = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="pc-history",
                                     column_widths=["11%", "10%", "19%", "6%", "7%", "22%", "10%", "15%"])
@@ -565,7 +565,7 @@ class SweepHandlers:
         try:
             return self.desk.get(sweep_id)
         except PythiaCompareError as e:
-            raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+            raise gr.Error(page_wording(scrub(str(e), self.settings.hf_token)), print_exception=False) from None
 
     def on_load(self, request: gr.Request | None = None) -> tuple:
         """Page load: the sweep list; with `?sweep=<id>` that sweep's views and the Sweeps tab selected."""
@@ -592,7 +592,7 @@ class SweepHandlers:
             sweep_id = self.desk.start(form)
         except Exception as e:
             if isinstance(e, PythiaCompareError):
-                raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+                raise gr.Error(page_wording(scrub(str(e), self.settings.hf_token)), print_exception=False) from None
             log.exception("starting a sweep failed")
             raise gr.Error(f"Something went wrong ({type(e).__name__}); the details are in the server log.",
                            print_exception=False) from None

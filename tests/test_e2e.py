@@ -441,7 +441,7 @@ def test_the_history_shows_whole_variant_lists_and_each_runs_settings(app, brows
     page.get_by_role("tab", name="History").click()
     page.locator("#pc-query input, #pc-query textarea").first.fill("zebra xylophone")
     page.get_by_role("button", name="Search").click()
-    page.locator("#pc-history-note").get_by_text("No run's text matches").wait_for(timeout=LONG_MS)
+    page.locator("#pc-history-note").get_by_text("No run's text, variant or label matches").wait_for(timeout=LONG_MS)
     page.locator("#pc-query input, #pc-query textarea").first.fill("")
     page.get_by_role("button", name="Search").click()
     page.wait_for_function("(id) => document.querySelector('#pc-history').innerText.includes(id)", arg=run["run_id"],
