@@ -283,6 +283,15 @@ def _visible(s: str) -> str:
     return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
+def terminal_text(s: str) -> str:
+    """Text safe to print to a terminal: newlines and tabs kept, every other character that is not printable
+    (control bytes such as SO and BEL in a step-0 generation, escape sequences, DEL, C1 controls, separators)
+    written as a visible escape: \\x0e, \\x07, \\u2028."""
+    return "".join(c if c in "\n\t" or c.isprintable() else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000
+                    else f"\\U{ord(c):08x}") for c in s)
+
+
 def format_run(run: Run | dict, width: int | None = None) -> str:
     """The CLI's readable report: summary table, the KL statistics blocks, then generations. With `width` the
     head and the table fit that many columns (text_table drops columns to fit)."""
@@ -301,11 +310,13 @@ def format_run(run: Run | dict, width: int | None = None) -> str:
     for v in run.variants:
         if v.kld is not None:
             n = len(v.kld.per_token) if v.kld.per_token is not None else None
-            parts += ["", f"== {v.label} vs reference {run.reference.label} ==", format_kl_block(v.kld.stats(), n)]
+            block = format_kl_block(v.kld.stats(), n).splitlines()  # its footnote wrapped to the width
+            parts += ["", f"== {v.label} vs reference {run.reference.label} ==",
+                      *[wrap(line) if line.startswith("(") else line for line in block]]
     for s in shown_entries(run):
         gen = s.entry.generation
-        if gen and gen.tokens:
-            parts += ["", f"-- {s.name} generates:", gen.text]
+        if gen and gen.tokens:  # a model's text may hold control bytes: escaped, never sent to the terminal
+            parts += ["", f"-- {s.name} generates:", terminal_text(gen.text)]
     return "\n".join(parts)
 
 
@@ -322,7 +333,8 @@ def run_notes(run: Run | dict) -> list[str]:
     return lines
 
 
-def format_run_list(rows: list[dict]) -> str:
+def format_run_list(rows: list[dict], width: int | None = None) -> str:
+    """`runs list`: one row per run; with `width`, the widest cells are cut with "…" until it fits."""
     if not rows:
         return "no runs yet; start one with `python -m pythia_compare compare …`"
     cols = ["run", "created", "tokens", "scoring", "variants", "text"]
@@ -332,5 +344,6 @@ def format_run_list(rows: list[dict]) -> str:
         if names and isinstance(names[0], dict):
             names = [n.get("label") or n.get("spec") for n in names]
         table.append([r.get("run_id"), str(r.get("created_at", ""))[:19], r.get("n_tokens"), r.get("scoring"),
-                      ", ".join(map(str, names))[:60], (r.get("text") or r.get("preview") or "")[:50]])
-    return text_table(cols, table)
+                      terminal_text(", ".join(map(str, names))[:60]),
+                      terminal_text(r.get("text") or r.get("preview") or "")[:50]])
+    return text_table(cols, table, width=width)

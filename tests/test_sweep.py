@@ -79,7 +79,8 @@ def test_a_demo_sweep_runs_every_cell_and_status_says_done(one_process):
     st = json.loads(s.stdout)
     assert (st["sweep"], st["done"], st["total"], st["failed"]) == (sweep_id, CELLS, CELLS, 0)
     table = _cli(["sweep", "show", sweep_id], tmp, db).stdout
-    assert [line.split()[2] for line in table.splitlines()[2:]] == ["done"] * CELLS
+    assert [line.split()[2] for line in table.splitlines()[2:-1]] == ["done"] * CELLS
+    assert all(len(line) <= 80 for line in table.splitlines())
 
 
 def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process):
