@@ -260,6 +260,20 @@ def _float(value, name: str) -> float:
     return f
 
 
+# The page's summary: the CLI's columns (report.SUMMARY_COLUMNS), the numbers a reader compares first, so that a
+# phone's first screen of the table shows them beside the variant (pinned), not its role and spec.
+PAGE_SUMMARY_FIRST = ["variant", "PPL", "PPL ±", "mean KLD", "KLD ±", "same top %", "bpw", "size MB",
+                      "top-1 next token", "top-1 p", "n scored"]
+
+
+def page_summary(columns: list[str], rows: list[list]) -> tuple[list[str], list[list]]:
+    """report.summary_table's (columns, rows) in the page's order: PAGE_SUMMARY_FIRST, then the rest as the CLI
+    has them (role, spec, quant, timings)."""
+    order = [columns.index(c) for c in PAGE_SUMMARY_FIRST if c in columns]
+    order += [i for i in range(len(columns)) if i not in order]
+    return [columns[i] for i in order], [[r[i] for i in order] for r in rows]
+
+
 def table_cells(columns: list[str], rows: list[list]) -> list[list[str]]:
     """A report table's cells exactly as the CLI prints them (report.text_table: format_table, controls shown)."""
     return [[c.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") for c in r]

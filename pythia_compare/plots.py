@@ -74,18 +74,18 @@ def _template() -> dict:
 
 
 def base_layout(title: str, x_title: str, y_title: str) -> dict:
-    """A figure's layout: wrapped title, axis titles, the template, the legend titled "variant" in rows below the
-    plot (beside it, on a phone, it took half the width), plotly's toolbar upright at the right (across the top,
-    it covered the title)."""
+    """A figure's layout: wrapped title, axis titles, the template, the legend titled "variant" in rows at the
+    bottom of the figure (beside the plot, on a phone, it took half the width)."""
     text = _wrap(title)
     return {"title": {"text": text, "font": {"size": 15}}, "xaxis": {"title": {"text": x_title}},
             "yaxis": {"title": {"text": y_title}}, "template": _template(),
-            "legend": {"title": {"text": "variant"}, **LEGEND_BELOW}, "modebar": {"orientation": "v"},
+            "legend": {"title": {"text": "variant"}, **LEGEND_BELOW},
             "hovermode": "closest", "margin": {"l": 60, "r": 20, "t": 36 + 19 * (text.count("<br>") + 1), "b": 60}}
 
 
-# a legend in rows under the plot and its x axis title (its height then adds to the figure's, not its width)
-LEGEND_BELOW = {"orientation": "h", "x": 0.0, "xanchor": "left", "y": -0.22, "yanchor": "top"}
+# a legend in rows at the bottom of the figure, below the x axis title (its height is taken from the plot's, not
+# its width; "container": placed in the whole figure, so it never covers the axis title)
+LEGEND_BELOW = {"orientation": "h", "x": 0.0, "xanchor": "left", "yref": "container", "y": 0.0, "yanchor": "bottom"}
 
 
 def _figure_of(data: list[dict], layout: dict) -> go.Figure:

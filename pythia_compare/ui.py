@@ -35,8 +35,8 @@ from .backup import Backup, local_root
 from .config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
-                        download, download_name, log_spaced, page_wording, quant_choices, reference_choices, scrub,
-                        table_cells)
+                        download, download_name, log_spaced, page_summary, page_wording, quant_choices,
+                        reference_choices, scrub, table_cells)
 from .dashboard import MODELS_NOTE
 from .errors import PythiaCompareError
 from .params import LIMITS
@@ -119,7 +119,7 @@ class Handlers:
                     gr.Dataframe(value=None, visible=False), "", gr.HTML("", visible=False))
         run = as_run(run)
         figs = plots.all_figures(run)
-        cols, rows = report.summary_table(run)
+        cols, rows = page_summary(*report.summary_table(run))  # the numbers first, the variant pinned
         kcols, krows = report.kl_table(run)
         files = gr.HTML(download_links(run.run_id), visible=True) if run.run_id else gr.HTML("", visible=False)
         why = report.kl_block_note(run)
@@ -269,7 +269,7 @@ def _page_top(settings: Settings, cat, backup: Backup) -> dict:
                "live": gr.State(None), "ref_touched": gr.State(False)}
     gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
                 "side: next-token distributions, generations, perplexity and KL divergence from a reference. "
-                + MODELS_NOTE)
+                + MODELS_NOTE, elem_id="pc-intro")  # on a phone, the title only (assets/style.css)
     p["banner"] = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
 
     def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
@@ -310,7 +310,7 @@ def _compare_tab(settings: Settings, cat) -> dict:
             # the run's JSON and zip: links that make them when clicked (download_links)
             c["downloads"] = gr.HTML("", visible=False, elem_id="pc-downloads", min_height=0)
         c["summary"] = gr.Dataframe(label="Summary (the numbers the CLI prints)", interactive=False, wrap=True,
-                                    elem_id="pc-summary", visible=False)
+                                    elem_id="pc-summary", visible=False, pinned_columns=1)
         with gr.Row():
             c["fig_next"] = gr.Plot(label="Next-token distribution", elem_id="pc-fig-next_token")
             c["fig_ppl"] = gr.Plot(label="Perplexity", elem_id="pc-fig-ppl")
