@@ -77,7 +77,7 @@ def quant_of(e: Entry) -> str | None:
     return e.source.quant or getattr(parsed(e.spec), "quant", None)
 
 
-_CACHED_STEP = re.compile(r"-step(\d+)-[A-Za-z0-9_]+\.gguf$")  # sources.Resolver names converted checkpoints so
+_CACHED_STEP = re.compile(r"-step(\d+)-[A-Za-z0-9_]+\.gguf$")  # a converted file: <repo>-step<N>-<quant>.gguf (sources)
 
 
 def step_of(e: Entry) -> int | None:

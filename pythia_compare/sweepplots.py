@@ -160,8 +160,11 @@ def _difference_buttons(fig: go.Figure, sweep: dict, cells: list[dict]) -> None:
                         "yaxis.autorange": True}}
     buttons = [dict(label=view, method="update", args=[{"y": ys, "error_y": errs}, axes[view]])
                for view, (ys, errs) in views.items()]
-    fig.update_layout(updatemenus=[dict(type="buttons", direction="right", buttons=buttons, active=0, showactive=True,
-                                        x=0.0, xanchor="left", y=1.0, yanchor="bottom", pad=dict(t=2, b=2),
+    # the buttons in a band of their own between the title and the plot (the top margin grows by its height)
+    fig.update_layout(margin_t=fig.layout.margin.t + 34, title_yref="container", title_y=1.0, title_yanchor="top",
+                      title_pad_t=14,
+                      updatemenus=[dict(type="buttons", direction="right", buttons=buttons, active=0, showactive=True,
+                                        x=0.0, xanchor="left", y=1.0, yanchor="bottom", pad=dict(t=0, b=6),
                                         font=dict(size=11))])
 
 
@@ -271,8 +274,8 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
     Columns are one per step, labelled like the step axis (step0 first); a cell not done, or with no
     reference, is empty. Colours diverge at 0 (no change from the reference). Hub files get rows of their own.
     Up to MAX_HEATMAP_TEXT squares, each shows its value; a bigger grid (Pythia's 154 steps) shows it on hover.
-    A square within noise (within_noise) is marked: its value is written "≈0 (value)" and a hollow grey frame
-    sits on it, and the legend says what the frame means.
+    A square within noise (within_noise) is marked: its value is written "≈0 (value)" and a dashed frame
+    (a layout shape) sits in it, and the legend says what the frame means.
     """
     fig = _figure(_sweep_title(sweep, "ln(PPL(Q) / PPL(reference)) per step and quant"), "training step",
                   "quant")
@@ -309,14 +312,17 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
         text=[[written(r, s) for s in steps] for r in rows], texttemplate="%{text}",
         hovertemplate="<b>%{y}</b> · step %{customdata[0]}<br>ln(PPL(Q)/PPL(ref)) = %{customdata[2]} ± "
                       "%{customdata[3]}%{customdata[4]}<br>run %{customdata[1]}<extra></extra>"))
-    noisy = [(r, s) for r in rows for s in steps if (r, s) in at and within_noise(at[(r, s)])]
-    # the frames: a trace of its own, so the legend names them; always listed, so the legend says it when none is
-    fig.add_trace(go.Scatter(
-        x=[_step_label(s) for _, s in noisy] or [None], y=[esc(r) for r, _ in noisy] or [None], mode="markers",
-        name=esc(NOISE_LEGEND), showlegend=True, hoverinfo="skip",
-        marker=dict(symbol="square-open", size=max(10, min(40, 600 // max(len(steps), 1))), color="#555",
-                    line=dict(width=2))))
-    fig.update_layout(showlegend=True)  # base_layout's legend below the plot: the frames' meaning
+    noisy = [(i, j) for i, r in enumerate(rows) for j, s in enumerate(steps)
+             if (r, s) in at and within_noise(at[(r, s)])]
+    # each noisy square framed (a dashed rectangle inside it: category axes place square k at k)
+    for i, j in noisy:
+        fig.add_shape(type="rect", xref="x", yref="y", x0=j - 0.44, x1=j + 0.44, y0=i - 0.4, y1=i + 0.4,
+                      line=dict(color="#222", width=2, dash="dash"), fillcolor="rgba(0,0,0,0)", layer="above")
+    # the legend's entry for the frames (always listed, so the legend says what a frame means even when none is)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=esc(NOISE_LEGEND), showlegend=True,
+                             hoverinfo="skip", marker=dict(symbol="square-open", size=14, color="#222",
+                                                           line=dict(width=2))))
+    fig.update_layout(showlegend=True, legend_title_text="")  # base_layout's legend below the plot: the frames
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     fig.update_yaxes(type="category", autorange="reversed", categoryorder="array",
                      categoryarray=[esc(r) for r in rows])

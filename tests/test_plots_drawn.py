@@ -116,3 +116,17 @@ def test_the_quant_labels_of_perplexity_against_bits_per_weight_do_not_collide(b
         assert len(labels) == 6
         assert _overlaps(labels) == [], width
         page.close()
+
+
+def test_the_sweeps_percent_button_parts_the_quant_lines_in_the_browser(browser, tmp_path):
+    fig = sweepplots.sweep_ppl_figure(make_sweep())
+    page = _draw(browser, fig, 900, tmp_path / "sweep-ppl.png")
+    page.get_by_text(sweepplots.DIFF_VIEW).click()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(tmp_path / "sweep-ppl-percent.png"))
+    state = page.evaluate("""() => { const gd = document.querySelector('.js-plotly-plot');
+        return {title: gd.layout.yaxis.title.text, type: gd.layout.yaxis.type,
+                y: Object.fromEntries(gd.data.map(t => [t.name, t.y]))}; }""")
+    assert state["type"] == "linear" and "%" in state["title"]
+    assert all(v == 0 for v in state["y"]["F16"]) and min(state["y"]["Q2_K"]) > max(state["y"]["Q8_0"]) > 0
+    page.close()

@@ -223,10 +223,12 @@ def test_heatmap_squares_within_two_standard_errors_of_zero_are_marked_as_noise_
     assert hm.text[row("Q2_K")][col("step0")] == sweepplots.fmt_num(0.050, 3)
     assert not hm.text[row("Q8_0")][col("25")].startswith("≈")
     assert "within noise" in hm.customdata[row("Q3_K_M")][col("step0")][4]
-    frames = [t for t in fig.data if t.type == "scatter"]
-    assert len(frames) == 1 and frames[0].showlegend and fig.layout.showlegend is not False
-    assert "2 standard errors" in frames[0].name and "noise" in frames[0].name
-    marked = set(zip(frames[0].x, frames[0].y))
+    legend = [t for t in fig.data if t.type == "scatter"]
+    assert len(legend) == 1 and legend[0].showlegend and fig.layout.showlegend is not False
+    assert "2 standard errors" in legend[0].name and "noise" in legend[0].name
+    # a dashed frame in each noisy square: category axes place square k at k
+    marked = {(hm.x[round((f.x0 + f.x1) / 2)], hm.y[round((f.y0 + f.y1) / 2)]) for f in fig.layout.shapes}
+    assert all(f.line.dash == "dash" for f in fig.layout.shapes)
     assert ("step0", "Q3_K_M") in marked and ("step0", "Q2_K") not in marked and ("25", "Q8_0") not in marked
     assert marked == {(sweepplots._step_label(c["step"]), c["quant"]) for c in sweep["cells"]
                       if sweepplots.within_noise(c)}
