@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("specs", nargs="+", metavar="SPEC", help="variant specs: Q4_K_M, step3000:Q4_K_M, demo@step0, ./m.gguf")
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="a prompt (prompt scoring: every token after the first)")
-    src.add_argument("--text-file", help="a UTF-8 text file (corpus scoring when long enough)")
+    src.add_argument("--text-file", help="a UTF-8 text file (corpus scoring when long enough); demo:heldout is "
+                                         "the demo suite's held-out text, from any directory")
     c.add_argument("--reference", help="spec of the reference for KL statistics (e.g. F16, or demo for the demo "
                    "suite); default, as on the dashboard: the highest-precision variant given (most bits per weight, "
                    "then the latest step) when two or more are given; 'none' for no reference and no KL")
@@ -82,7 +83,8 @@ def _add_sweep_parser(sub) -> None:
     sp = ss.add_parser("plan", help="record a sweep in --db; prints its id as the last line")
     sp.add_argument("--steps", required=True, help="all, A-B/S (1000-143000/1000), log:N, or a comma list")
     sp.add_argument("--quants", required=True, help="comma list, e.g. F16,Q8_0,Q4_K_M (F16 allowed)")
-    sp.add_argument("--text-file", required=True, help="the UTF-8 text every cell scores (corpus mode)")
+    sp.add_argument("--text-file", required=True, help="the UTF-8 text every cell scores (corpus mode); "
+                                                       "demo:heldout: the demo suite's held-out text")
     sp.add_argument("--repo", help="checkpoint repo of the steps (default: the checkpoint repo; demo: the demo suite)")
     sp.add_argument("--reference", help="default F16: each step's own F16; or one spec for every cell")
     sp.add_argument("--ctx", type=int, default=512, help="corpus chunk size in tokens (default 512)")
@@ -160,7 +162,8 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.prompt is not None:
         check_unicode(args.prompt, "--prompt")  # bytes that are not UTF-8 in argv arrive as lone surrogates
-    text = args.prompt if args.prompt is not None else read_text_file(args.text_file, settings.max_text_chars)
+    text = args.prompt if args.prompt is not None else read_text_file(args.text_file, settings.max_text_chars,
+                                                                       settings.demo_dir)
     if args.prompt is not None and len(text) > settings.max_prompt_chars:
         raise BadInput(f"the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars} "
                        f"(use --text-file for long texts)")
@@ -183,24 +186,26 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(run.to_json(), ensure_ascii=False))
     else:
         print(format_run(run, width=_width()))
-        print(f"\nrun {run_id} saved to {settings.db_path}; `python -m pythia_compare runs show {run_id}`")
+        print(f"\nrun {run_id} saved to {settings.db_path}\nshow it again: python -m pythia_compare runs show {run_id}")
     return 0
 
 
 def _reference(specs: list[str], given: str | None, settings: Settings) -> str | None:
     """--reference as given; 'none' for no reference; absent: the dashboard's rule (default_reference)."""
     if given is not None:
-        return None if given.strip().lower() in ("none", "") else given
+        from .runs.compare import given_reference
+
+        return given_reference(given)
     from .web.dashboard import default_reference
 
     return default_reference(list(specs)) or None
 
 
 def _width() -> int:
-    """The terminal's width (COLUMNS when set; 100 when stdout is not a terminal)."""
+    """The terminal's width (COLUMNS when set; 80 when stdout is not a terminal)."""
     import shutil
 
-    return max(40, shutil.get_terminal_size((100, 24)).columns)
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
 
 
 class _progress_bar:
@@ -228,7 +233,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
     store = RunStore(settings.db_path)
     if args.runs_command == "list":
-        print(format_run_list(store.list(query=args.query, limit=args.limit)))
+        print(format_run_list(store.list(query=args.query, limit=args.limit), width=_width()))
     elif args.runs_command == "show":
         run = store.get_run(args.run_id)
         print(json.dumps(run.to_json(), ensure_ascii=False) if args.json else format_run(run, width=_width()))
@@ -313,9 +318,14 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
         entries = cache.entries()
         if not entries:
             print(f"the cache at {cache.root} is empty")
-        for e in entries:
-            k = e.key
-            print(f"{e.bytes / 1e6:9.1f} MB  {k.get('repo')}@{str(k.get('commit'))[:12]}  {k.get('quant'):7s}  {e.path}")
+        else:  # a table that fits the terminal: the files' folders are the cache's own (cache root, then models/)
+            from .runs.report import text_table
+
+            print(f"the cache at {cache.root}:")
+            print(text_table(["size MB", "quant", "from", "file"],
+                             [[round(e.bytes / 1e6, 1), e.key.get("quant"),
+                               f"{e.key.get('repo')}@{str(e.key.get('commit'))[:8]}", e.path.name] for e in entries],
+                             width=_width()))
         print(f"total {cache.total_bytes() / 1e6:.1f} MB in {len(entries)} files")
     else:
         try:

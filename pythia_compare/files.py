@@ -39,11 +39,28 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise
 
 
-def read_text_file(path: str, limit: int) -> str:
-    """The UTF-8 text of a user's file of at most `limit` characters; BadInput naming the file otherwise."""
-    p = Path(path).expanduser()
+DEMO_TEXT_PREFIX = "demo:"  # --text-file demo:heldout: a text of the demo suite, wherever the command runs
+
+
+def text_file_path(given: str, demo_dir: str | Path) -> Path:
+    """The file a --text-file names: `demo:NAME` is the demo suite's NAME.txt (in Settings.demo_dir, inside the
+    installed package too), so the README's commands work from any directory; anything else is a path."""
+    if given.startswith(DEMO_TEXT_PREFIX):
+        name = given[len(DEMO_TEXT_PREFIX):]
+        texts = sorted(p.stem for p in Path(demo_dir).glob("*.txt"))
+        if name not in texts:
+            raise BadInput(f"--text-file {given!r}: the demo suite has no text {name!r}; it has "
+                           f"{', '.join(DEMO_TEXT_PREFIX + t for t in texts) or 'none'}")
+        return Path(demo_dir) / f"{name}.txt"
+    return Path(given).expanduser()
+
+
+def read_text_file(path: str, limit: int, demo_dir: str | Path) -> str:
+    """The UTF-8 text of a user's file (or `demo:NAME`) of at most `limit` characters; BadInput naming it otherwise."""
+    p = text_file_path(path, demo_dir)
     if not p.is_file():
-        raise BadInput(f"text file {path!r} does not exist; give the path of a UTF-8 .txt file")
+        raise BadInput(f"text file {path!r} does not exist; give the path of a UTF-8 .txt file, or "
+                       f"{DEMO_TEXT_PREFIX}heldout for the demo suite's held-out text")
     if p.stat().st_size > limit * 4:
         raise BadInput(f"text file {path!r} is {p.stat().st_size} bytes; the limit is {limit} characters")
     try:

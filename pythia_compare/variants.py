@@ -27,7 +27,7 @@ DEMO_ALIAS = "demo"
 class QuantType:
     name: str  # llama.cpp ftype name, e.g. "Q4_K_M"
     ftype: int  # llama.cpp LLAMA_FTYPE_* value
-    bpw: float  # approximate bits per weight of the whole file (for labels and size plots)
+    bpw: float  # llama.cpp's nominal bits per weight of the type: orders quant types (quant_rank), never shown
     needs_imatrix: bool = False  # llama.cpp makes it only with an importance matrix
     native: bool = False  # written by the converter itself (no llama.cpp quantize step)
 
@@ -45,6 +45,24 @@ QUANTS: dict[str, QuantType] = {q.name: q for q in [
     _Q("IQ3_XXS", 23, 3.06, needs_imatrix=True), _Q("Q2_K_S", 21, 2.6, needs_imatrix=True),
 ]}
 QUANT_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
+
+
+def quant_rank(quant: str | None) -> tuple[float, str]:
+    """Sort key of quant names, highest precision (most bits per weight) first, everywhere they are listed:
+    pickers, plot lines and legends, heatmap rows, tables. Unknown names last, by name."""
+    q = QUANT_ALIASES.get(str(quant), str(quant))
+    return (-QUANTS[q].bpw if q in QUANTS else 0.0, q)
+
+
+def bits_per_weight(n_params: int | None, tensor_bytes: int | None) -> float | None:
+    """A GGUF file's bits per weight, the one rule every view shows (docs/metrics.md): its tensor bytes × 8 /
+    its parameters, as llama.cpp counts them (llama_model_size, llama_model_n_params: every tensor of the file,
+    the token embedding and the output matrix included; the metadata and the vocabulary not). None when not
+    known. On a small model the embedding and output (kept at higher precision) weigh a lot, so a file reads
+    more bits than its type's nominal figure (QuantType.bpw): the demo suite's Q4_K_M, 5.38 against 4.89."""
+    if not n_params or tensor_bytes is None:
+        return None
+    return tensor_bytes * 8 / n_params
 # The types a user can ask for today, highest precision first.
 SUPPORTED_QUANTS: list[str] = [q.name for q in QUANTS.values() if not q.needs_imatrix]
 

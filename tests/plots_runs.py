@@ -64,7 +64,8 @@ def make_variant(spec: str, n_scored: int, rng: np.random.Generator, *, top_k: i
     nbytes = HUB_BYTES.get(quant, int(QUANTS[quant].bpw * 405_000_000 / 8))
     return {"spec": v.spec, "label": v.label,
             "source": {"repo": v.repo, "commit": "0" * 40, "file": f"pythia-410m-{quant}.gguf",
-                       "sha256": "ab" * 32, "bytes": nbytes, "quant": quant},
+                       "sha256": "ab" * 32, "bytes": nbytes, "quant": quant,
+                       "bpw": (nbytes - 1_500_000) * 8 / 405_334_016},  # tensor bytes (no metadata) × 8 / params
             "ppl": ppl, "ppl_err": ppl_err, "n_scored": n_scored, "token_logprobs": lp, "next_token": nxt,
             "generation": gen, "kld": kld,
             "timings": {"load_s": float(rng.uniform(0.1, 2)), "score_s": float(rng.uniform(0.1, 2)),

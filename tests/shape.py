@@ -8,7 +8,8 @@ its findings as sentences, each starting with its rule:
 - "upward": a module of a lower wing importing from a higher one (the order of WINGS; the base is below every
   wing, the entry points above every wing);
 - "private": a private name (`_x`, not a dunder) taken from another module, by `from m import _x` or `m._x`;
-- "boundary": a third-party or standard module imported outside the files allowed to import it.
+- "boundary": a third-party or standard module imported outside the files allowed to import it;
+- "missing": an import of a module of the package that does not exist (a path left behind by a move).
 
 Never imports the package it reads. Run it by hand: `python -m tests.shape pythia_compare`.
 """
@@ -92,6 +93,8 @@ def _read(mod: Module, known: dict[str, Module]) -> None:
                 if full in known:  # `from pkg import module`
                     mod.imports.append((full, node.lineno))
                     aliases[a.asname or a.name] = full
+                elif node.module is None and not a.name.startswith("__"):  # `from . import x`: x must be a module
+                    mod.imports.append((full, node.lineno))
                 else:
                     mod.imports.append((source, node.lineno))
                     mod.names.append((source, a.name, node.lineno))
@@ -182,6 +185,8 @@ def check(folder: str | Path) -> list[str]:
                     trank, twhere = 0, "an entry point"
                 if trank < rank and not (mod.is_package and dest.name.startswith(mod.name + ".")):
                     findings.append(f"upward: {mod.rel}:{line} ({where}) imports {dest.name} ({twhere})")
+            if (target == root or target.startswith(root + ".")) and target not in known:
+                findings.append(f"missing: {mod.rel}:{line} imports {target}, which is not a module of the package")
             if not (target == root or target.startswith(root + ".")):
                 for prefix, allowed in BOUNDARIES.items():
                     if (target == prefix or target.startswith(prefix + ".")) and not any(

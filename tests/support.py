@@ -14,6 +14,25 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_QUANTS = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
 
 
+def venv_seeing(python: str | Path, path: Path) -> Path:
+    """A fresh virtual environment at `path` (with pip) that sees the packages of the interpreter `python`, and
+    returns its python. Not `--system-site-packages`: that shows the *base* interpreter's packages, which are
+    not the ones a venv running the tests installed. Instead a .pth file in the new venv lists `python`'s own
+    site directories, after the new venv's site-packages (so what is installed into it wins). Their .pth files
+    are not run (an editable install of this project there stays out of sight)."""
+    ask = ("import site, sys; dirs = site.getsitepackages(); "
+           "dirs += [site.getusersitepackages()] if site.ENABLE_USER_SITE else []; print('\\n'.join(dirs))")
+    dirs = subprocess.run([str(python), "-c", ask], capture_output=True, text=True, check=True,
+                          env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+                          ).stdout.split("\n")
+    subprocess.run([str(python), "-m", "venv", str(path)], check=True)
+    py = path / "bin" / "python"
+    site_dir = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site_dir) / "_pc_outer_site.pth").write_text("".join(f"{d}\n" for d in dirs if d and Path(d).is_dir()))
+    return py
+
+
 def run_cli(args: list[str], env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python -m pythia_compare ARGS` in a fresh process (the installed package); returns CompletedProcess."""
     e = dict(os.environ)
@@ -28,11 +47,14 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 600) -> sub
 # - slow: a new process per model load, a transformers model, every quant type, a fresh venv: seconds each.
 TIERS: dict[str, set[str]] = {
     "test_e2e": {"browser", "slow"},
+    "test_plots_drawn": {"browser", "slow"},
     "test_hardening": {"slow"},  # starts the app in a subprocess once per module
     "test_hardening::test_a_full_queue_says_busy_try_again_instead_of_hanging": {"browser"},
     "test_peer": {"peer", "slow"},
     "test_demo_trends": {"slow"},
     "test_packaging::test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_copy": {"slow"},
+    "test_packaging::test_the_packaging_venv_sees_the_packages_of_a_venv_that_runs_the_tests_not_only_the_base_interpreters":
+        {"slow"},
     "test_convert::test_f32_logits_of_both_weight_formats_match_transformers": {"slow"},
     "test_engine::test_every_supported_quant_type_runs_in_a_fresh_process": {"slow"},
     "test_engine::test_generation_streams_tokens_whose_text_joins_into_the_decoded_output": {"slow"},

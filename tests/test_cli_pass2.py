@@ -78,7 +78,49 @@ def test_runs_export_zip_holds_the_summary_and_the_tokens_as_the_page_does(share
     assert out.read_bytes() == run_to_zip(run)  # byte for byte what the page's download holds
     with zipfile.ZipFile(out) as z:
         summary = list(csv.reader(io.StringIO(z.read("summary.csv").decode("utf-8"), newline="")))
-    assert summary[0] == ["run_id", *SUMMARY_COLUMNS] and len(summary) == 3  # header + one row per model
+    at = SUMMARY_COLUMNS.index("spec") + 1
+    header = ["run_id", *SUMMARY_COLUMNS[:at], "repo", "step", *SUMMARY_COLUMNS[at:]]
+    assert summary[0] == header and len(summary) == 3  # header + one row per model
     assert [r[3] for r in summary[1:]] == ["demo", "demo:Q2_K"]
+    assert [(r[4], r[5]) for r in summary[1:]] == [("demo", "800"), ("demo", "800")]  # the demo's last step
     refused = run_cli([*_base(shared), "runs", "export", "--format", "zip", "--", rid])
     assert refused.returncode == 2 and "--out" in refused.stderr
+
+
+# ------------------------------------------------------------------------------------------ issue 20, item 4
+
+def _cli_elsewhere(args: list[str], cwd, env_extra: dict | None = None):
+    """The CLI in a fresh process started outside the checkout, with no COLUMNS (not a terminal: 80 columns)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "pythia_compare", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def test_demo_heldout_names_the_demo_text_from_any_directory_and_every_line_fits_80_columns_escaped(shared,
+                                                                                                    tmp_path):
+    base = _base(shared)
+    out = _cli_elsewhere([*base, "compare", "demo@step0", "demo", "--text-file", "demo:heldout", "--ctx", "64",
+                          "--max-tokens", "24"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "corpus scoring" in out.stdout and "demo step0 F16 generates" in out.stdout
+    long = [line for line in out.stdout.splitlines() if len(line) > 80]
+    assert long == [], long  # the KL footnote and the "saved to" lines included
+    # step 0's random generation holds control bytes: escaped (\x0e), never sent to the terminal raw
+    assert not any(ord(c) < 32 and c not in "\n\t" or 0x7f <= ord(c) < 0xa0 for c in out.stdout)
+    for args in (["runs", "list"], ["cache", "list"]):
+        listed = _cli_elsewhere([*base, *args], tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.strip() and all(len(line) <= 80 for line in listed.stdout.splitlines()), listed.stdout
+    bad = _cli_elsewhere([*base, "compare", "demo@step0", "demo", "--text-file", "demo:nosuch"], tmp_path)
+    assert bad.returncode == 2 and "demo:heldout" in bad.stderr
+
+
+def test_a_step0_generation_prints_its_control_bytes_escaped():
+    from pythia_compare.runs.report import terminal_text
+
+    assert terminal_text("a\x0eb\x07c\n\td\x1b[31m\x7f\x85\u2028é😀") == "a\\x0eb\\x07c\n\td\\x1b[31m\\x7f\\x85\\u2028é😀"

@@ -241,7 +241,7 @@ def test_a_bogus_link_points_at_the_controls_above():
 def test_a_search_without_result_says_so(dash):
     last_run(dash, **page(specs="demo:Q2_K", max_tokens=0))
     table, note = dash.search("zebra xylophone", None)
-    assert table["data"] == [] and "No run's text matches “zebra xylophone”" in note
+    assert table["data"] == [] and "No run's text, variant or label matches “zebra xylophone”" in note
     table, note = dash.search("quick brown", None)
     assert table["data"] and "found" in note
 
@@ -293,3 +293,27 @@ def test_mid_run_the_status_counts_only_variants_scored_through_every_chunk(dash
     assert dash.core.status(final).startswith(f"**Run `{final['run_id']}`**")
 
 
+
+
+# ------------------------------------------------------------------------------------------ issue 20, item 5
+
+def test_the_page_names_its_own_controls_in_messages_not_the_clis_flags(dash):
+    # a text too short for corpus scoring at this context
+    two = "demo@step0 demo"
+    message = error_of(dash, **page(specs=two, text="word " * 40, ctx=4096, scoring="corpus"))
+    assert "--ctx" not in message and "“Context” (Settings)" in message
+    message = error_of(dash, **page(specs=two, prompt="", text=""))
+    assert "--prompt" not in message and "--text-file" not in message and "prompt" in message
+    from pythia_compare.web.dashboard import page_wording
+
+    offline = page_wording("Run once without --offline (with network) to fetch it into the cache, or use "
+                           "--offline with cached files")
+    assert "--offline" not in offline and "PYTHIA_COMPARE_OFFLINE" in offline
+
+
+def test_the_compare_api_takes_reference_none_as_the_cli_does(dash):
+    for none in ("none", "None", " NONE "):
+        run = last_run(dash, **page(specs="demo@step0 demo", reference=none, max_tokens=0))
+        assert run["reference"] is None and run["params"]["reference"] is None
+        assert [v["spec"] for v in run["variants"]] == ["demo@step0", "demo"]
+    assert "reference" in error_of(dash, **page(specs="demo@step0 demo", reference=7))

@@ -23,7 +23,7 @@ from pythia_compare.web import plots
 from pythia_compare.runs import report
 from pythia_compare.sources.resolver import demo_steps
 from pythia_compare.runs.store import RunStore
-from pythia_compare.web.dashboard import table_cells
+from pythia_compare.web.dashboard import page_summary, table_cells
 from pythia_compare.runs.export import run_to_csv, run_to_zip
 from pythia_compare.web.ui import OWNER_KEY
 from tests.ui_support import (MAX_TOKENS, PROMPT, ROOT, chromium, cli_json, comparable, demo_suite, served_app,
@@ -164,7 +164,7 @@ def test_a_browser_run_shows_every_view_matches_the_cli_and_its_link_redraws_it(
     # the summary table shows what the CLI prints for the same input
     cli = cli_json(tmp, suite, specs, reference)
     assert comparable(stored) == comparable(cli)
-    cols, rows = report.summary_table(cli)
+    cols, rows = page_summary(*report.summary_table(cli))  # the page's order: the numbers first
     expected = table_cells(cols, rows)
     assert page.evaluate(_HEAD_JS, "pc-summary") == cols
     shown = page.evaluate(_TABLE_JS, "pc-summary")
@@ -410,6 +410,9 @@ def test_on_a_phone_run_stays_on_screen_alternatives_open_on_tap_and_plot_titles
     open_page(page, url)
     run_box = page.locator("#pc-run").bounding_box()
     assert run_box and run_box["y"] >= 0 and run_box["y"] + run_box["height"] <= 844  # on the first screen
+    # the first screen reaches the controls, not only the title and the banner (issue 20)
+    models = page.locator("#pc-family").bounding_box()
+    assert models and models["y"] + 0.5 * models["height"] < 844 - run_box["height"], models
     page.mouse.wheel(0, 1500)
     page.wait_for_timeout(300)
     run_box = page.locator("#pc-run").bounding_box()
@@ -430,6 +433,18 @@ def test_on_a_phone_run_stays_on_screen_alternatives_open_on_tap_and_plot_titles
         svg = page.evaluate(_BOXES_JS, f"#pc-fig-{name} .main-svg")[0]
         title = page.evaluate(_BOXES_JS, f"#pc-fig-{name} .gtitle")[0]
         assert _inside(title, svg), (name, title, svg)
+        # no toolbar over the title; a legend below the plot, not beside it taking half its width
+        assert not any(b["w"] > 0 and _overlap(b, title)
+                       for b in page.evaluate(_BOXES_JS, f"#pc-fig-{name} .modebar-btn")), name
+        area = page.evaluate(_BOXES_JS, f"#pc-fig-{name} .nsewdrag")
+        for legend in page.evaluate(_BOXES_JS, f"#pc-fig-{name} .legend"):
+            assert all(legend["y"] >= a["b"] - 1 for a in area), (name, legend, area)
+        assert all(a["w"] > 0.6 * svg["w"] for a in area if name != "next_token"), (name, area, svg)
+    # the summary's first screen shows the numbers beside the variant, not its role and spec
+    page.locator("#pc-summary").scroll_into_view_if_needed()
+    heads = [h for h in page.evaluate(_BOXES_JS, "#pc-summary thead th") if h["r"] <= 390 and h["w"] > 0]
+    shown = [h["text"].replace("⋮", "").strip() for h in heads]
+    assert shown[:3] == ["variant", "PPL", "PPL ±"], shown
     page.screenshot(path=str(tmp / "phone.png"), full_page=False)
     phone.close()
 
@@ -442,7 +457,7 @@ def test_the_history_shows_whole_variant_lists_and_each_runs_settings(app, brows
     page.get_by_role("tab", name="History").click()
     page.locator("#pc-query input, #pc-query textarea").first.fill("zebra xylophone")
     page.get_by_role("button", name="Search").click()
-    page.locator("#pc-history-note").get_by_text("No run's text matches").wait_for(timeout=LONG_MS)
+    page.locator("#pc-history-note").get_by_text("No run's text, variant or label matches").wait_for(timeout=LONG_MS)
     page.locator("#pc-query input, #pc-query textarea").first.fill("")
     page.get_by_role("button", name="Search").click()
     page.wait_for_function("(id) => document.querySelector('#pc-history').innerText.includes(id)", arg=run["run_id"],

@@ -64,3 +64,42 @@ def test_a_run_without_reference_or_aligned_tokens_still_exports():
     rows = rows_of(run_to_csv(run))
     assert len(rows) == 2 * run["variants"][0]["n_scored"]
     assert all(r["token_index"] == "" and r["token"] == "" and r["logprob"] for r in rows)
+
+
+def test_summary_csv_gives_same_top_in_percent_as_the_page_and_step_repo_quant_columns_in_both_files(tmp_path):
+    from pythia_compare.runs.export import summary_to_csv
+    from pythia_compare.runs.report import format_cell, summary_table
+
+    store = RunStore(tmp_path / "runs.db")
+    run = store.get(store.save(full_run(seed=2)))
+    summary = rows_of(summary_to_csv(run))
+    columns, page_rows = summary_table(run)
+    page = [dict(zip(columns, format_cell_row)) for format_cell_row in
+            [[format_cell(c, columns[i]) for i, c in enumerate(r)] for r in page_rows]]
+    for row, shown, entry in zip(summary, page, [run["reference"], *run["variants"]]):
+        if entry.get("kld"):
+            # the same value and header as the page's table (99.358, not 0.99358)
+            assert float(row["same top %"]) == 100.0 * entry["kld"]["same_top"]
+            assert f"{float(row['same top %']):.3f}" == shown["same top %"]
+    assert [(r["spec"], r["repo"], r["step"], r["quant"]) for r in summary] == [
+        ("F16", run["reference"]["source"]["repo"] or "", "143000", "F16"),
+        ("Q8_0", run["variants"][0]["source"]["repo"] or "", "143000", "Q8_0"),
+        ("step3000:Q4_K_M", run["variants"][1]["source"]["repo"] or "", "3000", "Q4_K_M")]
+    tokens = rows_of(run_to_csv(run))
+    by_spec = {r["spec"]: (r["repo"], r["step"], r["quant"]) for r in tokens}
+    assert by_spec == {r["spec"]: (r["repo"], r["step"], r["quant"]) for r in summary}
+    assert [c for c in COLUMNS[:7]] == ["run_id", "role", "spec", "label", "repo", "step", "quant"]
+
+
+def test_the_step_of_a_demo_final_or_local_file_is_its_own_or_empty():
+    from pythia_compare.runs.report import step_of
+    from pythia_compare.runs.run import as_run
+
+    run = as_run(full_run())
+    e = run.variants[0]
+    e.spec, e.source.file = "demo", "demo-step800-F16.gguf"
+    assert step_of(e) == 800
+    e.spec, e.source.file = "/tmp/x/model.gguf", "model.gguf"
+    assert step_of(e) is None
+    e.spec = "demo@step25:Q2_K"
+    assert step_of(e) == 25

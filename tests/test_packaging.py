@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 
-from tests.support import ROOT
+from tests.support import ROOT, venv_seeing
 
 
 def pins(path: Path) -> set[str]:
@@ -38,7 +38,8 @@ def test_pyproject_pins_the_same_dependencies_as_requirements_txt():
 
 
 def test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_copy(tmp_path):
-    """The venv sees the system's site-packages for the (pinned, already installed) dependencies only; the
+    """The venv sees the dependencies (pinned, already installed) of the interpreter that runs the tests, be it
+    a venv or the base interpreter (tests.support.venv_seeing); the
     project itself is built from a copy of the tree and installed non-editable, and the check below proves the
     command runs that installed copy, with the demo suite and css shipped inside it."""
     src = tmp_path / "src"
@@ -49,8 +50,8 @@ def test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_co
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, src / name)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    py, exe = venv / "bin" / "python", venv / "bin" / "pythia-compare"
+    py = venv_seeing(sys.executable, venv)
+    exe = venv / "bin" / "pythia-compare"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     done = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(src)], capture_output=True,
@@ -75,3 +76,27 @@ def test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_co
                          capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "PPL" in run.stdout and "demo step0 F16" in run.stdout and "saved to" in run.stdout
+
+
+def test_the_packaging_venv_sees_the_packages_of_a_venv_that_runs_the_tests_not_only_the_base_interpreters(tmp_path):
+    """A newcomer runs the suite from a venv with the dependencies installed into it (issue 20, item 6): the
+    inner venv of the test above must see them. Here the venv that "runs the tests" has a package that the base
+    interpreter does not (a module installed into its site-packages), and the inner venv made from it must
+    import it, while its own site-packages still comes first."""
+    outer = tmp_path / "outer"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(outer)], check=True)
+    outer_py = outer / "bin" / "python"
+    outer_site = subprocess.run([str(outer_py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    (Path(outer_site) / "pc_outer_only_pkg.py").write_text("WHERE = 'outer venv'\n")
+    make = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from tests.support import venv_seeing; print(venv_seeing(sys.executable, Path(sys.argv[2])))")
+    inner_py = subprocess.run([str(outer_py), "-c", make, str(ROOT), str(tmp_path / "inner")], capture_output=True,
+                              text=True, check=True).stdout.strip().splitlines()[-1]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    seen = subprocess.run([inner_py, "-c", "import sys, sysconfig, pc_outer_only_pkg as m; print(m.WHERE); "
+                                           "print(sys.path.index(sysconfig.get_paths()['purelib']) < "
+                                           "sys.path.index(sys.argv[1]))", outer_site],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.split() == ["outer", "venv", "True"]

@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from pythia_compare.web import plots
+from pythia_compare.web import plots, sweepplots
 from pythia_compare.runs import report
 from pythia_compare.runs.run import GenToken, Run
-from pythia_compare.variants import QUANTS
 
 from tests.plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
+from tests.sweep_data import DEMO_STEPS, cell, make_sweep
 
 
 def _trace(fig, name):
@@ -123,7 +124,8 @@ def test_a_quant_series_is_plotted_against_file_size_with_bits_per_weight():
         assert list(t.error_y.array) == [v["ppl_err"]]
         q = v["source"]["quant"]
         label = next(a for a in fig.layout.annotations if a.name == name)  # the point's label, on a pointer
-        assert label.x == label.ax == t.x[0] and f"{q} · {QUANTS[q].bpw:g} bpw" == label.text
+        # the file's own bits per weight, as the run measured it (variants.bits_per_weight), not the type's
+        assert label.x == label.ax == t.x[0] and f"{q}<br>{v['source']['bpw']:.2f} bpw" == label.text
         assert label.ay > max(fig.data[k].y[0] for k in range(len(fig.data)))  # above every point
     assert fig.layout.xaxis.title.text == "file size (MB)"
 
@@ -206,7 +208,7 @@ def test_summary_rows_carry_the_runs_own_numbers_reference_first():
     for v, r in zip(_entries(run), rows):
         cell = dict(zip(columns, r))
         assert cell["variant"] == v["label"] and cell["spec"] == v["spec"]
-        assert cell["quant"] == v["source"]["quant"] and cell["bpw"] == QUANTS[v["source"]["quant"]].bpw
+        assert cell["quant"] == v["source"]["quant"] and cell["bpw"] == v["source"]["bpw"]
         assert cell["size MB"] == v["source"]["bytes"] / 1e6
         # 10 scored tokens: too few for a standard error, so the ± cells say n/a (the JSON keeps its number)
         assert v["n_scored"] == 10
@@ -335,3 +337,51 @@ def test_plots_imports_no_gradio():
     code = "import sys, pythia_compare.web.plots; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------- issue 20: readable plots
+
+def test_the_kl_box_plot_takes_a_log_axis_when_a_step_sits_beside_quants_and_stays_linear_otherwise():
+    run = prompt_run()
+    assert plots.kld_figure(run).layout.yaxis.type == "linear"  # three quants: alike in scale
+    run["variants"][0]["kld"]["per_token"] = [x * 1000 for x in run["variants"][0]["kld"]["per_token"]]  # a step
+    fig = plots.kld_figure(run)
+    assert fig.layout.yaxis.type == "log" and "log scale" in fig.layout.yaxis.title.text
+    assert plots.kld_figure(run, log_y=False).layout.yaxis.type == "linear"  # a caller may still choose
+
+
+def test_next_token_bars_are_scaled_to_the_largest_probability_and_the_axis_says_so():
+    run = prompt_run()
+    for e in [run["reference"], *run["variants"]]:
+        for t in e["next_token"]:
+            t["prob"] *= 0.1  # a step-0-like spread: nothing above 0.09
+    top = max(t["prob"] for e in [run["reference"], *run["variants"]] for t in e["next_token"])
+    fig = plots.next_token_figure(run)
+    lo, hi = fig.layout.yaxis.range
+    assert lo == 0 and top < hi <= 1.2 * top
+    assert "probability" in fig.layout.yaxis.title.text and "fitted" in fig.layout.yaxis.title.text
+    many = make_run(["Q8_0", "Q6_K", "Q4_K_M", "Q2_K", "step1000"], reference="F16")  # panels, one per variant
+    for e in [many["reference"], *many["variants"]]:
+        for t in e["next_token"]:
+            t["prob"] *= 0.1
+    panels = plots.next_token_figure(many)
+    assert all(panels.layout[k].range[1] < 0.2 for k in panels.layout if k.startswith("yaxis") and panels.layout[k].range)
+
+
+def test_sweep_ppl_vs_step_offers_each_quants_percent_above_the_reference_so_the_lines_part():
+    sweep = make_sweep()
+    fig = sweepplots.sweep_ppl_figure(sweep)
+    (menu,) = fig.layout.updatemenus
+    views = {b.label: b for b in menu.buttons}
+    assert set(views) == {sweepplots.PPL_VIEW, sweepplots.DIFF_VIEW}
+    diff = views[sweepplots.DIFF_VIEW].args
+    names = [t.name for t in fig.data]
+    ys = dict(zip(names, diff[0]["y"]))
+    assert all(y == 0 for y in ys["F16"])  # the reference is the zero line
+    for q in ("Q8_0", "Q2_K"):
+        want = [100 * (cell(sweep, s, q)["ppl"] / cell(sweep, s, "F16")["ppl"] - 1) for s in DEMO_STEPS]
+        assert ys[q] == pytest.approx(want, rel=1e-9)
+    assert min(ys["Q2_K"]) > max(ys["Q8_0"])  # apart, where in perplexity they lie on top of each other
+    assert diff[1]["yaxis.type"] == "linear" and "%" in diff[1]["yaxis.title.text"]
+    back = views[sweepplots.PPL_VIEW].args
+    assert dict(zip(names, back[0]["y"]))["Q2_K"] == [cell(sweep, s, "Q2_K")["ppl"] for s in DEMO_STEPS]

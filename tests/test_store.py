@@ -333,6 +333,20 @@ def test_search_finds_runs_by_the_words_of_their_text(searchable):
     assert found("") == found("   ") == set(ids.values()) == {r["run_id"] for r in store.list()}
 
 
+def test_search_matches_prefixes_of_the_texts_words_and_anything_in_a_variants_spec_or_label(searchable):
+    """Issue 20: "fibo" and "Q2_K" found nothing, as search took whole words of the text only."""
+    store, ids = searchable
+    found = lambda q: {r["run_id"] for r in store.list(query=q)}
+    assert found("qui") == {ids["fox"]} and found("cap fra") == {ids["paris"]}  # starts of words
+    assert found("ret") == {ids["code"]}
+    every = set(ids.values())
+    assert found("Q4_K_M") == found("q4_k") == found("step3000") == every  # every run of full_run has these
+    assert found("Q4_K_M paris") == {ids["paris"]}  # each word must match, in the text or a variant
+    assert found("Q2_K") == set() and found("Q8") == every
+    assert found("q_k") == set()  # "_" is a character, not a wildcard
+    assert found("%") == set() and found("step3000:Q4%") == set()
+
+
 @pytest.mark.parametrize("query", ['"', 'a"b', "NOT", "foo OR", "OR", "AND", "*", "fox*", "(", ")", "text:x",
                                    "text:fox", "NEAR(a b)", "NEAR", "^fox", "-fox", "+", "'", "fox\x00",
                                    "'; DROP TABLE runs; --", "\\", "ünï 🙂 東京", "\ud83d", "x" * 10_000,

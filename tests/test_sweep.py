@@ -80,7 +80,8 @@ def test_a_demo_sweep_runs_every_cell_and_status_says_done(one_process):
     st = json.loads(s.stdout)
     assert (st["sweep"], st["done"], st["total"], st["failed"]) == (sweep_id, CELLS, CELLS, 0)
     table = _cli(["sweep", "show", sweep_id], tmp, db).stdout
-    assert [line.split()[2] for line in table.splitlines()[2:]] == ["done"] * CELLS
+    assert [line.split()[2] for line in table.splitlines()[2:-1]] == ["done"] * CELLS
+    assert all(len(line) <= 80 for line in table.splitlines())
 
 
 def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process):
@@ -112,12 +113,22 @@ def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process)
                                 settings=settings, pool=pool).to_json()
     finally:
         pool.close()
-    cell = next(c for c in sweep["cells"] if (c["step"], c["quant"]) == (300, "Q2_K"))
+    def by_cell(step, quant):
+        return next(c for c in sweep["cells"] if (c["step"], c["quant"]) == (step, quant))
+
+    cell = by_cell(300, "Q2_K")
     assert cell["ppl"] == direct["variants"][0]["ppl"]
     assert cell["kld_mean"] == direct["variants"][0]["kld"]["mean"]
     assert cell["ln_ratio"] == direct["variants"][0]["kld"]["ln_ratio"]
     assert runs[(300, "Q2_K")]["variants"][0]["token_logprobs"] == direct["variants"][0]["token_logprobs"]
     assert runs[(300, "F16")]["variants"][0]["ppl"] == direct["reference"]["ppl"]
+    # One bits-per-weight rule (issue 20): the Compare tab's summary shows the sweep cell's figure for the same file.
+    from pythia_compare.runs.report import summary_table
+
+    columns, rows = summary_table(direct)
+    shown = {r[columns.index("spec")]: r[columns.index("bpw")] for r in rows}
+    assert shown["demo@step300:Q2_K"] == direct["variants"][0]["source"]["bpw"] == cell["bpw"]
+    assert shown["demo@step300"] == runs[(300, "F16")]["variants"][0]["source"]["bpw"] == by_cell(300, "F16")["bpw"]
     # Fewer bits per weight as the quant gets coarser; more divergence.
     by = {(c["step"], c["quant"]): c for c in sweep["cells"]}
     assert by[(25, "F16")]["bpw"] > by[(25, "Q8_0")]["bpw"] > by[(25, "Q2_K")]["bpw"]

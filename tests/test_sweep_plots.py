@@ -121,7 +121,7 @@ def test_ppl_vs_bits_per_weight_has_one_line_per_step_in_bpw_order():
         by_quant = {c[0]: y for c, y in zip(t.customdata, t.y)}
         assert by_quant == {q: cell(sweep, step, q)["ppl"] for q in DEMO_QUANTS}
         assert t.error_y.visible and len(t.error_y.array) == len(DEMO_QUANTS)
-    assert fig.layout.xaxis.title.text == "bits per weight" and fig.layout.yaxis.type == "log"
+    assert fig.layout.xaxis.title.text == "bits per weight (log scale)" and fig.layout.yaxis.type == "log"
     assert fig.data[-1].text and list(fig.data[-1].text) == [q for q in reversed(DEMO_QUANTS)]  # labelled by quant
 
 
@@ -136,7 +136,7 @@ def test_later_steps_are_drawn_darker_so_the_lines_read_in_training_order():
 def test_the_heatmap_shows_ln_ppl_ratio_per_quant_and_step():
     sweep = make_sweep()
     fig = sweepplots.sweep_heatmap(sweep)
-    (hm,) = fig.data
+    hm = fig.data[0]
     assert hm.type == "heatmap"
     assert list(hm.x) == ["step0", "25", "100", "300", "800"]
     quants = [q for q in DEMO_QUANTS if q != "F16"]  # the reference has no ratio to itself
@@ -203,3 +203,44 @@ def test_the_full_pythia_grid_draws_with_every_step_placed_and_values_on_hover_o
 def test_a_small_heatmap_writes_each_value_in_its_square():
     hm = sweepplots.sweep_heatmap(make_sweep()).data[0]
     assert hm.text[0][0] == sweepplots.fmt_num(hm.z[0][0], 3)
+
+
+# ------------------------------------------------------------------------------------- noise and order (issue 20)
+
+def test_heatmap_squares_within_two_standard_errors_of_zero_are_marked_as_noise_and_the_legend_says_so():
+    sweep = make_sweep()
+    q3 = cell(sweep, 0, "Q3_K_M")
+    q3.update(ln_ratio=-0.0157, ln_ratio_err=0.0100)  # "better than F16", but within 2 SE of 0
+    q2 = cell(sweep, 0, "Q2_K")
+    q2.update(ln_ratio=0.050, ln_ratio_err=0.0100)  # 5 SE from 0: a real difference
+    q8 = cell(sweep, 25, "Q8_0")
+    q8.update(ln_ratio=0.0004, ln_ratio_err=0.0)  # no standard error (too few tokens): nothing to say
+    fig = sweepplots.sweep_heatmap(sweep)
+    hm = fig.data[0]
+    row, col = list(hm.y).index, list(hm.x).index
+    assert hm.text[row("Q3_K_M")][col("step0")].startswith("≈0")
+    assert "-0.016" in hm.text[row("Q3_K_M")][col("step0")]  # the value stays readable beside the mark
+    assert hm.text[row("Q2_K")][col("step0")] == sweepplots.fmt_num(0.050, 3)
+    assert not hm.text[row("Q8_0")][col("25")].startswith("≈")
+    assert "within noise" in hm.customdata[row("Q3_K_M")][col("step0")][4]
+    legend = [t for t in fig.data if t.type == "scatter"]
+    assert len(legend) == 1 and legend[0].showlegend and fig.layout.showlegend is not False
+    assert "2 standard errors" in legend[0].name and "noise" in legend[0].name
+    # a dashed frame in each noisy square: category axes place square k at k
+    marked = {(hm.x[round((f.x0 + f.x1) / 2)], hm.y[round((f.y0 + f.y1) / 2)]) for f in fig.layout.shapes}
+    assert all(f.line.dash == "dash" for f in fig.layout.shapes)
+    assert ("step0", "Q3_K_M") in marked and ("step0", "Q2_K") not in marked and ("25", "Q8_0") not in marked
+    assert marked == {(sweepplots._step_label(c["step"]), c["quant"]) for c in sweep["cells"]
+                      if sweepplots.within_noise(c)}
+
+
+def test_quants_are_sorted_by_bits_per_weight_in_every_figure_whatever_order_the_sweep_lists_them():
+    clicked = ["Q8_0", "Q4_K_M", "Q2_K", "Q6_K", "Q3_K_M", "F16"]  # the order the boxes were clicked
+    sweep = make_sweep(quants=clicked)
+    want = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]
+    figs = sweepplots.sweep_figures(sweep)
+    assert list(figs["heatmap"].data[0].y) == want[1:]  # rows: highest precision on top
+    assert list(figs["heatmap"].layout.yaxis.categoryarray) == want[1:]
+    assert [t.name for t in figs["ppl"].data] == want  # lines and legend
+    assert [t.legendgroup for t in figs["kld"].data][::2] == want[1:]
+    assert sweepplots.sweep_quant_order(sweep) == want

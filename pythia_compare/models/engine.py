@@ -31,6 +31,7 @@ import logging
 import re
 import struct
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from functools import partial
@@ -222,6 +223,9 @@ class Model:
             mparams.kv_overrides = self._kv_overrides
         self._mparams = mparams  # the generation handle loads with a copy of these (load_plan)
         self._gen = None  # the generation handle, loaded lazily: see _generation_ctx
+        self.tokens_generated = 0  # over this model's life: what a pooled model has shown it will generate
+        self.generation_load_s: float | None = None  # the last generate call's load of the handle (None: none)
+        self._gen_waiting = ""  # why a planned handle is not loaded yet (load_info reports it)
         self.extra_bytes = 0  # memory the generation handle costs on top of the file (its repacked weights)
         self.may_grow = lambda nbytes: True  # the pool's say on extra_bytes (ModelPool sets it)
         _last_error.text = ""
@@ -241,6 +245,9 @@ class Model:
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self._model))
+        # what variants.bits_per_weight divides: every tensor's bytes, every tensor's parameters (model_size)
+        self.n_params = int(llama_cpp.llama_model_n_params(self._model))
+        self.tensor_bytes = int(llama_cpp.llama_model_size(self._model))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.bos_id = int(llama_cpp.llama_vocab_bos(self._vocab))
         self.eos_id = int(llama_cpp.llama_vocab_eos(self._vocab))
@@ -304,13 +311,25 @@ class Model:
         self.load_plans = {"score": score, "generate": load_plan(self.settings, self.quant, "generate")}
         self._gen_state = "shared" if self.load_plans["generate"]["extra_bufts"] == score["extra_bufts"] else "planned"
 
-    def _generation_ctx(self, n_ctx: int):
-        """(context, its n_ctx) to generate with; the caller holds the lock. When the plan asks for other load
-        settings for generation than for scoring, a second llama_model is loaded on first use, with those
-        settings: the weights it does not repack are the same mmapped file pages, the ones it repacks are
-        copies (extra_bytes). It is kept only if llama.cpp did repack something and the pool has room."""
+    def _generation_ctx(self, n_ctx: int, n_tokens: int = 0):
+        """(context, its n_ctx) to generate n_tokens with; the caller holds the lock. When the plan asks for other
+        load settings for generation than for scoring, a second llama_model is loaded with those settings, but
+        only once it pays for its load: when the tokens this model has generated so far and n_tokens reach
+        loadplan.break_even_tokens (a one-shot run does not; a long-lived app's pooled model does). Its load
+        time is kept apart (generation_load_s). The weights it does not repack are the same mmapped file pages,
+        the ones it repacks are copies (extra_bytes). It is kept only if llama.cpp did repack something and the
+        pool has room."""
+        self.generation_load_s = None
         if self._gen_state == "planned":
-            self._load_generation_handle(n_ctx)
+            need = loadplan.break_even_tokens(self.settings, cpu_info())
+            if self.tokens_generated + n_tokens >= need:
+                t = time.perf_counter()
+                self._load_generation_handle(n_ctx)
+                self.generation_load_s = time.perf_counter() - t
+                self._gen_waiting = ""
+            else:
+                self._gen_waiting = (f"not loaded yet: {self.tokens_generated + n_tokens} tokens to generate so far do "
+                                     f"not pay for its load (about {need:.0f} do)")
         if self._gen is None:
             self._ensure_context(n_ctx)
             return self._ctx, self.n_ctx
@@ -366,6 +385,8 @@ class Model:
         """The load settings of each phase, for the run JSON's "load": whether extra buffer types (ggml's CPU
         weight repacking) are on for scoring and for generation, and why."""
         score, gen = self.load_plans["score"], self.load_plans.get("generate", self.load_plans["score"])
+        if self._gen_waiting and self._gen_state == "planned":  # planned, but generation ran on the scoring handle
+            gen = {"extra_bufts": score["extra_bufts"], "reason": f"{gen['reason']}; {self._gen_waiting}"}
         out = {"extra_bufts_score": bool(score["extra_bufts"]), "extra_bufts_generate": bool(gen["extra_bufts"]),
                "quant": self.quant, "cpu": cpu_info()["summary"],
                "reason": score["reason"] if score["reason"] == gen["reason"]
@@ -527,14 +548,16 @@ class Model:
         if max_tokens <= 0 or not prompt_tokens:
             return
         with self.lock:
-            ctx, n_ctx = self._generation_ctx(_round_ctx(len(prompt_tokens) + max_tokens))
+            ctx, n_ctx = self._generation_ctx(_round_ctx(len(prompt_tokens) + max_tokens), max_tokens)
             llama_cpp.llama_set_n_threads(ctx, self.settings.n_threads, self.settings.n_threads)
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
             batch = llama_cpp.llama_batch_init(max(len(prompt_tokens), 1), 0, 1)
             try:
                 feed = partial(self._feed, ctx, batch, min(self.settings.n_batch, n_ctx))
-                yield from self._stream(ctx, feed, prompt_tokens, max_tokens, temperature,
-                                        np.random.default_rng(seed), n_alternatives)
+                for tok in self._stream(ctx, feed, prompt_tokens, max_tokens, temperature,
+                                        np.random.default_rng(seed), n_alternatives):
+                    self.tokens_generated += 1
+                    yield tok
             finally:
                 llama_cpp.llama_batch_free(batch)
 

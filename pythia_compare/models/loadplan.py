@@ -22,6 +22,15 @@ from ..config import Settings
 REPACK_SCORE = {"GenuineIntel": frozenset({"Q4_0"})}
 REPACK_GENERATE = {"AuthenticAMD": frozenset({"Q4_K_M", "Q4_K_S"}), "GenuineIntel": frozenset({"Q4_0", "Q4_K_M"})}
 _FLOAT_TYPES = {"F32", "F16", "BF16"}
+# A second, repacked handle costs a whole model load before its first token. Loading it took as long as
+# generating LOAD_IN_TOKENS tokens on the plain handle (Pythia-410M Q4_K_M on an AVX-512 AMD EPYC: 2.41 s
+# against 13.1 ms a token, issue 20; the same ratio on this project's AVX2 EPYC, benchmarks/bench_generate.py);
+# it then saves GENERATE_GAIN of each token's time (the measurements above). So it pays only once a model has
+# LOAD_IN_TOKENS / GENERATE_GAIN tokens to generate (break_even_tokens): about 1100 on AMD, 3700 on Intel, more
+# than one run's limit of 1024, so a one-shot CLI run never loads it, while a long-lived app's pooled model,
+# having generated that many, does (engine.Model counts them).
+LOAD_IN_TOKENS = 184.0
+GENERATE_GAIN = {"AuthenticAMD": 0.17, "GenuineIntel": 0.05}
 
 
 def parse_cpu(cpuinfo: str, ggml: str, machine: str) -> dict:
@@ -78,3 +87,13 @@ def load_plan(settings: Settings, quant: str | None, phase: str, cpu: dict) -> d
     if quant in table:
         return {"extra_bufts": True, "reason": f"{quant} {work} is faster with repacked weights ({where})"}
     return {"extra_bufts": False, "reason": f"{quant} {work}: repacking was not measured faster ({where})"}
+
+
+def break_even_tokens(settings: Settings, cpu: dict) -> float:
+    """How many tokens a model must have to generate for a second, repacked generation handle to pay for its
+    load (see LOAD_IN_TOKENS): 0 when Settings.generation_handle is "on" (always load it), infinite where no
+    gain was measured."""
+    if str(settings.generation_handle).lower() == "on" or settings.extra_bufts:
+        return 0.0
+    gain = GENERATE_GAIN.get(cpu.get("vendor", ""), 0.0)
+    return LOAD_IN_TOKENS / gain if gain > 0 else float("inf")

@@ -33,7 +33,7 @@ from ..sources.policy import check_run
 from ..sources.lineage import mixed_run_warnings
 from ..sources.resolver import Resolved, Resolver, demo_steps
 from ..threads import in_thread
-from ..variants import parse_spec, parse_specs
+from ..variants import bits_per_weight, parse_spec, parse_specs
 
 SCHEMA_VERSION = SCHEMA  # the run JSON's version: run.py owns it
 SCORING_MODES = ("auto", "prompt", "corpus")
@@ -122,6 +122,18 @@ def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None
         raise SpecError("no variants given; name at least one, e.g. Q4_K_M or demo@step0")
     if n_specs > settings.max_variants:  # distinct variants, the reference counted once (count_variants)
         raise SpecError(too_many(n_specs, settings.max_variants))
+
+
+NO_REFERENCE = "none"  # the reference spelt so (any case), or blank: no reference and no KL statistics
+
+
+def given_reference(given: str | None) -> str | None:
+    """The one rule for a reference as the CLI's --reference, the page's box and the /compare API take it:
+    blank or "none" (any case) is no reference; any other text is a spec (checked like every spec)."""
+    if given is None:
+        return None
+    text = str(given).strip()
+    return None if text.lower() in ("", NO_REFERENCE) else text
 
 
 def too_many(n: int, limit: int) -> str:
@@ -260,6 +272,7 @@ def _tokenized(resolved: list[Resolved], has_ref: bool, models: list, text: str,
     _check_vocabularies(resolved, models)
     for e, m in zip(entries, models):
         e.source.vocab_sha256 = m.vocab_sha256
+        e.source.bpw = bits_per_weight(m.n_params, m.tensor_bytes)
         e.overrides = dict(m.overrides)
         e.warnings = list(m.warnings)
         e.load = read(Load, m.load_info(), "load")  # llama.cpp load settings per phase (loadplan.load_plan)
@@ -287,11 +300,17 @@ def _generate(run: Run, entries: list[Entry], models: list, labels: list[str], c
         t = time.perf_counter()
         gen = Generation(text="", tokens=[])
         e.generation = gen
+        load_s = None
         for tok in m.generate(context, params.max_tokens, temperature=params.temperature, seed=params.seed):
+            if not gen.tokens:  # read while generate holds the model's lock
+                load_s = m.generation_load_s
             gen.tokens.append(GenToken(id=tok.id, text=tok.text, prob=tok.prob, top=_token_probs(tok.top)))
             gen.text += tok.text
             yield Event("update", f"{labels[k]}: generating", (done + k) / steps, run)
-        e.timings.generate_s = time.perf_counter() - t
+        load_s = load_s if gen.tokens else m.generation_load_s  # a second, repacked handle's load: apart
+        e.timings.generate_s = time.perf_counter() - t - (load_s or 0.0)
+        if load_s is not None:
+            e.timings.generate_load_s = load_s
         e.load = read(Load, m.load_info(), "load")  # the generation handle is loaded (or declined) on first use
 
 

@@ -16,10 +16,13 @@ import re
 import zipfile
 
 from .metrics import corpus_target_indices
+from .report import quant_of, repo_of, shown_entries, step_of
 from .run import Run, as_run
 
-COLUMNS = ("run_id", "role", "spec", "label", "position", "token_index", "token", "logprob", "prob",
-           "surprisal_bits", "kld", "dp")
+COLUMNS = ("run_id", "role", "spec", "label", "repo", "step", "quant", "position", "token_index", "token", "logprob",
+           "prob", "surprisal_bits", "kld", "dp")
+# summary.csv: the page's summary table (report.SUMMARY_COLUMNS) with these after "spec", so no one parses specs
+SUMMARY_EXTRA = ("repo", "step")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -61,6 +64,9 @@ def run_to_csv(run: Run | dict) -> str:
       run_id          the run's id (empty if unsaved)
       role            "reference" | "variant"
       spec, label     the model's spec string and its short human name
+      repo, step      the repo its file came from (demo: the demo suite; empty: a local file) and the training
+                      step of its weights (report.step_of; empty when not known)
+      quant           the file's quant (F16, Q8_0, …)
       position        0-based index into the model's token_logprobs (the scored positions)
       token_index     index of the scored token in input.tokens (empty when the layout cannot be aligned)
       token           that token's text
@@ -82,31 +88,41 @@ def run_to_csv(run: Run | dict) -> str:
     has_ref = run.reference is not None
     for k, e in enumerate(run.entries()):
         role = "reference" if has_ref and k == 0 else "variant"
+        about = [_text(repo_of(e) or ""), _step_cell(step_of(e)), _text(quant_of(e) or "")]
         per = (e.kld.per_token if e.kld else None) or []
         dp = (e.kld.dp_per_token if e.kld else None) or []
         for j, lp in enumerate(e.token_logprobs):
             ti = idx[j] if idx is not None and idx[j] < len(tokens) else None
-            w.writerow([_text(run.run_id), role, _text(e.spec), _text(e.label), j,
+            w.writerow([_text(run.run_id), role, _text(e.spec), _text(e.label), *about, j,
                         "" if ti is None else ti, "" if ti is None else _text(tokens[ti]), _num(lp),
                         "" if lp is None else _num(math.exp(lp)), "" if lp is None else _num(-lp / math.log(2)),
                         _num(per[j]) if j < len(per) else "", _num(dp[j]) if j < len(dp) else ""])
     return buf.getvalue()
 
 
+def _step_cell(step: int | None) -> str:
+    return "" if step is None else str(step)
+
+
 def summary_to_csv(run: Run | dict) -> str:
-    """One row per model (reference first): run_id, then report.SUMMARY_COLUMNS with raw values (numbers at full
-    precision, fractions as fractions, 'n/a' where a standard error is unknown, empty where missing)."""
+    """One row per model (reference first): run_id, then report.SUMMARY_COLUMNS with SUMMARY_EXTRA (repo, step)
+    after "spec". Numbers at full precision; columns named "… %" in percent, as the page shows them (same top
+    99.358, not 0.99358); 'n/a' where a standard error is unknown; empty where missing."""
     from .report import summary_table
 
     run = as_run(run)
     columns, rows = summary_table(run)
+    at = columns.index("spec") + 1
+    percent = {i for i, c in enumerate(columns) if c.endswith("%")}
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["run_id", *columns])
-    for r in rows:
-        w.writerow([_text(run.run_id)] + [
-            "" if c is None else repr(float(c)) if isinstance(c, float) else str(c) if isinstance(c, int)
-            else _text(c) for c in r])
+    w.writerow(["run_id", *columns[:at], *SUMMARY_EXTRA, *columns[at:]])
+    for e, r in zip(shown_entries(run), rows):
+        cells = ["" if c is None else repr(100.0 * float(c)) if i in percent and isinstance(c, float)
+                 else repr(float(c)) if isinstance(c, float) else str(c) if isinstance(c, int)
+                 else _text(c) for i, c in enumerate(r)]
+        w.writerow([_text(run.run_id), *cells[:at], _text(repo_of(e.entry) or ""), _step_cell(step_of(e.entry)),
+                    *cells[at:]])
     return buf.getvalue()
 
 

@@ -12,11 +12,12 @@ with its display name and colour (`shown_entries`); plots.py draws them with the
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from ..errors import SpecError
 from .run import Entry, Run, as_run
-from ..variants import QUANTS, parse_spec
+from ..variants import FINAL_STEP, parse_spec
 
 REFERENCE_COLOR = "#4d4d4d"
 PALETTE: list[str] = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
@@ -74,6 +75,30 @@ def parsed(spec: str | None):
 def quant_of(e: Entry) -> str | None:
     """The entry's quant: its file's (source.quant), else its spec's."""
     return e.source.quant or getattr(parsed(e.spec), "quant", None)
+
+
+_CACHED_STEP = re.compile(r"-step(\d+)-[A-Za-z0-9_]+\.gguf$")  # a converted file: <repo>-step<N>-<quant>.gguf (sources)
+
+
+def step_of(e: Entry) -> int | None:
+    """The training step of an entry's weights, for the exports' step column: its spec's (`step3000`,
+    `demo@step0`); else the step in the name of the converted file (`demo` ran demo-step800-F16.gguf); else, for a
+    bare spec of the default Pythia repos (`Q4_K_M`, `F16`), the final step; None for anything else (a local
+    file, another repo's main)."""
+    v = parsed(e.spec)
+    if v is not None and v.step is not None:
+        return v.step
+    m = _CACHED_STEP.search(e.source.file or "")
+    if m:
+        return int(m.group(1))
+    if v is not None and v.repo is None and v.kind != "local":
+        return FINAL_STEP
+    return None
+
+
+def repo_of(e: Entry) -> str | None:
+    """The repo an entry's file came from (source.repo; `demo` for the demo suite); None for a local file."""
+    return e.source.repo
 
 
 STAT_COLUMN = "statistic"
@@ -164,7 +189,7 @@ def summary_table(run: Run | dict) -> tuple[list[str], list[list]]:
         na = no_error(e)
         rows.append([e.label or e.spec, "reference" if s.is_reference else "variant", e.spec, q,
                      e.source.bytes / 1e6 if e.source.bytes is not None else None,
-                     QUANTS[q].bpw if q in QUANTS else None, e.ppl, NA if na else e.ppl_err, e.n_scored,
+                     e.source.bpw, e.ppl, NA if na else e.ppl_err, e.n_scored,
                      kld and kld.mean, NA if na and kld else kld and kld.mean_err, kld and kld.same_top,
                      top and top.text, top and top.prob, tim.load_s, tim.score_s, tim.generate_s])
     return list(SUMMARY_COLUMNS), rows
@@ -258,6 +283,15 @@ def _visible(s: str) -> str:
     return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
+def terminal_text(s: str) -> str:
+    """Text safe to print to a terminal: newlines and tabs kept, every other character that is not printable
+    (control bytes such as SO and BEL in a step-0 generation, escape sequences, DEL, C1 controls, separators)
+    written as a visible escape: \\x0e, \\x07, \\u2028."""
+    return "".join(c if c in "\n\t" or c.isprintable() else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000
+                    else f"\\U{ord(c):08x}") for c in s)
+
+
 def format_run(run: Run | dict, width: int | None = None) -> str:
     """The CLI's readable report: summary table, the KL statistics blocks, then generations. With `width` the
     head and the table fit that many columns (text_table drops columns to fit)."""
@@ -276,11 +310,13 @@ def format_run(run: Run | dict, width: int | None = None) -> str:
     for v in run.variants:
         if v.kld is not None:
             n = len(v.kld.per_token) if v.kld.per_token is not None else None
-            parts += ["", f"== {v.label} vs reference {run.reference.label} ==", format_kl_block(v.kld.stats(), n)]
+            block = format_kl_block(v.kld.stats(), n).splitlines()  # its footnote wrapped to the width
+            parts += ["", f"== {v.label} vs reference {run.reference.label} ==",
+                      *[wrap(line) if line.startswith("(") else line for line in block]]
     for s in shown_entries(run):
         gen = s.entry.generation
-        if gen and gen.tokens:
-            parts += ["", f"-- {s.name} generates:", gen.text]
+        if gen and gen.tokens:  # a model's text may hold control bytes: escaped, never sent to the terminal
+            parts += ["", f"-- {s.name} generates:", terminal_text(gen.text)]
     return "\n".join(parts)
 
 
@@ -297,7 +333,8 @@ def run_notes(run: Run | dict) -> list[str]:
     return lines
 
 
-def format_run_list(rows: list[dict]) -> str:
+def format_run_list(rows: list[dict], width: int | None = None) -> str:
+    """`runs list`: one row per run; with `width`, the widest cells are cut with "…" until it fits."""
     if not rows:
         return "no runs yet; start one with `python -m pythia_compare compare …`"
     cols = ["run", "created", "tokens", "scoring", "variants", "text"]
@@ -307,5 +344,6 @@ def format_run_list(rows: list[dict]) -> str:
         if names and isinstance(names[0], dict):
             names = [n.get("label") or n.get("spec") for n in names]
         table.append([r.get("run_id"), str(r.get("created_at", ""))[:19], r.get("n_tokens"), r.get("scoring"),
-                      ", ".join(map(str, names))[:60], (r.get("text") or r.get("preview") or "")[:50]])
-    return text_table(cols, table)
+                      terminal_text(", ".join(map(str, names))[:60]),
+                      terminal_text(r.get("text") or r.get("preview") or "")[:50]])
+    return text_table(cols, table, width=width)

@@ -89,6 +89,7 @@ class Source:
     bytes: int | None
     quant: str | None
     vocab_sha256: str | None = field(default=None, metadata=_ADDED)  # ggufmeta.vocab_sha256 (issue 8)
+    bpw: float | None = field(default=None, metadata=_ADDED)  # variants.bits_per_weight of the file (issue 20)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 
@@ -97,6 +98,8 @@ class Timings:
     load_s: float | None
     score_s: float | None
     generate_s: float | None
+    # loading a second, repacked handle for generation, kept out of generate_s (issue 20)
+    generate_load_s: float | None = field(default=None, metadata=_ADDED)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 

@@ -51,6 +51,7 @@ __all__ = ["RunStore", "RunFormatError", "RunLogError"]
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another writer's lock before failing
 MAX_LIST_LIMIT = 1000  # the most summary rows one list() call returns
 PREVIEW_CHARS = 80  # characters of the input text in a summary row
+MAX_SEARCH_WORDS = 16  # words of a search that count (the rest are left out)
 ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the alphabet of secrets.token_urlsafe; anything else is not an id
 
 
@@ -85,11 +86,20 @@ def _not_found(run_id: Any) -> RunNotFound:
                        f"`python -m pythia_compare runs list` shows the stored runs")
 
 
-def _fts_query(query: str) -> str:
-    """User text -> an FTS5 expression: every whitespace-separated word quoted as a phrase, ANDed."""
-    clean = query.encode("utf-8", "replace").decode("utf-8")  # lone surrogates become "?"
-    words = clean.replace("\x00", " ").split()
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+def _search_words(query: str) -> list[str]:
+    """User text -> the words a search must find (whitespace-separated; lone surrogates become "?")."""
+    clean = query.encode("utf-8", "replace").decode("utf-8")
+    return clean.replace("\x00", " ").split()[:MAX_SEARCH_WORDS]
+
+
+def _fts_prefix(word: str) -> str:
+    """One word as an FTS5 prefix phrase ("fibo" finds "fibonacci"); quoted, so operators are plain text."""
+    return '"' + word.replace('"', '""') + '"*'
+
+
+def _like(word: str) -> str:
+    """One word as a LIKE pattern that finds it anywhere (ESCAPE '\\'; case-insensitive for ASCII)."""
+    return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class _Handle:
@@ -349,8 +359,10 @@ class RunStore:
 
         Each row: {"run_id", "created_at", "preview" (the text's first PREVIEW_CHARS characters, "…" when cut),
         "n_tokens", "scoring", "reference" (spec or None), "reference_ppl", "variants": [{"spec", "label",
-        "ppl"}], "params": {"ctx", "top_k", "max_tokens", "temperature", "seed"}}. `query` searches the input texts (every word must occur; any text is taken literally, so
-        quotes, AND/OR/NOT, * and column: filters are plain words); None or blank lists all. `owner` keeps
+        "ppl"}], "params": {"ctx", "top_k", "max_tokens", "temperature", "seed"}}. `query` searches the input texts,
+        the variants' specs and labels: every word must be the start of a word of the text ("fibo" finds
+        "fibonacci") or occur in a spec or label ("Q2_K", "step0"); any text is taken literally, so quotes,
+        AND/OR/NOT, * and column: filters are plain words; None or blank lists all. `owner` keeps
         only that owner's runs; None keeps everyone's.
         """
         for name, v in (("limit", limit), ("offset", offset)):
@@ -362,14 +374,14 @@ class RunStore:
             raise BadInput(f"owner must be a string or None, got {short_repr(owner)}")
         if owner is not None:
             owner = owner.encode("utf-8", "replace").decode("utf-8")
-        match = _fts_query(query or "")
         sql = ["SELECT r.id, r.created_at, substr(r.text, 1, ?) AS preview, length(r.text) AS chars, r.n_tokens,",
                "r.scoring, r.reference_spec, r.ctx, r.top_k, r.max_tokens, r.temperature, r.seed FROM runs r"]
         params: list = [PREVIEW_CHARS]
-        if match:
-            sql.append("JOIN runs_fts ON runs_fts.rowid = r.rowid AND runs_fts MATCH ?")
-            params.append(match)
         sql.append("WHERE r.sweep_id IS NULL")  # a sweep's cell runs are listed by sweeps.list, not here
+        for word in _search_words(query or ""):  # each word: a prefix of the text's words, or in a spec or label
+            sql.append("AND (r.rowid IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?) OR r.id IN (SELECT "
+                       "run_id FROM run_variants WHERE spec LIKE ? ESCAPE '\\' OR label LIKE ? ESCAPE '\\'))")
+            params += [_fts_prefix(word), _like(word), _like(word)]
         if owner is not None:
             column, key = self._owner_match(owner)
             sql.append(f"AND r.{column} = ?")

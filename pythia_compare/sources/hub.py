@@ -35,7 +35,7 @@ from .checkpoint import WEIGHT_FILES
 from ..config import DEFAULT_ENDPOINT, Settings
 from ..errors import HubError, MissingOnHub, OfflineMissing
 from ..files import sha256_file, write_atomic
-from ..variants import QUANTS, builtin_steps, quant_from_filename
+from ..variants import builtin_steps, quant_from_filename, quant_rank
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _STEP_RE = re.compile(r"^step(\d+)$")
@@ -401,7 +401,7 @@ class Hub:
         except (HfHubHTTPError, httpx2.TransportError):
             return "see its file list on the Hub page"
         if filename.lower().endswith(".gguf"):
-            quants = sorted({q for f in files if (q := quant_from_filename(f))}, key=lambda q: -QUANTS[q].bpw)
+            quants = sorted({q for f in files if (q := quant_from_filename(f))}, key=quant_rank)
             return f"its GGUF quants are: {', '.join(quants) or 'none'}"
         return f"it has: {_some(files)}"
 

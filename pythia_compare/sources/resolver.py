@@ -19,7 +19,7 @@ from .cache import Cache, file_sha256
 from ..config import Settings
 from ..errors import MissingOnHub, ModelFileError, OfflineMissing, SpecError
 from .policy import check_conversion, check_variant
-from ..variants import DEMO_ALIAS, QUANTS, Variant, quant_from_filename
+from ..variants import DEMO_ALIAS, QUANTS, Variant, quant_from_filename, quant_rank
 
 Progress = Callable[[str], None]
 
@@ -125,7 +125,7 @@ class Resolver:
                                  f"{', '.join(sorted(files)) or 'none'}); run once online to fetch it, or use the "
                                  f"bundled demo suite: demo:{variant.quant}")
         if variant.quant not in files:
-            have = ", ".join(sorted(files, key=lambda q: -QUANTS[q].bpw)) or "none"
+            have = ", ".join(sorted(files, key=quant_rank)) or "none"
             raise MissingOnHub(f"{repo} has no {variant.quant} GGUF file (it has: {have}); pick one of those, or "
                                f"convert a checkpoint with a spec like step143000:{variant.quant}")
         say(f"{variant.label}: downloading {files[variant.quant]}")

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import BadInput
-from ..files import read_text_file, sha256_file
+from ..files import read_text_file, sha256_file, text_file_path
 from .store import SweepStore
+from .sweep import cell_order
 
 
 def run_sweep_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -34,8 +35,8 @@ def _plan(args, settings: Settings) -> int:
     from ..runs.store import RunStore
     from .sweep import make_plan
 
-    text = read_text_file(args.text_file, settings.max_text_chars)
-    sha = sha256_file(Path(args.text_file).expanduser())
+    text = read_text_file(args.text_file, settings.max_text_chars, settings.demo_dir)
+    sha = sha256_file(text_file_path(args.text_file, settings.demo_dir))
     plan, cells = make_plan(settings, steps=args.steps, quants=args.quants, text=text, text_sha256=sha,
                             repo=args.repo, reference=args.reference, ctx=args.ctx,
                             max_chunks=args.max_chunks or None, name=args.name, hub_quants=args.hub_quants)
@@ -109,16 +110,21 @@ def _show(args, settings: Settings) -> int:
     if args.json:
         print(json.dumps(sweep, ensure_ascii=False))
         return 0
-    print(f"sweep {sweep['sweep_id']} ({sweep['name']}): {sweep['repo']}, ctx {sweep['ctx']}, "
-          f"reference {sweep['reference']}, {sweep['done']}/{sweep['total']} done")
-    print(f"{'step':>7} {'quant':10} {'status':8} {'PPL':>10} {'±':>8} {'KLD mean':>10} {'KLD p99':>10} "
-          f"{'bpw':>6}  run")
-    for c in sweep["cells"]:
+    import textwrap
+
+    from .cli import _width
+
+    print(textwrap.fill(f"sweep {sweep['sweep_id']} ({sweep['name']}): {sweep['repo']}, ctx {sweep['ctx']}, "
+                        f"reference {sweep['reference']}, {sweep['done']}/{sweep['total']} done", _width()))
+    # 80 columns: the 99th percentile and the errors' digits are in --json and in the page's cell table
+    print(f"{'step':>6} {'quant':10} {'status':7} {'PPL':>9} {'±':>7} {'KLD mean':>9} {'bpw':>5}  run")
+    for c in cell_order(sweep["cells"]):
         def f(v, fmt):
             return format(v, fmt) if v is not None else format("—", ">" + fmt.split(".")[0])
-        print(f"{c['step']:>7} {c['quant'] + (' hub' if c['hub'] else ''):10} {c['status']:8} "
-              f"{f(c['ppl'], '10.4f')} {f(c['ppl_err'], '8.4f')} {f(c['kld_mean'], '10.6f')} "
-              f"{f(c['kld_p99'], '10.6f')} {f(c['bpw'], '6.2f')}  {c['run_id'] or ''}")
+        print(f"{c['step']:>6} {c['quant'] + (' hub' if c['hub'] else ''):10} {c['status']:7} "
+              f"{f(c['ppl'], '9.3f')} {f(c['ppl_err'], '7.3f')} {f(c['kld_mean'], '9.6f')} "
+              f"{f(c['bpw'], '5.2f')}  {c['run_id'] or ''}")
+    print("(KLD p99, ln ratio and every digit: sweep show --json)")
     return 0
 
 

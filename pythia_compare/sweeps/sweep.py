@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 from ..config import Settings
 from ..errors import BadInput, InputTextError, PythiaCompareError
 from ..params import LIMITS
-from ..variants import DEMO_ALIAS, QUANTS, normalize_quant, parse_spec
+from ..variants import DEMO_ALIAS, bits_per_weight, normalize_quant, parse_spec, quant_rank
 from .store import SweepStore
 
 DEFAULT_MAX_CHUNKS = 64  # the issue's estimate: 64 chunks of 512 tokens per cell
@@ -150,6 +150,12 @@ def parse_quants(text: str | Iterable[str]) -> list[str]:
     return out
 
 
+def cell_order(cells: list[dict]) -> list[dict]:
+    """A sweep's cells by step, then the seed repo's own files after the made ones, then quant by bits per weight
+    (variants.quant_rank): one order for the page's table and `sweep show`, however the sweep listed its quants."""
+    return sorted(cells, key=lambda c: (int(c["step"]), bool(c.get("hub")), quant_rank(c.get("quant"))))
+
+
 def grid(steps: list[int], quants: list[str], hub_quants: list[str]) -> list[Cell]:
     """The cells in grid order: steps ascending × quants as given, then the hub cells at the final step."""
     cells = [Cell(s, q) for s in steps for q in quants]
@@ -184,7 +190,7 @@ def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: 
         raise InputTextError("the sweep's text is empty; give a UTF-8 text file with --text-file")
     if len(text) > settings.max_text_chars:
         raise InputTextError(f"the text has {len(text)} characters; the limit is {settings.max_text_chars}")
-    qs = parse_quants(quants)
+    qs = sorted(parse_quants(quants), key=quant_rank)  # highest precision first, however they were given
     ref = "F16"
     if reference is not None and reference.strip().upper() not in ("F16", ""):
         ref = parse_spec(reference).spec
@@ -195,7 +201,7 @@ def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: 
     if hub_quants:
         hub_repo = settings.gguf_repo
         files = hub_obj.list_gguf_files(hub_repo)
-        hq = [q for q in sorted(files, key=lambda q: -QUANTS[q].bpw)]
+        hq = sorted(files, key=quant_rank)
         if not hq:
             raise SweepError(f"--hub-quants: {hub_repo} has no GGUF files of a known quant")
     cells = grid(step_list, qs, hq)
@@ -583,16 +589,18 @@ def _summary(entry: dict, ref_entry: dict | None) -> dict:
 
 
 def _size(source: dict, resolver, res, memo: dict) -> dict:
-    """{"bytes", "bpw"} of a cell's file: bpw = tensor bytes × 8 / parameters, as llama.cpp counts them."""
+    """{"bytes", "bpw"} of a cell's file; bpw by the one rule, variants.bits_per_weight."""
     from ..models.engine import model_size
 
+    if source.get("bpw") is not None:  # measured when the run loaded the file
+        return {"bytes": source.get("bytes"), "bpw": source["bpw"]}
     if res is None:
         return {"bytes": source.get("bytes"), "bpw": None}
     key = str(res.path)
     if key not in memo:
         memo[key] = model_size(res.path)
     n_params, tensor_bytes = memo[key]
-    return {"bytes": source.get("bytes"), "bpw": tensor_bytes * 8 / n_params if n_params else None}
+    return {"bytes": source.get("bytes"), "bpw": bits_per_weight(n_params, tensor_bytes)}
 
 
 def _describe(e: BaseException) -> str:

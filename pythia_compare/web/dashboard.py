@@ -22,16 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..runs import published, report
-from ..runs.compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
+from ..runs.compare import (Event, RunParams, check_unicode, count_variants, demo_final_step, given_reference,
+                            iter_comparison, too_many)
 from ..config import Settings
 from ..errors import BadInput, PythiaCompareError, RunNotFound, SpecError
+from ..runs.runrows import short_repr
 from ..runs.export import run_to_json_text, run_to_zip
 from ..params import LIMITS
 from ..runs.run import Run, as_run
 from ..sources.resolver import demo_steps
 from ..runs.store import RunLogError, RunStore
 from ..threads import in_thread
-from ..variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec
+from ..variants import DEMO_ALIAS, QUANTS, SUPPORTED_QUANTS, builtin_steps, parse_spec, quant_rank
 
 if TYPE_CHECKING:
     from ..runs.backup import Backup
@@ -91,8 +93,9 @@ def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None
     `demo_final` (the demo suite's last step) `demo@step<last>` and `demo:F16` are one variant.
     """
     demo = family == DEMO_ALIAS
-    out = [f"{DEMO_ALIAS}:{q}" if demo else str(q) for q in quants or []]
-    out += [f"{DEMO_ALIAS}@step{int(s)}" if demo else f"step{int(s)}" for s in steps or []]
+    # boxes in the order of the lists, not of the clicks: quants by bits per weight (quant_rank), steps ascending
+    out = [f"{DEMO_ALIAS}:{q}" if demo else str(q) for q in sorted(quants or [], key=quant_rank)]
+    out += [f"{DEMO_ALIAS}@step{int(s)}" if demo else f"step{int(s)}" for s in sorted(steps or [], key=int)]
     unique: dict = {}
     for spec in out + split_specs(free):  # each variant once, however spelt; a bad spec is reported later
         try:
@@ -100,6 +103,33 @@ def collect_specs(family: str, quants: list[str] | None, steps: list[int] | None
         except SpecError:
             unique.setdefault(spec, spec)
     return list(unique.values())
+
+
+# The CLI's flags in a message, as the page names its own controls (page_wording). Longest first.
+_PAGE_WORDS: list[tuple[str, str]] = [
+    (r"a prompt \(--prompt\) or a text file \(--text-file\)",
+     "a Prompt, or a text under “Longer text for corpus scoring”"),
+    (r"Run once without --offline \(with network\)",
+     "Start the app once with the network (without PYTHIA_COMPARE_OFFLINE=1)"),
+    (r"(?:run with|use) --offline", "start the app with PYTHIA_COMPARE_OFFLINE=1"),
+    (r"--scoring (prompt|corpus|auto)", r"Scoring “\1” (Settings)"),
+    (r"--text-file", "“Longer text for corpus scoring”"),
+    (r"--prompt", "the Prompt"),
+    (r"--home", "PYTHIA_COMPARE_HOME"),
+    (r"--db", "PYTHIA_COMPARE_DB"),
+    (r"--json has everything", "the run JSON download has everything"),
+    (r"--max-chunks", "“Max chunks per cell”"),
+    (r"--quants", "“Quants”"),
+] + [(re.escape(lim.flag), f"“{lim.label}” (Settings)") for lim in LIMITS.values()]
+
+
+def page_wording(message: str) -> str:
+    """A message of the core (worded for the CLI: "raise --ctx to 200", "Run once without --offline") in the
+    page's words: its controls by their labels ("raise “Context” (Settings) to 200"), the environment where the
+    page has no control."""
+    for pattern, words in _PAGE_WORDS:
+        message = re.sub(pattern, words, message)
+    return message
 
 
 def _precision(spec: str) -> tuple[float, float]:
@@ -132,10 +162,11 @@ def log_spaced(steps: list[int], n: int = 5) -> list[int]:
 
 
 def quant_choices(family: str, available: list[str]) -> list[tuple[str, str]]:
-    """(label, value) per quant, highest precision first: bits per weight and, for Pythia, file size."""
+    """(label, value) per quant, highest precision first (quant_rank); for Pythia, with the file size. No bits
+    per weight: that is a file's own figure (variants.bits_per_weight), shown once a run has loaded it."""
     out = []
-    for q in sorted(available, key=lambda q: -QUANTS[q].bpw):
-        label = f"{q} · {QUANTS[q].bpw:g} bpw"
+    for q in sorted(available, key=quant_rank):
+        label = q
         if family != DEMO_ALIAS:
             label += f" · {HUB_MB[q]} MB" if q in HUB_MB else f" · ≈{PYTHIA_PARAMS * QUANTS[q].bpw / 8e6:.0f} MB"
             label += " (converted)" if QUANTS[q].native else ""
@@ -230,6 +261,20 @@ def _float(value, name: str) -> float:
     return f
 
 
+# The page's summary: the CLI's columns (report.SUMMARY_COLUMNS), the numbers a reader compares first, so that a
+# phone's first screen of the table shows them beside the variant (pinned), not its role and spec.
+PAGE_SUMMARY_FIRST = ["variant", "PPL", "PPL ±", "mean KLD", "KLD ±", "same top %", "bpw", "size MB",
+                      "top-1 next token", "top-1 p", "n scored"]
+
+
+def page_summary(columns: list[str], rows: list[list]) -> tuple[list[str], list[list]]:
+    """report.summary_table's (columns, rows) in the page's order: PAGE_SUMMARY_FIRST, then the rest as the CLI
+    has them (role, spec, quant, timings)."""
+    order = [columns.index(c) for c in PAGE_SUMMARY_FIRST if c in columns]
+    order += [i for i in range(len(columns)) if i not in order]
+    return [columns[i] for i in order], [[r[i] for i in order] for r in rows]
+
+
 def table_cells(columns: list[str], rows: list[list]) -> list[list[str]]:
     """A report table's cells exactly as the CLI prints them (report.text_table: format_table, controls shown)."""
     return [[c.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") for c in r]
@@ -320,7 +365,9 @@ class Dashboard:
             if isinstance(value, str):
                 check_unicode(value, what)  # a lone surrogate: not text
         chosen = collect_specs(family, quants, steps, specs, demo_final=self.demo_final)
-        ref = (reference or "").strip() or None
+        if reference is not None and not isinstance(reference, str):
+            raise BadInput(f"the reference must be a spec, or \"none\" for no reference, not {short_repr(reference)}")
+        ref = given_reference(reference)  # blank or "none": no reference, the CLI's rule
         n = count_variants(chosen, ref, self.demo_final)
         if n > self.settings.max_variants:
             raise SpecError(too_many(n, self.settings.max_variants))

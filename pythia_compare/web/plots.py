@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from ..runs.metrics import corpus_target_indices
 from ..runs.report import Shown, fmt_num, no_error, parsed, quant_of, show_token, shown_entries
 from ..runs.run import Entry, GenToken, Run, as_run
-from ..variants import FINAL_STEP, QUANTS
+from ..variants import FINAL_STEP
 
 MAX_HEATMAP_COLUMNS = 512  # surprisal heatmap shows at most this many scored tokens
 MAX_TICK_LABELS = 80  # above this many columns the heatmap's x ticks are positions, not token text
@@ -74,11 +74,18 @@ def _template() -> dict:
 
 
 def base_layout(title: str, x_title: str, y_title: str) -> dict:
-    """A figure's layout: wrapped title, axis titles, the template, the legend titled "variant"."""
+    """A figure's layout: wrapped title, axis titles, the template, the legend titled "variant" in rows at the
+    bottom of the figure (beside the plot, on a phone, it took half the width)."""
     text = _wrap(title)
     return {"title": {"text": text, "font": {"size": 15}}, "xaxis": {"title": {"text": x_title}},
-            "yaxis": {"title": {"text": y_title}}, "template": _template(), "legend": {"title": {"text": "variant"}},
+            "yaxis": {"title": {"text": y_title}}, "template": _template(),
+            "legend": {"title": {"text": "variant"}, **LEGEND_BELOW},
             "hovermode": "closest", "margin": {"l": 60, "r": 20, "t": 36 + 19 * (text.count("<br>") + 1), "b": 60}}
+
+
+# a legend in rows at the bottom of the figure, below the x axis title (its height is taken from the plot's, not
+# its width; "container": placed in the whole figure, so it never covers the axis title)
+LEGEND_BELOW = {"orientation": "h", "x": 0.0, "xanchor": "left", "yref": "container", "y": 0.0, "yanchor": "bottom"}
 
 
 def _figure_of(data: list[dict], layout: dict) -> go.Figure:
@@ -110,7 +117,7 @@ def next_token_figure(run: Run | dict) -> go.Figure:
     """
     run = as_run(run)
     layout = base_layout(f"Next-token distribution after the {_unit(run)} (top-k of each variant)",
-                     "next token (␣ = space)", "probability")
+                     "next token (␣ = space)", PROB_AXIS)
     entries = [e for e in shown_entries(run) if e.entry.next_token]
     if not entries:
         return _figure_of([], _placeholder_layout(layout, "No next-token distribution yet."))
@@ -135,7 +142,17 @@ def next_token_figure(run: Run | dict) -> go.Figure:
                      "hovertemplate": _TOKEN_HOVER})
     layout["barmode"] = "group"
     layout["xaxis"].update(type="category", categoryorder="array", categoryarray=cats)
+    layout["yaxis"].update(range=_prob_range(max(best.values())))
     return _figure_of(data, layout)
+
+
+PROB_AXIS = "probability (axis fitted to the largest)"
+
+
+def _prob_range(top: float) -> list[float]:
+    """A probability axis from 0 to a little above the largest bar (never past 1), so that bars of 0.08 are not
+    slivers on a 0–1 axis."""
+    return [0.0, min(1.0, max(float(top), 1e-6) * 1.15)]
 
 
 @functools.lru_cache(maxsize=16)
@@ -161,7 +178,8 @@ def _next_token_panels(layout: dict, entries: list[Shown]) -> go.Figure:
     for k in range(1, 2 * rows + 1):
         x, y = grid[f"xaxis{k if k > 1 else ''}"], grid[f"yaxis{k if k > 1 else ''}"]
         x.update(type="category", tickangle=0, automargin=True)
-        y.update(title={"text": "probability" if k % 2 else ""}, range=[0, 1.05])
+        y.update(title={"text": "probability" if k % 2 else ""},
+                 range=_prob_range(max(t.prob for e in entries for t in e.entry.next_token[:FACET_TOKENS])))
     grid["xaxis"]["title"] = layout["xaxis"]["title"]
     layout.update(grid, annotations=titles, height=140 + 190 * rows, showlegend=False, bargap=0.25)
     layout["title"] = dict(layout["title"], text=_wrap(f"Next-token distribution: each variant's top {FACET_TOKENS}"))
@@ -211,8 +229,10 @@ def generation_html(run: Run | dict) -> str:
             body = "".join(_token_span(t) for t in gen.tokens)
         else:
             body = f'<span style="white-space:pre-wrap">{html.escape(gen.text or "")}</span>'
-        cols.append(f'<div class="pc-gen-col" style="flex:1 1 14em;min-width:14em;border-top:4px solid {e.color};'
-                    f'padding:0.4em"><div style="font-weight:600;margin-bottom:0.3em">{html.escape(e.name)}</div>'
+        # min-width 0 and overflow-wrap: a generation without spaces (step 0's) wraps inside its own card
+        cols.append(f'<div class="pc-gen-col" style="flex:1 1 14em;min-width:0;max-width:100%;'
+                    f'border-top:4px solid {e.color};padding:0.4em;overflow-wrap:anywhere;word-break:break-word">'
+                    f'<div style="font-weight:600;margin-bottom:0.3em">{html.escape(e.name)}</div>'
                     f'<div style="font-family:monospace;line-height:1.6">{body}</div></div>')
     swatch = [f'<span style="background:{_prob_color(p)};color:#111">&nbsp;{w}&nbsp;</span>' for p, w in [(0, "low"),
                                                                                                  (1, "high")]]
@@ -326,7 +346,7 @@ def _ppl_places(run: Run, entries: list[Shown], mode: str) -> tuple[list[tuple[S
         if mode == "step" and v is not None and v.step is not None and v.repo == repo:
             placed.append((d, step_to_x(v.step), q or "", f"step {v.step} · {q or ''}"))
         elif mode == "quant" and nbytes:
-            bpw = f" · {QUANTS[q].bpw:g} bpw" if q in QUANTS else ""
+            bpw = f" · {d.entry.source.bpw:.2f} bpw" if d.entry.source.bpw is not None else ""
             placed.append((d, nbytes / 1e6, "all", f"{q or '?'}{bpw} · {nbytes / 1e6:.1f} MB"))
         else:
             lines.append(d)
@@ -345,27 +365,54 @@ def _trend_lines(placed: list[tuple[Shown, float, str, str]], mode: str) -> list
     return data
 
 
+LABEL_CHAR_FRACTION = 0.022  # a label character's width as a fraction of a phone-wide plot (≈ 7 px of 310)
+LABEL_ROW_PX = 34  # one level of labels (two lines of 11 px text and a gap)
+
+
 def _quant_labels(placed: list[tuple[Shown, float, str, str]], layout: dict, log_y: bool, span: float) -> None:
-    """Each point's quant and bits per weight in a label above it, on a pointer to it (layout's annotations).
-    Labels sit on three heights near the top (in axis units, so a few tens of pixels apart), by turns for points
-    close in x, so that no label covers another or a point; the y axis leaves room for them."""
+    """Each point's quant and bits per weight in a label above it (two short lines), on a pointer to it (layout's
+    annotations). A label goes on the lowest level where it clears the labels already there, its width estimated
+    from its characters at a phone's width (LABEL_CHAR_FRACTION of the x range each), so that no two labels
+    overlap however close the files' sizes are. The figure gets a height of its own, so that each level has
+    LABEL_ROW_PX above the points, and no legend (each label names its point)."""
     ax = (lambda v: math.log10(v)) if log_y else (lambda v: v)
     err = [0.0 if no_error(d.entry) else float(d.entry.ppl_err or 0.0) for d, _, _, _ in placed]
     lo = min(ax(max(d.entry.ppl - r, 1e-9) if log_y else d.entry.ppl - r) for (d, _, _, _), r in zip(placed, err))
     hi = max(ax(d.entry.ppl + r) for (d, _, _, _), r in zip(placed, err))
     room = (hi - lo) or 0.2 * abs(hi) or 1.0
-    y0, y1 = lo - 0.2 * room, hi + 1.1 * room
-    layout["yaxis"]["range"] = [y0, y1]
-    notes = layout.setdefault("annotations", [])
-    level, last_x = 0, None
+    width = 1.4 * (span or 1.0)  # the x range shown (layout's range pads the span by 0.2 on each side)
+    ends: list[float] = []  # per level, the right edge of its last label
+    spots = []
     for d, x, _, _ in sorted(placed, key=lambda p: p[1]):
-        level = (level + 1) % 3 if last_x is not None and x - last_x < 0.3 * (span or 1.0) else 0
-        last_x = x
-        q = quant_of(d.entry)
-        notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (0.06 + 0.11 * level) * (y1 - y0),
-                      "axref": "x", "ayref": "y", "text": esc(f"{q} · {QUANTS[q].bpw:g} bpw" if q in QUANTS else q),
-                      "name": esc(d.name), "showarrow": True, "arrowwidth": 1, "arrowhead": 0,
-                      "arrowcolor": "#bbb", "standoff": 7, "font": {"size": 11}, "bgcolor": "rgba(255,255,255,0.85)"})
+        text = _bpw_label(quant_of(d.entry), d.entry)
+        half = 0.5 * max(len(line) for line in text.split("<br>")) * LABEL_CHAR_FRACTION * width
+        level = next((k for k, end in enumerate(ends) if end < x - half), len(ends))
+        if level == len(ends):
+            ends.append(-math.inf)
+        ends[level] = x + half
+        spots.append((d, x, level, text))
+    levels = max(len(ends), 1)
+    labels_px = LABEL_ROW_PX * levels + 8
+    height = 300 + labels_px + layout["margin"]["t"]
+    plot_px = height - layout["margin"]["t"] - layout["margin"]["b"]
+    y0 = lo - 0.15 * room
+    per_px = (hi + 0.05 * room - y0) / (plot_px - labels_px)  # axis units per pixel
+    y1 = hi + 0.05 * room + labels_px * per_px
+    layout["yaxis"]["range"] = [y0, y1]
+    layout.update(height=height, showlegend=False)
+    notes = layout.setdefault("annotations", [])
+    for d, x, level, text in spots:
+        notes.append({"x": x, "y": ax(d.entry.ppl), "ax": x, "ay": y1 - (4 + LABEL_ROW_PX * (level + 0.5)) * per_px,
+                      "axref": "x", "ayref": "y", "text": text, "name": esc(d.name), "showarrow": True,
+                      "arrowwidth": 1, "arrowhead": 0, "arrowcolor": "#bbb", "standoff": 7, "font": {"size": 11},
+                      "bgcolor": "rgba(255,255,255,0.85)"})
+
+
+def _bpw_label(quant: str | None, e: Entry) -> str:
+    """A point's quant and, on a second line when the run measured it, its file's bits per weight
+    (variants.bits_per_weight); escaped for plotly."""
+    name = esc(quant or "?")
+    return f"{name}<br>{e.source.bpw:.2f} bpw" if e.source.bpw is not None else name
 
 
 def scored_token_texts(run: Run | dict) -> list[str] | None:
@@ -433,9 +480,22 @@ def _colorscale(name: str) -> list[list]:
     return [list(step) for step in _colorscale_json(name)]
 
 
-def kld_figure(run: Run | dict, log_y: bool = False) -> go.Figure:
-    """Per-token KL divergence from the reference (kld.per_token, nats), one box per variant (mean dashed)."""
+def kld_log_axis(run: Run | dict) -> bool:
+    """Whether the KL box plot needs a log axis: the variants' median KLDs span more than LOG_SPAN (a step beside
+    quants: nats against thousandths, where a linear axis draws every quant flat at 0), the PPL plot's rule."""
+    meds = [float(np.median(d.entry.kld.per_token)) for d in shown_entries(as_run(run))
+            if not d.is_reference and d.entry.kld is not None and d.entry.kld.per_token]
+    meds = [m for m in meds if m > 0]
+    return len(meds) > 1 and max(meds) / min(meds) > LOG_SPAN
+
+
+def kld_figure(run: Run | dict, log_y: bool | None = None) -> go.Figure:
+    """Per-token KL divergence from the reference (kld.per_token, nats), one box per variant (mean dashed); on a
+    log axis when log_y, or (None) when kld_log_axis says the spread calls for it (tokens of KLD 0 then drop
+    out of the drawing, as they cannot sit on a log axis)."""
     run = as_run(run)
+    if log_y is None:
+        log_y = kld_log_axis(run)
     ref = run.reference
     entries = [d for d in shown_entries(run)
                if not d.is_reference and d.entry.kld is not None and d.entry.kld.per_token]

@@ -15,11 +15,11 @@ import plotly.graph_objects as go
 
 from .plots import base_layout, esc
 from ..runs.report import PALETTE, fmt_num
-from ..variants import QUANTS
+from ..variants import quant_rank
 
 # A sweep JSON (docs/sweeps.md) holds a steps × quants grid of cells, each {"step", "quant", "status", "run_id",
 # "ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err", "bpw", "hub"}. Only cells
-# with status "done" are drawn. Quant q keeps colour PALETTE[i] (i its place in sweep["quants"]) in every figure.
+# with status "done" are drawn. Quant q keeps colour PALETTE[i] (i its place in sweep_quant_order) in every figure.
 SWEEP_STEP0_LABEL = "step0"
 MAX_STEP_TICKS = 10  # up to this many steps, every step is a tick; more, and the ticks are decades
 MAX_LEGEND_STEPS = 20  # the PPL-vs-bpw figure lists its steps in a legend up to this many
@@ -42,10 +42,10 @@ def _done_cells(sweep: dict) -> list[dict]:
 
 
 def sweep_quant_order(sweep: dict) -> list[str]:
-    """Quants in the sweep's order, then any other quant a cell has (highest precision first)."""
-    order = [str(q) for q in sweep.get("quants") or []]
-    extra = {str(c.get("quant")) for c in sweep.get("cells") or []} - set(order)
-    return order + sorted(extra, key=lambda q: (-QUANTS[q].bpw if q in QUANTS else 0.0, q))
+    """The sweep's quants and any other quant a cell has, highest precision first (variants.quant_rank), however
+    the sweep listed them: the order of every legend, line and heatmap row."""
+    quants = {str(q) for q in sweep.get("quants") or []} | {str(c.get("quant")) for c in sweep.get("cells") or []}
+    return sorted(quants, key=quant_rank)
 
 
 def _cell_series(cell: dict) -> str:
@@ -124,7 +124,49 @@ def sweep_ppl_figure(sweep: dict) -> go.Figure:
                          fmt_num(c.get("ppl_err") or 0.0)] for c in pts],
             hovertemplate=_sweep_hover("PPL = %{customdata[2]} ± %{customdata[3]}")))
     fig.update_yaxes(type="log")
+    _difference_buttons(fig, sweep, cells)
     return _log_step_axis(fig, sweep)
+
+
+PPL_VIEW = "perplexity"
+DIFF_VIEW = "% above the reference"
+
+
+def percent_above_reference(cell: dict, reference: str | None) -> tuple[float | None, float]:
+    """(100 · (PPL(Q)/PPL(ref) − 1), its standard error) of a cell, from its ln ratio; the reference quant's own
+    cells are 0 by definition; (None, 0) when the cell has no ratio."""
+    if cell.get("ln_ratio") is None:
+        return (0.0, 0.0) if str(cell.get("quant")) == str(reference) and not cell.get("hub") else (None, 0.0)
+    ratio = math.exp(cell["ln_ratio"])
+    return 100.0 * (ratio - 1.0), 100.0 * ratio * float(cell.get("ln_ratio_err") or 0.0)
+
+
+def _difference_buttons(fig: go.Figure, sweep: dict, cells: list[dict]) -> None:
+    """Two views of the PPL-vs-step figure, as buttons above it: perplexity (log axis), and each quant's
+    perplexity above its step's reference, in percent (linear axis), where lines that lie on top of each other in
+    perplexity part."""
+    views = {PPL_VIEW: ([], []), DIFF_VIEW: ([], [])}
+    for t in fig.data:
+        name = t.name
+        pts = sorted((c for c in cells if esc(_cell_series(c)) == name), key=lambda c: int(c["step"]))
+        views[PPL_VIEW][0].append([c["ppl"] for c in pts])
+        views[PPL_VIEW][1].append(dict(type="data", array=[c.get("ppl_err") or 0.0 for c in pts], visible=True,
+                                       color=t.line.color, thickness=1.5))
+        diffs = [percent_above_reference(c, sweep.get("reference")) for c in pts]
+        views[DIFF_VIEW][0].append([d for d, _ in diffs])
+        views[DIFF_VIEW][1].append(dict(type="data", array=[e for _, e in diffs], visible=True, color=t.line.color,
+                                        thickness=1.5))
+    axes = {PPL_VIEW: {"yaxis.type": "log", "yaxis.title.text": "perplexity (log scale)", "yaxis.autorange": True},
+            DIFF_VIEW: {"yaxis.type": "linear", "yaxis.title.text": "PPL above the reference (%)",
+                        "yaxis.autorange": True}}
+    buttons = [dict(label=view, method="update", args=[{"y": ys, "error_y": errs}, axes[view]])
+               for view, (ys, errs) in views.items()]
+    # the buttons in a band of their own between the title and the plot (the top margin grows by its height)
+    fig.update_layout(margin_t=fig.layout.margin.t + 34, title_yref="container", title_y=1.0, title_yanchor="top",
+                      title_pad_t=14,
+                      updatemenus=[dict(type="buttons", direction="right", buttons=buttons, active=0, showactive=True,
+                                        x=0.0, xanchor="left", y=1.0, yanchor="bottom", pad=dict(t=0, b=6),
+                                        font=dict(size=11))])
 
 
 def sweep_kld_figure(sweep: dict) -> go.Figure:
@@ -169,10 +211,8 @@ def _step_colors(steps: list[int]) -> dict[int, str]:
 
 
 def _cell_bpw(cell: dict) -> float | None:
-    bpw = cell.get("bpw")
-    if bpw is None and cell.get("quant") in QUANTS:
-        bpw = QUANTS[cell["quant"]].bpw
-    return bpw
+    """The cell's file's bits per weight (variants.bits_per_weight, measured when it ran); None: not measured."""
+    return cell.get("bpw")
 
 
 def sweep_bpw_figure(sweep: dict) -> go.Figure:
@@ -196,7 +236,9 @@ def sweep_bpw_figure(sweep: dict) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=[_cell_bpw(c) for c in pts], y=[c["ppl"] for c in pts], name=esc(name),
                 mode="lines+markers+text" if labelled else "lines+markers",
-                text=[esc(str(c.get("quant"))) for c in pts] if labelled else None, textposition="bottom center",
+                # labels alternate below and above, so neighbours close in bits per weight do not collide
+                text=[esc(str(c.get("quant"))) for c in pts] if labelled else None,
+                textposition=[("bottom center", "top center")[k % 2] for k in range(len(pts))],
                 textfont=dict(size=9),
                 marker=dict(color=colors[step], size=8, symbol="diamond" if hub else "circle"),
                 line=dict(color=colors[step], dash="dot" if hub else "solid"),
@@ -207,7 +249,24 @@ def sweep_bpw_figure(sweep: dict) -> go.Figure:
                 hovertemplate="<b>%{fullData.name}</b><br>%{customdata[0]} · %{customdata[4]} bpw<br>"
                               "PPL = %{customdata[2]} ± %{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
     fig.update_layout(showlegend=len(steps) <= MAX_LEGEND_STEPS)  # more steps: colour and hover tell them apart
+    # a log bits axis (each halving of bits an equal step) spreads the low-bit quants, where files crowd
+    bpws = [_cell_bpw(c) for c in cells]
+    ticks = [t for t in (2, 3, 4, 5, 6, 8, 12, 16, 24, 32) if min(bpws) * 0.8 <= t <= max(bpws) * 1.25]
+    fig.update_xaxes(type="log", title_text="bits per weight (log scale)", tickvals=ticks,
+                     ticktext=[str(t) for t in ticks])
     return fig.update_yaxes(type="log")
+
+
+NOISE_SE = 2.0  # a heatmap square within this many standard errors of 0 is marked as noise
+NOISE_LEGEND = f"within {NOISE_SE:g} standard errors of 0: noise, not a difference"
+
+
+def within_noise(cell: dict) -> bool:
+    """Whether a cell's ln(PPL(Q)/PPL(ref)) is within NOISE_SE standard errors of 0: a sign the text (its chunk
+    count) cannot tell the quant from the reference. A cell with no standard error (0: too few tokens) is not
+    marked, as nothing can be said."""
+    v, err = cell.get("ln_ratio"), cell.get("ln_ratio_err") or 0.0
+    return v is not None and err > 0 and abs(v) <= NOISE_SE * err
 
 
 def sweep_heatmap(sweep: dict) -> go.Figure:
@@ -216,6 +275,8 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
     Columns are one per step, labelled like the step axis (step0 first); a cell not done, or with no
     reference, is empty. Colours diverge at 0 (no change from the reference). Hub files get rows of their own.
     Up to MAX_HEATMAP_TEXT squares, each shows its value; a bigger grid (Pythia's 154 steps) shows it on hover.
+    A square within noise (within_noise) is marked: its value is written "≈0 (value)" and a dashed frame
+    (a layout shape) sits in it, and the legend says what the frame means.
     """
     fig = _figure(_sweep_title(sweep, "ln(PPL(Q) / PPL(reference)) per step and quant"), "training step",
                   "quant")
@@ -227,25 +288,45 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
             if any(_cell_series(c) == s for c in cells)]
     at = {(_cell_series(c), int(c["step"])): c for c in cells}
     z = [[at[(r, s)]["ln_ratio"] if (r, s) in at else None for s in steps] for r in rows]
+
     def square(r: str, s: int) -> list:
         c = at.get((r, s))
         if c is None:
-            return [_step_label(s), "–", "–", "–"]
-        return [_step_label(s), c.get("run_id") or "–", fmt_num(c["ln_ratio"]), fmt_num(c.get("ln_ratio_err") or 0.0)]
+            return [_step_label(s), "–", "–", "–", ""]
+        return [_step_label(s), c.get("run_id") or "–", fmt_num(c["ln_ratio"]), fmt_num(c.get("ln_ratio_err") or 0.0),
+                "<br>within noise (±2 SE covers 0)" if within_noise(c) else ""]
+
+    def written(r: str, s: int) -> str:
+        c = at.get((r, s))
+        if c is None or not fits:
+            return ""
+        return f"≈0 ({fmt_num(c['ln_ratio'], 2)})" if within_noise(c) else fmt_num(c["ln_ratio"], 3)
 
     custom = [[square(r, s) for s in steps] for r in rows]
     labels = [_step_label(s) for s in steps]
-    written = len(steps) * len(rows) <= MAX_HEATMAP_TEXT  # values written in the squares while they fit
+    fits = len(steps) * len(rows) <= MAX_HEATMAP_TEXT  # values written in the squares while they fit
     lim = max(abs(v) for row in z for v in row if v is not None) or 1e-6
     fig.add_trace(go.Heatmap(
         z=z, x=labels, y=[esc(r) for r in rows], customdata=custom, colorscale="RdBu_r", zmid=0.0,
-        zmin=-lim, zmax=lim, xgap=2, ygap=2, colorbar=dict(title=dict(text="ln ratio")),
-        text=[[fmt_num(v, 3) if v is not None and written else "" for v in row] for row in z],
-        texttemplate="%{text}",
+        zmin=-lim, zmax=lim, xgap=2, ygap=2, name="ln ratio", showlegend=False,
+        colorbar=dict(title=dict(text="ln ratio"), len=0.8, y=0.4),
+        text=[[written(r, s) for s in steps] for r in rows], texttemplate="%{text}",
         hovertemplate="<b>%{y}</b> · step %{customdata[0]}<br>ln(PPL(Q)/PPL(ref)) = %{customdata[2]} ± "
-                      "%{customdata[3]}<br>run %{customdata[1]}<extra></extra>"))
+                      "%{customdata[3]}%{customdata[4]}<br>run %{customdata[1]}<extra></extra>"))
+    noisy = [(i, j) for i, r in enumerate(rows) for j, s in enumerate(steps)
+             if (r, s) in at and within_noise(at[(r, s)])]
+    # each noisy square framed (a dashed rectangle inside it: category axes place square k at k)
+    for i, j in noisy:
+        fig.add_shape(type="rect", xref="x", yref="y", x0=j - 0.44, x1=j + 0.44, y0=i - 0.4, y1=i + 0.4,
+                      line=dict(color="#222", width=2, dash="dash"), fillcolor="rgba(0,0,0,0)", layer="above")
+    # the legend's entry for the frames (always listed, so the legend says what a frame means even when none is)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=esc(NOISE_LEGEND), showlegend=True,
+                             hoverinfo="skip", marker=dict(symbol="square-open", size=14, color="#222",
+                                                           line=dict(width=2))))
+    fig.update_layout(showlegend=True, legend_title_text="")  # base_layout's legend below the plot: the frames
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
-    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_yaxes(type="category", autorange="reversed", categoryorder="array",
+                     categoryarray=[esc(r) for r in rows])
     return fig
 
 

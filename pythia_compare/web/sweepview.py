@@ -21,6 +21,7 @@ from ..config import Settings
 from ..errors import BadInput, PythiaCompareError, RunNotFound
 from ..runs.store import RunStore
 from ..sweeps.store import SweepStore
+from ..sweeps.sweep import cell_order
 from ..variants import DEMO_ALIAS
 
 log = logging.getLogger("pythia_compare.sweepview")
@@ -35,6 +36,9 @@ PUBLIC_NO_START = ("Sweeps are started from the command line (`python -m pythia_
                    "`sweep run ID`, or `sweep slurm` on a cluster); this public deployment does not run them.")
 MAX_FORM_CHARS = 400  # the start form's steps box
 FORM_QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]  # the start form's choices: the demo's test quants
+# The start form's chunks per cell: the README's demo sweep's. With 2, most demo squares were within 2 standard
+# errors of 0 (noise read as signal: Q3_K_M "better" than F16); 8 halves every standard error, in seconds.
+FORM_CHUNKS = 8
 
 
 # The accuracy tasks the "published benchmarks vs step" figure draws (LAMBADA's PPL is another scale: the
@@ -91,10 +95,11 @@ def sweep_rows(listed: list[dict]) -> list[list[str]]:
 
 
 def cell_rows(sweep: dict) -> list[list[str]]:
-    """Every cell of the sweep in grid order (CELL_COLUMNS), its numbers formatted as the CLI formats them."""
+    """Every cell of the sweep in grid order, quants by bits per weight (cell_order), as CELL_COLUMNS, its
+    numbers formatted as the CLI formats them."""
     rows = [[c["step"], _cell_quant(c), c.get("status"), c.get("ppl"), c.get("ppl_err"), c.get("kld_mean"),
              c.get("kld_mean_err"), c.get("kld_p99"), c.get("ln_ratio"), c.get("bpw"), c.get("run_id") or "",
-             (c.get("error") or "")[:200]] for c in sweep.get("cells") or []]
+             (c.get("error") or "")[:200]] for c in cell_order(sweep.get("cells") or [])]
     return report.format_table(CELL_COLUMNS, rows)
 
 

@@ -36,15 +36,15 @@ from ..runs.backup import Backup, local_root
 from ..config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
-                        download, download_name, log_spaced, published_table, quant_choices, reference_choices,
-                        scrub, table_cells)
+                        download, download_name, log_spaced, page_summary, page_wording, published_table,
+                        quant_choices, reference_choices, scrub, table_cells)
 from .dashboard import MODELS_NOTE
 from ..errors import PythiaCompareError
 from ..params import LIMITS
 from ..runs.run import Run, as_run
 from ..runs.store import RunLogError, RunStore
-from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
-                        SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, published_for_sweep,
+from .sweepview import (CELL_COLUMNS, FORM_CHUNKS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START,
+                        SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, published_for_sweep,
                         status_line)
 from ..variants import DEMO_ALIAS
 
@@ -76,7 +76,7 @@ class Handlers:
 
     def _fail(self, e: Exception) -> gr.Error:
         if isinstance(e, PythiaCompareError):
-            return gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False)
+            return gr.Error(page_wording(scrub(str(e), self.settings.hf_token)), print_exception=False)
         log.exception("unexpected error in the dashboard")
         return gr.Error(f"Something went wrong ({type(e).__name__}); the details are in the server log.",
                         print_exception=False)
@@ -123,7 +123,7 @@ class Handlers:
                     gr.Markdown("", visible=False), gr.Dataframe(value=None, visible=False))
         run = as_run(run)
         figs = plots.all_figures(run)
-        cols, rows = report.summary_table(run)
+        cols, rows = page_summary(*report.summary_table(run))  # the numbers first, the variant pinned
         kcols, krows = report.kl_table(run)
         files = gr.HTML(download_links(run.run_id), visible=True) if run.run_id else gr.HTML("", visible=False)
         why = report.kl_block_note(run)
@@ -207,7 +207,7 @@ class Handlers:
         if table["data"]:
             note = f"{len(table['data'])} run{'s' if len(table['data']) != 1 else ''} found." if q else ""
         else:
-            note = (f"No run's text matches “{q[:80]}”; try fewer or other words." if q
+            note = (f"No run's text, variant or label matches “{q[:80]}”; try fewer or other words." if q
                     else "No runs yet: run a comparison in the Compare tab.")
         return table, note or "Click a run in the list to select it."
 
@@ -276,7 +276,7 @@ def _page_top(settings: Settings, cat, backup: Backup) -> dict:
                "live": gr.State(None), "ref_touched": gr.State(False)}
     gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
                 "side: next-token distributions, generations, perplexity and KL divergence from a reference. "
-                + MODELS_NOTE)
+                + MODELS_NOTE, elem_id="pc-intro")  # on a phone, the title only (assets/style.css)
     p["banner"] = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
 
     def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
@@ -317,7 +317,7 @@ def _compare_tab(settings: Settings, cat) -> dict:
             # the run's JSON and zip: links that make them when clicked (download_links)
             c["downloads"] = gr.HTML("", visible=False, elem_id="pc-downloads", min_height=0)
         c["summary"] = gr.Dataframe(label="Summary (the numbers the CLI prints)", interactive=False, wrap=True,
-                                    elem_id="pc-summary", visible=False)
+                                    elem_id="pc-summary", visible=False, pinned_columns=1)
         with gr.Row():
             c["fig_next"] = gr.Plot(label="Next-token distribution", elem_id="pc-fig-next_token")
             c["fig_ppl"] = gr.Plot(label="Perplexity", elem_id="pc-fig-ppl")
@@ -367,8 +367,8 @@ def _history_tab(settings: Settings) -> dict:
     h: dict = {}
     with gr.Tab("History", id="history"):
         with gr.Row():
-            h["query"] = gr.Textbox(label="Search the input texts", scale=4, max_length=MAX_QUERY_CHARS,
-                                    elem_id="pc-query")
+            h["query"] = gr.Textbox(label="Search texts, variants and labels (word starts: fibo, Q2_K, step0)",
+                                    scale=4, max_length=MAX_QUERY_CHARS, elem_id="pc-query")
             h["search"] = gr.Button("Search", scale=1)
         h["history"] = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="pc-history",
                                     column_widths=["11%", "10%", "19%", "6%", "7%", "22%", "10%", "15%"])
@@ -578,7 +578,7 @@ class SweepHandlers:
         try:
             return self.desk.get(sweep_id)
         except PythiaCompareError as e:
-            raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+            raise gr.Error(page_wording(scrub(str(e), self.settings.hf_token)), print_exception=False) from None
 
     def on_load(self, request: gr.Request | None = None) -> tuple:
         """Page load: the sweep list; with `?sweep=<id>` that sweep's views and the Sweeps tab selected."""
@@ -605,7 +605,7 @@ class SweepHandlers:
             sweep_id = self.desk.start(form)
         except Exception as e:
             if isinstance(e, PythiaCompareError):
-                raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+                raise gr.Error(page_wording(scrub(str(e), self.settings.hf_token)), print_exception=False) from None
             log.exception("starting a sweep failed")
             raise gr.Error(f"Something went wrong ({type(e).__name__}); the details are in the server log.",
                            print_exception=False) from None
@@ -680,7 +680,7 @@ def _start_form(c: dict, settings: Settings) -> None:
         with gr.Row():
             c["f_ctx"] = gr.Number(64, precision=0, minimum=LIMITS["ctx"].lo, maximum=LIMITS["ctx"].hi, label="Context",
                                    elem_id="pc-sweep-f-ctx")
-            c["f_chunks"] = gr.Number(2, precision=0, minimum=0, label="Max chunks per cell (0: all)",
+            c["f_chunks"] = gr.Number(FORM_CHUNKS, precision=0, minimum=0, label="Max chunks per cell (0: all)",
                                       elem_id="pc-sweep-f-chunks")
         c["f_start"] = gr.Button("Plan and run", variant="primary", elem_id="pc-sweep-f-start")
         c["f_note"] = gr.Markdown(elem_id="pc-sweep-f-note")
