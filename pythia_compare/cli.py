@@ -148,36 +148,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _read_text_file(path: str, limit: int) -> str:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise BadInput(f"text file {path!r} does not exist; give the path of a UTF-8 .txt file")
-    if p.stat().st_size > limit * 4:
-        raise BadInput(f"text file {path!r} is {p.stat().st_size} bytes; the limit is {limit} characters")
-    try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"text file {path!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-
-
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .compare import RunParams, check_unicode, run_comparison
+    from .compare import ProgressBar, RunParams, check_prompt, pick_reference, run_comparison
+    from .files import read_text_file
     from .pool import ModelPool
     from . import report
     from .report import format_run
     from .store import RunStore
 
     if args.prompt is not None:
-        check_unicode(args.prompt, "--prompt")  # bytes that are not UTF-8 in argv arrive as lone surrogates
-    text = args.prompt if args.prompt is not None else _read_text_file(args.text_file, settings.max_text_chars)
-    if args.prompt is not None and len(text) > settings.max_prompt_chars:
-        raise BadInput(f"the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars} "
-                       f"(use --text-file for long texts)")
+        check_prompt(args.prompt, settings)
+    text = args.prompt if args.prompt is not None else read_text_file(args.text_file, settings.max_text_chars)
     params = RunParams.from_settings(settings, scoring=args.scoring, ctx=args.ctx, top_k=args.top_k,
                                      max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
-                                     reference=_reference(args.specs, args.reference, settings))
+                                     reference=pick_reference(args.specs, args.reference))
     pool = ModelPool(settings)
-    bar = _progress_bar()
+    bar = ProgressBar()
     try:
         run = run_comparison(args.specs, text, params, settings=settings, pool=pool, on_event=bar.update)
     finally:
@@ -196,39 +182,11 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _reference(specs: list[str], given: str | None, settings: Settings) -> str | None:
-    """--reference as given; 'none' for no reference; absent: the dashboard's rule (default_reference)."""
-    if given is not None:
-        return None if given.strip().lower() in ("none", "") else given
-    from .dashboard import default_reference
-
-    return default_reference(list(specs)) or None
-
-
 def _width() -> int:
     """The terminal's width (COLUMNS when set; 100 when stdout is not a terminal)."""
     import shutil
 
     return max(40, shutil.get_terminal_size((100, 24)).columns)
-
-
-class _progress_bar:
-    """tqdm on stderr (only when stderr is a terminal); stdout stays clean for --json."""
-
-    def __init__(self):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=1000, file=sys.stderr, disable=None, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
-
-    def update(self, ev) -> None:
-        target = int(ev.fraction * 1000)
-        if target > self.bar.n:
-            self.bar.update(target - self.bar.n)
-        if ev.message:
-            self.bar.set_description_str(ev.message[:60], refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:

@@ -30,11 +30,11 @@ def _existing_store(settings: Settings):
 
 
 def _plan(args, settings: Settings) -> int:
-    from .cli import _read_text_file
+    from .files import read_text_file
     from .store import RunStore
     from .sweep import make_plan
 
-    text = _read_text_file(args.text_file, settings.max_text_chars)
+    text = read_text_file(args.text_file, settings.max_text_chars)
     sha = sha256_file(Path(args.text_file).expanduser())
     plan, cells = make_plan(settings, steps=args.steps, quants=args.quants, text=text, text_sha256=sha,
                             repo=args.repo, reference=args.reference, ctx=args.ctx,
