@@ -324,19 +324,16 @@ _plotly_js_sent = False  # plotly.js goes into the first rich display of this pr
 
 
 def _plotly_js() -> str:
-    """plotly.js inline (no network), once per process: the first call returns the script, later ones ''.
-
-    The bundle is wrapped so that it always defines window.Plotly, also on a page that has require.js (which
-    would otherwise take it as an anonymous AMD module)."""
+    """plotly.js inline (no network), once per process: the first call returns the script, later ones ''. The
+    bundle sets window.Plotly itself, which every figure's script then draws with."""
     global _plotly_js_sent
     if _plotly_js_sent:
         return ""
     from plotly.offline import get_plotlyjs
 
     _plotly_js_sent = True
-    return ('<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>\n'
-            '<script type="text/javascript">(function (define, module, exports) {\n' + get_plotlyjs() +
-            '\n}).call(window);</script>\n')
+    return (f'<script type="text/javascript" data-pythia-compare="plotly.js">window.PlotlyConfig = '
+            f'{{MathJaxConfig: "local"}};\n{get_plotlyjs()}\n</script>\n')
 
 
 def _figure_html(fig) -> str:

@@ -15,7 +15,7 @@ from tests.support import ROOT
 from tests.ui_support import chromium, comparable
 
 NOTEBOOK = ROOT / "docs" / "examples" / "quickstart.ipynb"
-WRAPPED_PLOTLY_JS = "(function (define, module, exports) {"  # how pythia_compare's displays carry plotly.js
+PLOTLY_JS = 'data-pythia-compare="plotly.js"'  # the script in which pythia_compare's displays carry plotly.js
 
 
 def _cli_json(run: dict, tmp, env: dict) -> dict:
@@ -68,7 +68,7 @@ def test_the_quickstart_notebook_runs_shows_the_clis_numbers_and_its_html_draws_
                d.get("text/html", "")]
     assert len(results) == 2  # the quants and the steps runs show themselves
     assert all("PPL ±" in d["text/html"] and 'class="plotly-graph-div"' in d["text/html"] for d in results)
-    assert sum(d.get("text/html", "").count(WRAPPED_PLOTLY_JS) for d in displays) == 1  # plotly.js once
+    assert sum(d.get("text/html", "").count(PLOTLY_JS) for d in displays) == 1  # plotly.js once
     frames = [d["text/html"] for d in displays if '<table border="1" class="dataframe' in d.get("text/html", "")]
     assert any("mean KLD" in f and "same top %" in f for f in frames)  # summary() as a DataFrame
 
