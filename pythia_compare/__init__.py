@@ -8,7 +8,7 @@ stays light (no gradio, plotly, pandas or llama_cpp until a function needs them)
     r.summary()
 """
 
-__version__ = "0.1.0"
+from .config import __version__
 
 # The public names of pythia_compare.api; none equals a module or subpackage of this package (importing one would
 # replace the name on the package).

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import Settings, parse_size
 from .errors import BadInput, PythiaCompareError
+from .files import read_text_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,12 +150,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .compare import ProgressBar, RunParams, check_prompt, pick_reference, run_comparison
-    from .files import read_text_file
-    from .pool import ModelPool
-    from . import report
-    from .report import format_run
-    from .store import RunStore
+    from .runs.compare import ProgressBar, RunParams, check_prompt, pick_reference, run_comparison
+    from .runs.pool import ModelPool
+    from .runs import report
+    from .runs.report import format_run
+    from .runs.store import RunStore
 
     if args.prompt is not None:
         check_prompt(args.prompt, settings)
@@ -190,8 +190,8 @@ def _width() -> int:
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    from .report import format_run, format_run_list
-    from .store import RunStore
+    from .runs.report import format_run, format_run_list
+    from .runs.store import RunStore
 
     store = RunStore(settings.db_path)
     if args.runs_command == "list":
@@ -202,7 +202,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     elif args.runs_command == "export":
         run = store.get_run(args.run_id)
         if args.format == "zip":
-            from .export import run_to_zip
+            from .runs.export import run_to_zip
 
             if not args.out:
                 raise BadInput("--format zip writes a binary file; give --out FILE.zip")
@@ -210,11 +210,11 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             print(f"wrote {args.out}", file=sys.stderr)
             return 0
         if args.format == "json":
-            from .export import run_to_json_text
+            from .runs.export import run_to_json_text
 
             data = run_to_json_text(run)
         else:
-            from .export import run_to_csv
+            from .runs.export import run_to_csv
 
             data = run_to_csv(run)
         if args.out:
@@ -232,7 +232,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
     import shutil
 
-    from .convert import convert_checkpoint
+    from .sources.convert import convert_checkpoint
     from .variants import QUANTS, normalize_quant
 
     quant = normalize_quant(args.quant, what="--quant")
@@ -251,14 +251,14 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
         else:
             import tempfile
 
-            from .quantize import quantize_file
+            from .models.quantize import quantize_file
 
             with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
                 f16 = Path(tmp) / "f16.gguf"
                 convert_checkpoint(src, f16, "F16")
                 quantize_file(f16, out, quant, n_threads=settings.n_threads)
     else:
-        from .sources import Resolver
+        from .sources.resolver import Resolver
         from .variants import parse_spec
 
         v = parse_spec(args.source)
@@ -273,7 +273,7 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
-    from .cache import Cache
+    from .sources.cache import Cache
 
     cache = Cache(settings.home)
     if args.cache_command == "list":
@@ -296,6 +296,6 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli_sweep import run_sweep_command
+    from .sweeps.cli import run_sweep_command
 
     return run_sweep_command(args, settings)

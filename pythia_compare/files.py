@@ -14,6 +14,8 @@ import os
 import threading
 from pathlib import Path
 
+from .errors import BadInput
+
 
 def sha256_file(path: str | Path) -> str:
     """sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
@@ -39,8 +41,6 @@ def write_atomic(path: str | Path, text: str) -> None:
 
 def read_text_file(path: str | Path, limit: int, what: str = "text file") -> str:
     """A user's UTF-8 text file of at most `limit` characters; BadInput naming the file and what would work."""
-    from .errors import BadInput
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise BadInput(f"{what} {str(path)!r} does not exist; give the path of a UTF-8 .txt file")
