@@ -312,9 +312,11 @@ def open_sweep(sweep_id: str, db: str | Path | None = None) -> "SweepResult":
     SweepResult. db: the run log it is in (None: the default one)."""
     with _said_in_api_words():
         sid = _id_of(sweep_id, "sweep_id", "sweep")
+        from .sweeps.store import SweepStore
+
         store = _store(db)
         try:
-            return SweepResult(store.sweeps.get(sid), store.path)
+            return SweepResult(SweepStore(store).get(sid), store.path)
         finally:
             store.close()
 
