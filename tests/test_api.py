@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pythia_compare.errors import BadInput, InputTextError, OfflineMissing, RunN
 from tests.support import ROOT, run_cli
 
 PROMPT = "def fibonacci(n):"
+CLI_FLAGS = re.compile(r"--(prompt|text-file|scoring|ctx|top-k|max-tokens|temperature|seed|reference|offline|db|home)\b")
 HEAVY = ("gradio", "plotly", "pandas", "llama_cpp", "torch", "numpy")
 
 
@@ -99,7 +101,7 @@ def test_a_second_compare_on_the_same_variants_loads_nothing_and_close_frees_the
     for a, b in zip(first.run.entries(), second.run.entries()):
         assert a.ppl == b.ppl and a.token_logprobs == b.token_logprobs
     third = pc.compare("demo:Q8_0", "demo@step100", prompt=PROMPT, max_tokens=0, offline=True, db=db, progress=False)
-    assert pool.loads == 3 and third.run.reference.spec == "demo:Q8_0"  # only step100 was new
+    assert pool.loads == 3 and third.run.reference.spec == "demo@step100"  # only step100 (F16) was new
     pc.close()
     assert pc.model_pool() is None and pool.loaded() == []
     pc.compare("demo:Q8_0", "demo", prompt=PROMPT, max_tokens=0, offline=True, db=db, progress=False)
@@ -138,7 +140,8 @@ def test_a_result_gives_the_cli_table_the_tokens_csv_rows_the_figures_and_a_link
     db = env / "result.db"
     r = pc.compare("demo:Q2_K", "demo", prompt=PROMPT, max_tokens=3, offline=True, db=db, progress=False)
     summary = r.summary()
-    assert list(summary.columns) == SUMMARY_COLUMNS and list(summary["variant"]) == ["demo", "demo:Q2_K"]
+    assert list(summary.columns) == SUMMARY_COLUMNS and list(summary["spec"]) == ["demo", "demo:Q2_K"]
+    assert list(summary["variant"]) == [e.label for e in r.run.entries()]
     assert list(summary["role"]) == ["reference", "variant"]
     assert list(summary["PPL"]) == [e.ppl for e in r.run.entries()]
     assert summary["mean KLD"][1] == r.run.variants[0].kld.mean and math.isnan(summary["mean KLD"][0])
@@ -155,14 +158,15 @@ def test_a_result_gives_the_cli_table_the_tokens_csv_rows_the_figures_and_a_link
 
     figs = r.figures()
     assert set(figs) == {"next_token", "ppl", "surprisal", "kld"}
-    assert {t.name for t in figs["ppl"].data} >= {"demo (reference)", "demo:Q2_K"}
+    labels = [e.label for e in r.run.entries()]
+    assert {t.name for t in figs["ppl"].data} >= {f"{labels[0]} (reference)", labels[1]}
     assert r.link() == f"http://127.0.0.1:7860/?run={r.run.run_id}"
     assert r.link("https://x.hf.space") == f"https://x.hf.space/?run={r.run.run_id}"
     assert pc.open_run(r.link(), db=db).run.run_id == r.run.run_id
 
     bundle = r._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html", "application/vnd.plotly.v1+json"}
-    assert "PPL ±" in bundle["text/html"] and "demo:Q2_K" in bundle["text/html"]
+    assert "PPL ±" in bundle["text/html"] and labels[1] in bundle["text/html"]
     assert bundle["text/html"].count('class="plotly-graph-div"') == 3  # ppl, next token, KLD
     assert bundle["application/vnd.plotly.v1+json"]["data"][0]["type"]
     assert r.run.run_id in bundle["text/plain"] and r.run.run_id in repr(r)
@@ -205,12 +209,13 @@ def test_bad_input_raises_a_typed_error_in_the_apis_words_and_logs_nothing(case,
     args = dict(prompt=PROMPT, offline=True, db=env / f"bad-{case.replace(' ', '-')}.db", progress=False)
     specs = change.pop("specs", ("demo:Q8_0", "demo"))
     args.update(change)
+    logged = _runs_in(env / "default-log.db")
     with pytest.raises(error) as got:
         pc.compare(*specs, **args)
     message = str(got.value)
     assert words in message, message
-    assert "--" not in message, message  # the CLI's flags are not the API's words
-    assert not args["db"].exists() and _runs_in(env / "default-log.db") == 0
+    assert not CLI_FLAGS.search(message), message  # the CLI's flags are not the API's words
+    assert not args["db"].exists() and _runs_in(env / "default-log.db") == logged
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
 
 
