@@ -14,6 +14,7 @@ the functions that need them.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -71,21 +72,25 @@ def in_api_words(message: str) -> str:
     return message
 
 
-@contextmanager
-def _said_in_api_words() -> Iterator[None]:
-    """Re-raise the package's errors with the API's argument names, as the same type, without the traceback
-    from deep inside (the message says what is wrong and what would work)."""
-    try:
-        yield
-    except PythiaCompareError as e:
-        message = in_api_words(str(e))
-        if message == str(e):
-            raise
+def _in_api_words(fn):
+    """A public function whose errors of this package are re-raised with the API's argument names (in_api_words),
+    as the same type, without the traceback from deep inside (the message says what is wrong and what would
+    work)."""
+    @functools.wraps(fn)
+    def said(*args, **kwargs):
         try:
-            again = type(e)(message)
-        except TypeError:  # an error class with its own arguments: as it is
-            raise e from None
-        raise again from None
+            return fn(*args, **kwargs)
+        except PythiaCompareError as e:
+            message = in_api_words(str(e))
+            if message == str(e):
+                raise
+            try:
+                again = type(e)(message)
+            except TypeError:  # an error class with its own arguments: as it is
+                raise e from None
+            raise again from None
+
+    return said
 
 
 # ------------------------------------------------------------------------------------ settings and the pool
@@ -157,6 +162,7 @@ def session() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------ compare
+@_in_api_words
 def compare(*specs: str, prompt: str | None = None, text: str | Path | None = None,
             reference: str | None = HIGHEST_PRECISION, scoring: str = "auto", ctx: int = 512, top_k: int = 10,
             max_tokens: int = 32, temperature: float = 0.0, seed: int = 0, offline: bool | None = None,
@@ -175,14 +181,6 @@ def compare(*specs: str, prompt: str | None = None, text: str | Path | None = No
     Raises the package's errors (pythia_compare.errors; BadInput for input that cannot work, its message naming
     the argument and what would work); nothing is logged then.
     """
-    with _said_in_api_words():
-        return _compare(specs, prompt=prompt, text=text, reference=reference, scoring=scoring, ctx=ctx,
-                        top_k=top_k, max_tokens=max_tokens, temperature=temperature, seed=seed, offline=offline,
-                        db=db, home=home, progress=progress)
-
-
-def _compare(specs, *, prompt, text, reference, scoring, ctx, top_k, max_tokens, temperature, seed, offline, db,
-             home, progress) -> "Result":
     from .files import read_text_file
     from .runs.compare import ProgressBar, RunParams, check_prompt, pick_reference, run_comparison
 
@@ -267,21 +265,22 @@ def _store(db: Any, *, must_exist: bool = True):
     return RunStore(settings.db_path)
 
 
+@_in_api_words
 def open_run(run_id_or_link: str, db: str | Path | None = None) -> "Result":
     """A logged run, by its id or its link (`http://host/?run=ID`), as a Result; no model is loaded.
     db: the run log (None: the default one)."""
-    with _said_in_api_words():
-        run_id = _id_of(run_id_or_link, "run_id_or_link", "run")
-        store = _store(db)
-        try:
-            return Result(store.get_run(run_id), store.path)
-        except RunNotFound:
-            raise RunNotFound(f"no run in {store.path} has the id {run_id[:64]!r}; pythia_compare.list_runs() "
-                              f"shows the logged runs (db= names another run log)") from None
-        finally:
-            store.close()
+    run_id = _id_of(run_id_or_link, "run_id_or_link", "run")
+    store = _store(db)
+    try:
+        return Result(store.get_run(run_id), store.path)
+    except RunNotFound:
+        raise RunNotFound(f"no run in {store.path} has the id {run_id[:64]!r}; pythia_compare.list_runs() "
+                          f"shows the logged runs (db= names another run log)") from None
+    finally:
+        store.close()
 
 
+@_in_api_words
 def list_runs(query: str | None = None, limit: int = 20, db: str | Path | None = None):
     """The logged runs, newest first, as the dashboard's History tab lists them: a pandas DataFrame, one row per
     run. query: full-text search in the input text; limit: at most this many rows."""
@@ -295,30 +294,29 @@ def list_runs(query: str | None = None, limit: int = 20, db: str | Path | None =
                        f"{type(query).__name__}")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise BadInput(f"limit must be a whole number in 1 … {MAX_LIST_LIMIT}, not {limit!r}")
-    with _said_in_api_words():
-        try:
-            store = _store(db)
-        except RunNotFound:  # no run log yet: no runs
-            return pd.DataFrame([], columns=HISTORY_COLUMNS)
-        try:
-            rows = history_rows(store.list(query=query or "", limit=limit))
-        finally:
-            store.close()
+    try:
+        store = _store(db)
+    except RunNotFound:  # no run log yet: no runs
+        return pd.DataFrame([], columns=HISTORY_COLUMNS)
+    try:
+        rows = history_rows(store.list(query=query or "", limit=limit))
+    finally:
+        store.close()
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
+@_in_api_words
 def open_sweep(sweep_id: str, db: str | Path | None = None) -> "SweepResult":
     """A stored sweep (`python -m pythia_compare sweep plan …`), by its id or its link (`?sweep=ID`), as a
     SweepResult. db: the run log it is in (None: the default one)."""
-    with _said_in_api_words():
-        sid = _id_of(sweep_id, "sweep_id", "sweep")
-        from .sweeps.store import SweepStore
+    from .sweeps.store import SweepStore
 
-        store = _store(db)
-        try:
-            return SweepResult(SweepStore(store).get(sid), store.path)
-        finally:
-            store.close()
+    sid = _id_of(sweep_id, "sweep_id", "sweep")
+    store = _store(db)
+    try:
+        return SweepResult(SweepStore(store).get(sid), store.path)
+    finally:
+        store.close()
 
 
 # ------------------------------------------------------------------------------------ rich results
