@@ -38,6 +38,7 @@ __all__ = ["compare", "open_run", "list_runs", "open_sweep", "close", "session",
 DEFAULT_APP = "http://127.0.0.1:7860/"  # where `python app.py` serves the dashboard; Result.link's default
 MAIN_FIGURES = ("ppl", "next_token", "kld")  # the figures a result's display draws (figures() has them all)
 FIGURE_HEIGHT = 420  # px, a figure in a result's display
+TEXT_COLUMNS = ("variant", "role", "spec", "quant", "top-1 next token")  # summary(): the rest are numbers
 
 
 class _Default:
@@ -377,7 +378,11 @@ class Result:
         from .runs.report import NA, summary_table
 
         columns, rows = summary_table(self.run)
-        return pd.DataFrame([[None if c == NA else c for c in r] for r in rows], columns=columns)
+        frame = pd.DataFrame([[None if c == NA else c for c in r] for r in rows], columns=columns)
+        for name in columns:
+            if name not in TEXT_COLUMNS:
+                frame[name] = pd.to_numeric(frame[name]).astype(float if name != "n scored" else int)
+        return frame
 
     def tokens(self):
         """The rows of the export's tokens.csv as a pandas DataFrame: one row per (model, scored position), the

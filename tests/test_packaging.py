@@ -79,8 +79,9 @@ def test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_co
     code = ("import pythia_compare as pc; r = pc.compare('demo:Q8_0', 'demo', prompt='def f(x):', offline=True); "
             "print(r.summary()); print(pc.open_run(r.run.run_id).run.to_json() == r.run.to_json())")
     lib = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=cwd, timeout=600,
-                         env={**env, "PYTHIA_COMPARE_DB": str(tmp_path / "lib.db"),
-                              "PYTHIA_COMPARE_HOME": str(tmp_path / "home")})
+                         env={**env, "PYTHIA_COMPARE_DB": str(tmp_path / "lib.db"), "COLUMNS": "250",
+                              "PYTHIA_COMPARE_HOME": str(tmp_path / "home")})  # pandas prints to a wide terminal
     assert lib.returncode == 0, lib.stderr
     out = lib.stdout.strip().splitlines()
-    assert out[-1] == "True" and "PPL" in out[0] and any(line.split()[1:2] == ["demo:Q8_0"] for line in out)
+    assert out[-1] == "True" and out[0].split()[:3] == ["variant", "role", "spec"] and "PPL" in out[0].split()
+    assert any("variant" in line.split() and "demo:Q8_0" in line.split() for line in out), out
