@@ -81,6 +81,8 @@ def test_the_quickstart_notebook_runs_shows_the_clis_numbers_and_its_html_draws_
     assert all(c.execution_count is not None for c in code)
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
+    streams = "".join(o.get("text", "") for c in code for o in c.outputs if o.output_type == "stream")
+    assert "Warning" not in streams and "Traceback" not in streams, streams[:2000]
     displays = [d for c in code for d in _outputs(c)]
     results = [d for d in displays if "application/vnd.plotly.v1+json" in d and "pythia-compare-result" in
                d.get("text/html", "")]

@@ -168,12 +168,18 @@ class ProgressBar:
 
         options = dict(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
         if notebook:
-            try:
-                from tqdm.auto import tqdm as auto
+            import warnings
 
-                self.bar = auto(**options, disable=False)
+            from tqdm import TqdmWarning
+
+            try:
+                with warnings.catch_warnings():  # without ipywidgets tqdm.auto warns, then gives the text bar
+                    warnings.simplefilter("ignore", TqdmWarning)
+                    from tqdm.auto import tqdm as auto
+
+                    self.bar = auto(**options, disable=False)
                 return
-            except ImportError:  # tqdm.auto picked its notebook bar, which needs ipywidgets: the text bar
+            except ImportError:  # tqdm.auto's notebook bar, which needs ipywidgets: the text bar
                 pass
         from tqdm import tqdm
 
