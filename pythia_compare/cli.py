@@ -151,27 +151,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-
-
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .runs.compare import RunParams, check_unicode, run_comparison
+    from .runs.compare import ProgressBar, RunParams, check_prompt, pick_reference, run_comparison
     from .runs.pool import ModelPool
     from .runs import report
     from .runs.report import format_run
     from .runs.store import RunStore
 
     if args.prompt is not None:
-        check_unicode(args.prompt, "--prompt")  # bytes that are not UTF-8 in argv arrive as lone surrogates
+        check_prompt(args.prompt, settings)
     text = args.prompt if args.prompt is not None else read_text_file(args.text_file, settings.max_text_chars,
                                                                        settings.demo_dir)
-    if args.prompt is not None and len(text) > settings.max_prompt_chars:
-        raise BadInput(f"the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars} "
-                       f"(use --text-file for long texts)")
     params = RunParams.from_settings(settings, scoring=args.scoring, ctx=args.ctx, top_k=args.top_k,
                                      max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
-                                     reference=_reference(args.specs, args.reference, settings))
+                                     reference=pick_reference(args.specs, args.reference))
     pool = ModelPool(settings)
-    bar = _progress_bar()
+    bar = ProgressBar()
     try:
         run = run_comparison(args.specs, text, params, settings=settings, pool=pool, on_event=bar.update)
     finally:
@@ -190,41 +185,11 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _reference(specs: list[str], given: str | None, settings: Settings) -> str | None:
-    """--reference as given; 'none' for no reference; absent: the dashboard's rule (default_reference)."""
-    if given is not None:
-        from .runs.compare import given_reference
-
-        return given_reference(given)
-    from .web.dashboard import default_reference
-
-    return default_reference(list(specs)) or None
-
-
 def _width() -> int:
     """The terminal's width (COLUMNS when set; 80 when stdout is not a terminal)."""
     import shutil
 
     return max(40, shutil.get_terminal_size((80, 24)).columns)
-
-
-class _progress_bar:
-    """tqdm on stderr (only when stderr is a terminal); stdout stays clean for --json."""
-
-    def __init__(self):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=1000, file=sys.stderr, disable=None, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
-
-    def update(self, ev) -> None:
-        target = int(ev.fraction * 1000)
-        if target > self.bar.n:
-            self.bar.update(target - self.bar.n)
-        if ev.message:
-            self.bar.set_description_str(ev.message[:60], refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:

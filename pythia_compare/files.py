@@ -1,5 +1,5 @@
 """File primitives several modules share: the sha256 of a file, replacing a small file atomically, and reading a
-user's text file.
+user's text file (the CLI's --text-file, the library's text=Path(...)).
 
 Owns how a file is hashed (streamed in 1 MiB blocks) and how a small text file (metadata, memos) is written so that
 a reader sees the old content or the new, never a part: a temporary file beside it, then os.replace. Never decides
@@ -42,10 +42,11 @@ def write_atomic(path: str | Path, text: str) -> None:
 DEMO_TEXT_PREFIX = "demo:"  # --text-file demo:heldout: a text of the demo suite, wherever the command runs
 
 
-def text_file_path(given: str, demo_dir: str | Path) -> Path:
+def text_file_path(given: str | Path, demo_dir: str | Path | None = None) -> Path:
     """The file a --text-file names: `demo:NAME` is the demo suite's NAME.txt (in Settings.demo_dir, inside the
     installed package too), so the README's commands work from any directory; anything else is a path."""
-    if given.startswith(DEMO_TEXT_PREFIX):
+    given = str(given)
+    if demo_dir is not None and given.startswith(DEMO_TEXT_PREFIX):
         name = given[len(DEMO_TEXT_PREFIX):]
         texts = sorted(p.stem for p in Path(demo_dir).glob("*.txt"))
         if name not in texts:
@@ -55,15 +56,16 @@ def text_file_path(given: str, demo_dir: str | Path) -> Path:
     return Path(given).expanduser()
 
 
-def read_text_file(path: str, limit: int, demo_dir: str | Path) -> str:
-    """The UTF-8 text of a user's file (or `demo:NAME`) of at most `limit` characters; BadInput naming it otherwise."""
+def read_text_file(path: str | Path, limit: int, demo_dir: str | Path | None = None, what: str = "text file") -> str:
+    """A user's UTF-8 text file (or, given the demo suite's folder, `demo:NAME`) of at most `limit` characters;
+    BadInput naming the file and what would work otherwise."""
     p = text_file_path(path, demo_dir)
     if not p.is_file():
-        raise BadInput(f"text file {path!r} does not exist; give the path of a UTF-8 .txt file, or "
-                       f"{DEMO_TEXT_PREFIX}heldout for the demo suite's held-out text")
+        demo = f", or {DEMO_TEXT_PREFIX}heldout for the demo suite's held-out text" if demo_dir is not None else ""
+        raise BadInput(f"{what} {str(path)!r} does not exist; give the path of a UTF-8 .txt file{demo}")
     if p.stat().st_size > limit * 4:
-        raise BadInput(f"text file {path!r} is {p.stat().st_size} bytes; the limit is {limit} characters")
+        raise BadInput(f"{what} {str(path)!r} is {p.stat().st_size} bytes; the limit is {limit} characters")
     try:
         return p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise BadInput(f"text file {path!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        raise BadInput(f"{what} {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None

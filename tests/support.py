@@ -131,6 +131,16 @@ TIERS: dict[str, set[str]] = {
     # issue 11 (dashboard second pass): CLI processes, real demo runs through the handlers
     "test_cli_pass2": {"slow"},
     "test_dashboard_pass2": {"slow"},
+    # issue 21 (the library): a real ipykernel, Chromium and CLI processes; demo runs through the API
+    "test_notebook": {"browser", "slow"},
+    "test_api::test_every_api_name_still_works_after_every_submodule_is_imported": {"slow"},
+    "test_api::test_a_second_compare_on_the_same_variants_loads_nothing_and_close_frees_them": {"slow"},
+    "test_api::test_compare_gives_the_numbers_of_the_cli_and_logs_the_run_where_db_says": {"slow"},
+    "test_api::test_a_result_gives_the_cli_table_the_tokens_csv_rows_the_figures_and_a_link": {"slow"},
+    "test_api::test_list_runs_is_the_history_table_newest_first_and_searches_the_text": {"slow"},
+    "test_api::test_a_run_id_that_does_not_exist_raises_run_not_found_naming_the_id_and_what_lists_runs": {"slow"},
+    "test_api::test_a_text_path_reads_the_file_and_a_missing_one_names_it": {"slow"},
+    "test_api::test_open_sweep_gives_the_grid_the_figures_and_the_cells_runs": {"slow"},
     # issue 10 (the fast tier under 30 s): a fixed second, or seconds of one library, that no fixture can share
     "test_hub::test_a_connection_cut_mid_file_is_resumed_by_huggingface_hub_with_a_range_request": {"slow"},  # 1 s
     "test_hub::test_a_download_that_fails_midway_leaves_no_partial_file_and_a_retry_gets_the_right_bytes":

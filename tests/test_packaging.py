@@ -77,6 +77,17 @@ def test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_co
     assert run.returncode == 0, run.stderr
     assert "PPL" in run.stdout and "demo step0 F16" in run.stdout and "saved to" in run.stdout
 
+    # the library, as the README's "From Python" shows it: the table, and the run opened again from the log
+    code = ("import pythia_compare as pc; r = pc.compare('demo:Q8_0', 'demo', prompt='def f(x):', offline=True); "
+            "print(r.summary()); print(pc.open_run(r.run.run_id).run.to_json() == r.run.to_json())")
+    lib = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=cwd, timeout=600,
+                         env={**env, "PYTHIA_COMPARE_DB": str(tmp_path / "lib.db"), "COLUMNS": "250",
+                              "PYTHIA_COMPARE_HOME": str(tmp_path / "home")})  # pandas prints to a wide terminal
+    assert lib.returncode == 0, lib.stderr
+    out = lib.stdout.strip().splitlines()
+    assert out[-1] == "True" and out[0].split()[:3] == ["variant", "role", "spec"] and "PPL" in out[0].split()
+    assert any("variant" in line.split() and "demo:Q8_0" in line.split() for line in out), out
+
 
 def test_the_packaging_venv_sees_the_packages_of_a_venv_that_runs_the_tests_not_only_the_base_interpreters(tmp_path):
     """A newcomer runs the suite from a venv with the dependencies installed into it (issue 20, item 6): the

@@ -33,7 +33,7 @@ from ..sources.policy import check_run
 from ..sources.lineage import mixed_run_warnings
 from ..sources.resolver import Resolved, Resolver, demo_steps
 from ..threads import in_thread
-from ..variants import bits_per_weight, parse_spec, parse_specs
+from ..variants import QUANTS, bits_per_weight, parse_spec, parse_specs
 
 SCHEMA_VERSION = SCHEMA  # the run JSON's version: run.py owns it
 SCORING_MODES = ("auto", "prompt", "corpus")
@@ -134,6 +134,78 @@ def given_reference(given: str | None) -> str | None:
         return None
     text = str(given).strip()
     return None if text.lower() in ("", NO_REFERENCE) else text
+
+
+def check_prompt(prompt: str, settings: Settings, what: str = "--prompt", longer: str = "--text-file for long texts") -> None:
+    """A prompt's own checks, for the CLI and the API alike (each naming its own argument): Unicode text, at most
+    settings.max_prompt_chars characters (`longer` says where a long text goes instead)."""
+    check_unicode(prompt, what)  # bytes that are not UTF-8 in argv arrive as lone surrogates
+    if len(prompt) > settings.max_prompt_chars:
+        raise InputTextError(f"the prompt has {len(prompt)} characters; the limit is {settings.max_prompt_chars} "
+                             f"(use {longer})")
+
+
+def _precision(spec: str) -> tuple[float, float]:
+    v = parse_spec(spec)
+    step = v.step if v.step is not None else (math.inf if v.kind != "local" else -1)
+    return (QUANTS[v.quant].bpw if v.quant in QUANTS else 0.0, step)
+
+
+def default_reference(specs: list[str]) -> str:
+    """The highest-precision spec chosen (ties: the later checkpoint); '' when fewer than two are chosen."""
+    ranked = []
+    for s in specs:
+        try:
+            ranked.append((_precision(s), s))
+        except SpecError:
+            continue
+    return max(ranked, key=lambda r: r[0])[1] if len(specs) >= 2 and ranked else ""
+
+
+def pick_reference(specs: list[str], given: str | None) -> str | None:
+    """The reference of a run from the CLI or the API: `given` as it is; 'none' or '' for no reference; absent
+    (None): the dashboard's rule (default_reference), None when it picks none."""
+    if given is not None:
+        return given_reference(given)
+    return default_reference(list(specs)) or None
+
+
+class ProgressBar:
+    """A run's progress events as a tqdm bar on stderr. The CLI's shows only when stderr is a terminal (stdout
+    stays clean for --json); with notebook=True (the API) it is tqdm.auto's: a widget in Jupyter where
+    ipywidgets is installed, else text, always shown."""
+
+    def __init__(self, notebook: bool = False):
+        import sys
+
+        options = dict(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
+        if notebook:
+            import warnings
+
+            from tqdm import TqdmWarning
+
+            try:
+                with warnings.catch_warnings():  # without ipywidgets tqdm.auto warns, then gives the text bar
+                    warnings.simplefilter("ignore", TqdmWarning)
+                    from tqdm.auto import tqdm as auto
+
+                    self.bar = auto(**options, disable=False)
+                return
+            except ImportError:  # tqdm.auto's notebook bar, which needs ipywidgets: the text bar
+                pass
+        from tqdm import tqdm
+
+        self.bar = tqdm(**options, disable=False if notebook else None)
+
+    def update(self, ev: Event) -> None:
+        target = int(ev.fraction * 1000)
+        if target > self.bar.n:
+            self.bar.update(target - self.bar.n)
+        if ev.message:
+            self.bar.set_description_str(ev.message[:60], refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def too_many(n: int, limit: int) -> str:

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import zipfile
+from typing import Iterator
 
 from .metrics import corpus_target_indices
 from .report import quant_of, repo_of, shown_entries, step_of
@@ -79,25 +80,37 @@ def run_to_csv(run: Run | dict) -> str:
     a leading apostrophe so a spreadsheet shows them instead of evaluating them; a lone surrogate (half of a
     character split across tokens) becomes U+FFFD, so the text always encodes as UTF-8.
     """
-    run = as_run(run)
-    tokens = run.input.tokens
-    idx = scored_token_indices(run)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(COLUMNS)
+    for (run_id, role, spec, label, repo, step, quant, j, ti, token, lp, p, bits, kld, dp) in token_rows(run):
+        w.writerow([_text(run_id), role, _text(spec), _text(label), _text(repo or ""), _step_cell(step),
+                    _text(quant or ""), j, "" if ti is None else ti, "" if ti is None else _text(token), _num(lp),
+                    _num(p), _num(bits), _num(kld), _num(dp)])
+    return buf.getvalue()
+
+
+def token_rows(run: Run | dict) -> Iterator[tuple]:
+    """The rows of run_to_csv (tokens.csv) as raw values, in its order and COLUMNS: text as it is, numbers as
+    floats, None where the CSV cell is empty. The library's Result.tokens() is these rows."""
+    run = as_run(run)
+    tokens = run.input.tokens
+    idx = scored_token_indices(run)
     has_ref = run.reference is not None
     for k, e in enumerate(run.entries()):
         role = "reference" if has_ref and k == 0 else "variant"
-        about = [_text(repo_of(e) or ""), _step_cell(step_of(e)), _text(quant_of(e) or "")]
+        about = (repo_of(e), step_of(e), quant_of(e))
         per = (e.kld.per_token if e.kld else None) or []
         dp = (e.kld.dp_per_token if e.kld else None) or []
         for j, lp in enumerate(e.token_logprobs):
             ti = idx[j] if idx is not None and idx[j] < len(tokens) else None
-            w.writerow([_text(run.run_id), role, _text(e.spec), _text(e.label), *about, j,
-                        "" if ti is None else ti, "" if ti is None else _text(tokens[ti]), _num(lp),
-                        "" if lp is None else _num(math.exp(lp)), "" if lp is None else _num(-lp / math.log(2)),
-                        _num(per[j]) if j < len(per) else "", _num(dp[j]) if j < len(dp) else ""])
-    return buf.getvalue()
+            yield (run.run_id, role, e.spec, e.label, *about, j, ti, None if ti is None else tokens[ti],
+                   None if lp is None else float(lp), None if lp is None else math.exp(lp),
+                   None if lp is None else -lp / math.log(2), _at(per, j), _at(dp, j))
+
+
+def _at(values: list, j: int) -> float | None:
+    return float(values[j]) if j < len(values) and values[j] is not None else None
 
 
 def _step_cell(step: int | None) -> str:

@@ -23,6 +23,7 @@ class ModelPool:
     """Loaded models under a memory budget (bytes of their GGUF files), thread-safe, LRU-evicting.
 
     A model held by `hold()` is never evicted. `hold()` checks first that the run's models fit together.
+    `loads` counts the models it has loaded (a model reused from the pool is not a load).
     """
 
     def __init__(self, settings: Settings):
@@ -31,6 +32,7 @@ class ModelPool:
         self._models: OrderedDict[str, Model] = OrderedDict()
         self._pins: dict[str, int] = {}
         self._loading: dict[str, threading.Lock] = {}
+        self.loads = 0
 
     @staticmethod
     def model_bytes(path: str | Path) -> int:
@@ -90,6 +92,7 @@ class ModelPool:
             model = Model(key, self.settings, n_ctx)
             model.may_grow = self._may_grow
             with self._lock:
+                self.loads += 1
                 self._models[key] = model
                 self._pins[key] = self._pins.get(key, 0) + 1
             return model

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..runs import published, report
-from ..runs.compare import (Event, RunParams, check_unicode, count_variants, demo_final_step, given_reference,
-                            iter_comparison, too_many)
+from ..runs.compare import (Event, RunParams, check_unicode, count_variants, default_reference,  # noqa: F401
+                            demo_final_step, given_reference, iter_comparison, too_many)
 from ..config import Settings
 from ..errors import BadInput, PythiaCompareError, RunNotFound, SpecError
 from ..runs.runrows import short_repr
@@ -130,23 +130,6 @@ def page_wording(message: str) -> str:
     for pattern, words in _PAGE_WORDS:
         message = re.sub(pattern, words, message)
     return message
-
-
-def _precision(spec: str) -> tuple[float, float]:
-    v = parse_spec(spec)
-    step = v.step if v.step is not None else (math.inf if v.kind != "local" else -1)
-    return (QUANTS[v.quant].bpw if v.quant in QUANTS else 0.0, step)
-
-
-def default_reference(specs: list[str]) -> str:
-    """The highest-precision spec chosen (ties: the later checkpoint); '' when fewer than two are chosen."""
-    ranked = []
-    for s in specs:
-        try:
-            ranked.append((_precision(s), s))
-        except SpecError:
-            continue
-    return max(ranked, key=lambda r: r[0])[1] if len(specs) >= 2 and ranked else ""
 
 
 def reference_choices(specs: list[str]) -> list[tuple[str, str]]:
@@ -444,10 +427,7 @@ class Dashboard:
         except Exception as e:  # a damaged or replaced database file: not an empty history
             log.exception("listing the history: the run log %s cannot be read", self.store.path)
             raise log_unreadable(self.store, e) from e
-        return [[r["run_id"], str(r.get("created_at") or "")[:19].replace("T", " "), r.get("preview") or "",
-                 r.get("n_tokens"), r.get("scoring"),
-                 ", ".join(str(v.get("label") or v.get("spec")) for v in r.get("variants") or []),
-                 r.get("reference") or "", settings_text(r.get("params") or {})] for r in found]
+        return history_rows(found)
 
     def delete(self, run_id: object, owner: str | None) -> bool:
         """Delete a run (public deployments: only the owner's). False when there is no such run to delete."""
@@ -541,6 +521,15 @@ def expected_scored(run: Run) -> int:
     if p.scoring == "corpus" and p.ctx >= 3:  # (runs take ctx ≥ 8: params.LIMITS)
         return (n // p.ctx) * (p.ctx - 1 - p.ctx // 2)
     return n - 1
+
+
+def history_rows(found: list[dict]) -> list[list]:
+    """RunStore.list() rows as the History tab's rows (HISTORY_COLUMNS), which the library's list_runs() returns
+    too."""
+    return [[r["run_id"], str(r.get("created_at") or "")[:19].replace("T", " "), r.get("preview") or "",
+             r.get("n_tokens"), r.get("scoring"),
+             ", ".join(str(v.get("label") or v.get("spec")) for v in r.get("variants") or []),
+             r.get("reference") or "", settings_text(r.get("params") or {})] for r in found]
 
 
 def settings_text(p: dict) -> str:

@@ -94,13 +94,17 @@ def sweep_rows(listed: list[dict]) -> list[list[str]]:
     return report.format_table(SWEEP_COLUMNS, rows)
 
 
-def cell_rows(sweep: dict) -> list[list[str]]:
-    """Every cell of the sweep in grid order, quants by bits per weight (cell_order), as CELL_COLUMNS, its
-    numbers formatted as the CLI formats them."""
-    rows = [[c["step"], _cell_quant(c), c.get("status"), c.get("ppl"), c.get("ppl_err"), c.get("kld_mean"),
+def cell_values(sweep: dict) -> list[list]:
+    """Every cell of the sweep in grid order, quants by bits per weight (cell_order), as CELL_COLUMNS with its
+    raw numbers (None where missing): the library's SweepResult.grid()."""
+    return [[c["step"], _cell_quant(c), c.get("status"), c.get("ppl"), c.get("ppl_err"), c.get("kld_mean"),
              c.get("kld_mean_err"), c.get("kld_p99"), c.get("ln_ratio"), c.get("bpw"), c.get("run_id") or "",
              (c.get("error") or "")[:200]] for c in cell_order(sweep.get("cells") or [])]
-    return report.format_table(CELL_COLUMNS, rows)
+
+
+def cell_rows(sweep: dict) -> list[list[str]]:
+    """Every cell of the sweep in grid order (cell_values), its numbers formatted as the CLI formats them."""
+    return report.format_table(CELL_COLUMNS, cell_values(sweep))
 
 
 def cell_run_id(row: list | None) -> str | None:

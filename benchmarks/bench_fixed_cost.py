@@ -1,0 +1,126 @@
+"""Benchmark: `import pythia_compare`, and the CLI's fixed cost per run (issue 21).
+
+- import: the wall time of `python -c "import pythia_compare"` (and of reaching the API's functions,
+  `pythia_compare.compare`) minus that of `python -c pass`, median of N fresh processes.
+- the CLI's fixed cost per run: the wall time of `python -m pythia_compare --offline compare demo --prompt x
+  --max-tokens 0 --json` minus its decode time (the run JSON's score_s + generate_s), median of N, after one
+  untimed run that converts the demo's F16 and probes it (as a user's second run finds them). Its breakdown,
+  medians of N: start-up (`python -c pass`), imports (`-X importtime`'s cumulative time of every top-level
+  import the command makes, in separate runs, since the measuring slows them), load (the run JSON's load_s), save
+  (the run log opened, the run saved and read back, in a fresh process, timed around those calls) and the rest
+  (argument parsing, resolving the spec to its cached file, tokenizing, printing, exiting).
+
+Other processes slow every figure: the load average is printed before and after, with the CPU model.
+
+Usage: python benchmarks/bench_fixed_cost.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = re.search(r"Model name:\s*(.+)", out)
+    flags = re.search(r"Flags:\s*(.+)", out)
+    have = [f for f in ("avx2", "avx512f", "amx_tile") if flags and f in flags.group(1).split()]
+    return f"{model.group(1).strip() if model else 'unknown CPU'} ({', '.join(have) or 'no avx2'}), {os.cpu_count()} cores"
+
+
+def wall(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    seconds = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return seconds, done
+
+
+def import_seconds(stderr: str) -> float:
+    """The cumulative microseconds of every top-level import in `-X importtime` output, in seconds."""
+    total = 0
+    for line in stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\s*)(\S+)", line)
+        if m and not m.group(2):  # a top-level import (its children are indented)
+            total += int(m.group(1))
+    return total / 1e6
+
+
+SAVE = """
+import json, sys, time
+from pythia_compare.runs.store import RunStore
+run = json.load(open(sys.argv[1]))
+t = time.perf_counter()
+store = RunStore(sys.argv[2])
+store.get_run(store.save(run))
+store.close()
+print(time.perf_counter() - t)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    n = a.repeats
+    print(f"CPU: {cpu()}; load average before: {os.getloadavg()[0]:.2f}")
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env = {**os.environ, "PYTHIA_COMPARE_HOME": str(tmp / "home"), "HF_HUB_CACHE": str(tmp / "hf"),
+               "HF_ENDPOINT": "http://127.0.0.1:9", "PYTHONPATH": str(ROOT)}
+        env.pop("PYTHIA_COMPARE_DB", None)
+
+        startup = statistics.median(wall([py, "-c", "pass"], env)[0] for _ in range(n))
+        imp = statistics.median(wall([py, "-c", "import pythia_compare"], env)[0] for _ in range(n)) - startup
+        api = statistics.median(wall([py, "-c", "import pythia_compare as pc; pc.compare"], env)[0]
+                                for _ in range(n)) - startup
+        print(f"\n| import | median of {n} |\n|---|---|")
+        print(f"| `import pythia_compare` | {imp:.3f} s |")
+        print(f"| `import pythia_compare; pythia_compare.compare` (the API reached) | {api:.3f} s |")
+        print(f"| (`python -c pass`, not counted) | {startup:.3f} s |")
+
+        cmd = [py, "-m", "pythia_compare", "--offline", "--db", str(tmp / "runs.db"), "compare", "demo", "--prompt",
+               "x", "--max-tokens", "0", "--json"]
+        wall(cmd, env)  # the demo's F16 converted and probed once, as a user's second run finds it
+        fixed, loads, runs = [], [], []
+        for _ in range(n):
+            seconds, done = wall(cmd, env)
+            run = json.loads(done.stdout)
+            e = run["reference"] or run["variants"][0]
+            decode = sum(x["timings"]["score_s"] + x["timings"]["generate_s"]
+                         for x in ([run["reference"]] if run["reference"] else []) + run["variants"])
+            fixed.append(seconds - decode)
+            loads.append(sum(x["timings"]["load_s"] for x in ([run["reference"]] if run["reference"] else [])
+                             + run["variants"]))
+            runs.append(run)
+        imports = [import_seconds(wall([py, "-X", "importtime", *cmd[1:]], env)[1].stderr) for _ in range(n)]
+        (tmp / "run.json").write_text(json.dumps(runs[-1]))
+        saves = [float(wall([py, "-c", SAVE, str(tmp / "run.json"), str(tmp / f"save{i}.db")], env)[1].stdout)
+                 for i in range(n)]
+        parts = {"start-up (python -c pass)": startup, "imports": statistics.median(imports),
+                 "load (load_s)": statistics.median(loads), "save (open the log, save, read back)":
+                 statistics.median(saves)}
+        total = statistics.median(fixed)
+        print(f"\n| the CLI's fixed cost per run: `compare demo --prompt x --max-tokens 0` | median of {n} |\n|---|---|")
+        print(f"| wall minus decode | {total:.3f} s |")
+        for name, v in parts.items():
+            print(f"| - {name} | {v:.3f} s |")
+        print(f"| - the rest (parse, resolve, tokenize, print, exit) | {total - sum(parts.values()):.3f} s |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
