@@ -232,6 +232,8 @@ def _checked_variants(specs: list[str], text: str, params: RunParams, settings: 
         if isinstance(text, str) and text.strip():
             raise InputTextError("--scoring lambada scores the LAMBADA examples, so it takes no prompt or text; "
                                  "leave out --prompt / --text-file (a LAMBADA file goes in --lambada-file)")
+        if params.limit is not None:  # the number itself, before anything is downloaded (its top: _lambada_examples)
+            lambada.check_limit(params.limit, None, public=settings.public)
     elif params.lambada_file is not None or params.limit is not None:
         raise InputTextError("--lambada-file and --limit belong to --scoring lambada; add --scoring lambada, or "
                              "leave them out")

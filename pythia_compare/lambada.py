@@ -108,24 +108,23 @@ def parse(data: bytes | str, name: str = "the LAMBADA file", *, max_bytes: int =
     return out
 
 
-def check_limit(limit, n_examples: int, *, public: bool = False) -> int:
-    """`--limit` as an int in 1 … n_examples (and the public cap), or LambadaFileError saying what would work."""
-    top = min(n_examples, PUBLIC_MAX_LIMIT) if public else n_examples
-    why = f" (public mode scores at most {PUBLIC_MAX_LIMIT})" if public and n_examples > PUBLIC_MAX_LIMIT else ""
+def check_limit(limit, n_examples: int | None, *, public: bool = False) -> int:
+    """`--limit` as an int in 1 … n_examples (and the public cap), or LambadaFileError saying what would work.
+    With n_examples None (the data not read yet) only the number itself is checked."""
+    cap = PUBLIC_MAX_LIMIT if public else None
+    tops = [t for t in (n_examples, cap) if t is not None]
+    span = f"1 … {min(tops)}" if tops else "a whole number of at least 1"
+    why = f" (public mode scores at most {PUBLIC_MAX_LIMIT})" if cap and (n_examples is None or n_examples > cap) else ""
+    if isinstance(limit, float) and limit.is_integer():
+        limit = int(limit)
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
-        if isinstance(limit, float) and limit.is_integer():
-            limit = int(limit)
-        else:
-            raise LambadaFileError(f"limit must be a whole number of examples, not {str(limit)[:24]!r}; use "
-                                   f"1 … {top}{why}")
+        raise LambadaFileError(f"limit must be a whole number of examples, not {str(limit)[:24]!r}; use {span}{why}")
     if limit < 1:
-        raise LambadaFileError(f"limit {limit} is not a number of examples; use 1 … {top}{why}")
-    if limit > n_examples:
-        raise LambadaFileError(f"limit {limit} is more than the {n_examples} examples the file holds; use "
-                               f"1 … {top}{why}")
-    if limit > top:
-        raise LambadaFileError(f"limit {limit}: public mode scores at most {PUBLIC_MAX_LIMIT} examples per run; "
-                               f"use 1 … {top}")
+        raise LambadaFileError(f"limit {limit} is not a number of examples; use {span}{why}")
+    if n_examples is not None and limit > n_examples:
+        raise LambadaFileError(f"limit {limit} is more than the {n_examples} examples the data holds; use {span}{why}")
+    if cap is not None and limit > cap:
+        raise LambadaFileError(f"limit {limit}: public mode scores at most {cap} examples per run; use {span}")
     return int(limit)
 
 
