@@ -397,18 +397,19 @@ def _lambada_run(everything: list, has_ref: bool, examples: list, data: LambadaD
                 e.lambada.is_greedy.append(greedy)
                 e.timings.score_s += time.perf_counter() - t
             if (i + 1) % every == 0 or i + 1 == n:
-                _lambada_summaries(entries, has_ref)
+                _lambada_summaries(entries, has_ref, final=i + 1 == n)
                 yield Event("update", f"LAMBADA: {i + 1}/{n} examples", (done + len(entries) * (i + 1) / n) / steps,
                             run)
     yield Event("done", "done", 1.0, run)
 
 
-def _lambada_summaries(entries: list[Entry], has_ref: bool) -> None:
-    """Each entry's LAMBADA summary (lambada.summary) and agreement with the reference over the examples so far."""
+def _lambada_summaries(entries: list[Entry], has_ref: bool, final: bool) -> None:
+    """Each entry's LAMBADA summary (lambada.summary; the ppl stderr only when final) and agreement with the
+    reference over the examples so far."""
     ref = entries[0].lambada.is_greedy if has_ref else None
     for k, e in enumerate(entries):
         s = e.lambada
-        figures = lambada.summary(s.loglikelihood, s.is_greedy)
+        figures = lambada.summary(s.loglikelihood, s.is_greedy, final=final)
         s.n, s.acc, s.acc_stderr, s.ppl, s.ppl_stderr = (figures[key] for key in
                                                          ("n", "acc", "acc_stderr", "ppl", "ppl_stderr"))
         s.agreement = lambada.agreement(s.is_greedy, ref) if ref is not None and k > 0 else None

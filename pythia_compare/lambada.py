@@ -169,20 +169,48 @@ def _sample_std(x: np.ndarray) -> float:
     return float(np.sqrt(((x - x.mean()) ** 2).sum() / (len(x) - 1)))
 
 
-def summary(ll: Sequence[float], greedy: Sequence[bool]) -> dict:
+BOOTSTRAP_ITERS = 10_000  # resamples of ppl's bootstrap stderr (lm-eval's default is 100,000)
+BOOTSTRAP_SEED = 1234
+
+
+def ppl_stderr(ll: Sequence[float], iters: int = BOOTSTRAP_ITERS, seed: int = BOOTSTRAP_SEED) -> float | None:
+    """The bootstrap standard error of ppl = exp(-mean ll), as lm-eval estimates it (`bootstrap_stderr`: the
+    sample stddev of the perplexities of `iters` resamples with replacement), with numpy's PCG64 seeded `seed`
+    instead of Python's random, so the same examples always give the same value. None below 2 examples."""
+    x = np.asarray(ll, dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        return None
+    rng = np.random.Generator(np.random.PCG64(seed))
+    means = np.empty(iters, dtype=np.float64)
+    step = max(1, 2_000_000 // n)  # resamples per block: about 16 MB of indices at a time
+    for start in range(0, iters, step):
+        k = min(step, iters - start)
+        means[start:start + k] = x[rng.integers(0, n, size=(k, n))].mean(axis=1)
+    with np.errstate(over="ignore"):
+        ppls = np.exp(-means)
+    if not np.isfinite(ppls).all():
+        return None  # a resample's perplexity overflows a double: no finite stderr
+    return float(ppls.std(ddof=1))
+
+
+def summary(ll: Sequence[float], greedy: Sequence[bool], *, final: bool = True) -> dict:
     """acc ± stderr, ppl ± stderr and n over the examples scored.
 
-    acc = mean is_greedy and its stderr lm-eval's mean_stderr (sample stddev / sqrt(n)); ppl = exp(-mean ll),
-    its stderr by the delta method: ppl · sample stddev(ll) / sqrt(n) (lm-eval bootstraps it instead). The
-    stderrs are None for fewer than 2 examples."""
+    acc = mean is_greedy and its stderr lm-eval's mean_stderr (sample stddev / sqrt(n)); ppl = exp(-mean ll) and
+    its stderr the bootstrap of ppl_stderr (lm-eval bootstraps it too). With final=False (a run still going) the
+    ppl stderr is left None: it costs a bootstrap. The stderrs are None for fewer than 2 examples."""
     x = np.asarray(ll, dtype=np.float64)
     g = np.asarray(greedy, dtype=np.float64)
     n = int(len(x))
     if n == 0:
         return {"n": 0, "acc": None, "acc_stderr": None, "ppl": None, "ppl_stderr": None}
-    ppl = math.exp(-float(x.mean()))
+    try:
+        ppl = math.exp(-float(x.mean()))
+    except OverflowError:
+        ppl = None
     return {"n": n, "acc": float(g.mean()), "acc_stderr": _sample_std(g) / math.sqrt(n) if n > 1 else None,
-            "ppl": ppl, "ppl_stderr": ppl * _sample_std(x) / math.sqrt(n) if n > 1 else None}
+            "ppl": ppl, "ppl_stderr": ppl_stderr(x) if final and ppl is not None else None}
 
 
 def agreement(greedy: Sequence[bool], reference: Sequence[bool]) -> float:

@@ -31,6 +31,7 @@ TIERS: dict[str, set[str]] = {
     "test_hardening": {"slow"},  # starts the app in a subprocess once per module
     "test_hardening::test_a_full_queue_says_busy_try_again_instead_of_hanging": {"browser"},
     "test_peer": {"peer", "slow"},
+    "test_lambada_peer": {"peer", "slow"},  # lm-eval itself, transformers, a checkpoint conversion
     "test_demo_trends": {"slow"},
     "test_packaging::test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_copy": {"slow"},
     "test_convert::test_f32_logits_of_both_weight_formats_match_transformers": {"slow"},
