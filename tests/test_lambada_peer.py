@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pythia_compare.compare import RunParams, run_comparison
-from pythia_compare.convert import convert_checkpoint
-from pythia_compare.pool import ModelPool
+from pythia_compare.runs.compare import RunParams, run_comparison
+from pythia_compare.sources.convert import convert_checkpoint
+from pythia_compare.runs.pool import ModelPool
 
 CTX = 64  # lm-eval's max_length and our --ctx: a good part of the examples are longer, so both truncate
 
@@ -132,7 +132,7 @@ def test_our_bootstrap_ppl_stderr_is_near_lm_evals(both, monkeypatch):
     lighter tail) the two estimators agree closely, checked with lm-eval's own bootstrap_stderr function."""
     from lm_eval.api.metrics import bootstrap_stderr, perplexity
 
-    from pythia_compare import lambada
+    from pythia_compare.runs import lambada
 
     _, theirs, _, run = both
     ours = run.variants[0].lambada
