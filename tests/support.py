@@ -31,7 +31,8 @@ TIERS: dict[str, set[str]] = {
     "test_hardening": {"slow"},  # starts the app in a subprocess once per module
     "test_hardening::test_a_full_queue_says_busy_try_again_instead_of_hanging": {"browser"},
     "test_peer": {"peer", "slow"},
-    "test_lambada_peer": {"peer", "slow"},  # lm-eval itself, transformers, a checkpoint conversion
+    "test_lambada_peer": {"peer", "slow"},
+    "test_lambada_page": {"browser", "slow"},  # lm-eval itself, transformers, a checkpoint conversion
     "test_lambada::test_the_cli_prints_the_lambada_table_and_the_json_holds_the_figures": {"slow"},
     "test_lambada::test_bad_lambada_input_exits_2_with_a_clear_error_and_writes_no_run": {"slow"},  # 5 CLI processes
     "test_lambada::test_a_bad_lambada_file_exits_2_naming_its_line_and_writes_no_run": {"slow"},
