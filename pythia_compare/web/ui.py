@@ -353,7 +353,8 @@ def _input_and_settings(c: dict, settings: Settings) -> None:
             c["temperature"] = _limited("temperature", settings, step=0.1)
             c["seed"] = _limited("seed", settings)
     with gr.Accordion("Benchmark: LAMBADA (choose it under Scoring)", open=False, elem_id="pc-lambada"):
-        c["lambada_limit"] = gr.Number(0, precision=0, minimum=0, elem_id="pc-lambada-limit",
+        c["lambada_limit"] = gr.Number(PUBLIC_MAX_LIMIT if settings.public else 0, precision=0, minimum=0,
+                                       elem_id="pc-lambada-limit",
                                        label="Examples: the first N (0: all 5,153"
                                              + (f"; at most {PUBLIC_MAX_LIMIT} here)" if settings.public else ")"))
         # lm-eval's lambada_openai; without a file, the Hub dataset EleutherAI/lambada_openai (English test split)
