@@ -30,14 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="run variants on one prompt or text and compare them")
     c.add_argument("specs", nargs="+", metavar="SPEC", help="variant specs: Q4_K_M, step3000:Q4_K_M, demo@step0, ./m.gguf")
-    src = c.add_mutually_exclusive_group(required=True)
+    src = c.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="a prompt (prompt scoring: every token after the first)")
     src.add_argument("--text-file", help="a UTF-8 text file (corpus scoring when long enough); demo:heldout is "
                                          "the demo suite's held-out text, from any directory")
     c.add_argument("--reference", help="spec of the reference for KL statistics (e.g. F16, or demo for the demo "
                    "suite); default, as on the dashboard: the highest-precision variant given (most bits per weight, "
                    "then the latest step) when two or more are given; 'none' for no reference and no KL")
-    c.add_argument("--scoring", choices=["auto", "prompt", "corpus"], default="auto")
+    c.add_argument("--scoring", choices=["auto", "prompt", "corpus", "lambada"], default="auto",
+                   help="lambada: lm-eval's lambada_openai benchmark (acc, PPL) instead of a prompt or text")
+    c.add_argument("--lambada-file", help="with --scoring lambada: a LAMBADA JSONL file, one {\"text\": ...} per line "
+                   "(default: the Hub dataset EleutherAI/lambada_openai, English test split)")
+    c.add_argument("--limit", help="with --scoring lambada: score the first N examples only")
     c.add_argument("--ctx", type=int, help="context / corpus chunk size in tokens (default 512)")
     c.add_argument("--top-k", type=int, help="next-token alternatives per variant (default 10)")
     c.add_argument("--max-tokens", type=int, help="tokens to generate after the input (default 32; 0: none)")
@@ -160,11 +164,18 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.prompt is not None:
         check_prompt(args.prompt, settings)
-    text = args.prompt if args.prompt is not None else read_text_file(args.text_file, settings.max_text_chars,
-                                                                       settings.demo_dir)
+    if args.prompt is None and args.text_file is None and args.scoring != "lambada":
+        raise BadInput("give the input: --prompt TEXT or --text-file PATH (or --scoring lambada for the LAMBADA "
+                       "benchmark)")
+    if args.scoring == "lambada" and args.text_file is not None:
+        raise BadInput("--scoring lambada scores the LAMBADA examples, so it takes no --text-file; give a LAMBADA "
+                       "JSONL with --lambada-file, or leave it out for the Hub dataset")
+    text = (args.prompt if args.prompt is not None else "" if args.text_file is None
+            else read_text_file(args.text_file, settings.max_text_chars, settings.demo_dir))
     params = RunParams.from_settings(settings, scoring=args.scoring, ctx=args.ctx, top_k=args.top_k,
                                      max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
-                                     reference=pick_reference(args.specs, args.reference))
+                                     reference=pick_reference(args.specs, args.reference),
+                                     lambada_file=args.lambada_file, limit=_whole_or_text(args.limit))
     pool = ModelPool(settings)
     bar = ProgressBar()
     try:
@@ -183,6 +194,14 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
         print(format_run(run, width=_width()))
         print(f"\nrun {run_id} saved to {settings.db_path}\nshow it again: python -m pythia_compare runs show {run_id}")
     return 0
+
+
+def _whole_or_text(value: str | None) -> int | str | None:
+    """--limit as an int when it is one; anything else as given, for compare to refuse with the range that works."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return value
 
 
 def _width() -> int:

@@ -30,6 +30,9 @@ ASSETS_DIR = _assets_dir()
 
 DEFAULT_GGUF_REPO = "RichardErkhov/EleutherAI_-_pythia-410m-deduped-v0-gguf"
 DEFAULT_CHECKPOINT_REPO = "EleutherAI/pythia-410m-deduped-v0"
+# LAMBADA's Hub dataset (docs/metrics.md, "Where the data comes from"): lm-eval's lambada_openai data, pinned
+DEFAULT_LAMBADA_REPO = "EleutherAI/lambada_openai"
+DEFAULT_LAMBADA_REVISION = "900124bf3b8235c6daf21033af9948b3f07346c4"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
@@ -102,6 +105,10 @@ class Settings:
     hf_token: str | None = None  # token for gated/private repos (HF_TOKEN); never logged or shown
     gguf_repo: str = DEFAULT_GGUF_REPO  # repo behind bare quant specs like `Q4_K_M` (PYTHIA_COMPARE_GGUF_REPO)
     checkpoint_repo: str = DEFAULT_CHECKPOINT_REPO  # repo behind `step3000` specs (PYTHIA_COMPARE_CHECKPOINT_REPO)
+    # the dataset --scoring lambada downloads without --lambada-file, and its pinned commit
+    # (PYTHIA_COMPARE_LAMBADA_REPO, PYTHIA_COMPARE_LAMBADA_REVISION)
+    lambada_repo: str = DEFAULT_LAMBADA_REPO
+    lambada_revision: str = DEFAULT_LAMBADA_REVISION
     # --- inference ---
     n_threads: int = field(default_factory=_usable_cores)  # llama.cpp threads: the cores this process may use
     n_batch: int = 512  # tokens per llama_decode call (and per logits request)
@@ -172,6 +179,10 @@ class Settings:
             values["gguf_repo"] = env["PYTHIA_COMPARE_GGUF_REPO"]
         if env.get("PYTHIA_COMPARE_CHECKPOINT_REPO"):
             values["checkpoint_repo"] = env["PYTHIA_COMPARE_CHECKPOINT_REPO"]
+        if env.get("PYTHIA_COMPARE_LAMBADA_REPO"):
+            values["lambada_repo"] = env["PYTHIA_COMPARE_LAMBADA_REPO"]
+        if env.get("PYTHIA_COMPARE_LAMBADA_REVISION"):
+            values["lambada_revision"] = env["PYTHIA_COMPARE_LAMBADA_REVISION"]
         if env.get("PYTHIA_COMPARE_THREADS"):
             values["n_threads"] = int(env["PYTHIA_COMPARE_THREADS"])
         if env.get("PYTHIA_COMPARE_FLASH_ATTN"):

@@ -51,6 +51,11 @@ TIERS: dict[str, set[str]] = {
     "test_hardening": {"slow"},  # starts the app in a subprocess once per module
     "test_hardening::test_a_full_queue_says_busy_try_again_instead_of_hanging": {"browser"},
     "test_peer": {"peer", "slow"},
+    "test_lambada_peer": {"peer", "slow"},
+    "test_lambada_page": {"browser", "slow"},  # lm-eval itself, transformers, a checkpoint conversion
+    "test_lambada::test_the_cli_prints_the_lambada_table_and_the_json_holds_the_figures": {"slow"},
+    "test_lambada::test_bad_lambada_input_exits_2_with_a_clear_error_and_writes_no_run": {"slow"},  # 5 CLI processes
+    "test_lambada::test_a_bad_lambada_file_exits_2_naming_its_line_and_writes_no_run": {"slow"},
     "test_demo_trends": {"slow"},
     "test_packaging::test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_copy": {"slow"},
     "test_packaging::test_the_packaging_venv_sees_the_packages_of_a_venv_that_runs_the_tests_not_only_the_base_interpreters":

@@ -9,7 +9,7 @@ from tests.support import run_cli
 
 RUN_KEYS = {"schema", "run_id", "created_at", "input", "params", "variants", "reference", "versions", "warnings"}
 VARIANT_KEYS = {"spec", "label", "source", "ppl", "ppl_err", "n_scored", "token_logprobs", "next_token",
-                "generation", "kld", "timings", "overrides", "warnings", "load"}
+                "generation", "kld", "timings", "overrides", "warnings", "load", "bits_per_byte", "word_ppl"}
 KLD_KEYS = {"mean", "mean_err", "max", "p99_9", "p99", "p95", "p90", "median", "p10", "p5", "p1", "p0_1", "min",
             "per_token", "dp_per_token", "dp_mean", "dp_mean_err", "dp_rms", "dp_rms_err", "same_top",
             "same_top_err", "ppl_ratio", "ppl_ratio_err", "ln_ratio", "ln_ratio_err", "ppl_diff", "ppl_diff_err",

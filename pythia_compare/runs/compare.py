@@ -19,16 +19,17 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from . import metrics
+from . import lambada, metrics
 from ..config import Settings, __version__
 from ..errors import InputTextError, SpecError, TokenizerMismatch
 from ..params import LIMITS
-from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, Load, Params, Run, Source, Timings, TokenProb,
-                  Versions, read)
+from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, LambadaData, LambadaScore, Load, Params, Run,
+                  Source, Timings, TokenProb, Versions, read)
 from ..sources.policy import check_run
 from ..sources.lineage import mixed_run_warnings
 from ..sources.resolver import Resolved, Resolver, demo_steps
@@ -36,7 +37,7 @@ from ..threads import in_thread
 from ..variants import QUANTS, bits_per_weight, parse_spec, parse_specs
 
 SCHEMA_VERSION = SCHEMA  # the run JSON's version: run.py owns it
-SCORING_MODES = ("auto", "prompt", "corpus")
+SCORING_MODES = ("auto", "prompt", "corpus", "lambada")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class RunParams:
     temperature: float = 0.0  # 0 greedy; > 0 sampled with seed
     seed: int = 0
     reference: str | None = None  # spec of the reference variant (KL statistics against it)
+    lambada_file: str | Path | None = None  # scoring "lambada": a local LAMBADA JSONL (None: the Hub dataset)
+    limit: int | None = None  # scoring "lambada": the first N examples (None: every one)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> "RunParams":
@@ -270,6 +273,10 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     everything = ([reference] if reference else []) + variants
     check_run(everything, settings)  # public mode: Hub and demo specs only, before anything is opened
     resolver = resolver or Resolver(settings)
+    if params.scoring == "lambada":
+        examples, data = _lambada_examples(params, settings, resolver)
+        yield from _lambada_run(everything, bool(reference), examples, data, params, settings, resolver, pool)
+        return
     steps = len(everything) * 3
     resolved = yield from _resolve(everything, resolver, steps)
     done = len(everything)
@@ -282,11 +289,13 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     with pool.hold(paths, params.ctx, labels) as models:
         ids, run = _tokenized(resolved, bool(reference), models, text, params, settings, time.perf_counter() - t0)
         entries, scoring = run.entries(), run.params.scoring
+        counts = _scored_counts(models[0], ids, scoring, params.ctx)
+        run.input.n_bytes, run.input.n_words = int(counts[0][-1]), int(counts[1][-1])
         yield Event("update", "tokenized", done / steps, run)
         if scoring == "prompt":
-            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(reference))
+            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(reference), counts)
         else:
-            yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(reference))
+            yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(reference), counts)
         done = len(everything) * 2
         if params.max_tokens > 0:
             # Prompt mode continues the prompt; corpus mode continues the last scored chunk.
@@ -302,12 +311,21 @@ def _checked_variants(specs: list[str], text: str, params: RunParams, settings: 
         if isinstance(s, str):
             check_unicode(s, "a variant spec")
     validate_params(params, count_variants(specs, params.reference, demo_final) if specs else 0, settings)
-    if not isinstance(text, str) or not text.strip():
+    if params.scoring == "lambada":
+        if isinstance(text, str) and text.strip():
+            raise InputTextError("--scoring lambada scores the LAMBADA examples, so it takes no prompt or text; "
+                                 "leave out --prompt / --text-file (a LAMBADA file goes in --lambada-file)")
+        if params.limit is not None:  # the number itself, before anything is downloaded (its top: _lambada_examples)
+            lambada.check_limit(params.limit, None, public=settings.public)
+    elif params.lambada_file is not None or params.limit is not None:
+        raise InputTextError("--lambada-file and --limit belong to --scoring lambada; add --scoring lambada, or "
+                             "leave them out")
+    elif not isinstance(text, str) or not text.strip():
         raise InputTextError("the input is empty; give a prompt (--prompt) or a text file (--text-file)")
-    limit = settings.max_text_chars
-    if len(text) > limit:
-        raise InputTextError(f"the input has {len(text)} characters; the limit is {limit}")
-    check_unicode(text, "the input text")
+    if params.scoring != "lambada":
+        if len(text) > settings.max_text_chars:
+            raise InputTextError(f"the input has {len(text)} characters; the limit is {settings.max_text_chars}")
+        check_unicode(text, "the input text")
     variants = parse_specs(specs, demo_final=demo_final)
     reference = parse_spec(params.reference, demo_final=demo_final) if params.reference else None
     if reference is not None:
@@ -364,6 +382,123 @@ def _tokenized(resolved: list[Resolved], has_ref: bool, models: list, text: str,
     return ids, run
 
 
+def _lambada_examples(params: RunParams, settings: Settings, resolver: Resolver) -> tuple[list, LambadaData]:
+    """The examples a LAMBADA run scores (the first `limit`) and where they came from: the local file
+    params.lambada_file, else the Hub dataset (settings.lambada_repo at settings.lambada_revision, downloaded
+    into huggingface_hub's cache). BadInput names what is wrong before any model is opened."""
+    import hashlib
+
+    if params.lambada_file is not None:
+        if settings.public:
+            raise InputTextError("public mode scores the LAMBADA dataset of the Hub only; leave out the LAMBADA file")
+        path = Path(params.lambada_file)
+        if not path.is_file():
+            raise InputTextError(f"the LAMBADA file {str(path)[:80]!r} does not exist (or is not a file); give the "
+                                 f"path of a JSONL file with one {{\"text\": ...}} per line")
+        size = path.stat().st_size
+        if size > lambada.MAX_FILE_BYTES:  # refused before it is read
+            raise lambada.LambadaFileError(f"{path.name} is {size:,} bytes; the limit is {lambada.MAX_FILE_BYTES:,} "
+                                           f"bytes; give a smaller file")
+        raw = path.read_bytes()
+        repo = revision = None
+        name = path.name
+    else:
+        repo, revision, name = settings.lambada_repo, settings.lambada_revision, lambada.HUB_FILE
+        raw = resolver.hub.download_dataset_file(repo, name, revision).read_bytes()
+    examples = lambada.parse(raw, name)
+    limit = lambada.check_limit(params.limit, len(examples), public=settings.public) if params.limit is not None \
+        else None
+    if limit is None and settings.public and len(examples) > lambada.PUBLIC_MAX_LIMIT:
+        raise lambada.LambadaFileError(f"public mode scores at most {lambada.PUBLIC_MAX_LIMIT} LAMBADA examples per "
+                                       f"run and the data holds {len(examples)}; set a limit of 1 … "
+                                       f"{lambada.PUBLIC_MAX_LIMIT}")
+    data = LambadaData(repo=repo, revision=revision, file=name, sha256=hashlib.sha256(raw).hexdigest(),
+                       n_file=len(examples), limit=limit, targets=[], target_tokens=[], context_tokens=[],
+                       truncated=[])
+    return examples[:limit] if limit else examples, data
+
+
+def _lambada_run(everything: list, has_ref: bool, examples: list, data: LambadaData, params: RunParams,
+                 settings: Settings, resolver: Resolver, pool) -> Iterator[Event]:
+    """Score LAMBADA on every variant (docs/metrics.md, "LAMBADA"): the examples are tokenized once, by the
+    reference's (else the first variant's) model, and every model scores those windows; the run is yielded
+    every few examples. Token-level fields stay empty (ppl, token_logprobs, n_scored 0): the figures are in
+    each entry's `lambada`."""
+    steps = len(everything) * 2
+    resolved = yield from _resolve(everything, resolver, steps)
+    done = len(everything)
+    paths = [r.path for r in resolved]
+    labels = [r.variant.label for r in resolved]
+    pool.check_budget(paths, labels)
+    yield Event("progress", "loading models", done / steps)
+    t0 = time.perf_counter()
+    with pool.hold(paths, params.ctx, labels) as models:
+        load_s = time.perf_counter() - t0
+        entries = [_new_entry(r) for r in resolved]
+        ref_entry, variants = (entries[0], entries[1:]) if has_ref else (None, entries)
+        _check_vocabularies(resolved, models)
+        for e, m in zip(entries, models):
+            e.timings.load_s = load_s / len(entries)
+            e.source.vocab_sha256 = m.vocab_sha256
+            e.overrides = dict(m.overrides)
+            e.warnings = list(m.warnings)
+            e.load = read(Load, m.load_info(), "load")
+        m0 = models[0]
+        windows = []
+        for ex in examples:  # one tokenization per run, lm-eval's encoding and left truncation
+            ctx_ids, cont_ids = lambada.encode_pair(m0.tokenize, ex.context, ex.target)
+            try:
+                tokens, positions = lambada.window(ctx_ids, cont_ids, params.ctx)
+            except lambada.LambadaFileError as err:
+                raise lambada.LambadaFileError(f"{data.file}, line {ex.line}: {err}") from None
+            windows.append((tokens, positions, cont_ids))
+            data.targets.append(ex.target)
+            data.target_tokens.append(len(cont_ids))
+            data.context_tokens.append(len(tokens) - len(cont_ids) + 1)
+            data.truncated.append(len(ctx_ids) + len(cont_ids) > params.ctx + 1)
+        warnings = mixed_run_warnings(resolved, settings)
+        if data.repo is not None and data.sha256 != lambada.HUB_SHA256:
+            warnings.append(f"the LAMBADA file {data.file} of {data.repo}@{(data.revision or '')[:12]} has SHA-256 "
+                            f"{data.sha256[:16]}…, not the {lambada.HUB_SHA256[:16]}… of lm-eval's lambada_openai "
+                            f"test split; its figures are not comparable with published ones")
+        run = Run(schema=SCHEMA_VERSION, run_id=None, created_at=None,
+                  input=Input(text="\n".join(ex.text for ex in examples), n_tokens=0, tokens=[]),
+                  params=Params(scoring="lambada", ctx=int(params.ctx), top_k=int(params.top_k), max_tokens=0,
+                                temperature=float(params.temperature), seed=int(params.seed),
+                                flash_attn=bool(settings.flash_attn), reference=ref_entry.spec if ref_entry else None),
+                  variants=variants, reference=ref_entry, versions=_versions(), warnings=warnings, lambada=data)
+        for e in entries:
+            e.lambada = LambadaScore(n=0, acc=None, acc_stderr=None, ppl=None, ppl_stderr=None, agreement=None,
+                                     loglikelihood=[], is_greedy=[])
+        yield Event("update", "tokenized", done / steps, run)
+        n = len(windows)
+        every = max(1, min(50, n // 20))
+        for i, (tokens, positions, cont_ids) in enumerate(windows):
+            for e, m in zip(entries, models):
+                t = time.perf_counter()
+                ll, greedy = lambada.score(m.logits(tokens, positions), cont_ids)
+                e.lambada.loglikelihood.append(ll)
+                e.lambada.is_greedy.append(greedy)
+                e.timings.score_s += time.perf_counter() - t
+            if (i + 1) % every == 0 or i + 1 == n:
+                _lambada_summaries(entries, has_ref, final=i + 1 == n)
+                yield Event("update", f"LAMBADA: {i + 1}/{n} examples", (done + len(entries) * (i + 1) / n) / steps,
+                            run)
+    yield Event("done", "done", 1.0, run)
+
+
+def _lambada_summaries(entries: list[Entry], has_ref: bool, final: bool) -> None:
+    """Each entry's LAMBADA summary (lambada.summary; the ppl stderr only when final) and agreement with the
+    reference over the examples so far."""
+    ref = entries[0].lambada.is_greedy if has_ref else None
+    for k, e in enumerate(entries):
+        s = e.lambada
+        figures = lambada.summary(s.loglikelihood, s.is_greedy, final=final)
+        s.n, s.acc, s.acc_stderr, s.ppl, s.ppl_stderr = (figures[key] for key in
+                                                         ("n", "acc", "acc_stderr", "ppl", "ppl_stderr"))
+        s.agreement = lambada.agreement(s.is_greedy, ref) if ref is not None and k > 0 else None
+
+
 def _generate(run: Run, entries: list[Entry], models: list, labels: list[str], context: list[int],
               params: RunParams, done: int, steps: int) -> Iterator[Event]:
     """Each model continues `context`, one after the other; the run is yielded after every token."""
@@ -398,7 +533,15 @@ def _check_vocabularies(resolved: list[Resolved], models: list) -> None:
                 f"variants of one model")
 
 
-def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:
+def _scored_counts(model, ids: list[int], scoring: str, ctx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Running totals, per scored token in scoring order, of the UTF-8 bytes and the words that begin in the
+    scored tokens (metrics.bytes_and_words), a leading 0 first: entry k is the count over the first k tokens."""
+    scored = list(range(1, len(ids))) if scoring == "prompt" else metrics.corpus_target_indices(len(ids), ctx)
+    sizes, words = metrics.bytes_and_words([model.piece(i) for i in ids], scored)
+    return np.concatenate([[0], np.cumsum(sizes)]), np.concatenate([[0], np.cumsum(words)])
+
+
+def _score_prompt(run, entries, models, ids, params, done, steps, has_ref, counts) -> Iterator[Event]:
     n = len(ids)
     positions = list(range(n))
     targets = np.asarray(ids[1:], dtype=np.int64)
@@ -414,14 +557,14 @@ def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> It
         else:
             nll = metrics.nll(logits[:-1], targets)
             ref_logits = logits[:-1] if has_ref else None
-        _set_scores(e, nll)
+        _set_scores(e, nll, counts)
         e.next_token = _token_probs(m.top_k(logits[-1], params.top_k))
         e.timings.score_s = time.perf_counter() - t
         del logits
         yield Event("update", f"{e.label}: scored", (done + k + 1) / steps, run)
 
 
-def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:
+def _score_corpus(run, entries, models, ids, params, done, steps, has_ref, counts) -> Iterator[Event]:
     m0 = models[0]
     plan = metrics.corpus_plan(ids, params.ctx, m0.bos_id if m0.add_bos else None)
     per_nll: list[list[np.ndarray]] = [[] for _ in entries]
@@ -459,7 +602,7 @@ def _score_corpus(run, entries, models, ids, params, done, steps, has_ref) -> It
                     e.timings.score_s += seconds
                 del jobs
                 for k, e in enumerate(entries):
-                    _set_scores(e, np.concatenate(per_nll[k]))
+                    _set_scores(e, np.concatenate(per_nll[k]), counts)
                     if per_stats[k]:
                         e.kld = _kld_stats(metrics.TokenStats.concat(per_stats[k]))
                 frac = (done + len(entries) * (c + 1) / n_chunks) / steps
@@ -526,11 +669,14 @@ def _last_chunk(ids: list[int], ctx: int, model) -> list[int]:
     return list(plan[-1].tokens)
 
 
-def _set_scores(e: Entry, nll: np.ndarray) -> None:
-    """An entry's scores from the NLL of its scored tokens: log-probabilities, N, PPL and its uncertainty."""
+def _set_scores(e: Entry, nll: np.ndarray, counts: tuple[np.ndarray, np.ndarray]) -> None:
+    """An entry's scores from the NLL of its scored tokens (the first len(nll) in scoring order): log-probabilities,
+    N, PPL and its uncertainty, bits per byte and word perplexity (`counts`: _scored_counts)."""
     e.token_logprobs = (-nll).tolist()  # Python floats, one C pass (this runs after every corpus chunk)
     e.n_scored = int(len(nll))
     e.ppl, e.ppl_err = metrics.perplexity(nll)
+    e.bits_per_byte = metrics.bits_per_byte(nll, int(counts[0][len(nll)]))
+    e.word_ppl = metrics.word_perplexity(nll, int(counts[1][len(nll)]))
 
 
 def _token_probs(items: list[dict]) -> list[TokenProb]:

@@ -1,5 +1,6 @@
 """A run -> its download formats: CSV for spreadsheets (one tidy row per (model, scored position), a summary row
-per model), both in one zip (summary.csv + tokens.csv), and the indented run JSON; the exports of the CLI (`runs
+per model), both in one zip (summary.csv + tokens.csv; a LAMBADA run adds lambada.csv, one row per (model,
+example)), and the indented run JSON; the exports of the CLI (`runs
 export`) and of the page's downloads (dashboard.download).
 
 Owns the CSV layouts of a run. Pure: takes a run (a `run.Run`, or its JSON dict of docs/run.md, read once
@@ -119,12 +120,12 @@ def _step_cell(step: int | None) -> str:
 
 def summary_to_csv(run: Run | dict) -> str:
     """One row per model (reference first): run_id, then report.SUMMARY_COLUMNS with SUMMARY_EXTRA (repo, step)
-    after "spec". Numbers at full precision; columns named "… %" in percent, as the page shows them (same top
+    after "spec" (a LAMBADA run: report.lambada_table's columns, the same way). Numbers at full precision; columns named "… %" in percent, as the page shows them (same top
     99.358, not 0.99358); 'n/a' where a standard error is unknown; empty where missing."""
-    from .report import summary_table
+    from .report import lambada_table, summary_table
 
     run = as_run(run)
-    columns, rows = summary_table(run)
+    columns, rows = lambada_table(run) if run.lambada is not None else summary_table(run)
     at = columns.index("spec") + 1
     percent = {i for i, c in enumerate(columns) if c.endswith("%")}
     buf = io.StringIO()
@@ -139,9 +140,41 @@ def summary_to_csv(run: Run | dict) -> str:
     return buf.getvalue()
 
 
+LAMBADA_CSV_COLUMNS = ("run_id", "role", "spec", "label", "example", "target", "target_tokens", "context_tokens",
+                       "truncated", "loglikelihood", "is_greedy", "reference_is_greedy")
+
+
+def lambada_to_csv(run: Run | dict) -> str:
+    """A LAMBADA run's per-example table (empty for other runs): one row per (model, example), the reference
+    first. example is the 0-based index among the examples scored (the file's line is example + 1); target the
+    word predicted (with its leading space); target_tokens and context_tokens the tokens of the target and of the
+    context evaluated (after left-truncation to ctx), truncated whether the context was cut; loglikelihood the
+    log-probability of the target's tokens (nats); is_greedy 1 when every target token was the argmax, else 0;
+    reference_is_greedy the reference's is_greedy for that example (empty without a reference)."""
+    run = as_run(run)
+    d = run.lambada
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(LAMBADA_CSV_COLUMNS)
+    if d is None:
+        return buf.getvalue()
+    has_ref = run.reference is not None
+    ref = run.reference.lambada if has_ref and run.reference.lambada else None
+    for k, e in enumerate(run.entries()):
+        lam = e.lambada
+        if lam is None:
+            continue
+        role = "reference" if has_ref and k == 0 else "variant"
+        for i, (ll, greedy) in enumerate(zip(lam.loglikelihood, lam.is_greedy)):
+            w.writerow([_text(run.run_id), role, _text(e.spec), _text(e.label), i, _text(d.targets[i]),
+                        d.target_tokens[i], d.context_tokens[i], int(d.truncated[i]), _num(ll), int(greedy),
+                        int(ref.is_greedy[i]) if ref is not None and i < len(ref.is_greedy) else ""])
+    return buf.getvalue()
+
+
 def run_to_zip(run: Run | dict) -> bytes:
-    """summary.csv (summary_to_csv) and tokens.csv (run_to_csv) in one zip; the same bytes for the same run
-    (the entries are dated by the run's created_at)."""
+    """summary.csv (summary_to_csv) and tokens.csv (run_to_csv) in one zip, and lambada.csv (lambada_to_csv) for a
+    LAMBADA run; the same bytes for the same run (the entries are dated by the run's created_at)."""
     run = as_run(run)
     when = (1980, 1, 1, 0, 0, 0)
     m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)", str(run.created_at or ""))
@@ -149,7 +182,10 @@ def run_to_zip(run: Run | dict) -> bytes:
         when = tuple(int(x) for x in m.groups())
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in (("summary.csv", summary_to_csv(run)), ("tokens.csv", run_to_csv(run))):
+        parts = [("summary.csv", summary_to_csv(run)), ("tokens.csv", run_to_csv(run))]
+        if run.lambada is not None:
+            parts.append(("lambada.csv", lambada_to_csv(run)))
+        for name, text in parts:
             info = zipfile.ZipInfo(name, date_time=when)
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, text.encode("utf-8"))

@@ -418,3 +418,44 @@ def format_kl_block(summary: dict, n_scored: int | None = None) -> str:
         "(PPL(base) and Cor use exact float64 reference log-probs; llama-perplexity uses its uint16-rounded ones.)",
     ]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- tokenizer-independent figures
+
+_SPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
+
+
+def bytes_and_words(pieces: list[bytes], scored: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per scored token (the indices `scored` of `pieces`, each token's raw bytes), in that order: its UTF-8
+    bytes, and the words that begin in it. A word begins at a byte that is not ASCII whitespace and follows
+    ASCII whitespace or starts the text (docs/metrics.md, "Bits per byte and word perplexity"). Summed over a
+    run's scored tokens they are Input.n_bytes and Input.n_words."""
+    starts = np.zeros(len(pieces), dtype=np.int64)
+    prev_space = True
+    for i, piece in enumerate(pieces):
+        n = 0
+        for b in piece:
+            space = b in _SPACE_BYTES
+            if prev_space and not space:
+                n += 1
+            prev_space = space
+        starts[i] = n
+    idx = np.asarray(scored, dtype=np.int64)
+    sizes = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    return sizes[idx], starts[idx]
+
+
+def bits_per_byte(nll: np.ndarray, n_bytes: int) -> float | None:
+    """Σ nll / (n_bytes · ln 2): lm-eval's bits_per_byte over the same log-likelihoods and bytes; None when
+    there are no bytes."""
+    return float(np.sum(nll)) / (n_bytes * math.log(2)) if n_bytes > 0 else None
+
+
+def word_perplexity(nll: np.ndarray, n_words: int) -> float | None:
+    """exp(Σ nll / n_words): lm-eval's weighted_perplexity with words as the weights; None without words."""
+    if n_words <= 0:
+        return None
+    try:
+        return math.exp(float(np.sum(nll)) / n_words)
+    except OverflowError:  # not a number JSON or the run log can hold
+        return None

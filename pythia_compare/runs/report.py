@@ -138,8 +138,11 @@ def kl_table(run: Run | dict) -> tuple[list[str], list[list]]:
 
 
 SUMMARY_COLUMNS: list[str] = ["variant", "role", "spec", "quant", "size MB", "bpw", "PPL", "PPL ±", "n scored",
-                              "mean KLD", "KLD ±", "same top %", "top-1 next token", "top-1 p", "load s",
-                              "score s", "generate s"]
+                              "bits/byte", "word PPL", "mean KLD", "KLD ±", "same top %", "top-1 next token",
+                              "top-1 p", "load s", "score s", "generate s"]
+# A LAMBADA run's table (lambada_table): lm-eval's lambada_openai figures per entry.
+LAMBADA_COLUMNS: list[str] = ["variant", "role", "spec", "quant", "acc", "acc ±", "LAMBADA PPL", "LAMBADA PPL ±",
+                              "examples", "agreement %", "load s", "score s"]
 _TOKEN_COLUMNS = {"top-1 next token"}
 
 
@@ -189,10 +192,24 @@ def summary_table(run: Run | dict) -> tuple[list[str], list[list]]:
         na = no_error(e)
         rows.append([e.label or e.spec, "reference" if s.is_reference else "variant", e.spec, q,
                      e.source.bytes / 1e6 if e.source.bytes is not None else None,
-                     e.source.bpw, e.ppl, NA if na else e.ppl_err, e.n_scored,
+                     e.source.bpw, e.ppl, NA if na else e.ppl_err, e.n_scored, e.bits_per_byte, e.word_ppl,
                      kld and kld.mean, NA if na and kld else kld and kld.mean_err, kld and kld.same_top,
                      top and top.text, top and top.prob, tim.load_s, tim.score_s, tim.generate_s])
     return list(SUMMARY_COLUMNS), rows
+
+
+def lambada_table(run: Run | dict) -> tuple[list[str], list[list]]:
+    """A LAMBADA run (params.scoring "lambada"): one row per entry (reference first) of LAMBADA_COLUMNS, raw
+    values: acc and its stderr as fractions, PPL = exp(-mean log-likelihood) ± its stderr, the examples scored,
+    the share of examples whose is_greedy is the reference's ('agreement %', a fraction; None on the reference
+    and without one)."""
+    rows = []
+    for s in shown_entries(run):
+        e, lam, tim = s.entry, s.entry.lambada, s.entry.timings
+        rows.append([e.label or e.spec, "reference" if s.is_reference else "variant", e.spec, quant_of(e),
+                     lam and lam.acc, lam and lam.acc_stderr, lam and lam.ppl, lam and lam.ppl_stderr,
+                     lam.n if lam else None, lam and lam.agreement, tim.load_s, tim.score_s])
+    return list(LAMBADA_COLUMNS), rows
 
 
 def fmt_num(x: float, digits: int = 6) -> str:
@@ -236,8 +253,8 @@ def format_table(columns: list[str], rows: list[list]) -> list[list[str]]:
 
 
 # The summary's columns in the order they are dropped when a terminal is too narrow (the rest stay).
-DROP_FIRST = ["load s", "score s", "generate s", "spec", "role", "bpw", "size MB", "top-1 p", "quant",
-              "same top %", "n scored", "top-1 next token", "KLD ±", "PPL ±"]
+DROP_FIRST = ["load s", "score s", "generate s", "spec", "role", "bpw", "size MB", "word PPL", "bits/byte", "top-1 p",
+              "quant", "same top %", "n scored", "examples", "top-1 next token", "KLD ±", "PPL ±", "LAMBADA PPL ±"]
 MIN_CELL = 12  # a cell narrower than its text is cut to at least this many characters, with "…"
 
 
@@ -301,11 +318,13 @@ def format_run(run: Run | dict, width: int | None = None) -> str:
 
     run = as_run(run)
     p = run.params
+    wrap = (lambda t: textwrap.fill(t, width, break_on_hyphens=False)) if width else (lambda t: t)
+    if run.lambada is not None:
+        return "\n".join([wrap(lambada_head(run)), "", text_table(*lambada_table(run), width=width)])
     head = (f"run {run.run_id or '(unsaved)'}  {p.scoring} scoring, {run.input.n_tokens} tokens, "
             f"ctx {p.ctx}, flash attention {'on' if p.flash_attn else 'off'}"
             + (f", reference {p.reference}" if p.reference else ""))
     note = uncertainty_note(run)
-    wrap = (lambda t: textwrap.fill(t, width, break_on_hyphens=False)) if width else (lambda t: t)
     parts = [wrap(head), "", text_table(*summary_table(run), width=width)] + ([wrap(note)] if note else [])
     for v in run.variants:
         if v.kld is not None:
@@ -318,6 +337,16 @@ def format_run(run: Run | dict, width: int | None = None) -> str:
         if gen and gen.tokens:  # a model's text may hold control bytes: escaped, never sent to the terminal
             parts += ["", f"-- {s.name} generates:", terminal_text(gen.text)]
     return "\n".join(parts)
+
+
+def lambada_head(run: Run) -> str:
+    """The head line of a LAMBADA run: where its examples came from and how many ran."""
+    d, p = run.lambada, run.params
+    where = f"{d.repo}@{(d.revision or '')[:12]} {d.file}" if d.repo else d.file
+    n = len(d.targets)
+    return (f"run {run.run_id or '(unsaved)'}  LAMBADA (lm-eval lambada_openai), {n} of {d.n_file} examples of "
+            f"{where}, ctx {p.ctx} ({sum(d.truncated)} contexts cut), flash attention "
+            f"{'on' if p.flash_attn else 'off'}" + (f", reference {p.reference}" if p.reference else ""))
 
 
 def run_notes(run: Run | dict) -> list[str]:

@@ -171,6 +171,38 @@ class KLStats:
 
 
 @dataclass
+class LambadaScore:
+    """One entry's LAMBADA figures (a `--scoring lambada` run; lambada.py, docs/metrics.md): the summary over
+    the examples scored and, per example in the order of Run.lambada's, the log-likelihood of the target and
+    is_greedy."""
+    n: int
+    acc: float | None
+    acc_stderr: float | None
+    ppl: float | None
+    ppl_stderr: float | None
+    agreement: float | None  # share of examples whose is_greedy is the reference's (null: no reference / is it)
+    loglikelihood: list[float]
+    is_greedy: list[bool]
+    extra: dict = field(default_factory=dict, metadata=_EXTRA)
+
+
+@dataclass
+class LambadaData:
+    """Where a LAMBADA run's examples came from, and how each was cut (the same for every entry)."""
+    repo: str | None  # the Hub dataset (null for a local file)
+    revision: str | None  # its commit
+    file: str  # the file's path in the dataset, or the local file's name
+    sha256: str  # of the whole file
+    n_file: int  # examples in the file
+    limit: int | None  # --limit (null: every example)
+    targets: list[str]  # per example: the target (' ' + last word)
+    target_tokens: list[int]  # per example: tokens of the target
+    context_tokens: list[int]  # per example: tokens of the context evaluated (after left-truncation)
+    truncated: list[bool]  # per example: the context was cut to fit ctx
+    extra: dict = field(default_factory=dict, metadata=_EXTRA)
+
+
+@dataclass
 class Entry:
     """One model of a run: a variant, or the reference."""
     spec: str
@@ -187,6 +219,9 @@ class Entry:
     overrides: dict[str, str] | None = field(default=None, metadata=_ADDED)  # GGUF metadata overridden at load
     warnings: list[str] | None = field(default=None, metadata=_ADDED)  # llama.cpp's load warnings
     load: Load | None = field(default=None, metadata=_ADDED)  # load settings per phase (issue 13)
+    bits_per_byte: float | None = field(default=None, metadata=_ADDED)  # Σ nll / (Input.n_bytes · ln 2)
+    word_ppl: float | None = field(default=None, metadata=_ADDED)  # exp(Σ nll / Input.n_words)
+    lambada: LambadaScore | None = field(default=None, metadata=_ADDED)  # a LAMBADA run's figures (issue 23)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 
@@ -195,6 +230,8 @@ class Input:
     text: str
     n_tokens: int
     tokens: list[str]
+    n_bytes: int | None = field(default=None, metadata=_ADDED)  # UTF-8 bytes of the scored tokens (issue 23)
+    n_words: int | None = field(default=None, metadata=_ADDED)  # words that begin in the scored tokens
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 
@@ -229,6 +266,7 @@ class Run:
     run_id: str | None = None
     created_at: str | None = None
     warnings: list[str] | None = field(default=None, metadata=_ADDED)  # run-level (lineage.mixed_run_warnings)
+    lambada: LambadaData | None = field(default=None, metadata=_ADDED)  # a LAMBADA run's examples (issue 23)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
     # The JSON's key order (compare.py's and the store's), which differs from the dataclass's field order

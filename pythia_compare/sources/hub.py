@@ -187,6 +187,39 @@ class Hub:
                                f"{expected[:16]}…; the file was deleted. Run again to retry.")
         return path
 
+    def download_dataset_file(self, repo: str, filename: str, commit: str) -> Path:
+        """The local path of `filename` of dataset `repo` at `commit` (huggingface_hub's cache, repo type
+        "dataset"), downloaded if not there: the LAMBADA data (lambada.py). Offline, only a cached copy."""
+        what = f"{filename} of dataset {repo}@{commit[:12]}"
+        cached = try_to_load_from_cache(repo, filename, cache_dir=self.cache_dir, revision=commit, repo_type="dataset")
+        if isinstance(cached, str):
+            return Path(cached)
+        if self.settings.offline:
+            raise OfflineMissing(f"offline, and {what} is not in the Hugging Face cache ({self.cache_dir}); run "
+                                 f"once with network, or give a local file with --lambada-file")
+        try:
+            get_hf_file_metadata(hf_hub_url(repo, filename, repo_type="dataset", revision=commit,
+                                            endpoint=self.endpoint), token=self._token, endpoint=self.endpoint)
+            return Path(hf_hub_download(repo, filename, repo_type="dataset", revision=commit,
+                                        cache_dir=self.cache_dir, endpoint=self.endpoint, token=self._token))
+        except httpx2.TransportError as e:
+            raise self._unreachable(e, what, partial=True) from None
+        except LocalEntryNotFoundError as e:
+            raise self._unreachable(e.__cause__ or e, what, partial=True) from None
+        except RemoteEntryNotFoundError:
+            raise MissingOnHub(f"dataset {repo}@{commit[:12]} has no file {filename!r}") from None
+        except RepositoryNotFoundError:
+            raise MissingOnHub(f"no dataset repo {repo!r} on {self._where()}; check PYTHIA_COMPARE_LAMBADA_REPO, "
+                               f"or give a local file with --lambada-file") from None
+        except RevisionNotFoundError:
+            raise MissingOnHub(f"dataset {repo} has no revision {commit!r}; check "
+                               f"PYTHIA_COMPARE_LAMBADA_REVISION") from None
+        except (HfHubHTTPError, HFValidationError) as e:
+            raise self._hub_error(e, repo, commit) from None
+        except OSError as e:
+            raise HubError(f"downloading {what} failed ({e.__class__.__name__}: {str(e).splitlines()[0]}). "
+                           f"Nothing partial was kept; run again to retry.") from None
+
     def download_checkpoint(self, repo: str, commit: str) -> Path:
         """The snapshot folder of `repo` at `commit` holding config.json, tokenizer.json and the weights.
 

@@ -339,8 +339,13 @@ class Dashboard:
     def prepare(self, family: str, quants: list[str] | None, steps: list[int] | None, specs: str | None,
                 reference: str | None, prompt: str | None, text: str | None, text_file: str | None, scoring: str,
                 ctx: float, top_k: float, max_tokens: float, temperature: float,
-                seed: float) -> tuple[list[str], str, RunParams]:
-        """The page's inputs checked and turned into (specs, text, params); BadInput names what is wrong."""
+                seed: float, lambada_file: str | None = None,
+                lambada_limit: float | None = None) -> tuple[list[str], str, RunParams]:
+        """The page's inputs checked and turned into (specs, text, params); BadInput names what is wrong.
+
+        Scoring "lambada" (Benchmark: LAMBADA) ignores the prompt and text boxes: it scores an uploaded LAMBADA
+        JSONL (`lambada_file`; refused in public mode), else the Hub dataset, its first `lambada_limit` examples
+        (0 or empty: all of them; public mode caps them)."""
         if specs is not None and len(str(specs)) > MAX_SPECS_CHARS:
             raise BadInput(f"the spec box holds {len(str(specs))} characters; the limit is {MAX_SPECS_CHARS}")
         for value, what in ((prompt, "the prompt"), (text, "the text"), (specs, "the spec box"),
@@ -356,13 +361,25 @@ class Dashboard:
             raise SpecError(too_many(n, self.settings.max_variants))
         if family == DEMO_ALIAS:
             _no_hub_specs_beside_the_demo(split_specs(specs))
-        run_text = self.input_text(prompt, text, text_file)
+        lambada_mode = str(scoring or "") == "lambada"
+        run_text = "" if lambada_mode else self.input_text(prompt, text, text_file)
         given = dict(ctx=ctx, top_k=top_k, max_tokens=max_tokens, temperature=temperature, seed=seed)
         numbers = {}
         for lim in LIMITS.values():  # the one table of limits (params.py), which the CLI and the widgets read too
             value = (form_int if lim.whole else _float)(given[lim.field], lim.label.lower())
             numbers[lim.field] = _within(value, lim.label, lim.lo, lim.hi, lim.unit)
         params = RunParams.from_settings(self.settings, scoring=str(scoring or "auto"), reference=ref, **numbers)
+        if lambada_mode:
+            if lambada_file and self.settings.public:
+                raise BadInput("public mode scores the LAMBADA dataset of the Hub only; remove the uploaded file")
+            if lambada_file:
+                path = Path(getattr(lambada_file, "name", None) or str(lambada_file))
+                if path.suffix.lower() not in (".jsonl", ".json"):
+                    raise BadInput(f"the uploaded file {path.name!r} is not a .jsonl file; upload LAMBADA JSONL, one "
+                                   f'{{"text": ...}} per line')
+                params.lambada_file = path
+            limit = form_int(lambada_limit, "LAMBADA examples") if lambada_limit not in (None, "") else 0
+            params.limit = limit or None
         return chosen, run_text, params
 
     def run(self, specs: list[str], text: str, params: RunParams,
@@ -397,6 +414,13 @@ class Dashboard:
         every chunk, not only the first); mid-run, corpus mode also says how many chunks are done.
         """
         run = as_run(run)
+        if run.lambada is not None:  # LAMBADA: examples, not tokens (report.lambada_head says where they came from)
+            n = len(run.lambada.targets)
+            least = min((e.lambada.n if e.lambada else 0) for e in run.entries()) if run.entries() else 0
+            head = f"**Run `{run.run_id}`**" if run.run_id else f"**Running** · {least} of {n} examples scored"
+            notes = "".join(f"\n- {x}" for x in report.run_notes(run))
+            return (f"{head} · {report.lambada_head(run).split('  ', 1)[1]} · {len(run.entries())} models"
+                    + (f"\n{notes}" if notes else ""))
         p, entries, want = run.params, run.entries(), expected_scored(run)
         done = sum(1 for e in entries if e.ppl is not None and e.n_scored >= want)
         head = f"**Run `{run.run_id}`**" if run.run_id else f"**Running** · {done} of {len(entries)} scored"
@@ -580,6 +604,8 @@ def controls_for(run: Run | dict, cat: Catalog, max_prompt_chars: int) -> dict:
         where, value = control(ref_spec)
         (quants, steps, free)[where].insert(0, value)
     text, p = run.input.text, run.params
+    if p.scoring == "lambada":  # the examples came from a file or the Hub dataset, not from the text box
+        text = ""
     as_prompt = p.scoring == "prompt" and len(text) <= max_prompt_chars
     return {"family": family, "quants": quants, "steps": steps, "specs": " ".join(free), "reference": ref_spec,
             "prompt": text if as_prompt else None, "text": "" if as_prompt else text,

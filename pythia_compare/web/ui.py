@@ -33,6 +33,7 @@ import gradio as gr
 from . import plots, sweepplots
 from ..runs import report
 from ..runs.backup import Backup, local_root
+from ..runs.lambada import PUBLIC_MAX_LIMIT
 from ..config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
@@ -85,17 +86,20 @@ class Handlers:
                 specs: str | None = "", reference: str | None = None, prompt: str | None = "", text: str | None = "",
                 text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
                 max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
-                progress=gr.Progress()):
+                lambada_file: str | None = None, lambada_limit: float | None = None, progress=gr.Progress()):
         """Run one comparison; yields (the run JSON, the Run for the views). The last yield is the stored run.
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
         With `family` "demo" (the default) a bare Pythia spec (`Q8_0`, `step3000`) is refused as ambiguous beside
-        the demo suite: pass family="pythia" for the real model.
+        the demo suite: pass family="pythia" for the real model. `scoring` "lambada" runs the LAMBADA benchmark
+        (prompt and text are ignored) on `lambada_file` (a LAMBADA JSONL; not in public mode) or the Hub dataset,
+        its first `lambada_limit` examples (0 or None: all).
         """
         try:
             chosen, run_text, params = self.core.prepare(family, quants, steps, specs, reference, prompt, text,
-                                                         text_file, scoring, ctx, top_k, max_tokens, temperature, seed)
+                                                         text_file, scoring, ctx, top_k, max_tokens, temperature, seed,
+                                                         lambada_file, lambada_limit)
             for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
                 progress(fraction, desc=message)
                 if run is not None:
@@ -123,7 +127,8 @@ class Handlers:
                     gr.Markdown("", visible=False), gr.Dataframe(value=None, visible=False))
         run = as_run(run)
         figs = plots.all_figures(run)
-        cols, rows = page_summary(*report.summary_table(run))  # the numbers first, the variant pinned
+        cols, rows = (report.lambada_table(run) if run.lambada is not None
+                      else page_summary(*report.summary_table(run)))  # the numbers first, the variant pinned
         kcols, krows = report.kl_table(run)
         files = gr.HTML(download_links(run.run_id), visible=True) if run.run_id else gr.HTML("", visible=False)
         why = report.kl_block_note(run)
@@ -348,7 +353,9 @@ def _input_and_settings(c: dict, settings: Settings) -> None:
                                  file_types=[".txt"], type="filepath", elem_id="pc-file")
     with gr.Accordion("Settings", open=False, elem_id="pc-settings"):
         with gr.Row():
-            c["scoring"] = gr.Radio(["auto", "prompt", "corpus"], value="auto", label="Scoring")
+            c["scoring"] = gr.Radio([("auto", "auto"), ("prompt", "prompt"), ("corpus", "corpus"),
+                                     ("Benchmark: LAMBADA", "lambada")], value="auto", label="Scoring",
+                                    elem_id="pc-scoring")
             # Ranges from params.LIMITS; the server checks them (_as_sent), naming the field.
             c["ctx"] = _limited("ctx", settings)
             c["top_k"] = _limited("top_k", settings)
@@ -356,6 +363,14 @@ def _input_and_settings(c: dict, settings: Settings) -> None:
             c["max_tokens"] = _limited("max_tokens", settings)
             c["temperature"] = _limited("temperature", settings, step=0.1)
             c["seed"] = _limited("seed", settings)
+    with gr.Accordion("Benchmark: LAMBADA (choose it under Scoring)", open=False, elem_id="pc-lambada"):
+        c["lambada_limit"] = gr.Number(PUBLIC_MAX_LIMIT if settings.public else 0, precision=0, minimum=0,
+                                       elem_id="pc-lambada-limit",
+                                       label="Examples: the first N (0: all 5,153"
+                                             + (f"; at most {PUBLIC_MAX_LIMIT} here)" if settings.public else ")"))
+        # lm-eval's lambada_openai; without a file, the Hub dataset EleutherAI/lambada_openai (English test split)
+        c["lambada_file"] = gr.File(label='…or a LAMBADA .jsonl file, one {"text": …} per line', file_types=[".jsonl"],
+                                    type="filepath", elem_id="pc-lambada-file", visible=not settings.public)
     c["run_btn"] = gr.Button("Run", variant="primary", elem_id="pc-run")
     c["status"] = gr.Markdown(elem_id="pc-status", container=True, min_height=60)
     c["examples"] = gr.Examples([[e] for e in EXAMPLES], inputs=[c["prompt"]], label="Examples (click to run)",
@@ -413,7 +428,7 @@ def _wire_compare(c: dict, page: dict, app: Handlers, cat, settings: Settings, c
 
     _as_sent(*(c[k] for k in LIMITS))
 
-    run_inputs = [c[k] for k in CONTROLS] + [page["owner"]]
+    run_inputs = [c[k] for k in CONTROLS] + [page["owner"], c["lambada_file"], c["lambada_limit"]]
     run_kw = dict(concurrency_id="models", concurrency_limit=concurrency, show_progress_on=[c["status"]])
     runs = [c["run_btn"].click(app.compare, run_inputs, [c["run_json"], live], api_name="compare", **run_kw),
             c["examples"].load_input_event.then(app.compare, run_inputs, [c["run_json"], live], **run_kw,
