@@ -2,13 +2,15 @@
 
 - import: the wall time of `python -c "import pythia_compare"` (and of reaching the API's functions,
   `pythia_compare.compare`) minus that of `python -c pass`, median of N fresh processes.
-- the CLI's fixed cost per run: the wall time of `python -m pythia_compare --offline compare demo --prompt "x y"
-  --max-tokens 0 --json` ("x" alone is one token of the demo's vocabulary, too few to score) minus its decode time (the run JSON's score_s + generate_s), median of N, after one
-  untimed run that converts the demo's F16 and probes it (as a user's second run finds them). Its breakdown,
-  medians of N: start-up (`python -c pass`), imports (a fresh interpreter importing every module the command
-  imports at its top level, as `-X importtime` lists them, minus start-up), load (the run JSON's load_s), save
-  (the run log opened, the run saved and read back, in a fresh process, timed around those calls) and the rest
-  (argument parsing, resolving the spec to its cached file, tokenizing, printing, exiting).
+- the CLI's fixed cost per run: the wall time of `python -m pythia_compare --offline compare demo
+  --prompt "x y" --max-tokens 0 --json` ("x" alone is one token of the demo's vocabulary, too few to score)
+  minus its decode time (the run JSON's score_s + generate_s), median of N, after one untimed run that converts
+  the demo's F16 and probes it (as a user's second run finds them). Its breakdown, medians of N: start-up
+  (`python -c pass`), imports (a fresh interpreter importing every module the command imports at its top
+  level, as `-X importtime` lists them, minus start-up), load (the run JSON's load_s), save (the run log
+  opened, the run saved and read back, in a fresh process, timed around those calls) and the rest (argument
+  parsing, resolving the spec to its cached file, tokenizing, printing, exiting). The parts are measured apart,
+  so under load they need not add up.
 
 Other processes slow every figure: the load average is printed before and after, with the CPU model.
 
@@ -36,7 +38,8 @@ def cpu() -> str:
     model = re.search(r"Model name:\s*(.+)", out)
     flags = re.search(r"Flags:\s*(.+)", out)
     have = [f for f in ("avx2", "avx512f", "amx_tile") if flags and f in flags.group(1).split()]
-    return f"{model.group(1).strip() if model else 'unknown CPU'} ({', '.join(have) or 'no avx2'}), {os.cpu_count()} cores"
+    name = model.group(1).strip() if model else "unknown CPU"
+    return f"{name} ({', '.join(have) or 'no avx2'}), {os.cpu_count()} cores"
 
 
 def wall(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
@@ -120,7 +123,8 @@ def main() -> None:
                  "load (load_s)": statistics.median(loads), "save (open the log, save, read back)":
                  statistics.median(saves)}
         total = statistics.median(fixed)
-        print(f"\n| the CLI's fixed cost per run: `compare demo --prompt \"x y\" --max-tokens 0` | median of {n} |\n|---|---|")
+        print(f"\n| the CLI's fixed cost per run: `compare demo --prompt \"x y\" --max-tokens 0` | median of {n} |")
+        print("|---|---|")
         print(f"| wall minus decode | {total:.3f} s |")
         for name, v in parts.items():
             print(f"| - {name} | {v:.3f} s |")

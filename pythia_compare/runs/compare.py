@@ -124,7 +124,8 @@ def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None
         raise SpecError(too_many(n_specs, settings.max_variants))
 
 
-def check_prompt(prompt: str, settings: Settings, what: str = "--prompt", longer: str = "--text-file for long texts") -> None:
+def check_prompt(prompt: str, settings: Settings, what: str = "--prompt",
+                 longer: str = "--text-file for long texts") -> None:
     """A prompt's own checks, for the CLI and the API alike (each naming its own argument): Unicode text, at most
     settings.max_prompt_chars characters (`longer` says where a long text goes instead)."""
     check_unicode(prompt, what)  # bytes that are not UTF-8 in argv arrive as lone surrogates
