@@ -274,3 +274,15 @@ def test_open_sweep_gives_the_grid_the_figures_and_the_cells_runs(env, demo_dir)
     assert pc.open_sweep(f"http://127.0.0.1:7860/?sweep={sweep_id}", db=db).sweep_id == sweep_id
     with pytest.raises(RunNotFound):
         pc.open_sweep("noSuchSweep", db=db)
+
+
+def test_a_run_on_cached_files_imports_neither_the_converter_nor_gguf(env):
+    """The fixed cost of a run: a demo file converted once is found in the cache by its key, without importing the
+    converter (gguf and yaml: a tenth of a second of every run)."""
+    pc.compare("demo", prompt=PROMPT, max_tokens=0, offline=True, db=False, progress=False)  # built once
+    code = ("import sys, pythia_compare as pc\n"
+            "pc.compare('demo', prompt='x y', max_tokens=0, offline=True, db=False, progress=False)\n"
+            "print(sorted(m for m in ('gguf', 'pythia_compare.sources.convert') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
