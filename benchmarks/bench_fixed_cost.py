@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,10 +43,17 @@ def cpu() -> str:
     return f"{name} ({', '.join(have) or 'no avx2'}), {os.cpu_count()} cores"
 
 
+CPU_S: list[float] = []  # the CPU seconds (user + system) of each command wall() ran, in order
+
+
 def wall(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    """Run a command; its wall seconds (and its CPU seconds appended to CPU_S, which load disturbs less)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
     seconds = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_S.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return seconds, done
@@ -87,26 +95,27 @@ def main() -> None:
                "HF_ENDPOINT": "http://127.0.0.1:9", "PYTHONPATH": str(ROOT)}
         env.pop("PYTHIA_COMPARE_DB", None)
 
-        startup, imp, api = [], [], []
+        runs: dict[str, list[tuple[float, float]]] = {"pass": [], "import": [], "api": []}
         for _ in range(n):  # interleaved, so a busy moment of the machine falls on all three alike
-            startup.append(wall([py, "-c", "pass"], env)[0])
-            imp.append(wall([py, "-c", "import pythia_compare"], env)[0])
-            api.append(wall([py, "-c", "import pythia_compare as pc; pc.compare"], env)[0])
-        startup = statistics.median(startup)
-        imp, api = statistics.median(imp) - startup, statistics.median(api) - startup
-        print(f"\n| import | median of {n} |\n|---|---|")
-        print(f"| `import pythia_compare` | {imp:.3f} s |")
-        print(f"| `import pythia_compare; pythia_compare.compare` (the API reached) | {api:.3f} s |")
-        print(f"| (`python -c pass`, not counted) | {startup:.3f} s |")
+            for key, code in (("pass", "pass"), ("import", "import pythia_compare"),
+                              ("api", "import pythia_compare as pc; pc.compare")):
+                runs[key].append((wall([py, "-c", code], env)[0], CPU_S[-1]))
+        med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
+        startup = med["pass"][0]
+        print(f"\n| import (minus `python -c pass`) | wall, median of {n} | CPU, median of {n} |\n|---|---|---|")
+        for key, name in (("import", "`import pythia_compare`"),
+                          ("api", "`import pythia_compare; pythia_compare.compare` (the API reached)")):
+            print(f"| {name} | {med[key][0] - med['pass'][0]:.3f} s | {med[key][1] - med['pass'][1]:.3f} s |")
+        print(f"| (`python -c pass` itself) | {med['pass'][0]:.3f} s | {med['pass'][1]:.3f} s |")
 
         cmd = [py, "-m", "pythia_compare", "--offline", "--db", str(tmp / "runs.db"), "compare", "demo", "--prompt",
                "x y", "--max-tokens", "0", "--json"]  # "x" alone is one token, which no scoring takes
         wall(cmd, env)  # the demo's F16 converted and probed once, as a user's second run finds it
-        fixed, loads, runs = [], [], []
+        fixed, loads, runs, cpu_runs = [], [], [], []
         for _ in range(n):
             seconds, done = wall(cmd, env)
+            cpu_runs.append(CPU_S[-1])
             run = json.loads(done.stdout)
-            e = run["reference"] or run["variants"][0]
             decode = sum(x["timings"]["score_s"] + x["timings"]["generate_s"]
                          for x in ([run["reference"]] if run["reference"] else []) + run["variants"])
             fixed.append(seconds - decode)
@@ -126,6 +135,7 @@ def main() -> None:
         print(f"\n| the CLI's fixed cost per run: `compare demo --prompt \"x y\" --max-tokens 0` | median of {n} |")
         print("|---|---|")
         print(f"| wall minus decode | {total:.3f} s |")
+        print(f"| (the whole run's CPU time, decode included) | {statistics.median(cpu_runs):.3f} s |")
         for name, v in parts.items():
             print(f"| - {name} | {v:.3f} s |")
         print(f"| - the rest (parse, resolve, tokenize, print, exit) | {total - sum(parts.values()):.3f} s |")
