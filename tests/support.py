@@ -146,6 +146,7 @@ TIERS: dict[str, set[str]] = {
     "test_api::test_a_run_id_that_does_not_exist_raises_run_not_found_naming_the_id_and_what_lists_runs": {"slow"},
     "test_api::test_a_text_path_reads_the_file_and_a_missing_one_names_it": {"slow"},
     "test_api::test_open_sweep_gives_the_grid_the_figures_and_the_cells_runs": {"slow"},
+    "test_api::test_a_run_on_cached_files_imports_neither_the_converter_nor_gguf": {"slow"},
     # issue 10 (the fast tier under 30 s): a fixed second, or seconds of one library, that no fixture can share
     "test_hub::test_a_connection_cut_mid_file_is_resumed_by_huggingface_hub_with_a_range_request": {"slow"},  # 1 s
     "test_hub::test_a_download_that_fails_midway_leaves_no_partial_file_and_a_retry_gets_the_right_bytes":

@@ -20,7 +20,8 @@ from pythia_compare.errors import BadInput, InputTextError, OfflineMissing, RunN
 from tests.support import ROOT, run_cli
 
 PROMPT = "def fibonacci(n):"
-CLI_FLAGS = re.compile(r"--(prompt|text-file|scoring|ctx|top-k|max-tokens|temperature|seed|reference|offline|db|home)\b")
+CLI_FLAGS = re.compile(r"--(prompt|text-file|scoring|ctx|top-k|max-tokens|temperature|seed|reference|offline|db|"
+                       r"home)\b")
 HEAVY = ("gradio", "plotly", "pandas", "llama_cpp", "torch", "numpy")
 
 
@@ -50,7 +51,8 @@ def _runs_in(db) -> int:
 
 
 def test_importing_pythia_compare_and_reaching_its_functions_loads_no_heavy_library():
-    code = ("import sys, pythia_compare as pc\nfns = (pc.compare, pc.open_run, pc.list_runs, pc.open_sweep, pc.close)\n"
+    code = ("import sys, pythia_compare as pc\n"
+            "fns = (pc.compare, pc.open_run, pc.list_runs, pc.open_sweep, pc.close)\n"
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT))
     assert out.returncode == 0, out.stderr
@@ -65,7 +67,8 @@ for m in pkgutil.walk_packages(pc.__path__, 'pythia_compare.'):
     importlib.import_module(m.name)
 from pythia_compare import api
 from pythia_compare.errors import RunNotFound
-assert all(getattr(pc, n) is getattr(api, n) for n in pc._API), [n for n in pc._API if getattr(pc, n) is not getattr(api, n)]
+changed = [n for n in pc._API if getattr(pc, n) is not getattr(api, n)]
+assert not changed, changed
 db = {str(tmp_path / 'runs.db')!r}
 with pc.session():
     r = pc.compare('demo:Q8_0', 'demo', prompt='def f(x):', max_tokens=0, offline=True, db=db, progress=False)
@@ -264,9 +267,22 @@ def test_open_sweep_gives_the_grid_the_figures_and_the_cells_runs(env, demo_dir)
     assert list(grid["PPL"]) == [c["ppl"] for c in shown["cells"]] and set(grid["status"]) == {"done"}
     assert set(s.figures()) == {"ppl", "kld", "bpw", "heatmap"}
     cell = s.run(100, "Q8_0")
-    assert cell.run.variants[0].ppl == next(c["ppl"] for c in shown["cells"] if (c["step"], c["quant"]) == (100, "Q8_0"))
+    assert cell.run.variants[0].ppl == next(c["ppl"] for c in shown["cells"]
+                                            if (c["step"], c["quant"]) == (100, "Q8_0"))
     bundle = s._repr_mimebundle_()
     assert sweep_id in bundle["text/html"] and bundle["text/html"].count('class="plotly-graph-div"') == 2
     assert pc.open_sweep(f"http://127.0.0.1:7860/?sweep={sweep_id}", db=db).sweep_id == sweep_id
     with pytest.raises(RunNotFound):
         pc.open_sweep("noSuchSweep", db=db)
+
+
+def test_a_run_on_cached_files_imports_neither_the_converter_nor_gguf(env):
+    """The fixed cost of a run: a demo file converted once is found in the cache by its key, without importing the
+    converter (gguf and yaml: a tenth of a second of every run)."""
+    pc.compare("demo", prompt=PROMPT, max_tokens=0, offline=True, db=False, progress=False)  # built once
+    code = ("import sys, pythia_compare as pc\n"
+            "pc.compare('demo', prompt='x y', max_tokens=0, offline=True, db=False, progress=False)\n"
+            "print(sorted(m for m in ('gguf', 'pythia_compare.sources.convert') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -139,7 +139,8 @@ def given_reference(given: str | None) -> str | None:
     return None if text.lower() in ("", NO_REFERENCE) else text
 
 
-def check_prompt(prompt: str, settings: Settings, what: str = "--prompt", longer: str = "--text-file for long texts") -> None:
+def check_prompt(prompt: str, settings: Settings, what: str = "--prompt",
+                 longer: str = "--text-file for long texts") -> None:
     """A prompt's own checks, for the CLI and the API alike (each naming its own argument): Unicode text, at most
     settings.max_prompt_chars characters (`longer` says where a long text goes instead)."""
     check_unicode(prompt, what)  # bytes that are not UTF-8 in argv arrive as lone surrogates

@@ -25,6 +25,11 @@ from filelock import FileLock, Timeout
 from ..errors import DiskFull
 from ..files import sha256_file, write_atomic
 
+# The version of this project's checkpoint converter (convert.py), part of every converted file's key: a change to
+# what it writes gets new files. Kept here, with the keys, so that finding a cached file never imports the converter
+# (and gguf with it).
+CONVERTER_VERSION = "1"
+
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 

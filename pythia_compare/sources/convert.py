@@ -26,11 +26,11 @@ from typing import Callable
 import numpy as np
 import gguf
 
+from .cache import CONVERTER_VERSION  # noqa: F401 (the converter's version, kept with the cache's keys)
 from .checkpoint import REQUIRED_CONFIG_KEYS, read_config, read_tensors, read_tokenizer_json
 from ..errors import CheckpointError, DiskFull, NotYetSupported, SpecError
 from .vocab import PRE_TOKENIZER, Vocab, read_vocab
 
-CONVERTER_VERSION = "1"
 ARCH = "gptneox"
 OUT_TYPES = {
     "F32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),

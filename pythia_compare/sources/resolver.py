@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .cache import Cache, file_sha256
+from .cache import CONVERTER_VERSION, Cache, file_sha256
 from ..config import Settings
 from ..errors import MissingOnHub, ModelFileError, OfflineMissing, SpecError
 from .policy import check_conversion, check_variant
@@ -160,7 +160,6 @@ class Resolver:
 
     def _build(self, variant: Variant, repo: str, commit: str, fetch: Callable[[], Path], say: Progress,
                revision: str | None = None) -> Resolved:
-        from .convert import CONVERTER_VERSION, convert_checkpoint
         from ..models.engine import llama_cpp_version
 
         quant = variant.quant or "F16"
@@ -172,6 +171,8 @@ class Resolver:
                     "llama_cpp": llama_cpp_version()}
 
         def build_base(target: Path) -> None:
+            from .convert import convert_checkpoint  # only to build (it imports gguf): a cached file needs none
+
             ckpt_dir = fetch()
             say(f"{variant.label}: converting to GGUF {base_type}")
             convert_checkpoint(Path(ckpt_dir), target, base_type)
