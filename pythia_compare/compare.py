@@ -30,7 +30,7 @@ from .errors import InputTextError, SpecError, TokenizerMismatch
 from .params import LIMITS
 from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, Load, Params, Run, Source, Timings, TokenProb,
                   Versions, read)
-from .policy import check_run
+from .policy import check_run, check_work
 from .lineage import mixed_run_warnings
 from .sources import Resolved, Resolver, demo_steps
 from .threads import in_thread
@@ -198,6 +198,7 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     t0 = time.perf_counter()
     with pool.hold(paths, params.ctx, labels) as models:
         ids, run = _tokenized(resolved, bool(reference), models, text, params, settings, time.perf_counter() - t0)
+        check_work(len(models), len(ids), params.max_tokens, settings)  # public mode: a bounded run
         entries, scoring = run.entries(), run.params.scoring
         yield Event("update", "tokenized", done / steps, run)
         if scoring == "prompt":
