@@ -116,6 +116,9 @@ class Settings:
     # (PYTHIA_COMPARE_GENERATION_HANDLE=auto|on|off)
     generation_handle: str = "auto"
     memory_budget_bytes: int = 6 * 1024**3  # models held loaded at once, in bytes (PYTHIA_COMPARE_MEMORY_BUDGET)
+    # the model cache's size budget (Settings.home): a public app prunes it to this at start and after each run,
+    # least recently used first, as `cache prune --max-size` does (PYTHIA_COMPARE_CACHE_BUDGET, e.g. 20G)
+    cache_budget_bytes: int = 20 * 1024**3
     # --- run defaults and limits ---
     ctx: int = 512  # context / corpus chunk size in tokens
     top_k: int = 10  # next-token alternatives kept per variant
@@ -192,6 +195,8 @@ class Settings:
             values["generation_handle"] = mode
         if env.get("PYTHIA_COMPARE_MEMORY_BUDGET"):
             values["memory_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_MEMORY_BUDGET"])
+        if env.get("PYTHIA_COMPARE_CACHE_BUDGET"):
+            values["cache_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_CACHE_BUDGET"])
         if env.get("PYTHIA_COMPARE_PUBLIC"):
             values["public"] = _truthy(env["PYTHIA_COMPARE_PUBLIC"])
         if env.get("PYTHIA_COMPARE_ALLOWED_REPOS"):

@@ -270,8 +270,10 @@ def streamed(work: Callable[[], Iterator[Event]],
                 generating = ev.message.endswith(": generating")
                 if generating and ev.message == last_message and now - last < UPDATE_EVERY_S:
                     continue  # a variant's first token always shows, then a few redraws a second
-                # milestones (tokenized, a variant scored, its first token) always show; chunks and tokens as paced
-                urgent = not ev.message.startswith("scored chunk") and not (generating and ev.message == last_message)
+                # milestones (tokenized, the first chunk, a variant scored, its first token) always show; the
+                # other chunks and tokens as paced
+                urgent = (not ev.message.startswith("scored chunk") or ev.message.startswith("scored chunk 1/")) \
+                    and not (generating and ev.message == last_message)
                 if put.offer(lambda: (ev.kind, ev.fraction, ev.message, ev.run.copy()), urgent=urgent):
                     last, last_message = now, ev.message
         finally:
@@ -294,6 +296,25 @@ class Dashboard:
         self.pool = pool
         self.store = store or RunStore(settings.db_path, owner_secret=settings.owner_secret)
         self.demo_final = demo_final_step(settings)  # `demo@step<last>` is `demo`
+
+    def tidy_cache(self) -> None:
+        """At start and after each run: the `.part` files of killed builds swept (any app), and in a public app
+        the model cache pruned to Settings.cache_budget_bytes (least recently used first, as `cache prune`).
+        Never raises: a cache that cannot be tidied is logged and left as it is."""
+        from .cache import Cache
+
+        try:
+            cache = Cache(self.settings.home)
+            swept = cache.sweep_parts()
+            if swept:
+                log.info("swept %d unfinished file(s) a stopped build left in the model cache", len(swept))
+            if self.settings.public:
+                removed = cache.prune(self.settings.cache_budget_bytes)
+                if removed:
+                    log.info("pruned %d cached model file(s) (%.0f MB) to the cache budget of %.0f MB", len(removed),
+                             sum(e.bytes for e in removed) / 1e6, self.settings.cache_budget_bytes / 1e6)
+        except Exception:  # noqa: BLE001 - tidying is never worth a failed start or run
+            log.exception("tidying the model cache %s failed", self.settings.home)
 
     def owner_of(self, owner: object) -> str | None:
         """The browser's owner token if it is one, else None."""
@@ -360,10 +381,14 @@ class Dashboard:
         limit = self.settings.max_run_seconds_public if self.settings.public else None
         for kind, fraction, message, run in streamed(work, max_seconds=limit):
             if kind == "done":
-                run = self.store.get_run(self.store.save(run, owner=self.owner_of(owner)))
+                saved, run = self.store.save(run, owner=self.owner_of(owner)), None  # one run in memory at a time
+                run = self.store.get_run(saved)
                 if self.backup is not None:
                     self.backup.record(run.to_json(), owner=self.owner_of(owner))
+                if self.settings.public:
+                    self.tidy_cache()
             yield kind, fraction, message, run
+            run = None  # not held while the next event is made
 
     def find(self, run_id: object) -> Run | None:
         """The stored run, or None for any id that names none (malformed and hostile ones included).

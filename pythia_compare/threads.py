@@ -113,14 +113,14 @@ def in_thread(work: Callable[[Feed[T]], object], name: str = "pythia-compare-wor
     threading.Thread(target=run, name=name, daemon=True).start()
     try:
         while True:
-            error, item, snapshot = feed._take()
+            entry = feed._take()
+            error, snapshot = entry[0], entry[2]
             if error is _END:
                 return
             if error is not None:
                 raise error
             taken = time.monotonic()
-            yield item
-            del item
+            yield entry.pop(1)  # held by the consumer only: a big item is freed as soon as it is done with it
             if snapshot:
                 feed._handled(time.monotonic() - taken)
     finally:

@@ -6,10 +6,10 @@ the tests (its app also answers a run's download links: _serve_downloads). The d
 live in dashboard.py, the numbers in compare.py and report.py, the figures in plots.py; nothing here runs a
 model, draws or writes SQL.
 
-Streaming: the Run button's event (api_name "compare") yields the run JSON (Run.to_json) as it grows into a
-hidden gr.JSON (its only API output, so `gradio_client` gets exactly the CLI's JSON) and the `Run` into a
-gr.State; the State's change event redraws the views, unqueued, so a full queue never freezes a run already on
-screen.
+Streaming: the Run button's event (api_name "compare") yields each snapshot of the run (dashboard.streamed) into
+a gr.State, and the finished run's JSON (Run.to_json) into a hidden gr.JSON, its only API output, so
+`gradio_client` gets exactly the CLI's JSON, once; the State's change event redraws the views, unqueued, so a
+full queue never freezes a run already on screen.
 
 Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
 cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
@@ -99,7 +99,10 @@ class Handlers:
             for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
                 progress(fraction, desc=message)
                 if run is not None:
-                    yield run.to_json(), run
+                    # the API output (the run JSON) once, when the run is done; snapshots only feed the views'
+                    # State, which stays on the server: gradio never diffs, encodes or sends a growing run
+                    yield (run.to_json() if kind == "done" else gr.skip()), run
+                run = None  # not held while the next snapshot is made
         except Exception as e:
             error = self._fail(e)
             # The views' state holds the error: the status box shows it (the corner's toast goes away), and the
@@ -244,6 +247,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     backup = backup if backup is not None else Backup.start(settings)
     cat = load_catalog(settings)
     app = Handlers(settings, backup=backup)
+    app.core.tidy_cache()  # stale .part files of a killed build; a public app's cache budget
 
     # delete_cache: gradio copies every uploaded text into its cache; copies older than 6 hours go, hourly
     with gr.Blocks(title="pythia-compare", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:

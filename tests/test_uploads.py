@@ -9,11 +9,12 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from pythia_compare.ui import UPLOAD_FILES_PER_REQUEST, build_demo, launch_kwargs
+from pythia_compare.ui import build_demo, launch_kwargs
 from tests.ui_support import demo_suite, free_port, settings_for, wait_until_up
 
 UPLOAD = 4096  # max_upload_bytes of this app
 CLIENT_QUOTA, TOTAL_QUOTA = 6 * UPLOAD, 12 * UPLOAD
+UPLOAD_FILES_PER_REQUEST = 4  # ui.UPLOAD_FILES_PER_REQUEST: the page uploads one file at a time
 
 
 @pytest.fixture(scope="module")
