@@ -86,7 +86,8 @@ class Handlers:
                 text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
                 max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
                 progress=gr.Progress()):
-        """Run one comparison; yields (the run JSON, the Run for the views). The last yield is the stored run.
+        """Run one comparison; yields (the run JSON, the Run for the views): each snapshot as (gr.skip(), Run), then
+        the stored run as (its JSON, Run), so the API output is sent once.
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
