@@ -124,6 +124,9 @@ class Settings:
     # (PYTHIA_COMPARE_GENERATION_HANDLE=auto|on|off)
     generation_handle: str = "auto"
     memory_budget_bytes: int = 6 * 1024**3  # models held loaded at once, in bytes (PYTHIA_COMPARE_MEMORY_BUDGET)
+    # the model cache's size budget (Settings.home): a public app prunes it to this at start and after each run,
+    # least recently used first, as `cache prune --max-size` does (PYTHIA_COMPARE_CACHE_BUDGET, e.g. 20G)
+    cache_budget_bytes: int = 20 * 1024**3
     # --- run defaults and limits ---
     ctx: int = 512  # context / corpus chunk size in tokens
     top_k: int = 10  # next-token alternatives kept per variant
@@ -134,6 +137,10 @@ class Settings:
     max_prompt_chars: int = 4_000  # prompt length cap, enforced on the server
     max_text_chars: int = 400_000  # corpus text length cap
     max_upload_bytes: int = 1024 * 1024  # largest .txt upload the dashboard accepts
+    # uploads kept by gradio (6 hours) per client address and in all: past these, uploads are refused for a while
+    # (PYTHIA_COMPARE_UPLOAD_QUOTA_CLIENT, PYTHIA_COMPARE_UPLOAD_QUOTA_TOTAL, e.g. 32M, 1G)
+    upload_quota_client_bytes: int = 32 * 1024**2
+    upload_quota_total_bytes: int = 1024**3
     # --- deployment ---
     public: bool = False  # a public deployment: each browser sees only its own runs (on when SPACE_ID is set)
     # --- public mode and hostile files (issue 9: policy.py, probe.py) ---
@@ -141,6 +148,12 @@ class Settings:
     # (PYTHIA_COMPARE_ALLOWED_REPOS, comma- or space-separated)
     allowed_repos: tuple[str, ...] | None = None
     max_conversions_public: int = 2  # public mode: checkpoints converted/quantized anew per run (cached ones are free)
+    # public mode: a run's work, in token evaluations: models × (input tokens + new tokens), refused past this
+    # once the text is tokenized (PYTHIA_COMPARE_MAX_RUN_TOKENS; 8 variants of a 400,000-character text fit)
+    max_run_tokens_public: int = 1_000_000
+    # public mode: a run is stopped after this many seconds, so one run never holds the models for long
+    # (PYTHIA_COMPARE_MAX_RUN_SECONDS)
+    max_run_seconds_public: float = 900.0
     probe: bool = True  # first load of a GGUF never loaded here before happens in a throwaway subprocess
     probe_timeout_s: float = 120.0  # the probe's wall-clock limit (PYTHIA_COMPARE_PROBE_TIMEOUT)
     # the probe's address-space limit over its own needs: this margin plus 3× the file's size
@@ -194,10 +207,20 @@ class Settings:
             values["generation_handle"] = mode
         if env.get("PYTHIA_COMPARE_MEMORY_BUDGET"):
             values["memory_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_MEMORY_BUDGET"])
+        if env.get("PYTHIA_COMPARE_CACHE_BUDGET"):
+            values["cache_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_CACHE_BUDGET"])
         if env.get("PYTHIA_COMPARE_PUBLIC"):
             values["public"] = _truthy(env["PYTHIA_COMPARE_PUBLIC"])
         if env.get("PYTHIA_COMPARE_ALLOWED_REPOS"):
             values["allowed_repos"] = tuple(r for r in re.split(r"[\s,]+", env["PYTHIA_COMPARE_ALLOWED_REPOS"]) if r)
+        if env.get("PYTHIA_COMPARE_UPLOAD_QUOTA_CLIENT"):
+            values["upload_quota_client_bytes"] = parse_size(env["PYTHIA_COMPARE_UPLOAD_QUOTA_CLIENT"])
+        if env.get("PYTHIA_COMPARE_UPLOAD_QUOTA_TOTAL"):
+            values["upload_quota_total_bytes"] = parse_size(env["PYTHIA_COMPARE_UPLOAD_QUOTA_TOTAL"])
+        if env.get("PYTHIA_COMPARE_MAX_RUN_TOKENS"):
+            values["max_run_tokens_public"] = int(env["PYTHIA_COMPARE_MAX_RUN_TOKENS"])
+        if env.get("PYTHIA_COMPARE_MAX_RUN_SECONDS"):
+            values["max_run_seconds_public"] = float(env["PYTHIA_COMPARE_MAX_RUN_SECONDS"])
         if env.get("PYTHIA_COMPARE_PROBE_TIMEOUT"):
             values["probe_timeout_s"] = float(env["PYTHIA_COMPARE_PROBE_TIMEOUT"])
         if env.get("PYTHIA_COMPARE_PROBE_MEMORY"):

@@ -49,6 +49,9 @@ TIERS: dict[str, set[str]] = {
     "test_e2e": {"browser", "slow"},
     "test_plots_drawn": {"browser", "slow"},
     "test_hardening": {"slow"},  # starts the app in a subprocess once per module
+    "test_page_memory": {"slow"},  # issue 18: the repro by the CLI and through the launched app, a process each
+    "test_uploads": {"slow"},  # issue 18: launches the app twice
+    "test_downloads": {"slow"},  # issue 18: launches the app
     "test_hardening::test_a_full_queue_says_busy_try_again_instead_of_hanging": {"browser"},
     "test_peer": {"peer", "slow"},
     "test_lambada_peer": {"peer", "slow"},

@@ -281,8 +281,8 @@ def test_the_export_zip_holds_a_summary_row_per_model_and_the_per_token_rows(das
 # ------------------------------------------------------------------------------------------ 10. status mid-run
 def test_mid_run_the_status_counts_only_variants_scored_through_every_chunk(dash):
     text = HELDOUT.read_text(encoding="utf-8")[:2500]
-    runs = [r for r, _ in dash.compare(**page(specs="demo demo:Q2_K demo:Q8_0", reference="demo", text=text,
-                                              ctx=32, max_tokens=0))]
+    runs = [state.to_json() for _, state in dash.compare(**page(specs="demo demo:Q2_K demo:Q8_0", reference="demo",
+                                                                 text=text, ctx=32, max_tokens=0))]
     final = runs[-1]
     chunks = final["input"]["n_tokens"] // 32
     assert final["params"]["scoring"] == "corpus" and chunks >= 3

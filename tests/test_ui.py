@@ -42,8 +42,11 @@ def run_args(specs: str, reference: str | None = None, prompt: str = PROMPT, **o
 
 
 def run_all(dash: Handlers, progress=None, **args) -> list[tuple[dict, dict]]:
+    """Each yield as (the run JSON, the views' state): the API sends the JSON once, at the end; before that, the
+    views draw from the state, whose JSON stands in for it here."""
     kw = {"progress": progress} if progress else {}
-    return list(dash.compare(**args, **kw))
+    return [(state.to_json() if isinstance(state, Run) and isinstance(out, type(gr.skip())) else out, state)
+            for out, state in dash.compare(**args, **kw)]
 
 
 def error_of(dash: Handlers, **args) -> str:

@@ -43,6 +43,8 @@ from pathlib import Path, PureWindowsPath
 
 from ..config import Settings, __version__
 from ..errors import PythiaCompareError, RunNotFound
+from .report import plain_markdown
+from .run import Run
 from .store import RunFormatError, RunStore
 
 log = logging.getLogger("pythia_compare.backup")
@@ -52,6 +54,10 @@ RUNS_DIR = "runs"  # the dataset folder holding one folder per instance
 _REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _OWNER_RE = re.compile(r"[0-9a-f]{64}")
 MAX_SKIPPED_SHOWN = 3  # skipped lines or files named on the page (the log names all)
+# A dataset file a restore reads: runs/<folder>/…/<name>.jsonl, every part a plain name (never "." or "..", no
+# slash, backslash, control character or space). Other names under runs/ ending in .jsonl are skipped and named.
+_PART = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
+_FILE_RE = re.compile(rf"{RUNS_DIR}/(?:{_PART}/)*{_PART}\.jsonl")
 
 
 def local_root(settings: Settings) -> Path:
@@ -112,8 +118,39 @@ class Parsed:
     skipped: list[str] = field(default_factory=list)  # "runs/…/x.jsonl line 3: not JSON", one per problem
 
 
-def parse_file(name: str, data: bytes, into: Parsed) -> None:
-    """Read one backup file's lines into `into`; a line that is not a backup line is skipped and named."""
+def restorable(name: str) -> bool | None:
+    """True for a dataset file a restore reads (_FILE_RE); None for one it leaves alone (not under runs/ or not
+    .jsonl: the Hub's .gitattributes, a README); False for a backup-looking name it refuses to fetch (a ".."
+    or "." part, an empty part, a backslash, a control character, …)."""
+    if not isinstance(name, str) or not name.lower().startswith(RUNS_DIR + "/") or \
+            not name.lower().rstrip("/").endswith(".jsonl"):
+        return None
+    return bool(_FILE_RE.fullmatch(name))
+
+
+def shown_name(name: str) -> str:
+    """A dataset file's name as the log and the page name it: quoted, control characters escaped, cut short."""
+    return json.dumps(name if len(name) <= 120 else name[:117] + "…", ensure_ascii=False)
+
+
+def check_restored(run: dict, settings: Settings) -> None:
+    """A restored run must be a run the page could have made: one this release reads (Run.from_json: the run
+    contract, so schema 0 or 999 is refused) within the page's own caps (text, prompt-free: the corpus text's
+    cap; variants). Raises RunFormatError naming what is wrong."""
+    parsed = Run.from_json(run)
+    n = len(parsed.input.text)
+    if n > settings.max_text_chars:
+        raise RunFormatError(f"its text has {n} characters; this app's limit is {settings.max_text_chars}")
+    entries = len(parsed.variants) + (parsed.reference is not None)
+    if entries > settings.max_variants:
+        raise RunFormatError(f"it has {entries} variants; this app's limit is {settings.max_variants}")
+
+
+def parse_file(name: str, data: bytes, into: Parsed, check=None) -> None:
+    """Read one backup file's lines into `into`; a line that is not a backup line is skipped and named.
+
+    `check(run)` (check_restored) may refuse a run (RunFormatError): that line is skipped and named, and its id
+    stays free for a later line that holds a valid run."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -137,7 +174,15 @@ def parse_file(name: str, data: bytes, into: Parsed) -> None:
             if owner is not None and not (isinstance(owner, str) and _OWNER_RE.fullmatch(owner)):
                 into.skipped.append(f"{where}: owner is not an owner key (64 hex digits)")
                 continue
-            into.runs.setdefault(item["run"]["run_id"], (item["run"], owner, where))
+            if item["run"]["run_id"] in into.runs:
+                continue  # the first valid line of an id wins
+            if check is not None:
+                try:
+                    check(item["run"])
+                except RunFormatError as e:
+                    into.skipped.append(f"{where}: {e}")
+                    continue
+            into.runs[item["run"]["run_id"]] = (item["run"], owner, where)
         else:
             into.skipped.append(f"{where}: neither a run nor a deletion")
 
@@ -248,14 +293,21 @@ class Backup:
     def _restore(self, snap) -> RestoreReport:
         parsed = Parsed()
         for name in snap.files:
-            if not (name.startswith(RUNS_DIR + "/") and name.endswith(".jsonl")):
+            kind = restorable(name)
+            if kind is None:
+                continue
+            if not kind:
+                parsed.skipped.append(f"{shown_name(name)}: not a name this backup writes (runs/<folder>/<file>"
+                                      f".jsonl of plain names); the file was not fetched")
                 continue
             try:
                 data = self._dataset.download(name, snap.commit).read_bytes()
-            except (PythiaCompareError, OSError) as e:
+            except Exception as e:  # noqa: BLE001 - one unreadable file never stops the restore of the rest
+                if not isinstance(e, (PythiaCompareError, OSError)):
+                    log.error("restore: reading %s failed", shown_name(name), exc_info=e)
                 parsed.skipped.append(f"{name}: could not be read ({_plain(e)}); the whole file was skipped")
                 continue
-            parse_file(name, data, parsed)
+            parse_file(name, data, parsed, check=lambda run: check_restored(run, self.settings))
         report = merge(self._store, parsed)
         for problem in report.skipped:
             log.warning("restore skipped %s", problem)
@@ -342,7 +394,7 @@ class Backup:
                 f"A crash can lose the runs of the last {minutes}.")
         r = self.restore
         if r is not None and r.skipped:
-            shown = "; ".join(r.skipped[:MAX_SKIPPED_SHOWN])
+            shown = "; ".join(plain_markdown(x) for x in r.skipped[:MAX_SKIPPED_SHOWN])
             more = f" (and {len(r.skipped) - MAX_SKIPPED_SHOWN} more)" if len(r.skipped) > MAX_SKIPPED_SHOWN else ""
             text += f" **Restore skipped** {shown}{more}."
         problem = self.write_error or self._dataset.last_error

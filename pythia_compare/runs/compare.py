@@ -30,7 +30,7 @@ from ..errors import InputTextError, SpecError, TokenizerMismatch
 from ..params import LIMITS
 from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, LambadaData, LambadaScore, Load, Params, Run,
                   Source, Timings, TokenProb, Versions, read)
-from ..sources.policy import check_run
+from ..sources.policy import check_run, check_work
 from ..sources.lineage import mixed_run_warnings
 from ..sources.resolver import Resolved, Resolver, demo_steps
 from ..threads import in_thread
@@ -289,6 +289,7 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
     t0 = time.perf_counter()
     with pool.hold(paths, params.ctx, labels) as models:
         ids, run = _tokenized(resolved, bool(reference), models, text, params, settings, time.perf_counter() - t0)
+        check_work(len(models), len(ids), params.max_tokens, settings)  # public mode: a bounded run
         entries, scoring = run.entries(), run.params.scoring
         counts = _scored_counts(models[0], ids, scoring, params.ctx)
         run.input.n_bytes, run.input.n_words = int(counts[0][-1]), int(counts[1][-1])

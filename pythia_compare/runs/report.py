@@ -376,3 +376,18 @@ def format_run_list(rows: list[dict], width: int | None = None) -> str:
                       terminal_text(", ".join(map(str, names))[:60]),
                       terminal_text(r.get("text") or r.get("preview") or "")[:50]])
     return text_table(cols, table, width=width)
+
+
+_MARKDOWN_SPECIALS = set("\\`*_{}[]()#!|<>~&$^")
+
+
+def plain_markdown(text: object) -> str:
+    """`text` shown as itself inside Markdown: every character Markdown or HTML could act on escaped and line
+    breaks made spaces, so a label such as `![x](http://…)` is printed, never fetched or linked."""
+    out = []
+    for ch in " ".join(str(text).split("\n")).replace("\r", " "):
+        if ch in _MARKDOWN_SPECIALS:
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -421,6 +421,13 @@ class RunStore:
                 db.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             db.conn.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
+    def has(self, run_id: str) -> bool:
+        """Whether a run of this id is stored (one indexed lookup: a cached download checks it is still there)."""
+        if not isinstance(run_id, str) or not ID_RE.fullmatch(run_id):
+            return False
+        with self._read() as conn:
+            return conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is not None
+
     def count(self) -> int:
         """How many runs are stored."""
         return self.db().conn.execute("SELECT count(*) FROM runs").fetchone()[0]

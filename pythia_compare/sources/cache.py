@@ -145,6 +145,29 @@ class Cache:
             removed.append(e)
         return removed
 
+    def sweep_parts(self) -> list[Path]:
+        """Delete the `.part` files a killed build left behind (convert.py and quantize.py write one, then rename
+        it into place), skipping any entry another process is building now (its lock is held). Returns them."""
+        removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
+        for d in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            parts = list(d.glob(".*.part"))
+            if not parts:
+                continue
+            lock = FileLock(str(d / ".lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # being built: its .part is live
+            try:
+                for part in parts:
+                    part.unlink(missing_ok=True)
+                    removed.append(part)
+            finally:
+                lock.release()
+        return removed
+
     def remove(self, entry: CacheEntry) -> bool:
         """Delete one entry (a sweep's step files once done), unless another process holds its lock; True if
         it was removed."""

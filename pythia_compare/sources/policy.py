@@ -2,8 +2,10 @@
 
 Owns the rules of public mode (Settings.public, forced on by SPACE_ID): only Hub and demo specs, never a path
 on the server; only the Hub repos the operator allows (Settings.allowed_repos, default the GGUF and checkpoint
-repos of Settings; `demo` always); and at most Settings.max_conversions_public checkpoints converted anew per
-run. compare.iter_comparison checks a run's variants here before anything is resolved, and resolver.Resolver
+repos of Settings; `demo` always); at most Settings.max_conversions_public checkpoints converted anew per
+run; and a bounded run: at most Settings.max_run_tokens_public token evaluations (models × (input tokens + new
+tokens), checked once the text is tokenized) and Settings.max_run_seconds_public seconds (dashboard.streamed stops
+a run past it). compare.iter_comparison checks a run's variants here before anything is resolved, and resolver.Resolver
 checks again per variant and per conversion, so the CLI, the API and the page all follow it. Never opens a
 file, never touches the network and never loads a model.
 
@@ -72,3 +74,24 @@ def check_conversion(variant: Variant, done: int, settings: Settings) -> None:
         raise NotAllowed(f"variant {variant.spec!r} needs a checkpoint converted to GGUF, and this public deployment "
                          f"converts at most {settings.max_conversions_public} per run; the ones converted so far "
                          f"are cached, so run again to add more, or choose GGUF quants of the final checkpoint")
+
+
+def run_work(n_models: int, n_tokens: int, max_tokens: int) -> int:
+    """A run's work in token evaluations: every model scores the input's tokens and generates its new tokens."""
+    return n_models * (n_tokens + max_tokens)
+
+
+def check_work(n_models: int, n_tokens: int, max_tokens: int, settings: Settings) -> None:
+    """Public mode: NotAllowed when a run would evaluate more tokens than Settings.max_run_tokens_public."""
+    work, cap = run_work(n_models, n_tokens, max_tokens), settings.max_run_tokens_public
+    if settings.public and work > cap:
+        raise NotAllowed(f"this run would evaluate {work:,} tokens ({n_models} models × ({n_tokens:,} tokens of text "
+                         f"+ {max_tokens} new)), and this public deployment runs at most {cap:,} per run; use fewer "
+                         f"variants, a shorter text or fewer new tokens, or run pythia-compare on your own machine")
+
+
+def stopped_message(seconds: float) -> str:
+    """Why a public run was stopped: it ran past Settings.max_run_seconds_public."""
+    return (f"the run was stopped after {seconds:g} seconds, the most this public deployment gives one run, so that "
+            f"it never holds the models for long; use fewer variants, a shorter text or fewer new tokens, or run "
+            f"pythia-compare on your own machine")

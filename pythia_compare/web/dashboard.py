@@ -12,10 +12,13 @@ Never imports gradio (ui.py puts this on the page), never draws (plots.py), neve
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from ..errors import BadInput, PythiaCompareError, RunNotFound, SpecError
 from ..runs.runrows import short_repr
 from ..runs.export import run_to_json_text, run_to_zip
 from ..params import LIMITS
+from ..sources.policy import NotAllowed, stopped_message
 from ..runs.run import Run, as_run
 from ..sources.resolver import demo_steps
 from ..runs.store import RunLogError, RunStore
@@ -43,6 +47,7 @@ log = logging.getLogger("pythia_compare.dashboard")
 
 HUB_TIMEOUT_S = 4.0  # how long start-up waits for the Hub's lists before falling back to the demo suite
 UPDATE_EVERY_S = 0.2  # generation streaming: at most this often a snapshot (each variant's result comes at once)
+SNAPSHOT_PACE = 12.0  # after handling a snapshot for t seconds, the page waits 12 t before the next (streamed)
 MAX_SPECS_CHARS = 2000  # the free-form spec box
 MAX_QUERY_CHARS = 500  # history search text
 OWNER_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # a browser's owner token (secrets.token_urlsafe)
@@ -265,31 +270,45 @@ def table_cells(columns: list[str], rows: list[list]) -> list[list[str]]:
 
 
 # ------------------------------------------------------------------------------------------ one run
-def streamed(work: Callable[[], Iterator[Event]]) -> Iterator[tuple[str, float, str, Run | None]]:
+def streamed(work: Callable[[], Iterator[Event]],
+             max_seconds: float | None = None) -> Iterator[tuple[str, float, str, Run | None]]:
     """Run `work()` on one thread of its own; yield (kind, fraction, message, run) for each compare.Event.
 
     Gradio advances a sync generator on whichever worker thread is free, but a comparison holds model locks
-    across its steps, so it runs start to end on its own thread. "update" runs are copies (Run.copy) taken on
-    that thread (the live run keeps changing); a variant's generation shows from its first token, then at most
-    every UPDATE_EVERY_S. Closing this generator (the browser went away) stops the work at its next event.
+    across its steps, so it runs start to end on its own thread. Every "progress" and "done" event is yielded, in
+    order. An "update" is a copy of the live run (Run.copy, taken on that thread: the run keeps changing), made
+    only when the consumer is ready for one (threads.in_thread's `offer`): it has handled the last one and then
+    waited SNAPSHOT_PACE times as long, so at most one snapshot is pending, a slow page costs no memory per event,
+    and drawing snapshots takes at most 1 / (1 + SNAPSHOT_PACE) of the time. A variant's generation shows from
+    its first token, then at most every UPDATE_EVERY_S. Updates skipped are never owed: the next one (or "done")
+    holds everything. Closing this generator (the browser went away) stops the work at its next event, and so
+    does running past `max_seconds` (policy.stopped_message says why).
     """
-    def produce(put: Callable[[tuple], None]) -> None:
+    def produce(put) -> None:
         last, last_message = 0.0, ""
+        start = time.monotonic()
         it = work()
         try:
             for ev in it:
-                run = ev.run if ev.kind == "done" else None
-                if ev.kind == "update":
-                    now = time.monotonic()
-                    if (ev.message.endswith(": generating") and ev.message == last_message
-                            and now - last < UPDATE_EVERY_S):
-                        continue  # a variant's first token always shows, then a few redraws a second
-                    last, last_message, run = now, ev.message, ev.run.copy()
-                put((ev.kind, ev.fraction, ev.message, run))
+                if max_seconds is not None and ev.kind != "done" and time.monotonic() - start > max_seconds:
+                    raise NotAllowed(stopped_message(max_seconds))
+                if ev.kind != "update":
+                    put((ev.kind, ev.fraction, ev.message, ev.run if ev.kind == "done" else None))
+                    continue
+                now = time.monotonic()
+                generating = ev.message.endswith(": generating")
+                if generating and ev.message == last_message and now - last < UPDATE_EVERY_S:
+                    continue  # a variant's first token always shows, then a few redraws a second
+                # milestones (tokenized, the first chunk, a variant scored, its first token) always show; the
+                # other chunks and tokens as paced
+                urgent = (not ev.message.startswith("scored chunk") or ev.message.startswith("scored chunk 1/")) \
+                    and not (generating and ev.message == last_message)
+                if put.offer(lambda: (ev.kind, ev.fraction, ev.message, ev.run.copy()), urgent=urgent):
+                    last, last_message = now, ev.message
         finally:
             getattr(it, "close", lambda: None)()
 
-    yield from in_thread(produce, name="pythia-compare-run")
+    yield from in_thread(produce, name="pythia-compare-run", pace=SNAPSHOT_PACE)
 
 
 class Dashboard:
@@ -306,6 +325,25 @@ class Dashboard:
         self.pool = pool
         self.store = store or RunStore(settings.db_path, owner_secret=settings.owner_secret)
         self.demo_final = demo_final_step(settings)  # `demo@step<last>` is `demo`
+
+    def tidy_cache(self) -> None:
+        """At start and after each run: the `.part` files of killed builds swept (any app), and in a public app
+        the model cache pruned to Settings.cache_budget_bytes (least recently used first, as `cache prune`).
+        Never raises: a cache that cannot be tidied is logged and left as it is."""
+        from ..sources.cache import Cache
+
+        try:
+            cache = Cache(self.settings.home)
+            swept = cache.sweep_parts()
+            if swept:
+                log.info("swept %d unfinished file(s) a stopped build left in the model cache", len(swept))
+            if self.settings.public:
+                removed = cache.prune(self.settings.cache_budget_bytes)
+                if removed:
+                    log.info("pruned %d cached model file(s) (%.0f MB) to the cache budget of %.0f MB", len(removed),
+                             sum(e.bytes for e in removed) / 1e6, self.settings.cache_budget_bytes / 1e6)
+        except Exception:  # noqa: BLE001 - tidying is never worth a failed start or run
+            log.exception("tidying the model cache %s failed", self.settings.home)
 
     def owner_of(self, owner: object) -> str | None:
         """The browser's owner token if it is one, else None."""
@@ -388,12 +426,17 @@ class Dashboard:
         def work() -> Iterator[Event]:
             return iter_comparison(specs, text, params, settings=self.settings, pool=self.pool)
 
-        for kind, fraction, message, run in streamed(work):
+        limit = self.settings.max_run_seconds_public if self.settings.public else None
+        for kind, fraction, message, run in streamed(work, max_seconds=limit):
             if kind == "done":
-                run = self.store.get_run(self.store.save(run, owner=self.owner_of(owner)))
+                saved, run = self.store.save(run, owner=self.owner_of(owner)), None  # one run in memory at a time
+                run = self.store.get_run(saved)
                 if self.backup is not None:
                     self.backup.record(run.to_json(), owner=self.owner_of(owner))
+                if self.settings.public:
+                    self.tidy_cache()
             yield kind, fraction, message, run
+            run = None  # not held while the next event is made
 
     def find(self, run_id: object) -> Run | None:
         """The stored run, or None for any id that names none (malformed and hostile ones included).
@@ -428,12 +471,13 @@ class Dashboard:
             per, chunks = p.ctx - 1 - p.ctx // 2, run.input.n_tokens // p.ctx
             least = min(e.n_scored for e in entries) if entries else 0
             head += f" · chunk {min(least // per, chunks) if per else 0} of {chunks} done"
-        ref = f"reference {run.reference.label}" if run.reference else "no reference"
+        ref = f"reference {report.plain_markdown(run.reference.label)}" if run.reference else "no reference"
         line = (f"{head} · {run.input.n_tokens} tokens · {p.scoring} scoring · ctx {p.ctx} · {ref} "
                 f"· {len(entries)} models")
         if run.run_id and p.scoring == "corpus":
             line += " · the scored text is in “Longer text for corpus scoring”"
-        notes = "".join(f"\n- {n}" for n in report.run_notes(run))  # warnings and overrides, per variant
+        # warnings and overrides, per variant: labels and warnings are the run's text, shown as text (never an image)
+        notes = "".join(f"\n- {report.plain_markdown(n)}" for n in report.run_notes(run))
         note = report.uncertainty_note(run)
         return line + (f"\n{notes}" if notes else "") + (f"\n\n{note}" if note else "")
 
@@ -511,6 +555,83 @@ def download(store: RunStore, name: str) -> tuple[bytes, str, str]:
     run = read_run(store, run_id)
     data = run_to_json_text(run).encode("utf-8") if fmt == "json" else run_to_zip(run)
     return data, DOWNLOAD_TYPES[fmt], download_name(run.run_id, fmt)
+
+
+DOWNLOAD_CACHE_BYTES = 64 * 1024**2  # finished downloads kept in memory, least recently used dropped first
+
+
+class ClientGone(Exception):
+    """The client of a download left before its file was made: nothing is made for it."""
+
+
+class Downloads:
+    """A run's downloads for the link server (ui.py's /pc-download route): each file made once and then served
+    from a cache bounded by `budget` bytes (least recently used dropped first; a run deleted since is not
+    served). Requests for one run take turns (a lock per run, so the file is made once); other runs' downloads
+    never wait for them. A request whose client has left before its turn makes nothing (ClientGone).
+
+    `made` counts the files made, `skipped` the requests of clients that had left, `answered` every request
+    answered (made, cached, skipped or failed)."""
+
+    def __init__(self, open_store: Callable[[], RunStore], budget: int = DOWNLOAD_CACHE_BYTES):
+        self._open_store, self._store = open_store, None
+        self.budget = budget
+        self._cache: OrderedDict[str, tuple[bytes, str, str]] = OrderedDict()
+        self._held = 0
+        self._locks: dict[str, list] = {}  # run id -> [asyncio.Lock, requests using it]
+        self._guard = threading.Lock()
+        self.made = self.skipped = self.answered = 0
+
+    def store(self) -> RunStore:
+        with self._guard:
+            if self._store is None:
+                self._store = self._open_store()
+            return self._store
+
+    async def serve(self, name: str, gone: Callable[[], object]) -> tuple[bytes, str, str]:
+        """download(store, name), made at most once per run and format while cached. `gone()` (awaitable) says
+        whether the client has left; it is asked when this request's turn comes. Raises what download raises."""
+        run_id, dot, fmt = name.rpartition(".")
+        if not dot or fmt not in DOWNLOAD_TYPES:
+            raise BadInput(f"there is no download {name[:80]!r}; a run's downloads are <run id>.json and "
+                           f"<run id>.zip")
+        slot = self._locks.setdefault(run_id, [asyncio.Lock(), 0])
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                if await gone():
+                    self.skipped += 1
+                    raise ClientGone(name)
+                store = await asyncio.to_thread(self.store)
+                hit = self._cache.get(name)
+                if hit is not None:
+                    if await asyncio.to_thread(store.has, run_id):
+                        self._cache.move_to_end(name)
+                        return hit
+                    self._drop(name)
+                result = await asyncio.to_thread(download, store, name)
+                self.made += 1
+                self._keep(name, result)
+                return result
+        finally:
+            self.answered += 1
+            slot[1] -= 1
+            if slot[1] == 0:
+                self._locks.pop(run_id, None)
+
+    def _keep(self, name: str, result: tuple[bytes, str, str]) -> None:
+        size = len(result[0])
+        if size > self.budget // 4:
+            return  # a file that would crowd out the others is made each time
+        self._cache[name] = result
+        self._held += size
+        while self._held > self.budget:
+            self._drop(next(iter(self._cache)))
+
+    def _drop(self, name: str) -> None:
+        dropped = self._cache.pop(name, None)
+        if dropped is not None:
+            self._held -= len(dropped[0])
 
 
 # ------------------------------------------------------------------------------------------ second pass helpers

@@ -6,10 +6,10 @@ the tests (its app also answers a run's download links: _serve_downloads). The d
 live in dashboard.py, the numbers in compare.py and report.py, the figures in plots.py; nothing here runs a
 model, draws or writes SQL.
 
-Streaming: the Run button's event (api_name "compare") yields the run JSON (Run.to_json) as it grows into a
-hidden gr.JSON (its only API output, so `gradio_client` gets exactly the CLI's JSON) and the `Run` into a
-gr.State; the State's change event redraws the views, unqueued, so a full queue never freezes a run already on
-screen.
+Streaming: the Run button's event (api_name "compare") yields each snapshot of the run (dashboard.streamed) into
+a gr.State, and the finished run's JSON (Run.to_json) into a hidden gr.JSON, its only API output, so
+`gradio_client` gets exactly the CLI's JSON, once; the State's change event redraws the views, unqueued, so a
+full queue never freezes a run already on screen.
 
 Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
 cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
@@ -24,11 +24,13 @@ import logging
 import re
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import gradio as gr
+from starlette.requests import Request  # the download route's parameter (FastAPI reads its annotation by name)
 
 from . import plots, sweepplots
 from ..runs import report
@@ -36,9 +38,9 @@ from ..runs.backup import Backup, local_root
 from ..runs.lambada import PUBLIC_MAX_LIMIT
 from ..config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
-                        Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
-                        download, download_name, log_spaced, page_summary, page_wording, published_table,
-                        quant_choices, reference_choices, scrub, table_cells)
+                        ClientGone, Dashboard, Downloads, collect_specs, controls_for, default_reference,
+                        demo_banner, load_catalog, download_name, log_spaced, page_summary, page_wording,
+                        published_table, quant_choices, reference_choices, scrub, table_cells)
 from .dashboard import MODELS_NOTE
 from ..errors import PythiaCompareError
 from ..params import LIMITS
@@ -87,7 +89,8 @@ class Handlers:
                 text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
                 max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
                 lambada_file: str | None = None, lambada_limit: float | None = None, progress=gr.Progress()):
-        """Run one comparison; yields (the run JSON, the Run for the views). The last yield is the stored run.
+        """Run one comparison; yields (the run JSON, the Run for the views): each snapshot as (gr.skip(), Run), then
+        the stored run as (its JSON, Run), so the API output is sent once.
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
@@ -103,7 +106,10 @@ class Handlers:
             for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
                 progress(fraction, desc=message)
                 if run is not None:
-                    yield run.to_json(), run
+                    # the API output (the run JSON) once, when the run is done; snapshots only feed the views'
+                    # State, which stays on the server: gradio never diffs, encodes or sends a growing run
+                    yield (run.to_json() if kind == "done" else gr.skip()), run
+                run = None  # not held while the next snapshot is made
         except Exception as e:
             error = self._fail(e)
             # The views' state holds the error: the status box shows it (the corner's toast goes away), and the
@@ -253,6 +259,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     backup = backup if backup is not None else Backup.start(settings)
     cat = load_catalog(settings)
     app = Handlers(settings, backup=backup)
+    app.core.tidy_cache()  # stale .part files of a killed build; a public app's cache budget
 
     # delete_cache: gradio copies every uploaded text into its cache; copies older than 6 hours go, hourly
     with gr.Blocks(title="pythia-compare", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
@@ -786,6 +793,90 @@ class _NoCrossOrigin:
         return await self.app(scope, receive, strip)
 
 
+UPLOAD_FILES_PER_REQUEST = 4  # the page uploads one .txt at a time; gradio itself would take 1,000
+UPLOAD_WINDOW_S = 6 * 3600  # gradio keeps an upload this long (build_demo's delete_cache): quotas count this window
+
+
+class _UploadLimits:
+    """An ASGI layer in front of gradio's upload route (POST …/gradio_api/upload), which takes any file from anyone:
+    - a request from another site's page (an Origin that is not this app's own) is refused (403): only this
+      app's own page and API clients (which send no Origin) upload;
+    - a request may carry at most UPLOAD_FILES_PER_REQUEST files and max_upload_bytes plus 64 KiB (413);
+    - the bytes uploaded in the last UPLOAD_WINDOW_S per client (its address; on a Space, the one the proxy
+      adds last to X-Forwarded-For) and overall are capped by Settings.upload_quota_client_bytes and
+      upload_quota_total_bytes (429, saying when to try again), so uploads cannot fill the disk.
+    Every other request passes untouched."""
+
+    def __init__(self, app, settings: Settings):
+        self.app, self.settings = app, settings
+        self.body_cap = settings.max_upload_bytes + 64 * 1024
+        self.log: list[tuple[float, str, int]] = []  # (time, client, bytes) within the window, oldest first
+        self.lock = threading.Lock()
+
+    @staticmethod
+    async def _refuse(send, status: int, text: str) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": text.encode("utf-8")})
+
+    def _client(self, scope, headers: dict) -> str:
+        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+        if self.settings.public and forwarded.strip():
+            return forwarded.split(",")[-1].strip()
+        return (scope.get("client") or ("?",))[0]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or \
+                not re.search(r"/gradio_api/upload/?$", scope.get("path", "")):
+            return await self.app(scope, receive, send)
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        origin = headers.get(b"origin")
+        if origin is not None:
+            hosts = {headers.get(k, b"").decode("latin-1").lower() for k in (b"host", b"x-forwarded-host")}
+            if origin.decode("latin-1").lower().split("://", 1)[-1].rstrip("/") not in hosts - {""}:
+                return await self._refuse(send, 403, "Uploads are taken only from this app's own page.")
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.body_cap:
+                return await self._refuse(send, 413, f"An upload may hold at most {self.settings.max_upload_bytes} "
+                                                     f"bytes of text.")
+        boundary = re.search(rb"boundary=\"?([^\";]+)", headers.get(b"content-type", b""))
+        files = body.count(b"--" + boundary.group(1)) - 1 if boundary else 0
+        if files > UPLOAD_FILES_PER_REQUEST:
+            return await self._refuse(send, 413, f"An upload may carry at most {UPLOAD_FILES_PER_REQUEST} files; "
+                                                 f"this one carries {files}.")
+        client, now = self._client(scope, headers), time.monotonic()
+        with self.lock:
+            while self.log and self.log[0][0] < now - UPLOAD_WINDOW_S:
+                self.log.pop(0)
+            mine = sum(n for _, c, n in self.log if c == client)
+            total = sum(n for _, _, n in self.log)
+            if mine + len(body) > self.settings.upload_quota_client_bytes or \
+                    total + len(body) > self.settings.upload_quota_total_bytes:
+                whose = "from your address" if mine + len(body) > self.settings.upload_quota_client_bytes else "in all"
+                oldest = next((t for t, c, _ in self.log if whose == "in all" or c == client), now)
+                wait = max(1, int(oldest + UPLOAD_WINDOW_S - now) // 60 + 1)
+                return await self._refuse(send, 429, f"Too many uploads {whose} in the last "
+                                                     f"{UPLOAD_WINDOW_S // 3600} hours; try again in {wait} "
+                                                     f"minutes, or paste the text into the text box instead.")
+            self.log.append((now, client, len(body)))
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
 def max_body_bytes(settings: Settings) -> int:
     """The largest request body taken: an upload, or a call whose prompt and text are at their caps (JSON may
     spell a character as 6 bytes), plus 1 MiB for everything else. Larger bodies get 413 before any parsing."""
@@ -799,7 +890,7 @@ def _guarded_app(settings: Settings):
 
     class GuardedApp(App):
         def build_middleware_stack(self):
-            return _NoCrossOrigin(super().build_middleware_stack())
+            return _NoCrossOrigin(_UploadLimits(super().build_middleware_stack(), settings))
 
     app = GuardedApp(default_response_class=ORJSONResponse, max_body_size=max_body_bytes(settings))
     _serve_downloads(app, settings)
@@ -807,20 +898,21 @@ def _guarded_app(settings: Settings):
 
 
 def _serve_downloads(app, settings: Settings) -> None:
-    """GET <DOWNLOAD_PATH>/<run id>.json or .zip: a stored run's download, made when asked for (dashboard.download);
-    404 with the reason for a run the log does not hold or another name, 500 for a log that cannot be read."""
+    """GET <DOWNLOAD_PATH>/<run id>.json or .zip: a stored run's download (dashboard.Downloads: made once per run,
+    cached, one run's requests never holding another's, nothing made for a client that left); 404 with the
+    reason for a run the log does not hold or another name, 500 for a log that cannot be read."""
     from starlette.responses import PlainTextResponse, Response
 
-    stores: list[RunStore] = []  # opened at the first download, not when the launch settings are made
-    one_at_a_time = threading.Lock()  # a big run's zip is CPU work: clicks (or a flood of requests) take turns
+    # the run log is opened at the first download, not when the launch settings are made
+    downloads = Downloads(lambda: RunStore(settings.db_path, owner_secret=settings.owner_secret))
+    app.state.pc_downloads = downloads  # for tests
 
     @app.get(f"/{DOWNLOAD_PATH}/{{name}}", include_in_schema=False)
-    def get_download(name: str):
+    async def get_download(name: str, request: Request):
         try:
-            with one_at_a_time:
-                if not stores:
-                    stores.append(RunStore(settings.db_path, owner_secret=settings.owner_secret))
-                data, media_type, filename = download(stores[0], name)
+            data, media_type, filename = await downloads.serve(name, request.is_disconnected)
+        except ClientGone:
+            return Response(b"", status_code=499)
         except RunLogError:
             return PlainTextResponse("The run log cannot be read; see the server's log.", status_code=500)
         except PythiaCompareError as e:
