@@ -32,8 +32,8 @@ from .params import LIMITS
 # spelt): runs.compare, runs.pool, runs.store, runs.report, runs.export, runs.run, web.plots, web.dashboard,
 # web.sweepview, web.sweepplots.
 
-__all__ = ["compare", "open_run", "list_runs", "open_sweep", "close", "session", "model_pool", "Result",
-           "SweepResult"]
+__all__ = ["compare", "open_run", "list_runs", "open_sweep", "published", "close", "session", "model_pool",
+           "Result", "SweepResult"]
 
 DEFAULT_APP = "http://127.0.0.1:7860/"  # where `python app.py` serves the dashboard; Result.link's default
 MAIN_FIGURES = ("ppl", "next_token", "kld")  # the figures a result's display draws (figures() has them all)
@@ -166,7 +166,8 @@ def session() -> Iterator[None]:
 @_in_api_words
 def compare(*specs: str, prompt: str | None = None, text: str | Path | None = None,
             reference: str | None = HIGHEST_PRECISION, scoring: str = "auto", ctx: int = 512, top_k: int = 10,
-            max_tokens: int = 32, temperature: float = 0.0, seed: int = 0, offline: bool | None = None,
+            max_tokens: int = 32, temperature: float = 0.0, seed: int = 0,
+            lambada_file: str | Path | None = None, limit: int | None = None, offline: bool | None = None,
             db: str | Path | bool | None = None, home: str | Path | None = None,
             progress: bool = True) -> "Result":
     """Run variants on one prompt or text and compare them, as `python -m pythia_compare compare` does.
@@ -175,7 +176,9 @@ def compare(*specs: str, prompt: str | None = None, text: str | Path | None = No
     prompt= a prompt (prompt scoring) or text= a longer text, or a pathlib.Path of a UTF-8 file (corpus scoring
     when long enough); exactly one of the two. reference: a spec; not given, the highest-precision variant given
     (two or more variants); None for no reference and no KL. scoring "auto" | "prompt" | "corpus"; ctx, top_k,
-    max_tokens, temperature, seed as on the CLI. offline: True never touches the network (None: the environment
+    max_tokens, temperature, seed as on the CLI. scoring="lambada" runs the LAMBADA benchmark instead (lm-eval's
+    lambada_openai, docs/metrics.md) and takes no prompt= or text=: lambada_file= a LAMBADA-format JSONL (absent:
+    the Hub dataset EleutherAI/lambada_openai), limit= the first N examples. offline: True never touches the network (None: the environment
     decides). db: the run log's file (None: the default log, PYTHIA_COMPARE_DB; False: not logged). home: the
     cache of converted and quantized files. progress: a tqdm.auto bar on stderr.
 
@@ -195,10 +198,17 @@ def compare(*specs: str, prompt: str | None = None, text: str | Path | None = No
         raise BadInput(f"db must be a file path, None (the default run log) or False (not logged), not "
                        f"{type(db).__name__}")
     settings = _settings(db=db, home=home, offline=offline)
-    if (prompt is None) == (text is None):
+    if scoring == "lambada":
+        if prompt is not None or text is not None:
+            raise InputTextError("scoring='lambada' scores the LAMBADA examples, so it takes no prompt= or text=; "
+                                 "give lambada_file= a LAMBADA JSONL, or leave it out for the Hub dataset")
+        run_text = ""
+    elif lambada_file is not None or limit is not None:
+        raise BadInput("lambada_file= and limit= belong to scoring='lambada'; give scoring='lambada' with them")
+    elif (prompt is None) == (text is None):
         raise InputTextError("give either prompt= (a prompt) or text= (a longer text, or a pathlib.Path of a UTF-8 "
                              "file)" + (", not both" if prompt is not None else "; neither was given"))
-    if prompt is not None:
+    elif prompt is not None:
         if not isinstance(prompt, str):
             raise InputTextError(f"prompt must be a string, not {type(prompt).__name__}")
         check_prompt(prompt, settings, what="prompt", longer="text= for long texts")
@@ -216,7 +226,8 @@ def compare(*specs: str, prompt: str | None = None, text: str | Path | None = No
     else:
         ref = pick_reference(list(specs), reference) if isinstance(reference, str) else reference
     params = RunParams.from_settings(settings, scoring=scoring, ctx=ctx, top_k=top_k, max_tokens=max_tokens,
-                                     temperature=temperature, seed=seed, reference=ref)
+                                     temperature=temperature, seed=seed, reference=ref,
+                                     lambada_file=None if lambada_file is None else str(lambada_file), limit=limit)
     pool = _pool_for(settings)
     bar = ProgressBar(notebook=True) if progress else None
     try:
@@ -235,6 +246,17 @@ def compare(*specs: str, prompt: str | None = None, text: str | Path | None = No
     finally:
         store.close()
     return Result(run, settings.db_path)
+
+
+@_in_api_words
+def published(repo: str = "EleutherAI/pythia-410m-deduped-v0", task: str = "lambada_openai", shots: int = 0):
+    """EleutherAI's published lm-eval numbers of one task over training, for a Pythia checkpoint repo: a pandas
+    DataFrame with a step column (the Hub step), the task's metrics and their standard errors, one row per
+    published step (docs/published.md; bundled with the package, no network). An unknown repo, task or shot
+    count raises BadInput naming the ones there are."""
+    from .runs.published import published as table
+
+    return table(repo, task, shots)
 
 
 # ------------------------------------------------------------------------------------ the run log

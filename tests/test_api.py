@@ -286,3 +286,36 @@ def test_a_run_on_cached_files_imports_neither_the_converter_nor_gguf(env):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_a_lambada_compare_from_python_gives_the_clis_numbers_and_refuses_a_prompt_beside_it(env):
+    lam = ROOT / "assets" / "demo" / "lambada.jsonl"
+    r = pc.compare("demo:Q8_0", "demo", scoring="lambada", lambada_file=lam, limit=6, offline=True, db=False,
+                   progress=False)
+    proc = run_cli(["--offline", "--db", str(env / "cli-lambada.db"), "--home", str(env / "home"), "compare",
+                    "demo:Q8_0", "demo", "--scoring", "lambada", "--lambada-file", str(lam), "--limit", "6", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(proc.stdout)
+    ours = r.run.to_json()
+    assert ours["params"]["scoring"] == "lambada" and ours["lambada"]["limit"] == 6
+    for mine, theirs in zip([ours["reference"], *ours["variants"]], [cli["reference"], *cli["variants"]]):
+        assert mine["lambada"]["is_greedy"] == theirs["lambada"]["is_greedy"]
+        assert (mine["lambada"]["acc"], mine["lambada"]["ppl"]) == (theirs["lambada"]["acc"], theirs["lambada"]["ppl"])
+    before = _runs_in(env / "default-log.db")
+    with pytest.raises(InputTextError, match=r"scoring='lambada' .* takes no prompt= or text="):
+        pc.compare("demo:Q8_0", "demo", scoring="lambada", prompt=PROMPT, offline=True, progress=False)
+    with pytest.raises(BadInput, match=r"lambada_file= and limit= belong to scoring='lambada'"):
+        pc.compare("demo:Q8_0", "demo", prompt=PROMPT, limit=5, offline=True, progress=False)
+    with pytest.raises(BadInput, match=r"limit"):
+        pc.compare("demo:Q8_0", "demo", scoring="lambada", lambada_file=lam, limit=0, offline=True, progress=False)
+    assert _runs_in(env / "default-log.db") == before
+
+
+def test_published_gives_a_task_over_steps_and_names_the_repos_there_are_for_an_unknown_one():
+    table = pc.published("EleutherAI/pythia-410m-deduped", "lambada_openai")
+    assert list(table["step"]) == sorted(table["step"]) and 143000 in set(table["step"])
+    assert table.loc[table["step"] == 143000, "acc"].iloc[0] == pytest.approx(0.5243547448088492, abs=0)
+    v0 = pc.published("EleutherAI/pythia-410m-deduped-v0", "lambada_openai")
+    assert v0.loc[v0["step"] == 143000, "acc"].iloc[0] == pytest.approx(0.5109644867067727, abs=0)
+    with pytest.raises(BadInput, match="EleutherAI/pythia-410m-deduped-v0"):
+        pc.published("EleutherAI/pythia-70m", "lambada_openai")

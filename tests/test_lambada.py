@@ -239,7 +239,7 @@ def test_a_lambada_run_of_four_demo_variants_reopens_with_every_number_and_its_z
     assert first["spec"] == "demo:Q2_K" and first["example"] == "0" and first["target"] == run.lambada.targets[0]
     assert float(first["loglikelihood"]) == run.variants[0].lambada.loglikelihood[0]
     assert first["is_greedy"] == str(int(run.variants[0].lambada.is_greedy[0]))
-    assert summary[0][:5] == ["run_id", "variant", "role", "spec", "quant"] and "acc" in summary[0]
+    assert summary[0][:7] == ["run_id", "variant", "role", "spec", "repo", "step", "quant"] and "acc" in summary[0]
     assert [r[3] for r in summary[1:]] == FOUR  # the reference first
 
 
