@@ -439,7 +439,8 @@ def test_on_a_phone_run_stays_on_screen_alternatives_open_on_tap_and_plot_titles
         area = page.evaluate(_BOXES_JS, f"#pc-fig-{name} .nsewdrag")
         for legend in page.evaluate(_BOXES_JS, f"#pc-fig-{name} .legend"):
             assert all(legend["y"] >= a["b"] - 1 for a in area), (name, legend, area)
-        assert all(a["w"] > 0.6 * svg["w"] for a in area if name != "next_token"), (name, area, svg)
+        if name == "ppl":  # a figure with a legend: its plot keeps most of the width
+            assert all(a["w"] > 0.6 * svg["w"] for a in area), (name, area, svg)
     # the summary's first screen shows the numbers beside the variant, not its role and spec
     page.locator("#pc-summary").scroll_into_view_if_needed()
     heads = [h for h in page.evaluate(_BOXES_JS, "#pc-summary thead th") if h["r"] <= 390 and h["w"] > 0]
