@@ -8,10 +8,8 @@ calls and can hold one of them (so a test can keep a big run's zip "being made" 
 
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
-import time
 
 import httpx
 import pytest

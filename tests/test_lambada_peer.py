@@ -13,7 +13,6 @@ in the text's own next word.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys

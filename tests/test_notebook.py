@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from tests.support import ROOT
 from tests.ui_support import chromium, comparable

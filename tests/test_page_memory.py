@@ -9,7 +9,6 @@ run adds to each process's peak RSS (resource.getrusage's ru_maxrss) over its id
 
 from __future__ import annotations
 
-import pytest
 
 from tests.page_memory import REPRO_SPECS, cli_run, page_run, repro_text
 from tests.ui_support import demo_suite
