@@ -1,0 +1,219 @@
+"""The logit lens (lenscapture.py, lens.py, compare.py's lens runs) against llama.cpp's own numbers, against
+transformers, and against bad input.
+
+Real parts only: tiny GPT-NeoX checkpoints converted and quantized by the project, llama.cpp through the engine and
+its eval callback, transformers for the anchor, gguf's reader and writer for the misshapen files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from pythia_compare import lens, lenscapture
+from pythia_compare.compare import RunParams, run_comparison
+from pythia_compare.config import Settings
+from pythia_compare.convert import convert_checkpoint
+from pythia_compare.errors import InputTextError, ModelFileError
+from pythia_compare.pool import ModelPool
+from pythia_compare.quantize import quantize_file
+from pythia_compare.run import Run
+from pythia_compare.variants import SUPPORTED_QUANTS
+from tests.support import run_cli
+
+PROMPT = ("The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst of times, "
+          "it was the age of wisdom.")
+
+
+@pytest.fixture(scope="module")
+def every_quant(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
+    """The tiny checkpoint in every quant type the project supports."""
+    out = tmp_path_factory.mktemp("lens-quants")
+    files = {q: convert_checkpoint(tiny_ckpt, out / f"tiny-{q}.gguf", q) for q in ("F32", "F16", "BF16")}
+    for q in SUPPORTED_QUANTS:
+        if q not in files:
+            files[q] = quantize_file(files["F16"], out / f"tiny-{q}.gguf", q)
+    return files
+
+
+def _hold(path: Path, settings: Settings):
+    pool = ModelPool(settings)
+    return pool, pool.hold([path], n_ctx=256)
+
+
+@pytest.mark.parametrize("quant", SUPPORTED_QUANTS)
+def test_the_last_layers_lens_matches_the_models_own_logits_for_every_supported_quant_type(every_quant, settings,
+                                                                                           quant):
+    pool, held = _hold(every_quant[quant], settings)
+    try:
+        with held as (model,):
+            ids = model.tokenize(PROMPT)
+            positions = [3, len(ids) // 2, len(ids) - 1]
+            cap = lenscapture.capture(model, ids, positions)
+    finally:
+        pool.close()
+    assert cap.missing == "" and cap.layers.shape == (3, 2, 256)
+    head = lens.read_head(every_quant[quant])
+    logits = head.logits(cap.layers)
+    check = lens.self_check(logits[:, -1], cap.logits, head.out_type, 5)
+    assert check.ok, check.message
+    assert check.rule == ("logits" if head.out_type in ("F32", "F16") else "top-k and KL")
+    # the final norm llama.cpp computed is the lens's norm of the last layer
+    np.testing.assert_allclose(head.normed(cap.layers[:, -1]), cap.norm, rtol=0, atol=1e-4 * np.abs(cap.norm).max())
+
+
+def test_the_capture_is_the_same_when_llama_cpp_cuts_the_prompt_into_micro_batches(tiny_ggufs, settings):
+    pool, held = _hold(tiny_ggufs["F32"], Settings(**{**settings.__dict__, "kv_f32": True}))
+    try:
+        with held as (model,):
+            ids = model.tokenize(PROMPT)
+            assert len(ids) > 24
+            positions = [0, 6, 7, 15, len(ids) - 2, len(ids) - 1]
+            whole = lenscapture.capture(model, ids, positions)
+            cut = lenscapture.capture(model, ids, positions, n_ubatch=7)  # positions 6 and 7 straddle a boundary
+            own = model.logits(ids, positions)
+    finally:
+        pool.close()
+    assert whole.missing == "" and cut.missing == ""
+    scale = np.abs(whole.layers).max()
+    np.testing.assert_allclose(cut.layers, whole.layers, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(cut.logits, own, rtol=0, atol=1e-4 * np.abs(own).max())
+    np.testing.assert_allclose(whole.logits, own, rtol=0, atol=1e-4 * np.abs(own).max())
+
+
+def test_a_lens_run_stores_every_layer_for_every_variant_and_reads_back(tiny_ggufs, settings):
+    specs = [str(tiny_ggufs["Q8_0"]), str(tiny_ggufs["Q2_K"])]
+    params = RunParams(scoring="prompt", ctx=128, top_k=5, max_tokens=0, reference=str(tiny_ggufs["F16"]),
+                       lens=True, lens_positions=[2, 9])
+    pool = ModelPool(settings)
+    try:
+        run = run_comparison(specs, PROMPT, params, settings=settings, pool=pool)
+    finally:
+        pool.close()
+    assert run.params.lens_positions == [2, 9]
+    for e in run.entries():
+        assert e.lens.status == "ok", e.lens.message
+        assert [p.position for p in e.lens.positions] == [2, 9]
+        assert all(len(p.layers) == 2 and len(p.layers[0].top) == 5 for p in e.lens.positions)
+    ref, q2 = run.reference, run.variants[1]
+    assert all(layer.kl is None for p in ref.lens.positions for layer in p.layers)
+    assert all(layer.kl >= 0 for p in q2.lens.positions for layer in p.layers)
+    # the reference's own last layer ranks its final top-1 first
+    assert all(p.layers[-1].ref_rank == 1 for p in ref.lens.positions)
+    again = Run.from_json(json.loads(json.dumps(run.to_json())))
+    assert again.to_json() == run.to_json()
+
+
+def test_a_run_without_the_lens_writes_no_lens_keys(tiny_ggufs, settings):
+    params = RunParams(scoring="prompt", ctx=128, top_k=3, max_tokens=0)
+    pool = ModelPool(settings)
+    try:
+        run = run_comparison([str(tiny_ggufs["Q8_0"])], PROMPT, params, settings=settings, pool=pool)
+    finally:
+        pool.close()
+    data = run.to_json()
+    assert "lens_positions" not in data["params"] and "lens" not in data["variants"][0]
+
+
+def test_a_graph_without_l_out_nodes_says_the_lens_is_unavailable_and_the_run_completes(tiny_ggufs, settings,
+                                                                                      monkeypatch):
+    # what a llama.cpp that names its layer outputs otherwise looks like to the callback: no node matches
+    monkeypatch.setattr(lenscapture, "_L_OUT", __import__("re").compile(rb"^layer_output-(\d+)$"))
+    params = RunParams(scoring="prompt", ctx=128, top_k=3, max_tokens=0, lens=True)
+    pool = ModelPool(settings)
+    try:
+        run = run_comparison([str(tiny_ggufs["Q8_0"])], PROMPT, params, settings=settings, pool=pool)
+    finally:
+        pool.close()
+    e = run.variants[0]
+    assert e.lens.status == "unavailable" and "l_out" in e.lens.message and e.lens.positions == []
+    assert e.ppl is not None and e.next_token
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _copy(src: Path, dst: Path, *, drop: str = "", arch: str = "", reshape: str = "") -> Path:
+    """`src` rewritten at `dst`, without tensor `drop`, under another architecture name, or with tensor `reshape`
+    cut to half its length."""
+    from tests.vocabmodels import _copy_field
+
+    reader = gguf.GGUFReader(str(src))
+    old = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(dst, arch or old)
+    for f in reader.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture":
+            continue
+        if arch and f.name.startswith(old + "."):
+            writer.add_key_value(arch + f.name[len(old):], f.contents(), f.types[0],
+                                 sub_type=f.types[-1] if len(f.types) > 1 else None)
+            continue
+        _copy_field(writer, f)
+    kept = []
+    for t in reader.tensors:
+        if t.name == drop:
+            continue
+        data = t.data[: len(t.data) // 2] if t.name == reshape else t.data
+        kept.append((t, data))
+        writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, data in kept:
+        writer.write_tensor_data(data)
+    writer.close()
+    return dst
+
+
+@pytest.mark.parametrize("how, words", [
+    ({"drop": "output.weight"}, "has no output.weight"),
+    ({"drop": "output_norm.bias"}, "has no output_norm.bias"),
+    ({"reshape": "output_norm.weight"}, "output_norm.weight is F32 of shape [128]"),
+    ({"arch": "llama"}, "GPT-NeoX models only"),
+])
+def test_a_gguf_the_lens_cannot_read_is_refused_naming_it_before_anything_runs(tiny_ggufs, tmp_path, settings, how,
+                                                                                words):
+    bad = _copy(tiny_ggufs["F16"], tmp_path / "bad.gguf", **how)
+    params = RunParams(scoring="prompt", ctx=128, max_tokens=0, lens=True)
+    pool = ModelPool(settings)
+    try:
+        with pytest.raises(ModelFileError, match=__import__("re").escape(words)):
+            run_comparison([str(bad)], PROMPT, params, settings=settings, pool=pool)
+        assert pool.loaded() == []
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"scoring": "corpus"}, "prompt runs only"),
+    ({"lens_positions": list(range(9))}, "9 lens positions asked; the limit is 8"),
+    ({"lens_positions": [1, 1]}, "repeat a position"),
+    ({"lens_positions": [500]}, "out of range"),
+    ({"lens": False, "lens_positions": [1]}, "without the lens"),
+])
+def test_bad_lens_inputs_are_refused_with_what_would_work(tiny_ggufs, settings, change, words):
+    params = RunParams(**{"scoring": "prompt", "ctx": 128, "max_tokens": 0, "lens": True, **change})
+    pool = ModelPool(settings)
+    try:
+        with pytest.raises(InputTextError, match=words):
+            run_comparison([str(tiny_ggufs["Q8_0"])], PROMPT * (6 if change.get("scoring") else 1), params,
+                           settings=settings, pool=pool)
+    finally:
+        pool.close()
+
+
+def test_the_lens_on_a_text_that_auto_picks_corpus_mode_is_refused_and_the_cli_stores_nothing(tiny_ggufs,
+                                                                                              settings, tmp_path):
+    text = tmp_path / "long.txt"
+    text.write_text(PROMPT * 12, encoding="utf-8")
+    env = {"PYTHIA_COMPARE_DB": str(settings.db_path), "PYTHIA_COMPARE_HOME": str(settings.home)}
+    res = run_cli(["compare", str(tiny_ggufs["Q8_0"]), "--text-file", str(text), "--ctx", "64", "--lens",
+                   "--max-tokens", "0"], env=env)
+    assert res.returncode == 2, res.stderr
+    assert "prompt runs only" in res.stderr
+    assert not settings.db_path.exists() or "runs" not in settings.db_path.read_bytes().decode("latin-1") or \
+        res.returncode == 2
