@@ -1,6 +1,6 @@
 """A run -> its download formats: CSV for spreadsheets (one tidy row per (model, scored position), a summary row
-per model), both in one zip (summary.csv + tokens.csv), and the indented run JSON; the exports of the CLI (`runs
-export`) and of the page's downloads (dashboard.download).
+per model), both in one zip (summary.csv + tokens.csv, and lens.csv for a run with the logit lens), and the
+indented run JSON; the exports of the CLI (`runs export`) and of the page's downloads (dashboard.download).
 
 Owns the CSV layouts of a run. Pure: takes a run (a `run.Run`, or its JSON dict of docs/run.md, read once
 through `run.as_run`) and returns text or bytes; never opens the database, a file or a model.
@@ -110,9 +110,38 @@ def summary_to_csv(run: Run | dict) -> str:
     return buf.getvalue()
 
 
+LENS_COLUMNS = ["run_id", "role", "spec", "label", "position", "token", "layer", "rank_in_layer", "lens_token",
+                "lens_prob", "kl_from_baseline", "baseline_top1_rank", "status"]
+
+
+def lens_to_csv(run: Run | dict) -> str:
+    """The logit lens of a lens run as CSV text: one row per (model, asked position, layer, lens token), the
+    lens's top tokens in order (rank_in_layer 1 …); kl_from_baseline and baseline_top1_rank repeat on the rows of
+    one layer (kl empty for the baseline); status is the entry's lens status (ok / check failed / unavailable,
+    the latter with a single row and empty layer cells). Header only for a run without the lens."""
+    run = as_run(run)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(LENS_COLUMNS)
+    has_ref = run.reference is not None
+    for k, e in enumerate(run.entries()):
+        if e.lens is None:
+            continue
+        head = [_text(run.run_id), "reference" if has_ref and k == 0 else "variant", _text(e.spec), _text(e.label)]
+        if not e.lens.positions:
+            w.writerow(head + [""] * 8 + [_text(e.lens.status)])
+        for pos in e.lens.positions:
+            tok = run.input.tokens[pos.position] if 0 <= pos.position < len(run.input.tokens) else ""
+            for li, layer in enumerate(pos.layers):
+                for r, t in enumerate(layer.top, 1):
+                    w.writerow(head + [pos.position, _text(tok), li, r, _text(t.text), _num(t.prob), _num(layer.kl),
+                                       layer.ref_rank, _text(e.lens.status)])
+    return buf.getvalue()
+
+
 def run_to_zip(run: Run | dict) -> bytes:
-    """summary.csv (summary_to_csv) and tokens.csv (run_to_csv) in one zip; the same bytes for the same run
-    (the entries are dated by the run's created_at)."""
+    """summary.csv (summary_to_csv) and tokens.csv (run_to_csv) in one zip, and lens.csv (lens_to_csv) for a lens
+    run; the same bytes for the same run (the entries are dated by the run's created_at)."""
     run = as_run(run)
     when = (1980, 1, 1, 0, 0, 0)
     m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)", str(run.created_at or ""))
@@ -120,7 +149,10 @@ def run_to_zip(run: Run | dict) -> bytes:
         when = tuple(int(x) for x in m.groups())
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in (("summary.csv", summary_to_csv(run)), ("tokens.csv", run_to_csv(run))):
+        files = [("summary.csv", summary_to_csv(run)), ("tokens.csv", run_to_csv(run))]
+        if run.params.lens_positions is not None:
+            files.append(("lens.csv", lens_to_csv(run)))
+        for name, text in files:
             info = zipfile.ZipInfo(name, date_time=when)
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, text.encode("utf-8"))

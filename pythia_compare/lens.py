@@ -50,10 +50,11 @@ class Head:
         return (x - mu) / np.sqrt(var + self.eps) * self.norm_weight + self.norm_bias
 
     def unembed(self, normed: np.ndarray) -> np.ndarray:
-        """normed (n, n_embd) @ output.weightᵀ -> logits (n, n_vocab) float32, the weight dequantized in row blocks."""
+        """normed (n, n_embd) @ output.weightᵀ -> logits (n, n_vocab) float32, the weight dequantized in row blocks
+        and the activations rounded as ggml's CPU dot product rounds them for this weight type (activation_rounding)."""
         from gguf.quants import dequantize
 
-        x = np.asarray(normed, dtype=np.float32).reshape(-1, self.n_embd)
+        x = round_activations(np.asarray(normed, dtype=np.float32).reshape(-1, self.n_embd), self.out_type)
         out = np.empty((x.shape[0], self.n_vocab), dtype=np.float32)
         rows = max(1, BLOCK_BYTES // (4 * self.n_embd))
         for lo in range(0, self.n_vocab, rows):
@@ -67,6 +68,52 @@ class Head:
         states = np.asarray(states)
         flat = self.unembed(self.normed(states.reshape(-1, self.n_embd)))
         return flat.reshape(*states.shape[:-1], self.n_vocab)
+
+
+# The type ggml's CPU backend converts the activations to before a dot product with weights of each type
+# (vec_dot_type in ggml-cpu): the lens rounds the same way, so its last layer is the model's own arithmetic.
+_Q8_0_WEIGHTS = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL")
+
+
+def activation_rounding(out_type: str) -> str:
+    """How ggml rounds the activations multiplied with an unembedding of `out_type`: "none" (F32), "f16", "bf16",
+    "q8_0" (blocks of 32, an F16 scale) or "q8_k" (blocks of 256, an F32 scale: the K- and IQ-quants)."""
+    if out_type == "F32":
+        return "none"
+    if out_type in ("F16", "BF16"):
+        return out_type.lower()
+    return "q8_0" if out_type in _Q8_0_WEIGHTS else "q8_k"
+
+
+def round_activations(x: np.ndarray, out_type: str) -> np.ndarray:
+    """Rows of float32 activations as ggml's CPU backend rounds them for a dot product with `out_type` weights."""
+    how = activation_rounding(out_type)
+    x = np.asarray(x, dtype=np.float32)
+    if how == "none":
+        return x
+    if how == "f16":
+        return x.astype(np.float16).astype(np.float32)
+    if how == "bf16":  # round to nearest even on the top 16 bits
+        u = x.view(np.uint32).astype(np.uint64)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return u.astype(np.uint32).view(np.float32)
+    block = 32 if how == "q8_0" else 256
+    n = x.shape[-1]
+    if n % block:
+        return x
+    b = x.reshape(-1, n // block, block)
+    if how == "q8_0":  # d = amax / 127 stored as F16; q = round(x / d)
+        d = np.abs(b).max(axis=-1, keepdims=True) / 127.0
+        inv = np.where(d > 0, 1.0 / np.where(d > 0, d, 1), 0.0).astype(np.float32)
+        q = np.rint(b * inv)
+        out = q * d.astype(np.float16).astype(np.float32)
+    else:  # Q8_K: the signed value of largest magnitude maps to -127; d = 1 / iscale in F32
+        idx = np.abs(b).argmax(axis=-1)[..., None]
+        mx = np.take_along_axis(b, idx, axis=-1)
+        iscale = np.where(mx != 0, np.float32(-127.0) / np.where(mx != 0, mx, 1), 0).astype(np.float32)
+        q = np.minimum(np.rint(iscale * b), 127)
+        out = q * np.where(iscale != 0, np.float32(1.0) / np.where(iscale != 0, iscale, 1), 0).astype(np.float32)
+    return out.reshape(x.shape).astype(np.float32)
 
 
 def read_head(path: str | Path) -> Head:

@@ -106,7 +106,8 @@ class Handlers:
             raise error from None
 
     def views(self, run: Run | dict | None, status: str | None = None) -> tuple:
-        """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, downloads.
+        """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, downloads,
+        and the Layers view (the logit lens; hidden for a run without it).
 
         `run`: a Run (the views' state), or its JSON (read once, run.as_run). A failed run ({"error": message})
         clears every view and its link, the status saying why. Tables with nothing to show are hidden (an empty
@@ -116,7 +117,8 @@ class Handlers:
             run, status = None, f"**Stopped.** {run['error']}\n\nThe results of the previous run were cleared."
         if not run:
             return (status or "", gr.Dataframe(value=None, visible=False), None, "", None, None, None,
-                    gr.Dataframe(value=None, visible=False), "", gr.HTML("", visible=False))
+                    gr.Dataframe(value=None, visible=False), "", gr.HTML("", visible=False),
+                    gr.Plot(value=None, visible=False))
         run = as_run(run)
         figs = plots.all_figures(run)
         cols, rows = report.summary_table(run)
@@ -132,7 +134,8 @@ class Handlers:
         return (status if status is not None else self.core.status(run),
                 gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows)}, visible=True),
                 figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
-                run.run_id or "", files)
+                run.run_id or "", files,
+                gr.Plot(value=figs["lens"], visible=run.params.lens_positions is not None))
 
     def stopped(self, live: dict | None) -> tuple:
         """After a failed run: its error in the status box (or why it did not run), every view cleared."""
@@ -251,7 +254,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
             h = _history_tab(settings)
             sweeps = _sweeps_tab(settings, app.store)
         view_outputs = [c["status"], c["summary"], c["fig_next"], c["gen_html"], c["fig_ppl"], c["fig_surprisal"],
-                        c["fig_kld"], c["kl_table"], c["run_id"], c["downloads"]]
+                        c["fig_kld"], c["kl_table"], c["run_id"], c["downloads"], c["fig_lens"]]
         _wire_compare(c, page, app, cat, settings, concurrency, view_outputs)
         _wire_history(h, c, page, demo, tabs, app, cat, view_outputs)
         _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
@@ -322,6 +325,7 @@ def _compare_tab(settings: Settings, cat) -> dict:
                 c["kl_table"] = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)", visible=False,
                                              interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
                 gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
+        c["fig_lens"] = gr.Plot(label="Layers (logit lens)", elem_id="pc-fig-lens", visible=False)
         c["run_json"] = gr.JSON(visible=False, label="Run JSON")
     return c
 
