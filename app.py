@@ -5,9 +5,9 @@ pushed at exit), `demo` at module level (what Spaces and `gradio app.py` look fo
 ui.launch_kwargs, the one source of the hardened launch settings.
 """
 
-from pythia_compare.backup import Backup
+from pythia_compare.runs.backup import Backup
 from pythia_compare.config import Settings
-from pythia_compare.ui import build_demo, launch_kwargs
+from pythia_compare.web.ui import build_demo, launch_kwargs
 
 settings = Settings.from_env()
 backup = Backup.start(settings)  # before serving: restore from the backup dataset, then push to it (if configured)

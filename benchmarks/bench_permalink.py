@@ -72,8 +72,8 @@ def server_times(tmp: Path, run_id: str, repeats: int) -> dict:
     then `repeats` opens of the same run, then one open each of `repeats` other runs (copies of it under other
     ids, as a warm server meets links it has not opened before); wall and CPU seconds."""
     from pythia_compare.config import Settings
-    from pythia_compare.store import RunStore
-    from pythia_compare.ui import Handlers
+    from pythia_compare.runs.store import RunStore
+    from pythia_compare.web.ui import Handlers
 
     settings = Settings(db_path=tmp / "runs.db", home=tmp / "home", offline=True, demo_dir=ROOT / "assets" / "demo")
     store = RunStore(settings.db_path)

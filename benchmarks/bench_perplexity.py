@@ -55,8 +55,8 @@ PYTHIA_410M = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_head
 
 
 def build_models() -> dict[str, Path]:
-    from pythia_compare.convert import convert_checkpoint
-    from pythia_compare.quantize import quantize_file
+    from pythia_compare.sources.convert import convert_checkpoint
+    from pythia_compare.models.quantize import quantize_file
 
     out = CACHE / "pythia410m-shapes"
     files = {q: out / f"bench-{q}.gguf" for q in ("F16", "Q8_0", "Q6_K", "Q4_K_M")}
@@ -93,7 +93,7 @@ def build_models() -> dict[str, Path]:
 
 def build_text(n_tokens: int, files: dict[str, Path]) -> Path:
     from pythia_compare.config import Settings
-    from pythia_compare.engine import Model
+    from pythia_compare.models.engine import Model
 
     held = (ROOT / "assets" / "demo" / "heldout.txt").read_text()
     m = Model(files["Q4_K_M"], Settings(), 512)
@@ -193,13 +193,13 @@ def tool(build: str, repack: bool, args: list[str], chunks: int,
 
 
 def _amx() -> bool:
-    from pythia_compare.engine import cpu_info
+    from pythia_compare.models.engine import cpu_info
 
     return cpu_info()["amx"]
 
 
 def tool_settings() -> list[tuple[str, bool]]:
-    from pythia_compare.engine import cpu_info
+    from pythia_compare.models.engine import cpu_info
 
     return [(b, r) for b, r in TOOL_SETTINGS if not (r and cpu_info()["amx"])]
 
@@ -222,7 +222,7 @@ clock = time.process_time if sys.argv[-1] == "cpu" else time.perf_counter
 paths = paths[:-1]
 if kind == "plain":
     import llama_cpp
-    from pythia_compare.engine import cpu_info
+    from pythia_compare.models.engine import cpu_info
     if cpu_info()["amx"]:  # a plain Llama at its defaults crashes on AMX with quantized weights: buffer types off
         default = llama_cpp.llama_model_default_params
         def safe():
@@ -247,9 +247,9 @@ if kind == "plain":
         llm.close()
     print(json.dumps(out))
 else:
-    from pythia_compare.compare import RunParams, run_comparison
+    from pythia_compare.runs.compare import RunParams, run_comparison
     from pythia_compare.config import Settings
-    from pythia_compare.pool import ModelPool
+    from pythia_compare.runs.pool import ModelPool
     with tempfile.TemporaryDirectory() as tmp:
         s = Settings(n_threads=threads, memory_budget_bytes=16 * 1024**3, db_path=f"{tmp}/r.db", home=f"{tmp}/home",
                      offline=True)
@@ -281,7 +281,7 @@ def generation(kind: str, paths: list[Path], n_tokens: int) -> list:
 
 def header(args) -> str:
     import llama_cpp
-    from pythia_compare.engine import cpu_info
+    from pythia_compare.models.engine import cpu_info
 
     cpu = cpu_info()
     flags = []

@@ -34,7 +34,7 @@ DEFAULT_QUANTS = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,IQ4_NL,Q3_K_M,Q2_K"
 
 def quant_file(files: dict, q: str) -> Path:
     from bench_perplexity import CACHE
-    from pythia_compare.quantize import quantize_file
+    from pythia_compare.models.quantize import quantize_file
 
     if q in files:
         return files[q]
@@ -67,7 +67,7 @@ def main() -> None:
         args.repeats, args.tokens = 2, 16
     from bench_perplexity import build_models, _cpu_model
     from pythia_compare.config import Settings
-    from pythia_compare.engine import Model, cpu_info
+    from pythia_compare.models.engine import Model, cpu_info
 
     files = build_models()
     held = (ROOT / "assets" / "demo" / "heldout.txt").read_text()
@@ -86,7 +86,7 @@ def main() -> None:
             print(f"| {q} | - | AMX CPU: not measured (extra buffer types crash on quantized weights) | | | |")
             continue
         a, b = Model(path, off, 512), Model(path, on, 512)
-        from pythia_compare import engine
+        from pythia_compare.models import engine
 
         ids = a.tokenize(held)[:512]
         positions = list(range(256, 511))

@@ -29,8 +29,9 @@ QUANTS = "F16,Q8_0,Q6_K,Q4_K_M,Q3_K_M,Q2_K"
 
 def bench(ctx: int, threads: int) -> dict:
     from pythia_compare.config import Settings
-    from pythia_compare.store import RunStore
-    from pythia_compare.sweep import plan_sweep, run_shard
+    from pythia_compare.runs.store import RunStore
+    from pythia_compare.sweeps.sweep import plan_sweep, run_shard
+    from pythia_compare.sweeps.store import SweepStore
 
     with tempfile.TemporaryDirectory(prefix="pythia-compare-bench-sweep-") as tmp:
         settings = Settings.from_env(db_path=Path(tmp) / "runs.db", home=Path(tmp) / "home", offline=True,
@@ -41,9 +42,9 @@ def bench(ctx: int, threads: int) -> dict:
         sweep_id, n_cells = plan_sweep(settings, store, steps="all", quants=QUANTS, text=text, repo="demo",
                                        ctx=ctx, max_chunks=None)
         plan_s = time.perf_counter() - t
-        plan = store.sweeps.plan(sweep_id)
+        plan = SweepStore(store).plan(sweep_id)
         report = run_shard(settings, store, sweep_id, (0, 1), progress=False)
-        status = store.sweeps.status(sweep_id)
+        status = SweepStore(store).status(sweep_id)
         store.close()
     assert status["done"] == n_cells, status
     chunks = plan["n_tokens"] // ctx

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import Settings, parse_size
 from .errors import BadInput, PythiaCompareError
+from .files import read_text_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,28 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _read_text_file(path: str, limit: int) -> str:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise BadInput(f"text file {path!r} does not exist; give the path of a UTF-8 .txt file")
-    if p.stat().st_size > limit * 4:
-        raise BadInput(f"text file {path!r} is {p.stat().st_size} bytes; the limit is {limit} characters")
-    try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"text file {path!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
 
 
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .compare import RunParams, check_unicode, run_comparison
-    from .pool import ModelPool
-    from . import report
-    from .report import format_run
-    from .store import RunStore
+    from .runs.compare import RunParams, check_unicode, run_comparison
+    from .runs.pool import ModelPool
+    from .runs import report
+    from .runs.report import format_run
+    from .runs.store import RunStore
 
     if args.prompt is not None:
         check_unicode(args.prompt, "--prompt")  # bytes that are not UTF-8 in argv arrive as lone surrogates
-    text = args.prompt if args.prompt is not None else _read_text_file(args.text_file, settings.max_text_chars)
+    text = args.prompt if args.prompt is not None else read_text_file(args.text_file, settings.max_text_chars)
     if args.prompt is not None and len(text) > settings.max_prompt_chars:
         raise BadInput(f"the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars} "
                        f"(use --text-file for long texts)")
@@ -220,7 +211,7 @@ def _reference(specs: list[str], given: str | None, settings: Settings) -> str |
     """--reference as given; 'none' for no reference; absent: the dashboard's rule (default_reference)."""
     if given is not None:
         return None if given.strip().lower() in ("none", "") else given
-    from .dashboard import default_reference
+    from .web.dashboard import default_reference
 
     return default_reference(list(specs)) or None
 
@@ -252,8 +243,8 @@ class _progress_bar:
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    from .report import format_run, format_run_list
-    from .store import RunStore
+    from .runs.report import format_run, format_run_list
+    from .runs.store import RunStore
 
     store = RunStore(settings.db_path)
     if args.runs_command == "list":
@@ -264,7 +255,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     elif args.runs_command == "export":
         run = store.get_run(args.run_id)
         if args.format == "zip":
-            from .export import run_to_zip
+            from .runs.export import run_to_zip
 
             if not args.out:
                 raise BadInput("--format zip writes a binary file; give --out FILE.zip")
@@ -272,11 +263,11 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             print(f"wrote {args.out}", file=sys.stderr)
             return 0
         if args.format == "json":
-            from .export import run_to_json_text
+            from .runs.export import run_to_json_text
 
             data = run_to_json_text(run)
         else:
-            from .export import run_to_csv
+            from .runs.export import run_to_csv
 
             data = run_to_csv(run)
         if args.out:
@@ -294,7 +285,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
     import shutil
 
-    from .convert import convert_checkpoint
+    from .sources.convert import convert_checkpoint
     from .variants import QUANTS, normalize_quant
 
     quant = normalize_quant(args.quant, what="--quant")
@@ -313,14 +304,14 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
         else:
             import tempfile
 
-            from .quantize import quantize_file
+            from .models.quantize import quantize_file
 
             with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
                 f16 = Path(tmp) / "f16.gguf"
                 convert_checkpoint(src, f16, "F16")
                 quantize_file(f16, out, quant, n_threads=settings.n_threads)
     else:
-        from .sources import Resolver
+        from .sources.resolver import Resolver
         from .variants import parse_spec
 
         v = parse_spec(args.source)
@@ -335,7 +326,7 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
-    from .cache import Cache
+    from .sources.cache import Cache
 
     cache = Cache(settings.home)
     if args.cache_command == "list":
@@ -358,6 +349,6 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli_sweep import run_sweep_command
+    from .sweeps.cli import run_sweep_command
 
     return run_sweep_command(args, settings)

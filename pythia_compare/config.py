@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+__version__ = "0.1.0"  # the package's version (pyproject reads it here; the package top re-exports it)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

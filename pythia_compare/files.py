@@ -1,4 +1,5 @@
-"""Two file primitives several modules share: the sha256 of a file, and replacing a small file atomically.
+"""File primitives several modules share: the sha256 of a file, replacing a small file atomically, and reading a
+user's text file.
 
 Owns how a file is hashed (streamed in 1 MiB blocks) and how a small text file (metadata, memos) is written so that
 a reader sees the old content or the new, never a part: a temporary file beside it, then os.replace. Never decides
@@ -12,6 +13,8 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+
+from .errors import BadInput
 
 
 def sha256_file(path: str | Path) -> str:
@@ -34,3 +37,16 @@ def write_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_text_file(path: str, limit: int) -> str:
+    """The UTF-8 text of a user's file of at most `limit` characters; BadInput naming the file otherwise."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise BadInput(f"text file {path!r} does not exist; give the path of a UTF-8 .txt file")
+    if p.stat().st_size > limit * 4:
+        raise BadInput(f"text file {path!r} is {p.stat().st_size} bytes; the limit is {limit} characters")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"text file {path!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None

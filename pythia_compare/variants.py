@@ -2,7 +2,7 @@
 
 Owns parsing spec strings into frozen `Variant`s (syntax only), and the catalogs of quant types and of the
 known Pythia repos' training steps. Never touches the network, files or llama.cpp: resolving a Variant to a
-GGUF file, and checking that its repo has the step, is sources.py.
+GGUF file, and checking that its repo has the step, is sources/resolver.py.
 
     Q4_K_M                      the default GGUF repo's file of that quant (final checkpoint)
     step3000                    the default checkpoint repo at revision step3000, converted to GGUF F16
@@ -79,7 +79,7 @@ _SPLIT_RE = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 def quant_from_filename(name: str) -> str | None:
     """The canonical quant of a GGUF file name ('x.Q4_K.gguf' -> 'Q4_K_M', 'x-q8_0.gguf' -> 'Q8_0'), or None.
 
-    The one reading of a quant from a file name, for the Hub's listings (hub.py) and local files (sources.py).
+    The one reading of a quant from a file name, for the Hub's listings (hub.py) and local files (sources/resolver.py).
     Case-insensitive; the quant must stand between separators, so 'Q4_0_4_4' or 'Q6_K_L' are not read as
     Q4_0 or Q6_K. Parts of a split GGUF ('-00001-of-00003.gguf') give None: one file is not the model.
     """
@@ -116,7 +116,7 @@ class Variant:
     - "gguf": `repo` is a GGUF repo; its file of `quant` at `revision` (None: main).
     - "checkpoint": `repo` is a Hugging Face GPT-NeoX checkpoint repo at `revision`, converted to F16 and
       quantized to `quant`. `repo == "demo"` is the bundled demo suite.
-    - "repo": an explicit repo without a revision; sources.py decides GGUF or checkpoint by its files.
+    - "repo": an explicit repo without a revision; sources/resolver.py decides GGUF or checkpoint by its files.
     """
 
     spec: str  # canonical spec string (what the database and links store)
@@ -222,7 +222,7 @@ def parse_spec(spec: str, *, final_step: int = FINAL_STEP, demo_final: int | Non
     # Bare step: `step3000`, `step3000:Q4_K_M`.
     m = _STEP_RE.match(repo_part)
     if m and not at:
-        step = int(m.group(1))  # whether the repo has it is checked against its branches (sources.py)
+        step = int(m.group(1))  # whether the repo has it is checked against its branches (sources/resolver.py)
         q = quant or "F16"
         return Variant(spec=f"step{step}:{q}" if quant else f"step{step}", kind="checkpoint", quant=q,
                        revision=f"step{step}")

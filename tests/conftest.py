@@ -47,7 +47,7 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
-# The probe verdicts (pythia_compare/probe.py) of files that loaded, by content, gathered from the `settings` homes of
+# The probe verdicts (pythia_compare/sources/probe.py) of files that loaded, by content, gathered from the `settings` homes of
 # the tests so far: a file is probed in its real subprocess once a session, as one installation probes it once,
 # and not again by every test that loads it. Refusals are never carried over.
 _LOADED_VERDICTS: dict[str, dict] = {}
@@ -58,7 +58,7 @@ def settings(tmp_path):
     """Settings isolated in tmp_path: its own DB, cache and HF cache; offline; flash attention off. Its home holds
     the verdicts of the files earlier tests' probes loaded (_LOADED_VERDICTS), and gives back its own."""
     from pythia_compare.config import Settings
-    from pythia_compare.probe import VERDICTS
+    from pythia_compare.sources.probe import VERDICTS
 
     s = Settings(db_path=tmp_path / "runs.db", home=tmp_path / "home", hf_cache_dir=tmp_path / "hf",
                  offline=True, hub_endpoint="http://127.0.0.1:9", flash_attn=False)
@@ -85,8 +85,8 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ggufs(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
     """The tiny checkpoint as GGUF: F32 and F16 from the converter, TEST_QUANTS from llama.cpp's quantizer."""
-    from pythia_compare.convert import convert_checkpoint
-    from pythia_compare.quantize import quantize_file
+    from pythia_compare.sources.convert import convert_checkpoint
+    from pythia_compare.models.quantize import quantize_file
 
     out = tmp_path_factory.mktemp("gguf")
     files = {q: convert_checkpoint(tiny_ckpt, out / f"tiny-{q}.gguf", q) for q in ("F32", "F16")}
@@ -116,7 +116,7 @@ def other_tokenizer_gguf(tmp_path_factory) -> Path:
     """A tiny model whose BPE tokenizer was trained to a smaller vocabulary: it splits text differently."""
     from tests.tinymodels import make_checkpoint, make_tokenizer
 
-    from pythia_compare.convert import convert_checkpoint
+    from pythia_compare.sources.convert import convert_checkpoint
 
     d = make_checkpoint(tmp_path_factory.mktemp("other") / "ckpt", seed=1)
     make_tokenizer(d / "tokenizer.json", vocab_size=400)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 
-from pythia_compare.runrows import KLD_STATS
+from pythia_compare.runs.runrows import KLD_STATS
 
 TOKENS = ["The", " capital", " of", " France", " is", " Paris", ".", "\n", " Ünïcödé", " 東京", " 🙂", "\t=1+1",
           " \"quoted\"", " O'Brien", " a\x00b", "\ud83d"]

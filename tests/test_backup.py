@@ -14,10 +14,10 @@ import logging
 import pytest
 
 from tests.fakehub import FakeHub
-from pythia_compare.backup import Backup
+from pythia_compare.runs.backup import Backup
 from pythia_compare.config import Settings
-from pythia_compare.dashboard import Dashboard
-from pythia_compare.store import RunStore
+from pythia_compare.web.dashboard import Dashboard
+from pythia_compare.runs.store import RunStore
 from tests.store_runs import full_run
 
 WRITE = "hf_" + "w" * 34  # alice's write token
@@ -246,7 +246,7 @@ BAD_INPUT = {
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_with_bad_backup_settings_the_app_starts_serves_its_runs_and_says_backup_is_off(tmp_path, hub, case,
                                                                                          caplog):
-    from pythia_compare.ui import build_demo
+    from pythia_compare.web.ui import build_demo
 
     hub.add_dataset(REPO, {})  # alice's dataset exists (the read-only token may read it)
     changes, why = BAD_INPUT[case]

@@ -17,8 +17,8 @@ import pytest
 from gradio_client import Client
 
 from tests.fakehub import FakeHub
-from pythia_compare.store import RunStore
-from pythia_compare.ui import OWNER_KEY
+from pythia_compare.runs.store import RunStore
+from pythia_compare.web.ui import OWNER_KEY
 from tests.support import ROOT
 from tests.ui_support import app_env, chromium, demo_suite, free_port, wait_until_up
 

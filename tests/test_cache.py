@@ -8,14 +8,14 @@ import uuid
 import pytest
 
 from tests.support import ROOT, run_cli
-from pythia_compare.cache import Cache, file_sha256
+from pythia_compare.sources.cache import Cache, file_sha256
 from pythia_compare.errors import DiskFull
 
 _BUILDER = r"""
 import sys, time
 from pathlib import Path
-from pythia_compare.cache import Cache
-from pythia_compare.convert import convert_checkpoint
+from pythia_compare.sources.cache import Cache
+from pythia_compare.sources.convert import convert_checkpoint
 log = Path(sys.argv[3])
 def build(target):
     with open(log, "a") as f:
@@ -51,7 +51,7 @@ def tiny_disk(tmp_path):
 
 
 def test_a_full_disk_leaves_no_partial_file_and_says_how_much_room_is_needed(tiny_ckpt, tiny_disk):
-    from pythia_compare.convert import convert_checkpoint
+    from pythia_compare.sources.convert import convert_checkpoint
 
     cache = Cache(tiny_disk / "home")
     key = {"repo": "t", "commit": "c", "quant": "F32"}
@@ -64,7 +64,7 @@ def test_a_full_disk_leaves_no_partial_file_and_says_how_much_room_is_needed(tin
 
 
 def test_a_full_disk_while_quantizing_leaves_no_partial_file(tiny_ggufs, tiny_disk):
-    from pythia_compare.quantize import quantize_file
+    from pythia_compare.models.quantize import quantize_file
 
     big = tiny_disk / "filler"
     big.write_bytes(b"\0" * (2 * 1024 * 1024 - 600 * 1024))  # leave ~600 kB: too little for Q8_0 of F16
@@ -98,7 +98,7 @@ def test_converting_a_directory_to_a_quant_writes_one_gguf_and_nothing_else(tiny
     proc = run_cli(["--home", str(tmp_path / "h"), "convert", str(tiny_ckpt), "--out", str(out), "--quant", "Q4_K_M"])
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in out.parent.iterdir()] == ["m.gguf"]
-    from pythia_compare.sources import _gguf_quant
+    from pythia_compare.sources.resolver import _gguf_quant
 
     assert _gguf_quant(out) == "Q4_K_M"
     assert out.stat().st_mode & 0o777 == 0o644, "the written model must be readable like any other file"

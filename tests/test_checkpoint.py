@@ -20,7 +20,7 @@ from safetensors.numpy import save_file as np_save_file
 from safetensors.torch import load_file as torch_load_file
 from safetensors.torch import save_file as torch_save_file
 
-from pythia_compare.checkpoint import (checkpoint_files, read_config, read_tensors,
+from pythia_compare.sources.checkpoint import (checkpoint_files, read_config, read_tensors,
                                        read_tokenizer_json)
 from pythia_compare.errors import CheckpointError, UnsafePickle
 
@@ -433,7 +433,7 @@ def test_a_tokenizer_of_the_wrong_model_type_is_refused(tmp_path):
 
 def test_reading_a_bin_checkpoint_never_imports_torch(tmp_path):
     torch.save(torch_state(), write_dir(tmp_path) / "pytorch_model.bin")
-    code = ("import sys; from pathlib import Path; from pythia_compare.checkpoint import read_tensors; "
+    code = ("import sys; from pathlib import Path; from pythia_compare.sources.checkpoint import read_tensors; "
             f"n = len(read_tensors(Path({str(tmp_path)!r}))); "
             "print(n, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -11,9 +11,9 @@ import zipfile
 import pytest
 
 from tests.support import run_cli
-from pythia_compare.export import run_to_zip
-from pythia_compare.report import SUMMARY_COLUMNS
-from pythia_compare.store import RunStore
+from pythia_compare.runs.export import run_to_zip
+from pythia_compare.runs.report import SUMMARY_COLUMNS
+from pythia_compare.runs.store import RunStore
 
 PROMPT = "The quick brown fox jumps over the lazy dog and keeps on running"
 

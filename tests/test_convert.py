@@ -2,7 +2,7 @@
 (F32 norms and biases, regrouped QKV, padded vocab, atomic writes, clear errors).
 
 Real parts only: checkpoints written by tinymodels (numpy) or by transformers itself, GGUF files read
-back with gguf's reader, and llama.cpp through pythia_compare.engine.
+back with gguf's reader, and llama.cpp through pythia_compare.models.engine.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from pythia_compare.config import Settings
-from pythia_compare.convert import CONVERTER_VERSION, convert_checkpoint
-from pythia_compare.pool import ModelPool
+from pythia_compare.sources.convert import CONVERTER_VERSION, convert_checkpoint
+from pythia_compare.runs.pool import ModelPool
 from pythia_compare.errors import CheckpointError, DiskFull, NotYetSupported, SpecError
 from tests.tinymodels import SPACE_RUNS, make_checkpoint, make_hf_checkpoint, save_torch_bin
 
@@ -104,7 +104,7 @@ def test_f32_logits_of_both_weight_formats_match_transformers(tmp_path, style, p
 
 
 def test_f16_and_bf16_files_hold_the_rounded_weights_and_run(tmp_path, tiny_ckpt):
-    from pythia_compare.checkpoint import read_tensors
+    from pythia_compare.sources.checkpoint import read_tensors
 
     src = read_tensors(tiny_ckpt)
     files = {k: convert_checkpoint(tiny_ckpt, tmp_path / f"t-{k}.gguf", k) for k in ("F32", "F16", "BF16")}
@@ -132,7 +132,7 @@ def test_f16_and_bf16_files_hold_the_rounded_weights_and_run(tmp_path, tiny_ckpt
 
 
 def test_qkv_rows_are_regrouped_from_per_head_interleave_to_q_k_v_blocks(tmp_path, tiny_ckpt):
-    from pythia_compare.checkpoint import read_tensors
+    from pythia_compare.sources.checkpoint import read_tensors
 
     src = read_tensors(tiny_ckpt)
     cfg = json.loads((tiny_ckpt / "config.json").read_text())
@@ -349,7 +349,7 @@ def test_a_bad_tokenizer_is_refused_and_an_existing_file_stays_untouched(tmp_pat
 
 
 def test_a_missing_or_misshapen_weight_is_refused_naming_it(tmp_path, tiny_ckpt):
-    from pythia_compare.checkpoint import read_tensors
+    from pythia_compare.sources.checkpoint import read_tensors
     from tests.tinymodels import write_weights
 
     out = tmp_path / "out"
@@ -383,7 +383,7 @@ def small_filesystem(path: Path, size: str):
 
 
 def test_a_full_disk_raises_disk_full_with_the_size_needed_and_leaves_nothing(tmp_path, tiny_ckpt, monkeypatch):
-    import pythia_compare.convert as convert
+    import pythia_compare.sources.convert as convert
 
     with small_filesystem(tmp_path / "small", "1m") as small:
         with pytest.raises(DiskFull) as e:  # caught before writing: too little free space

@@ -10,12 +10,13 @@ import zipfile
 import gradio as gr
 import pytest
 
-from pythia_compare import plots, report
-from pythia_compare.compare import RunParams, iter_comparison
-from pythia_compare.dashboard import NOT_FOUND, collect_specs, controls_for, download, load_catalog, log_spaced
+from pythia_compare.web import plots
+from pythia_compare.runs import report
+from pythia_compare.runs.compare import RunParams, iter_comparison
+from pythia_compare.web.dashboard import NOT_FOUND, collect_specs, controls_for, download, load_catalog, log_spaced
 from pythia_compare.errors import SpecError
-from pythia_compare.export import run_to_csv
-from pythia_compare.ui import CONTROLS, Handlers
+from pythia_compare.runs.export import run_to_csv
+from pythia_compare.web.ui import CONTROLS, Handlers
 from pythia_compare.variants import parse_specs
 from tests.plots_runs import make_run
 from tests.support import ROOT
@@ -210,7 +211,7 @@ def test_an_out_of_range_setting_is_named_as_the_page_labels_it(dash, field, giv
 
 
 def test_the_page_has_no_range_check_of_its_own_that_would_not_name_the_field(dash):
-    from pythia_compare.ui import build_demo
+    from pythia_compare.web.ui import build_demo
 
     demo = build_demo(dash.settings)
     run_settings = {"pc-ctx", "pc-top-k", "pc-max-tokens", "pc-temperature", "pc-seed"}  # the Compare tab's

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tests.support import ROOT, run_cli
-from pythia_compare.sources import demo_steps
+from pythia_compare.sources.resolver import demo_steps
 
 HELDOUT = ROOT / "assets" / "demo" / "heldout.txt"
 

@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from pythia_compare import plots, report
-from pythia_compare.sources import demo_steps
-from pythia_compare.store import RunStore
-from pythia_compare.dashboard import table_cells
-from pythia_compare.export import run_to_csv, run_to_zip
-from pythia_compare.ui import OWNER_KEY
+from pythia_compare.web import plots
+from pythia_compare.runs import report
+from pythia_compare.sources.resolver import demo_steps
+from pythia_compare.runs.store import RunStore
+from pythia_compare.web.dashboard import table_cells
+from pythia_compare.runs.export import run_to_csv, run_to_zip
+from pythia_compare.web.ui import OWNER_KEY
 from tests.ui_support import (MAX_TOKENS, PROMPT, ROOT, chromium, cli_json, comparable, demo_suite, served_app,
                               three_specs)
 

@@ -15,8 +15,9 @@ import json
 import pytest
 from gradio_client import Client
 
-from pythia_compare import sweepplots
-from pythia_compare.store import RunStore
+from pythia_compare.web import sweepplots
+from pythia_compare.runs.store import RunStore
+from pythia_compare.sweeps.store import SweepStore
 from tests.ui_support import chromium, demo_suite, make_demo_sweep, served_app
 
 FIGURES = ["ppl", "kld", "bpw", "heatmap"]
@@ -72,7 +73,7 @@ def wait_drawn(page) -> None:
 
 def test_the_sweeps_tab_draws_the_four_views_of_a_demo_sweep_and_its_link_reopens_it(app, browser, tmp_path):
     tmp, sweep_id, url = app
-    stored = RunStore(tmp / "runs.db").sweeps.get(sweep_id)
+    stored = SweepStore(RunStore(tmp / "runs.db")).get(sweep_id)
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
     responses = listen(page)
@@ -118,7 +119,7 @@ def test_the_sweeps_tab_draws_the_four_views_of_a_demo_sweep_and_its_link_reopen
 
 def test_clicking_a_cell_opens_its_full_run_in_the_compare_tab(app, browser):
     tmp, sweep_id, url = app
-    stored = RunStore(tmp / "runs.db").sweeps.get(sweep_id)
+    stored = SweepStore(RunStore(tmp / "runs.db")).get(sweep_id)
     cell = next(c for c in stored["cells"] if c["quant"] == "Q2_K" and c["step"] == stored["steps"][0])
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}?sweep={sweep_id}")
@@ -158,7 +159,7 @@ def wait_for_run_page(page, run_id: str) -> None:
 
 def test_clicking_a_point_or_a_heatmap_square_opens_that_cells_run(app, browser):
     tmp, sweep_id, url = app
-    stored = RunStore(tmp / "runs.db").sweeps.get(sweep_id)
+    stored = SweepStore(RunStore(tmp / "runs.db")).get(sweep_id)
     at = {(c["step"], c["quant"]): c for c in stored["cells"]}
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}?sweep={sweep_id}")
@@ -188,7 +189,7 @@ def test_a_bad_sweep_link_shows_a_friendly_not_found(app, browser):
 def test_a_gradio_client_call_returns_the_stored_sweep_json(app):
     tmp, sweep_id, url = app
     got = Client(url, verbose=False).predict(sweep_id, api_name="/sweep")
-    assert got == RunStore(tmp / "runs.db").sweeps.get(sweep_id)
+    assert got == SweepStore(RunStore(tmp / "runs.db")).get(sweep_id)
 
 
 def test_a_local_page_starts_a_demo_sweep_and_draws_it_as_its_cells_finish(app, browser):
@@ -210,7 +211,7 @@ def test_a_local_page_starts_a_demo_sweep_and_draws_it_as_its_cells_finish(app, 
     page.locator("#pc-sweep-status").get_by_text("4 of 4 cells done").wait_for(timeout=LONG_MS)
     wait_drawn(page)
     sweep_id = page.locator("#pc-sweep-link textarea").input_value().split("?sweep=", 1)[1]
-    stored = RunStore(tmp / "runs.db").sweeps.get(sweep_id)
+    stored = SweepStore(RunStore(tmp / "runs.db")).get(sweep_id)
     assert stored["name"] == "started in the browser" and stored["steps"] == [0, 800] and stored["done"] == 4
     names = page.evaluate(_FIGURE_JS, FIGURES)["ppl"]["data"]
     assert [t["name"] for t in names] == ["F16", "Q4_K_M"]

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from tests.support import ROOT, TEST_QUANTS
-from pythia_compare import metrics
+from pythia_compare.runs import metrics
 from pythia_compare.config import Settings
-from pythia_compare.engine import bytes_to_text, cpu_info, load_plan
-from pythia_compare.pool import ModelPool
-from pythia_compare.loadplan import parse_cpu
+from pythia_compare.models.engine import bytes_to_text, cpu_info, load_plan
+from pythia_compare.runs.pool import ModelPool
+from pythia_compare.models.loadplan import parse_cpu
 from pythia_compare.errors import BudgetError, ModelFileError
 from pythia_compare.variants import SUPPORTED_QUANTS
 
@@ -29,12 +29,12 @@ TEXT = "Perplexity measures surprise. Quantization trades bits for error: Q8_0, 
 _SUBPROCESS = r"""
 import json, sys
 import numpy as np
-from pythia_compare import metrics
+from pythia_compare.runs import metrics
 from pythia_compare.config import Settings
-from pythia_compare.pool import ModelPool
-from pythia_compare.quantize import quantize_file
+from pythia_compare.runs.pool import ModelPool
+from pythia_compare.models.quantize import quantize_file
 src, out_dir, quants, text = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
-from pythia_compare.engine import load_plan
+from pythia_compare.models.engine import load_plan
 report = {}
 for q in quants:
     path = quantize_file(src, f"{out_dir}/m-{q}.gguf", q) if q not in ("F16", "F32") else src
@@ -168,8 +168,8 @@ def test_no_room_under_the_budget_keeps_generation_on_the_scoring_handle(tiny_gg
 
 
 def test_the_run_json_records_each_variants_load_settings_and_the_run_log_keeps_them(tiny_ggufs, settings):
-    from pythia_compare.compare import RunParams, run_comparison
-    from pythia_compare.store import RunStore
+    from pythia_compare.runs.compare import RunParams, run_comparison
+    from pythia_compare.runs.store import RunStore
 
     pool = ModelPool(settings)
     specs = [str(tiny_ggufs["Q8_0"]), str(tiny_ggufs["Q4_K_M"])]
@@ -253,7 +253,7 @@ def test_scan_hands_over_every_requested_row_in_place_in_blocks_of_at_most_max_o
 
 
 def test_decode_calls_respect_the_batch_size_and_the_output_cap():
-    from pythia_compare.engine import _decode_calls
+    from pythia_compare.models.engine import _decode_calls
 
     calls = list(_decode_calls(512, list(range(256, 512)), 512, 128))
     assert calls == [(0, 384, 128), (384, 512, 128)]
@@ -390,8 +390,8 @@ def test_a_truncated_gguf_is_refused_with_llama_cpps_reason(tiny_ggufs, tmp_path
 def test_the_load_is_planned_from_the_files_header_which_names_the_quant_llama_cpp_loads(tiny_ggufs, settings):
     # The header's general.file_type plans the load before llama.cpp opens the file, so a quant repacked on this
     # CPU (Q4_0 on Intel) is loaded once, not plain first and then again repacked.
-    from pythia_compare import ggufmeta
-    from pythia_compare.engine import _quant_name
+    from pythia_compare.models import ggufmeta
+    from pythia_compare.models.engine import _quant_name
 
     pool = ModelPool(settings)
     for q, path in tiny_ggufs.items():

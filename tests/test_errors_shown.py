@@ -8,11 +8,13 @@ import logging
 import gradio as gr
 import pytest
 
-from pythia_compare import dashboard, hub
-from pythia_compare.dashboard import NOT_FOUND, load_catalog
-from pythia_compare.store import RunLogError, RunStore
-from pythia_compare.sweepview import SWEEP_NOT_FOUND
-from pythia_compare.ui import Handlers, SweepHandlers
+from pythia_compare.web import dashboard
+from pythia_compare.sources import hub
+from pythia_compare.web.dashboard import NOT_FOUND, load_catalog
+from pythia_compare.runs.store import RunLogError, RunStore
+from pythia_compare.web.sweepview import SWEEP_NOT_FOUND
+from pythia_compare.web.ui import Handlers, SweepHandlers
+from pythia_compare.sweeps.store import SweepStore
 from tests.fakehub import FakeHub
 from tests.store_runs import full_run
 from tests.ui_support import demo_suite, settings_for
@@ -71,7 +73,7 @@ def damaged_sweeps(tmp_path, suite):
     """The Sweeps tab's handlers over a run log that was sound, then had its database file overwritten."""
     settings = settings_for(tmp_path, suite)
     store = RunStore(settings.db_path)
-    assert store.sweeps.list() == []  # the log opened while the file was sound
+    assert SweepStore(store).list() == []  # the log opened while the file was sound
     store.close()
     db = settings.db_path
     for extra in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):

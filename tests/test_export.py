@@ -6,8 +6,8 @@ import csv
 import io
 import math
 
-from pythia_compare.export import COLUMNS, run_to_csv, scored_token_indices
-from pythia_compare.store import RunStore
+from pythia_compare.runs.export import COLUMNS, run_to_csv, scored_token_indices
+from pythia_compare.runs.store import RunStore
 from tests.store_runs import full_run
 
 

@@ -13,8 +13,8 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from pythia_compare.config import ASSETS_DIR
-from pythia_compare.dashboard import MAX_SPECS_CHARS
-from pythia_compare.ui import build_demo, launch_kwargs
+from pythia_compare.web.dashboard import MAX_SPECS_CHARS
+from pythia_compare.web.ui import build_demo, launch_kwargs
 from tests.ui_support import PROMPT, demo_suite, free_port, launch_chromium, settings_for, wait_until_up
 
 
@@ -95,8 +95,8 @@ def test_a_runs_downloads_are_made_on_request_from_the_run_log_and_anything_else
     import io
     import zipfile
 
-    from pythia_compare.export import run_to_csv
-    from pythia_compare.store import RunStore
+    from pythia_compare.runs.export import run_to_csv
+    from pythia_compare.runs.store import RunStore
 
     port, rid = server[3], one_run["run_id"]
     stored = RunStore(server[1].db_path).get(rid)
@@ -132,7 +132,7 @@ def test_an_over_size_upload_is_refused_and_a_small_one_taken(server):
 
 
 def test_a_request_body_past_every_cap_is_refused_before_it_is_read(server):
-    from pythia_compare.ui import max_body_bytes
+    from pythia_compare.web.ui import max_body_bytes
 
     port, limit = server[3], max_body_bytes(server[1])
     status, _, _ = raw(port, "POST", "/gradio_api/queue/join", {"Content-Type": "application/json"},

@@ -12,7 +12,7 @@ from tests.fakehub import FakeHub, commit_sha
 
 from pythia_compare.config import Settings
 from pythia_compare.errors import HubError, MissingOnHub, OfflineMissing
-from pythia_compare.hub import Hub, HubUnreachable, quant_from_filename
+from pythia_compare.sources.hub import Hub, HubUnreachable, quant_from_filename
 
 CKPT = "EleutherAI/pythia-410m-deduped-v0"
 GGUF = "RichardErkhov/EleutherAI_-_pythia-410m-deduped-v0-gguf"

@@ -14,14 +14,15 @@ import gguf
 import numpy as np
 import pytest
 
-from pythia_compare import lens, lenscapture
-from pythia_compare.compare import RunParams, run_comparison
+from pythia_compare.models import lenscapture
+from pythia_compare.runs import lens
+from pythia_compare.runs.compare import RunParams, run_comparison
 from pythia_compare.config import Settings
-from pythia_compare.convert import convert_checkpoint
+from pythia_compare.sources.convert import convert_checkpoint
 from pythia_compare.errors import InputTextError, ModelFileError
-from pythia_compare.pool import ModelPool
-from pythia_compare.quantize import quantize_file
-from pythia_compare.run import Run
+from pythia_compare.runs.pool import ModelPool
+from pythia_compare.models.quantize import quantize_file
+from pythia_compare.runs.run import Run
 from pythia_compare.variants import SUPPORTED_QUANTS
 from tests.support import run_cli
 

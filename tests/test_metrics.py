@@ -1,4 +1,4 @@
-"""Tests for pythia_compare.metrics: each number checked against an independent computation written here
+"""Tests for pythia_compare.runs.metrics: each number checked against an independent computation written here
 (plain loops over Python floats with the math module), against identities, and against values worked out
 by hand from llama-perplexity's definitions."""
 
@@ -11,9 +11,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from pythia_compare import metrics
+from pythia_compare.runs import metrics
 from pythia_compare.errors import BadInput, InputTextError
-from pythia_compare.metrics import ChunkPlan, TokenStats
+from pythia_compare.runs.metrics import ChunkPlan, TokenStats
 
 
 # --------------------------------------------------------------------------- independent reference code

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pythia_compare import hub, sources, variants
+from pythia_compare.sources import hub, resolver as sources
+from pythia_compare import variants
 from pythia_compare.config import Settings
 from pythia_compare.errors import PythiaCompareError
-from pythia_compare.sources import Resolver
+from pythia_compare.sources.resolver import Resolver
 from pythia_compare.variants import parse_spec, quant_from_filename
 from tests.ggufcraft import parse
 
@@ -107,8 +108,10 @@ def test_closing_the_bridge_stops_the_work_at_its_next_item_and_runs_its_cleanup
 
 
 def test_a_dashboard_run_and_a_variants_resolution_go_through_the_one_bridge(monkeypatch):
-    from pythia_compare import compare, dashboard, threads
-    from pythia_compare.compare import Event
+    from pythia_compare.runs import compare
+    from pythia_compare.web import dashboard
+    from pythia_compare import threads
+    from pythia_compare.runs.compare import Event
 
     calls = []
     real = threads.in_thread
@@ -133,13 +136,14 @@ def test_report_tables_have_one_home_and_plots_uses_every_name_it_imports_from_r
     import ast
     import inspect
 
-    from pythia_compare import plots, report
+    from pythia_compare.web import plots
+    from pythia_compare.runs import report
 
     for name in ("summary_table", "kl_table", "format_table", "format_cell", "variant_colors", "SUMMARY_COLUMNS",
                  "KL_TABLE_NOTE", "STAT_COLUMN", "REFERENCE_COLOR"):
         assert hasattr(report, name) and not hasattr(plots, name), name  # not re-exported by plots
     tree = ast.parse(inspect.getsource(plots))
-    imported = [a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "report"
+    imported = [a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "runs.report"
                 for a in n.names]
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert imported and [name for name in imported if name not in used] == []

@@ -10,7 +10,7 @@ import pytest
 
 from pythia_compare import cli, params
 from pythia_compare.errors import BadInput
-from pythia_compare.ui import Handlers, build_demo
+from pythia_compare.web.ui import Handlers, build_demo
 from tests.ui_support import PROMPT, demo_suite, settings_for
 
 
@@ -95,7 +95,7 @@ def test_a_widget_as_gradio_rebuilds_it_for_a_session_hands_an_out_of_range_valu
 
 
 def test_a_sweeps_context_follows_the_table_too(monkeypatch, tmp_path, suite):
-    from pythia_compare.sweep import SweepError, make_plan
+    from pythia_compare.sweeps.sweep import SweepError, make_plan
 
     monkeypatch.setitem(params.LIMITS, "ctx", dataclasses.replace(params.LIMITS["ctx"], hi=100))
     with pytest.raises(SweepError, match=r"^--ctx 200 is out of range; use 8 … 100 tokens"):

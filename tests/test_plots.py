@@ -1,4 +1,4 @@
-"""Tests for pythia_compare.plots: the figures' data, the generations' HTML and the tables, on run dicts
+"""Tests for pythia_compare.web.plots: the figures' data, the generations' HTML and the tables, on run dicts
 shaped like the run JSON (docs/run.md) (built by the factory in tests/plots_runs.py)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import sys
 
 import numpy as np
 
-from pythia_compare import plots, report
-from pythia_compare.run import GenToken, Run
+from pythia_compare.web import plots
+from pythia_compare.runs import report
+from pythia_compare.runs.run import GenToken, Run
 from pythia_compare.variants import QUANTS
 
 from tests.plots_runs import corpus_run, make_run, partial_run, prompt_run, quant_series_run, step_series_run
@@ -331,6 +332,6 @@ def test_every_run_figure_is_valid_plotly_and_unchanged_when_plotly_validates_it
 
 
 def test_plots_imports_no_gradio():
-    code = "import sys, pythia_compare.plots; print('gradio' in sys.modules)"
+    code = "import sys, pythia_compare.web.plots; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""The run's typed schema (pythia_compare/run.py) against its contract (docs/run.md) and against the runs that
+"""The run's typed schema (pythia_compare/runs/run.py) against its contract (docs/run.md) and against the runs that
 earlier releases stored: the run log and run JSONs in tests/data/c3c9c7b were written by commit c3c9c7b through
 the real CLI (tests/data/c3c9c7b/make.sh)."""
 
@@ -12,9 +12,10 @@ import shutil
 import numpy as np
 import pytest
 
-from pythia_compare import metrics, run as runmod
-from pythia_compare.run import KL_STATS, Entry, KLStats, Run, RunFormatError, entries, field_table
-from pythia_compare.store import RunStore
+from pythia_compare.runs import metrics
+from pythia_compare.runs import run as runmod
+from pythia_compare.runs.run import KL_STATS, Entry, KLStats, Run, RunFormatError, entries, field_table
+from pythia_compare.runs.store import RunStore
 from tests.store_runs import full_run
 from tests.support import ROOT, run_cli
 
@@ -79,7 +80,7 @@ def test_no_module_cites_a_document_outside_the_repository():
                 cited.append(str(path.relative_to(ROOT)))
     assert cited == []
     for doc in re.findall(r"docs/[a-z_]+\.md", " ".join(
-            p.read_text(encoding="utf-8") for p in (ROOT / "pythia_compare").glob("*.py"))):
+            p.read_text(encoding="utf-8") for p in (ROOT / "pythia_compare").rglob("*.py"))):
         assert (ROOT / doc).is_file(), f"a module cites {doc}, which does not exist"
 
 
@@ -281,8 +282,8 @@ def test_from_json_does_not_modify_its_argument():
 
 
 def test_a_new_comparison_produces_a_run_of_the_current_schema_that_round_trips(settings, demo_dir):
-    from pythia_compare.compare import RunParams, run_comparison
-    from pythia_compare.pool import ModelPool
+    from pythia_compare.runs.compare import RunParams, run_comparison
+    from pythia_compare.runs.pool import ModelPool
 
     pool = ModelPool(settings)
     try:
@@ -301,7 +302,7 @@ def test_a_new_comparison_produces_a_run_of_the_current_schema_that_round_trips(
 
 
 def test_the_kl_table_finds_every_statistic_it_shows_in_a_stored_corpus_run():
-    from pythia_compare.report import kl_table
+    from pythia_compare.runs.report import kl_table
 
     columns, rows = kl_table(old_run("corpus-with-kl"))
     assert columns[1:] == ["demo step300 F16", "demo Q4_K_M"]
@@ -319,9 +320,9 @@ def test_every_reader_of_runs_opens_a_run_stored_by_the_first_release(path, old_
     import io
     import zipfile
 
-    from pythia_compare import export, report
+    from pythia_compare.runs import export, report
     from pythia_compare.config import Settings
-    from pythia_compare.dashboard import Catalog, Dashboard, controls_for, download
+    from pythia_compare.web.dashboard import Catalog, Dashboard, controls_for, download
 
     printed = json.loads(path.read_text(encoding="utf-8"))
     run = RunStore(old_db).get_run(printed["run_id"])

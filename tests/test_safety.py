@@ -26,12 +26,12 @@ from gradio_client.exceptions import AppError
 from tests.support import ROOT, run_cli
 from tests.fakehub import FakeHub, files_from_dir
 from tests.ggufcraft import CASES, build_corpus
-from pythia_compare.compare import RunParams, iter_comparison
+from pythia_compare.runs.compare import RunParams, iter_comparison
 from pythia_compare.config import Settings
 from pythia_compare.errors import ModelFileError
-from pythia_compare.policy import LOCAL_REFUSED, NotAllowed, check_variant
-from pythia_compare.probe import VERDICTS, ensure_loadable
-from pythia_compare.sources import _gguf_quant, gguf_scan
+from pythia_compare.sources.policy import LOCAL_REFUSED, NotAllowed, check_variant
+from pythia_compare.sources.probe import VERDICTS, ensure_loadable
+from pythia_compare.sources.resolver import _gguf_quant, gguf_scan
 from pythia_compare.variants import parse_spec
 from tests.ui_support import PROMPT, app_env, free_port, launch_chromium, start_app, stop, wait_until_up
 
@@ -56,8 +56,8 @@ def tiny_dir(work) -> Path:
 @pytest.fixture(scope="module")
 def valid_gguf(work, tiny_dir) -> Path:
     """A small real model (2.5 MB, Q8_0 by llama.cpp's quantizer): the file every crafted one is made from."""
-    from pythia_compare.convert import convert_checkpoint
-    from pythia_compare.quantize import quantize_file
+    from pythia_compare.sources.convert import convert_checkpoint
+    from pythia_compare.models.quantize import quantize_file
 
     f16 = convert_checkpoint(tiny_dir, work / "tiny-F16.gguf", "F16")
     return quantize_file(f16, work / "tiny-Q8_0.gguf", "Q8_0")
@@ -316,7 +316,7 @@ def test_public_mode_takes_the_default_repos_and_the_demo_suite_and_nothing_else
 
 def test_a_public_run_converts_at_most_its_cap_of_checkpoints_and_the_next_run_goes_on_from_the_cache(hub,
                                                                                                     tmp_path):
-    from pythia_compare.pool import ModelPool
+    from pythia_compare.runs.pool import ModelPool
 
     settings = Settings(public=True, allowed_repos=(CKPT,), max_conversions_public=2, hub_endpoint=hub.endpoint,
                         home=tmp_path / "home", hf_cache_dir=tmp_path / "hf", db_path=tmp_path / "r.db")

@@ -10,7 +10,7 @@ from tests.support import run_cli
 from tests.fakehub import FakeHub, files_from_dir
 from pythia_compare.config import DEFAULT_CHECKPOINT_REPO, DEFAULT_GGUF_REPO, Settings
 from pythia_compare.errors import OfflineMissing, SpecError
-from pythia_compare.sources import Resolver
+from pythia_compare.sources.resolver import Resolver
 from pythia_compare.variants import parse_spec
 
 

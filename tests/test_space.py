@@ -8,7 +8,7 @@ import re
 from huggingface_hub import RepoCard
 
 from pythia_compare.config import DEFAULT_GGUF_REPO, Settings
-from pythia_compare.dashboard import DEFAULT_QUANTS
+from pythia_compare.web.dashboard import DEFAULT_QUANTS
 from tests.ui_support import ROOT
 
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 from tests.fakehub import FakeHub, files_from_dir
 
-from pythia_compare.compare import RunParams, iter_comparison
+from pythia_compare.runs.compare import RunParams, iter_comparison
 from pythia_compare.config import Settings
-from pythia_compare.dashboard import Dashboard, load_catalog
-from pythia_compare.pool import ModelPool
-from pythia_compare.lineage import mixed_run_warnings
-from pythia_compare.sources import Resolved
+from pythia_compare.web.dashboard import Dashboard, load_catalog
+from pythia_compare.runs.pool import ModelPool
+from pythia_compare.sources.lineage import mixed_run_warnings
+from pythia_compare.sources.resolver import Resolved
 from pythia_compare.errors import SpecError
-from pythia_compare.hub import Hub
-from pythia_compare.sources import Resolver
+from pythia_compare.sources.hub import Hub
+from pythia_compare.sources.resolver import Resolver
 from pythia_compare.variants import PYTHIA_STEPS, V0_STEPS, parse_spec
 
 V0 = "EleutherAI/pythia-410m-deduped-v0"

@@ -17,9 +17,9 @@ import pytest
 import sqlite_utils
 
 from pythia_compare.errors import BadInput, RunNotFound
-from pythia_compare.migrations import migrations
-from pythia_compare.runrows import KLD_STATS
-from pythia_compare.store import RunFormatError, RunLogError, RunStore
+from pythia_compare.runs.migrations import migrations
+from pythia_compare.runs.runrows import KLD_STATS
+from pythia_compare.runs.store import RunFormatError, RunLogError, RunStore
 from tests.store_runs import full_run
 
 
@@ -254,7 +254,7 @@ def test_threads_opening_a_new_database_together_migrate_it_once(tmp_path):
 
 WRITER = """
 import json, sys
-from pythia_compare.store import RunStore
+from pythia_compare.runs.store import RunStore
 run = json.load(open(sys.argv[2]))
 store = RunStore(sys.argv[1])
 while True:
@@ -422,7 +422,7 @@ def test_deleting_a_run_removes_every_row_and_its_search_entry(searchable, tmp_p
 
 
 def test_new_ids_never_start_with_a_dash_or_an_underscore_so_they_read_as_ids_everywhere():
-    from pythia_compare.store import ID_RE, new_id
+    from pythia_compare.runs.store import ID_RE, new_id
 
     ids = [new_id(12) for _ in range(3000)]  # about 1 in 32 token_urlsafe draws starts with '-' or '_'
     assert all(i[0].isalnum() and ID_RE.fullmatch(i) and len(i) == 16 for i in ids)

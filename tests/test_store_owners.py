@@ -10,9 +10,9 @@ import json
 import pytest
 import sqlite_utils
 
-from pythia_compare.migrations import migrations
-from pythia_compare.runrows import rows_of
-from pythia_compare.store import RunFormatError, RunStore
+from pythia_compare.runs.migrations import migrations
+from pythia_compare.runs.runrows import rows_of
+from pythia_compare.runs.store import RunFormatError, RunStore
 from tests.store_runs import full_run
 
 SECRET = "a-secret-only-the-server-knows"

@@ -17,8 +17,9 @@ import pytest
 
 from tests.support import ROOT, run_cli
 
-from pythia_compare.sweep import Cell, SweepError, grid, parse_steps, shard_cells, shard_of_env
+from pythia_compare.sweeps.sweep import Cell, SweepError, grid, parse_steps, shard_cells, shard_of_env
 from pythia_compare.variants import PYTHIA_STEPS
+from pythia_compare.sweeps.store import SweepStore
 
 STEPS = "25,300"
 QUANTS = "F16,Q8_0,Q2_K"
@@ -42,10 +43,10 @@ def _plan(tmp_path, db: Path, *, steps=STEPS, quants=QUANTS, extra=(), env=None)
 
 
 def _numbers(db: Path, sweep_id: str) -> dict:
-    from pythia_compare.store import RunStore
+    from pythia_compare.runs.store import RunStore
 
     with RunStore(db) as store:
-        sweep = store.sweeps.get(sweep_id)
+        sweep = SweepStore(store).get(sweep_id)
     keys = ("ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err", "bpw")
     return {(c["step"], c["quant"], c["hub"]): {k: c[k] for k in keys} for c in sweep["cells"]}
 
@@ -83,15 +84,15 @@ def test_a_demo_sweep_runs_every_cell_and_status_says_done(one_process):
 
 
 def test_every_cell_opens_as_a_full_run_with_the_numbers_of_compare(one_process):
-    from pythia_compare.compare import RunParams, run_comparison
+    from pythia_compare.runs.compare import RunParams, run_comparison
     from pythia_compare.config import Settings
-    from pythia_compare.pool import ModelPool
-    from pythia_compare.store import RunStore
+    from pythia_compare.runs.pool import ModelPool
+    from pythia_compare.runs.store import RunStore
 
     tmp, db, sweep_id, _ = one_process
     with RunStore(db) as store:
-        sweep = store.sweeps.get(sweep_id)
-        text = store.sweeps.plan(sweep_id)["text"]
+        sweep = SweepStore(store).get(sweep_id)
+        text = SweepStore(store).plan(sweep_id)["text"]
         runs = {(c["step"], c["quant"]): store.get(c["run_id"]) for c in sweep["cells"]}
     for (step, quant), run in runs.items():
         assert run["input"]["text"] == text and len(run["input"]["tokens"]) == run["input"]["n_tokens"]
@@ -142,7 +143,7 @@ def test_the_sweep_text_is_stored_and_indexed_once_and_cell_runs_stay_out_of_the
 
 
 def test_a_run_deletes_the_files_it_built_for_a_step_but_keeps_files_that_were_there_before(tmp_path):
-    from pythia_compare.cache import Cache
+    from pythia_compare.sources.cache import Cache
 
     db = tmp_path / "runs.db"
     pre = run_cli(["--db", str(tmp_path / "other.db"), "convert", "demo@step25", "--quant", "Q8_0", "--out",
@@ -332,8 +333,8 @@ def hub_repos(tmp_path_factory):
     were made from its final step (so they share its vocabulary)."""
     from tests.fakehub import FakeHub, files_from_dir
 
-    from pythia_compare.convert import convert_checkpoint
-    from pythia_compare.quantize import quantize_file
+    from pythia_compare.sources.convert import convert_checkpoint
+    from pythia_compare.models.quantize import quantize_file
 
     out = tmp_path_factory.mktemp("hubgguf")
     hub = FakeHub()
@@ -369,7 +370,7 @@ def test_a_hub_checkpoint_repo_sweep_adds_hub_quants_and_deletes_only_what_it_do
         (25, "F16", False), (25, "Q2_K", False), (300, "F16", False), (300, "Q2_K", False),
         (300, "Q8_0", True), (300, "Q4_K_M", True)]
     assert s["done"] == 6, s
-    from pythia_compare.store import RunStore
+    from pythia_compare.runs.store import RunStore
 
     with RunStore(db) as store:
         hub_run = store.get(next(c["run_id"] for c in s["cells"] if c["hub"] and c["quant"] == "Q8_0"))
@@ -391,7 +392,7 @@ def test_a_sweep_wide_reference_compares_every_cell_with_one_model_and_its_files
     s = json.loads(_cli(["sweep", "show", sweep_id, "--json"], tmp_path, db).stdout)
     assert s["reference"] == "demo@step800"
     assert all(c["kld_mean"] is not None and c["kld_mean"] > 0 for c in s["cells"])  # F16 cells compared too
-    from pythia_compare.store import RunStore
+    from pythia_compare.runs.store import RunStore
 
     with RunStore(db) as store:
         run = store.get(s["cells"][0]["run_id"])
@@ -402,8 +403,8 @@ def test_a_sweep_wide_reference_compares_every_cell_with_one_model_and_its_files
 def test_a_hub_file_of_another_model_fails_only_its_own_cell(other_tokenizer_gguf, tmp_path):
     from tests.fakehub import FakeHub, files_from_dir
 
-    from pythia_compare.convert import convert_checkpoint
-    from pythia_compare.quantize import quantize_file
+    from pythia_compare.sources.convert import convert_checkpoint
+    from pythia_compare.models.quantize import quantize_file
 
     f16 = convert_checkpoint(ROOT / "assets/demo/step300", tmp_path / "f16.gguf", "F16")
     good = quantize_file(f16, tmp_path / "q4.gguf", "Q4_K_M")
@@ -432,40 +433,40 @@ def test_the_store_keeps_a_cells_run_whole_and_refuses_another_plan_under_the_sa
     from tests.store_runs import full_run
 
     from pythia_compare.errors import BadInput
-    from pythia_compare.store import RunStore
-    from pythia_compare.sweepstore import SweepMismatch, SweepNotFound
+    from pythia_compare.runs.store import RunStore
+    from pythia_compare.sweeps.store import SweepMismatch, SweepNotFound
 
     run = full_run(3)
     plan = {"name": "t", "repo": "demo", "steps": [25, 100], "quants": ["F16", "Q8_0"], "hub_repo": None,
             "hub_quants": [], "reference": "F16", "ctx": 64, "max_chunks": 2, "text": run["input"]["text"],
             "text_sha256": "0" * 64, "n_tokens": run["input"]["n_tokens"], "params": {"top_k": 10}}
     a, b = RunStore(tmp_path / "a.db"), RunStore(tmp_path / "b.db")
-    sweep_id = a.sweeps.create(plan, [(25, "F16", False), (25, "Q8_0", False), (100, "F16", False)])
-    run_id = a.sweeps.save_cell_run(sweep_id, 25, "Q8_0", False, run, {"ppl": 2.5, "bpw": 8.5}, 1.0)
+    sweep_id = SweepStore(a).create(plan, [(25, "F16", False), (25, "Q8_0", False), (100, "F16", False)])
+    run_id = SweepStore(a).save_cell_run(sweep_id, 25, "Q8_0", False, run, {"ppl": 2.5, "bpw": 8.5}, 1.0)
     got = a.get(run_id)
     assert {k: v for k, v in got.items() if k not in ("run_id", "created_at")} == \
         {k: v for k, v in run.items() if k not in ("run_id", "created_at")}  # text and tokens filled back in
     other = {**run, "input": {**run["input"], "text": run["input"]["text"] + " more"}}
     with pytest.raises(BadInput, match="another text"):
-        a.sweeps.save_cell_run(sweep_id, 100, "F16", False, other, {}, 1.0)
-    a.sweeps.record_cell_failure(sweep_id, 25, "Q8_0", False, "late failure")  # a done cell stays done
-    s = a.sweeps.get(sweep_id)
+        SweepStore(a).save_cell_run(sweep_id, 100, "F16", False, other, {}, 1.0)
+    SweepStore(a).record_cell_failure(sweep_id, 25, "Q8_0", False, "late failure")  # a done cell stays done
+    s = SweepStore(a).get(sweep_id)
     assert (s["done"], s["failed"], s["pending"], s["total"]) == (1, 0, 2, 3)
     assert s["cells"][1]["run_id"] == run_id and s["cells"][1]["ppl"] == 2.5
-    assert b.sweeps.merge_from(a, sweep_id) == {"added": 1, "failed": 0, "skipped": 0}
+    assert SweepStore(b).merge_from(a, sweep_id) == {"added": 1, "failed": 0, "skipped": 0}
     assert b.get(run_id)["input"] == run["input"]
     with sqlite3.connect(tmp_path / "b.db") as conn:
         conn.execute("UPDATE sweeps SET ctx = 128")
     with pytest.raises(SweepMismatch, match="another sweep under the id"):
-        b.sweeps.merge_from(a, sweep_id)
+        SweepStore(b).merge_from(a, sweep_id)
     with pytest.raises(SweepNotFound):
-        a.sweeps.get("nope")
-    assert a.sweeps.list()[0]["done"] == 1 and a.list() == []
+        SweepStore(a).get("nope")
+    assert SweepStore(a).list()[0]["done"] == 1 and a.list() == []
 
 
 def test_a_steps_quants_are_scored_in_passes_that_fit_the_memory_budget_beside_the_reference(tmp_path):
-    from pythia_compare.sources import Resolved
-    from pythia_compare.sweep import _passes
+    from pythia_compare.sources.resolver import Resolved
+    from pythia_compare.sweeps.sweep import _passes
     from pythia_compare.variants import parse_spec
 
     def file_of(cell: Cell, size: int) -> tuple[Cell, Resolved]:  # only a file's size counts against the budget

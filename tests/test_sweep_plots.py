@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from pythia_compare import sweepplots
+from pythia_compare.web import sweepplots
 from pythia_compare.variants import QUANTS
 
 from tests.sweep_data import DEMO_QUANTS, DEMO_STEPS, cell, make_sweep

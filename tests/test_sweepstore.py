@@ -1,4 +1,4 @@
-"""The sweep log's one home: `store.sweeps` (sweepstore.SweepStore) over a RunStore's own file and transactions."""
+"""The sweep log's one home: `SweepStore(store)` (sweeps/store.py) over a RunStore's own file and transactions."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from pythia_compare.errors import BadInput
-from pythia_compare.store import RunStore
-from pythia_compare.sweepstore import SweepNotFound, SweepStore
+from pythia_compare.runs.store import RunStore
+from pythia_compare.sweeps.store import SweepNotFound, SweepStore
 from tests.store_runs import full_run
 
 def _plan(run: dict) -> dict:
@@ -21,13 +21,12 @@ def test_a_sweep_made_through_one_run_logs_sweeps_is_read_back_by_another_opened
     run = full_run(3)
     grid = [(25, "F16", False), (25, "Q8_0", False), (100, "F16", False)]
     writer = RunStore(tmp_path / "runs.db")
-    assert isinstance(writer.sweeps, SweepStore)
-    sweep_id = writer.sweeps.create(_plan(run), grid)
-    run_id = writer.sweeps.save_cell_run(sweep_id, 25, "Q8_0", False, run, {"ppl": 2.5}, 1.0)
+    sweep_id = SweepStore(writer).create(_plan(run), grid)
+    run_id = SweepStore(writer).save_cell_run(sweep_id, 25, "Q8_0", False, run, {"ppl": 2.5}, 1.0)
     with RunStore(tmp_path / "runs.db") as reader:
-        assert reader.sweeps.ids() == [sweep_id]
-        assert reader.sweeps.plan(sweep_id)["cells"] == grid
-        assert [c["status"] for c in reader.sweeps.cells(sweep_id)] == ["pending", "done", "pending"]
+        assert SweepStore(reader).ids() == [sweep_id]
+        assert SweepStore(reader).plan(sweep_id)["cells"] == grid
+        assert [c["status"] for c in SweepStore(reader).cells(sweep_id)] == ["pending", "done", "pending"]
         assert reader.get(run_id)["input"] == run["input"]  # the run log fills a cell run's text from its sweep
         assert reader.list() == [] and reader.count() == 1  # a cell's run is a run, listed with its sweep only
     writer.close()
@@ -36,11 +35,11 @@ def test_a_sweep_made_through_one_run_logs_sweeps_is_read_back_by_another_opened
 def test_a_refused_cell_write_leaves_the_run_log_as_it_was(tmp_path):
     run = full_run(3)
     store = RunStore(tmp_path / "runs.db")
-    sweep_id = store.sweeps.create(_plan(run), [(25, "F16", False)])
+    sweep_id = SweepStore(store).create(_plan(run), [(25, "F16", False)])
     with pytest.raises(BadInput, match=f"sweep {sweep_id} has no cell step 100 Q8_0"):
-        store.sweeps.save_cell_run(sweep_id, 100, "Q8_0", False, run, {"ppl": 2.5}, 1.0)
+        SweepStore(store).save_cell_run(sweep_id, 100, "Q8_0", False, run, {"ppl": 2.5}, 1.0)
     with pytest.raises(SweepNotFound, match="no stored sweep has the id 'nope'; `python -m pythia_compare sweep list`"):
-        store.sweeps.save_cell_run("nope", 25, "F16", False, run, {"ppl": 2.5}, 1.0)
+        SweepStore(store).save_cell_run("nope", 25, "F16", False, run, {"ppl": 2.5}, 1.0)
     store.close()
     with sqlite3.connect(tmp_path / "runs.db") as conn:  # the store's own transaction rolled everything back
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0

@@ -10,12 +10,12 @@ import threading
 import pytest
 
 from tests.support import run_cli
-from pythia_compare import ggufmeta
-from pythia_compare.compare import RunParams, run_comparison
-from pythia_compare.engine import Model
-from pythia_compare.pool import ModelPool
+from pythia_compare.models import ggufmeta
+from pythia_compare.runs.compare import RunParams, run_comparison
+from pythia_compare.models.engine import Model
+from pythia_compare.runs.pool import ModelPool
 from pythia_compare.errors import TokenizerMismatch
-from pythia_compare.store import RunStore
+from pythia_compare.runs.store import RunStore
 from tests.vocabmodels import copy_without_key, read_vocab_tests
 
 # Splits differently under llama.cpp's 'default' pre-tokenizer (digits in threes, runs of punctuation).
@@ -204,7 +204,7 @@ def test_the_cli_prints_a_variants_load_warnings_on_stderr(warning_gguf, tmp_pat
 
 def test_the_dashboard_shows_a_variants_load_warnings_and_overrides_beside_its_name(warning_gguf, preless_twin,
                                                                                     settings):
-    from pythia_compare.dashboard import Dashboard
+    from pythia_compare.web.dashboard import Dashboard
 
     dash = Dashboard(settings, pool=ModelPool(settings))
     run = None
@@ -229,7 +229,7 @@ def test_this_projects_converter_and_llama_cpps_give_the_gpt_neox_20b_vocabulary
 
     from tokenizers import Tokenizer
 
-    from pythia_compare.convert import convert_checkpoint
+    from pythia_compare.sources.convert import convert_checkpoint
     from tests.tinymodels import config_dict, random_weights, write_weights
     from tests.vocabmodels import tokenizer_json_of
 

@@ -10,14 +10,15 @@ import zipfile
 import gradio as gr
 import pytest
 
-from pythia_compare import plots, report
+from pythia_compare.web import plots
+from pythia_compare.runs import report
 from pythia_compare.config import ASSETS_DIR
-from pythia_compare.export import run_to_csv
-from pythia_compare.run import Run
-from pythia_compare.sources import demo_steps
-from pythia_compare.dashboard import (NOT_FOUND, collect_specs, default_reference, download, load_catalog,
+from pythia_compare.runs.export import run_to_csv
+from pythia_compare.runs.run import Run
+from pythia_compare.sources.resolver import demo_steps
+from pythia_compare.web.dashboard import (NOT_FOUND, collect_specs, default_reference, download, load_catalog,
                                       log_spaced, quant_choices, scrub, table_cells)
-from pythia_compare.ui import Handlers, build_demo, launch_kwargs
+from pythia_compare.web.ui import Handlers, build_demo, launch_kwargs
 from pythia_compare.variants import PYTHIA_STEPS
 from tests.ui_support import PROMPT, dashboard, demo_suite, settings_for, three_specs
 
@@ -316,7 +317,7 @@ def test_the_compare_event_is_the_api_and_gradio_run_history_is_off(dash):
 def test_the_page_preloads_the_plotly_bundle_of_the_installed_gradio():
     from pathlib import Path
 
-    from pythia_compare.ui import _plotly_preload_js
+    from pythia_compare.web.ui import _plotly_preload_js
 
     found = re.search(r"\./(PlotlyPlot-[\w-]+\.js)", _plotly_preload_js() or "")
     assert found, "gradio's plotly bundle was not found: the page would load plotly.js only with the first figure"

@@ -9,10 +9,11 @@ import math
 import gradio as gr
 import pytest
 
-from pythia_compare import sweepplots
-from pythia_compare.store import RunStore
-from pythia_compare.sweepview import CELL_COLUMNS, NO_SWEEP, SWEEP_COLUMNS, SWEEP_NOT_FOUND, cell_run_id
-from pythia_compare.ui import SWEEP_FIGURES, Handlers, SweepHandlers, build_demo
+from pythia_compare.web import sweepplots
+from pythia_compare.runs.store import RunStore
+from pythia_compare.web.sweepview import CELL_COLUMNS, NO_SWEEP, SWEEP_COLUMNS, SWEEP_NOT_FOUND, cell_run_id
+from pythia_compare.web.ui import SWEEP_FIGURES, Handlers, SweepHandlers, build_demo
+from pythia_compare.sweeps.store import SweepStore
 from tests.ui_support import DEMO_SWEEP_QUANTS, demo_suite, demo_sweep_steps, make_demo_sweep, settings_for
 
 
@@ -37,7 +38,7 @@ def sweeps(made):
 
 @pytest.fixture(scope="module")
 def sweep(made, sweeps):
-    return sweeps.desk.store.sweeps.get(made[1])
+    return SweepStore(sweeps.desk.store).get(made[1])
 
 
 def select(row: list, index=(0, 0)) -> gr.SelectData:
@@ -186,7 +187,7 @@ def test_a_sweep_started_from_a_local_page_runs_here_and_matches_the_cli_sweep(m
     assert sweeps.desk.running() == []
     *_, timer = sweeps.tick(sweep_id)
     assert timer.active is False  # nothing runs here any more: the page stops polling
-    mine = sweeps.desk.store.sweeps.get(sweep_id)
+    mine = SweepStore(sweeps.desk.store).get(sweep_id)
     assert mine["done"] == mine["total"] == sweep["total"] and mine["name"] == "from the page"
     for a, b in zip(mine["cells"], sweep["cells"]):
         assert (a["step"], a["quant"]) == (b["step"], b["quant"]) and a["run_id"] != b["run_id"]
@@ -203,10 +204,10 @@ def test_a_sweep_started_from_a_local_page_runs_here_and_matches_the_cli_sweep(m
                                        (dict(ctx="wide"), "context"),
                                        (dict(text="too short"), "needs at least 128")])
 def test_bad_start_inputs_are_refused_by_name_and_nothing_is_planned(sweeps, suite, bad, says):
-    before = sweeps.desk.store.sweeps.ids()
+    before = SweepStore(sweeps.desk.store).ids()
     with pytest.raises(gr.Error) as e:
         sweeps.start(**start_args(suite, **bad))
-    assert says in e.value.message and sweeps.desk.store.sweeps.ids() == before
+    assert says in e.value.message and SweepStore(sweeps.desk.store).ids() == before
     assert "Traceback" not in e.value.message and "Something went wrong" not in e.value.message
 
 
@@ -214,4 +215,4 @@ def test_a_public_deployment_refuses_to_start_a_sweep_even_through_a_direct_call
     pub = SweepHandlers(settings_for(tmp_path, suite, public=True), RunStore(tmp_path / "runs.db"))
     with pytest.raises(gr.Error) as e:
         pub.start(**start_args(suite))
-    assert "public" in e.value.message and pub.desk.store.sweeps.ids() == []
+    assert "public" in e.value.message and SweepStore(pub.desk.store).ids() == []

@@ -40,7 +40,7 @@ def test_the_builtin_fallback_lists_143_v0_checkpoints_and_154_current_ones():
 
 
 def test_a_step_spec_parses_without_knowing_the_repo_its_branches_decide_later():
-    # variants.py never touches the network: whether the repo has the step is sources.py's check.
+    # variants.py never touches the network: whether the repo has the step is the resolver's check (sources/resolver.py).
     assert parse_spec("step1500").revision == "step1500"
     assert parse_spec("step512:Q8_0").revision == "step512"
 

@@ -31,7 +31,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
 
 def demo_suite(scratch: Path) -> Path:
     """The bundled demo suite; while it is not there yet, a stand-in of three tiny checkpoints in `scratch`."""
-    from pythia_compare.sources import demo_steps
+    from pythia_compare.sources.resolver import demo_steps
 
     if demo_steps(BUNDLED_DEMO):
         return BUNDLED_DEMO
@@ -55,7 +55,7 @@ def settings_for(tmp: Path, demo_dir: Path, **changes):
 def dashboard(tmp: Path, demo_dir: Path) -> Iterator:
     """The dashboard's handlers in this process (ui.Handlers) on settings_for(tmp, demo_dir), for the length of
     the block; their model pool is closed after."""
-    from pythia_compare.ui import Handlers
+    from pythia_compare.web.ui import Handlers
 
     handlers = Handlers(settings_for(tmp, demo_dir))
     try:
@@ -66,7 +66,7 @@ def dashboard(tmp: Path, demo_dir: Path) -> Iterator:
 
 def three_specs(demo_dir: Path) -> tuple[list[str], str]:
     """Three demo variants and a reference: (variants, reference), as the e2e test selects them."""
-    from pythia_compare.sources import demo_steps
+    from pythia_compare.sources.resolver import demo_steps
 
     return ["demo:Q4_K_M", "demo:Q2_K", f"demo@step{demo_steps(demo_dir)[0]}"], "demo:F16"
 
@@ -177,7 +177,7 @@ def comparable(run: dict) -> dict:
 
 def demo_sweep_steps(demo_dir: Path) -> list[int]:
     """Three steps of the demo suite for a test sweep: the first (step0), one in the middle, the last."""
-    from pythia_compare.sources import demo_steps
+    from pythia_compare.sources.resolver import demo_steps
 
     steps = demo_steps(demo_dir)
     return sorted({steps[0], steps[len(steps) // 2], steps[-1]})

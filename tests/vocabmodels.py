@@ -131,7 +131,7 @@ def tokenizer_json_of(vocab_gguf: str | Path) -> dict:
     """The Hugging Face tokenizer.json a GPT-NeoX-style GGUF vocabulary came from, rebuilt: byte-level BPE with
     its merges, NFC, ByteLevel pre-tokenizer; CONTROL tokens as special added tokens, USER_DEFINED ones (not
     padding) as plain added tokens; padding left out."""
-    from pythia_compare import ggufmeta
+    from pythia_compare.models import ggufmeta
 
     v = ggufmeta.read_vocab(vocab_gguf)
     vocab, added = {}, []

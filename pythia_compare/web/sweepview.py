@@ -1,0 +1,217 @@
+"""What the dashboard's Sweeps tab decides, in plain Python: the sweep list, a sweep's cell table, its status
+line, opening sweeps by any id, which cell a click opens, and what a local user may start.
+
+Owns the rows the Sweeps tab shows (formatted by report.format_table, so they read like the CLI's numbers),
+turning a page's sweep id (from a link, the list or an API caller, hostile ones included) into a stored sweep
+or None, mapping a cell-table row to the cell's run id, and the start-a-sweep form: checking its inputs, the
+equivalent CLI command, and running plan + run in this process on a thread of its own (local apps only,
+never a public deployment). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweeps/store.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..runs import report
+from ..config import Settings
+from ..errors import BadInput, PythiaCompareError, RunNotFound
+from ..runs.store import RunStore
+from ..sweeps.store import SweepStore
+
+log = logging.getLogger("pythia_compare.sweepview")
+
+SWEEP_COLUMNS = ["sweep", "name", "created (UTC)", "repo", "steps", "quants", "ctx", "done", "failed", "total"]
+CELL_COLUMNS = ["step", "quant", "status", "PPL", "PPL ±", "mean KLD", "KLD ±", "KLD p99", "ln(PPL/PPL ref)",
+                "bpw", "run", "error"]
+SWEEP_NOT_FOUND = ("### Sweep not found\nNo stored sweep matches this link. It may be in another run log, or the "
+                   "link was cut short. The list above shows the sweeps of this log.")
+NO_SWEEP = "Choose a sweep in the list to draw it."
+PUBLIC_NO_START = ("Sweeps are started from the command line (`python -m pythia_compare sweep plan …` then "
+                   "`sweep run ID`, or `sweep slurm` on a cluster); this public deployment does not run them.")
+MAX_FORM_CHARS = 400  # the start form's steps box
+FORM_QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]  # the start form's choices: the demo's test quants
+
+
+def _cell_quant(cell: dict) -> str:
+    return f"{cell.get('quant')} (Hub file)" if cell.get("hub") else str(cell.get("quant"))
+
+
+def sweep_rows(listed: list[dict]) -> list[list[str]]:
+    """SweepStore.list() rows as the list's cells (SWEEP_COLUMNS)."""
+    rows = [[r["sweep_id"], r.get("name") or "", str(r.get("created_at") or "")[:19].replace("T", " "),
+             r.get("repo"), r.get("n_steps"), r.get("n_quants"), r.get("ctx"), r.get("done"), r.get("failed"),
+             r.get("total")] for r in listed]
+    return report.format_table(SWEEP_COLUMNS, rows)
+
+
+def cell_rows(sweep: dict) -> list[list[str]]:
+    """Every cell of the sweep in grid order (CELL_COLUMNS), its numbers formatted as the CLI formats them."""
+    rows = [[c["step"], _cell_quant(c), c.get("status"), c.get("ppl"), c.get("ppl_err"), c.get("kld_mean"),
+             c.get("kld_mean_err"), c.get("kld_p99"), c.get("ln_ratio"), c.get("bpw"), c.get("run_id") or "",
+             (c.get("error") or "")[:200]] for c in sweep.get("cells") or []]
+    return report.format_table(CELL_COLUMNS, rows)
+
+
+def cell_run_id(row: list | None) -> str | None:
+    """The run id in a clicked cell-table row, or None (a pending or failed cell has no run)."""
+    if not row or len(row) < len(CELL_COLUMNS):
+        return None
+    run_id = str(row[CELL_COLUMNS.index("run")] or "").strip()
+    return run_id if run_id and run_id != "–" else None
+
+
+def status_line(sweep: dict) -> str:
+    """One markdown line about a sweep: id, name, grid, progress, reference, text."""
+    ref = "each step's F16" if sweep.get("reference") == "F16" else f"`{sweep.get('reference')}`"
+    chunks = f", at most {sweep['max_chunks']} chunks" if sweep.get("max_chunks") else ""
+    failed = f" · **{sweep['failed']} failed**" if sweep.get("failed") else ""
+    return (f"**Sweep `{sweep['sweep_id']}`** · {report.format_cell(sweep.get('name') or '')} · repo "
+            f"`{sweep.get('repo')}` · {len(sweep.get('steps') or [])} steps × {len(sweep.get('quants') or [])} "
+            f"quants · {sweep.get('done')} of {sweep.get('total')} cells done{failed} · reference {ref} · "
+            f"ctx {sweep.get('ctx')}{chunks} · {sweep.get('n_tokens')} tokens")
+
+
+def _unreadable(store: RunStore, e: Exception):
+    from .dashboard import log_unreadable  # the one message for a run log that cannot be read
+
+    return log_unreadable(store, e)
+
+
+@dataclass
+class StartForm:
+    """The start-a-sweep form's inputs, checked."""
+    steps: str
+    quants: list[str]
+    ctx: int
+    max_chunks: int | None
+    name: str | None
+    text: str = field(repr=False, default="")
+
+
+class SweepDesk:
+    """The Sweeps tab's work for one process: the run log's sweeps, and sweeps started from the page."""
+
+    def __init__(self, settings: Settings, store: RunStore):
+        self.settings, self.store = settings, store
+        self._lock = threading.Lock()
+        self.jobs: dict[str, threading.Thread] = {}  # sweep id -> the thread running it (started here)
+
+    @property
+    def can_start(self) -> bool:
+        """Starting sweeps from the page: only a local app, never a public deployment."""
+        return not self.settings.public
+
+    def list(self) -> list[list[str]]:
+        """The sweep list's rows, newest first. Raises RunLogError when the run log cannot be read (never an
+        empty list in its place), as Dashboard.history does."""
+        try:
+            return sweep_rows(SweepStore(self.store).list(limit=200))
+        except PythiaCompareError:
+            raise
+        except Exception as e:  # a damaged or replaced database file: not "no sweeps"
+            log.exception("listing the sweeps: the run log %s cannot be read", self.store.path)
+            raise _unreadable(self.store, e) from e
+
+    def find(self, sweep_id: object) -> dict | None:
+        """The stored sweep JSON, or None for any id that names none (malformed and hostile ones included).
+
+        Raises RunLogError when the run log cannot be read (a damaged database is not a missing sweep), as
+        Dashboard.find does."""
+        if not isinstance(sweep_id, str) or not 0 < len(sweep_id) <= 64:
+            return None
+        try:
+            return SweepStore(self.store).get(sweep_id)
+        except RunNotFound:
+            return None
+        except PythiaCompareError:
+            raise
+        except Exception as e:  # a damaged or replaced database file: say so, on the page and in the log
+            log.exception("opening sweep %r: the run log %s cannot be read", sweep_id, self.store.path)
+            raise _unreadable(self.store, e) from e
+
+    def get(self, sweep_id: object) -> dict:
+        """The stored sweep JSON for an API caller; SweepNotFound (BadInput) names a bad id."""
+        if not isinstance(sweep_id, str):
+            raise BadInput(f"the sweep id must be a string, got {type(sweep_id).__name__}; "
+                           f"`python -m pythia_compare sweep list` shows the stored sweeps")
+        try:
+            return SweepStore(self.store).get(sweep_id.strip())
+        except PythiaCompareError:
+            raise
+        except Exception as e:  # a damaged or replaced database file: said, not a bare database error
+            log.exception("reading sweep %r: the run log %s cannot be read", sweep_id, self.store.path)
+            raise _unreadable(self.store, e) from e
+
+    # -------------------------------------------------------------------------------- starting (local only)
+    def check_form(self, steps: object, quants: object, text: object, ctx: object, max_chunks: object,
+                   name: object) -> StartForm:
+        """The start form's inputs checked; BadInput names what is wrong. An empty text means the demo suite's
+        held-out text; max chunks 0 means all of the text."""
+        from .dashboard import form_int
+
+        if not self.can_start:
+            raise BadInput("this deployment is public: sweeps are started from the command line, not the page")
+        steps = str(steps or "").strip()
+        if not steps or len(steps) > MAX_FORM_CHARS:
+            raise BadInput(f"the steps box must hold a step spec of 1 … {MAX_FORM_CHARS} characters: all, "
+                           f"log:5, 0-800/100 or a comma list like 0,100,800")
+        if not isinstance(quants, (list, tuple)) or not quants or not all(isinstance(q, str) for q in quants):
+            raise BadInput("choose at least one quant for the sweep (F16, Q8_0, … Q2_K)")
+        chunks = form_int(max_chunks if max_chunks not in (None, "") else 0, "max chunks")
+        if chunks < 0:
+            raise BadInput(f"max chunks must be 0 (all of the text) or more, got {chunks}")
+        name = str(name or "").strip()[:200] or None
+        text = text if isinstance(text, str) and text.strip() else ""
+        if not text:
+            held_out = Path(self.settings.demo_dir) / "heldout.txt"
+            if not held_out.is_file():
+                raise BadInput("paste a text to score: the demo suite's held-out text is not installed here")
+            text = held_out.read_text(encoding="utf-8")
+        if len(text) > self.settings.max_text_chars:
+            raise BadInput(f"the text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
+        return StartForm(steps, [str(q) for q in quants], form_int(ctx, "context"), chunks or None, name, text)
+
+    def command(self, form: StartForm) -> str:
+        """The same sweep from the command line (the text as a file named text.txt)."""
+        base = ["python", "-m", "pythia_compare", "sweep"]
+        plan = base + ["plan", "--repo", "demo", "--steps", form.steps, "--quants", ",".join(form.quants),
+                       "--text-file", "text.txt", "--ctx", str(form.ctx)]
+        plan += ["--max-chunks", str(form.max_chunks)] if form.max_chunks else []
+        plan += ["--name", form.name] if form.name else []
+        return f"{shlex.join(plan)}\n{shlex.join(base + ['run', 'ID'])}   # ID: the last line plan printed"
+
+    def running(self) -> list[str]:
+        """Ids of the sweeps this process is running now."""
+        with self._lock:
+            return [sid for sid, t in self.jobs.items() if t.is_alive()]
+
+    def start(self, form: StartForm) -> str:
+        """Plan a demo sweep in the run log (checked first, nothing written on bad input), then run all of its
+        cells on a thread of this process (sweep.run_shard, one shard). Returns the new sweep's id."""
+        from ..sweeps.sweep import plan_sweep, run_shard
+
+        if not self.can_start:
+            raise BadInput("this deployment is public: sweeps are started from the command line, not the page")
+        with self._lock:
+            busy = [sid for sid, t in self.jobs.items() if t.is_alive()]
+            if busy:
+                raise BadInput(f"sweep {busy[0]} started here is still running; wait for it to finish (its view "
+                               f"fills in as cells finish), or run more from the command line")
+            sweep_id, _ = plan_sweep(self.settings, self.store, steps=form.steps, quants=form.quants,
+                                     text=form.text, repo="demo", ctx=form.ctx, max_chunks=form.max_chunks,
+                                     name=form.name)
+
+            def work() -> None:
+                try:
+                    run_shard(self.settings, self.store, sweep_id, progress=False)
+                except Exception:
+                    log.exception("the sweep %s started from the page failed", sweep_id)
+
+            thread = threading.Thread(target=work, name=f"pythia-compare-sweep-{sweep_id}", daemon=True)
+            self.jobs[sweep_id] = thread
+            thread.start()
+        return sweep_id

@@ -1,0 +1,830 @@
+"""The dashboard page: gradio Blocks, thin handlers, and the hardened launch settings.
+
+Owns every gradio import of the package: the layout, the events, turning library errors into `gr.Error`
+(scrubbed of file paths and tokens), and `launch_kwargs`, the one source of launch settings for app.py and
+the tests (its app also answers a run's download links: _serve_downloads). The decisions behind the handlers
+live in dashboard.py, the numbers in compare.py and report.py, the figures in plots.py; nothing here runs a
+model, draws or writes SQL.
+
+Streaming: the Run button's event (api_name "compare") yields the run JSON (Run.to_json) as it grows into a
+hidden gr.JSON (its only API output, so `gradio_client` gets exactly the CLI's JSON) and the `Run` into a
+gr.State; the State's change event redraws the views, unqueued, so a full queue never freezes a run already on
+screen.
+
+Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
+cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
+local-only start form; its decisions live in sweepview.py, its figures in sweepplots.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import re
+import secrets
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import gradio as gr
+
+from . import plots, sweepplots
+from ..runs import report
+from ..runs.backup import Backup, local_root
+from ..config import ASSETS_DIR, Settings
+from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
+                        Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
+                        download, download_name, log_spaced, quant_choices, reference_choices, scrub,
+                        table_cells)
+from .dashboard import MODELS_NOTE
+from ..errors import PythiaCompareError
+from ..params import LIMITS
+from ..runs.run import Run, as_run
+from ..runs.store import RunLogError, RunStore
+from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
+                        SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
+from ..variants import DEMO_ALIAS
+
+if TYPE_CHECKING:
+    from ..runs.pool import ModelPool
+
+log = logging.getLogger("pythia_compare.ui")
+
+OWNER_KEY = "pythia-compare-owner"  # localStorage key of the browser's owner token
+# BrowserState encrypts in the browser with a key it also sends to the browser: obfuscation, not secrecy.
+# A fixed key keeps the owner token readable across server restarts (a random one would orphan every run).
+OWNER_SECRET = "pythia-compare-owner-token-v1"
+FAMILIES = [("Pythia-410M-deduped (Hugging Face Hub)", "pythia"), ("demo suite (bundled, offline)", DEMO_ALIAS)]
+NOT_FINISHED = ("The run did not finish (the server may be busy, or the connection dropped); try again in a "
+                "minute.")
+CONTROLS = ["family", "quants", "steps", "specs", "reference", "prompt", "text", "text_file", "scoring", "ctx", "top_k",
+            "max_tokens", "temperature", "seed"]  # what restore_controls sets, in its order
+EXAMPLES = ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+            "Once upon a time, in a small village by the sea,", "12 + 7 = 19. 23 + 5 ="]
+
+
+class Handlers:
+    """The page's event handlers over one Dashboard; callable without a browser (the tests do)."""
+
+    def __init__(self, settings: Settings, pool: ModelPool | None = None, store: RunStore | None = None,
+                 backup: Backup | None = None):
+        self.core = Dashboard(settings, pool=pool, store=store, backup=backup)
+        self.settings, self.pool, self.store = settings, self.core.pool, self.core.store
+
+    def _fail(self, e: Exception) -> gr.Error:
+        if isinstance(e, PythiaCompareError):
+            return gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False)
+        log.exception("unexpected error in the dashboard")
+        return gr.Error(f"Something went wrong ({type(e).__name__}); the details are in the server log.",
+                        print_exception=False)
+
+    def compare(self, family: str = DEMO_ALIAS, quants: list[str] | None = None, steps: list[int] | None = None,
+                specs: str | None = "", reference: str | None = None, prompt: str | None = "", text: str | None = "",
+                text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
+                max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
+                progress=gr.Progress()):
+        """Run one comparison; yields (the run JSON, the Run for the views). The last yield is the stored run.
+
+        The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
+        another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
+        With `family` "demo" (the default) a bare Pythia spec (`Q8_0`, `step3000`) is refused as ambiguous beside
+        the demo suite: pass family="pythia" for the real model.
+        """
+        try:
+            chosen, run_text, params = self.core.prepare(family, quants, steps, specs, reference, prompt, text,
+                                                         text_file, scoring, ctx, top_k, max_tokens, temperature, seed)
+            for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
+                progress(fraction, desc=message)
+                if run is not None:
+                    yield run.to_json(), run
+        except Exception as e:
+            error = self._fail(e)
+            # The views' state holds the error: the status box shows it (the corner's toast goes away), and the
+            # previous run's results and link are cleared. The API output is left as it is; the call fails.
+            yield gr.skip(), {"error": error.message}
+            raise error from None
+
+    def views(self, run: Run | dict | None, status: str | None = None) -> tuple:
+        """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, downloads,
+        and the Layers view (the logit lens; hidden for a run without it).
+
+        `run`: a Run (the views' state), or its JSON (read once, run.as_run). A failed run ({"error": message})
+        clears every view and its link, the status saying why. Tables with nothing to show are hidden (an empty
+        gradio table shows placeholder headers "1 2 3").
+        """
+        if isinstance(run, dict) and run.get("error"):
+            run, status = None, f"**Stopped.** {run['error']}\n\nThe results of the previous run were cleared."
+        if not run:
+            return (status or "", gr.Dataframe(value=None, visible=False), None, "", None, None, None,
+                    gr.Dataframe(value=None, visible=False), "", gr.HTML("", visible=False),
+                    gr.Plot(value=None, visible=False))
+        run = as_run(run)
+        figs = plots.all_figures(run)
+        cols, rows = report.summary_table(run)
+        kcols, krows = report.kl_table(run)
+        files = gr.HTML(download_links(run.run_id), visible=True) if run.run_id else gr.HTML("", visible=False)
+        why = report.kl_block_note(run)
+        if why:  # as the CLI: llama-perplexity's block only from MIN_TOKENS_FOR_BLOCK scored tokens on
+            kl = gr.Dataframe(value={"headers": ["KL statistics"], "data": [[why]]}, visible=True)
+        elif len(kcols) > 1:
+            kl = gr.Dataframe(value={"headers": kcols, "data": table_cells(kcols, krows)}, visible=True)
+        else:
+            kl = gr.Dataframe(value=None, visible=False)
+        return (status if status is not None else self.core.status(run),
+                gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows)}, visible=True),
+                figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
+                run.run_id or "", files,
+                gr.Plot(value=figs["lens"], visible=run.params.lens_positions is not None))
+
+    def stopped(self, live: dict | None) -> tuple:
+        """After a failed run: its error in the status box (or why it did not run), every view cleared."""
+        return self.views(live if isinstance(live, dict) and live.get("error") else {"error": NOT_FINISHED})
+
+    def restore_controls(self, run_id: object, cat) -> tuple:
+        """Every control of CONTROLS set to what produced the stored run (gr.skip() for a prompt left as it is),
+        then the reference marked as chosen; all skipped when there is no such run."""
+        try:
+            run = self.core.find(run_id) if run_id else None
+        except PythiaCompareError:  # open_run shows why on the page; the controls stay as they are
+            run = None
+        if not run:
+            return tuple(gr.skip() for _ in CONTROLS) + (gr.skip(),)
+        c = controls_for(run, cat, self.settings.max_prompt_chars)
+        steps = [(f"step {s}", s) for s in cat.steps.get(c["family"], [])]
+        return (c["family"], gr.CheckboxGroup(choices=quant_choices(c["family"], cat.quants[c["family"]]),
+                                              value=c["quants"]),
+                gr.Dropdown(choices=steps, value=c["steps"], multiselect=True), c["specs"],
+                gr.Dropdown(choices=reference_choices(collect_specs(c["family"], c["quants"], c["steps"], c["specs"],
+                                                                    demo_final=self.core.demo_final)),
+                            value=c["reference"]),
+                gr.skip() if c["prompt"] is None else c["prompt"], c["text"], None, c["scoring"], c["ctx"], c["top_k"],
+                c["max_tokens"], c["temperature"], c["seed"], True)
+
+    def open_run(self, run_id: object) -> tuple:
+        """A stored run's views, or the friendly not-found page (for any id, hostile ones included), or why the
+        run log or the stored run cannot be read."""
+        try:
+            run = self.core.find(run_id)
+        except PythiaCompareError as e:
+            return self.views(None, f"### The run cannot be opened\n{self._say(e)}")
+        return self.views(run) if run else self.views(None, NOT_FOUND)
+
+    def on_load(self, owner: str | None, request: gr.Request | None = None) -> tuple:
+        """Page load: give the browser an owner token if it has none; open `?run=<id>` if the link has one."""
+        token = self.core.owner_of(owner) or secrets.token_urlsafe(24)
+        run_id = dict(getattr(request, "query_params", None) or {}).get("run") if request is not None else None
+        views = self.open_run(run_id) if run_id is not None else self.views(None)
+        return (token, *views, self.history("", token))
+
+    def history(self, query: str | None, owner: str | None) -> dict:
+        """The history table (empty when the run log cannot be read: `search`'s note says why)."""
+        return self._history(query, owner)[0]
+
+    def _history(self, query: str | None, owner: str | None) -> tuple[dict, str | None]:
+        try:
+            return {"headers": HISTORY_COLUMNS, "data": self.core.history(query, owner)}, None
+        except PythiaCompareError as e:
+            return {"headers": HISTORY_COLUMNS, "data": []}, f"**The history cannot be listed:** {self._say(e)}"
+
+    def history_shown(self, query: str | None, owner: str | None) -> tuple[dict, str]:
+        """The history as a tab shows it: the table, and the note left as it is unless the log cannot be read."""
+        table, failed = self._history(query, owner)
+        return table, failed or gr.skip()
+
+    def _say(self, e: PythiaCompareError) -> str:
+        return scrub(str(e), self.settings.hf_token)
+
+    def search(self, query: str | None, owner: str | None) -> tuple[dict, str]:
+        """The history for a search, and a note saying when nothing matches (or why nothing can be listed)."""
+        table, failed = self._history(query, owner)
+        if failed:
+            return table, failed
+        q = str(query or "").strip()
+        if table["data"]:
+            note = f"{len(table['data'])} run{'s' if len(table['data']) != 1 else ''} found." if q else ""
+        else:
+            note = (f"No run's text matches “{q[:80]}”; try fewer or other words." if q
+                    else "No runs yet: run a comparison in the Compare tab.")
+        return table, note or "Click a run in the list to select it."
+
+    def delete(self, run_id: str | None, query: str | None, owner: str | None,
+               armed: str | None = None) -> tuple[str, dict, str, str]:
+        """Delete the selected run in two clicks: the first asks, the second (on the same run) deletes; in a public
+        deployment only the browser's own. (note, list, selection, the run awaiting confirmation)."""
+        if run_id and armed != run_id:
+            try:
+                found = self.core.find(run_id)
+            except PythiaCompareError as e:
+                return f"**The run cannot be deleted:** {self._say(e)}", self.history(query, owner), "", ""
+            if found is None:
+                return "Select one of your runs in the list first.", self.history(query, owner), "", ""
+            return (f"Delete run `{run_id}` for good? Click **Delete** again to confirm, or select another run.",
+                    self.history(query, owner), run_id, run_id)
+        done = self.core.delete(run_id, owner)
+        note = f"Deleted run `{run_id}`." if done else "Select one of your runs in the list first."
+        return note, self.history(query, owner), "", ""
+
+
+def _selected_run(data: object, evt: gr.SelectData) -> tuple[str, str]:
+    row = evt.row_value if evt is not None else None
+    run_id = str(row[0]) if row else ""
+    return run_id, (f"Selected run `{run_id}`." if run_id else "")
+
+
+# ------------------------------------------------------------------------------------------ layout
+def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_queue: int = 16,
+               backup: Backup | None = None) -> gr.Blocks:
+    """The dashboard. `concurrency` model runs at once, at most `max_queue` waiting (then "busy, try again").
+    `backup`: the run backup (backup.py); None starts one from `settings` (a no-op unless one is configured).
+
+    One builder per tab lays it out (_compare_tab, _history_tab, _sweeps_tab); then the events are wired, the
+    Compare tab's first (_wire_compare), then page load, links and History (_wire_history), then the Sweeps tab's.
+    """
+    settings = settings or Settings.from_env()
+    backup = backup if backup is not None else Backup.start(settings)
+    cat = load_catalog(settings)
+    app = Handlers(settings, backup=backup)
+
+    # delete_cache: gradio copies every uploaded text into its cache; copies older than 6 hours go, hourly
+    with gr.Blocks(title="pythia-compare", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
+        page = _page_top(settings, cat, backup)
+        with gr.Tabs(selected="compare") as tabs:
+            c = _compare_tab(settings, cat)
+            h = _history_tab(settings)
+            sweeps = _sweeps_tab(settings, app.store)
+        view_outputs = [c["status"], c["summary"], c["fig_next"], c["gen_html"], c["fig_ppl"], c["fig_surprisal"],
+                        c["fig_kld"], c["kl_table"], c["run_id"], c["downloads"], c["fig_lens"]]
+        _wire_compare(c, page, app, cat, settings, concurrency, view_outputs)
+        _wire_history(h, c, page, demo, tabs, app, cat, view_outputs)
+        _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    demo.handlers = app  # for tests and embedding
+    return demo
+
+
+_PRIVATE = dict(api_visibility="private")  # every event but the Run button's "compare" and the "/sweep" API
+
+
+def _page_top(settings: Settings, cat, backup: Backup) -> dict:
+    """Above the tabs: the browser's owner token, the run on screen, the title, the demo banner, the backup note."""
+    p: dict = {"owner": gr.BrowserState(None, storage_key=OWNER_KEY, secret=OWNER_SECRET),
+               "live": gr.State(None), "ref_touched": gr.State(False)}
+    gr.Markdown("# pythia-compare\nQuant levels and training checkpoints of Pythia-410M-deduped, side by "
+                "side: next-token distributions, generations, perplexity and KL divergence from a reference. "
+                + MODELS_NOTE)
+    p["banner"] = gr.Markdown(cat.banner, visible=bool(cat.banner), elem_id="pc-banner", elem_classes=["pc-banner"])
+
+    def where_runs_are_kept() -> str:  # the backup dataset, or why there is none (no path, no token)
+        return scrub(backup.status_markdown(), settings.hf_token)
+
+    p["where_runs_are_kept"] = where_runs_are_kept
+    p["kept"] = kept = where_runs_are_kept()
+    p["backup_note"] = gr.Markdown(kept, visible=bool(kept), elem_id="pc-backup")
+    return p
+
+
+def _compare_tab(settings: Settings, cat) -> dict:
+    """The Compare tab's layout: the variant choices, the input and settings, Run, the share row and the views."""
+    fam = cat.family
+    quant_default = [q for q in DEFAULT_QUANTS[fam] if q in cat.quants[fam]]
+    chosen = collect_specs(fam, quant_default, [], "")
+    c: dict = {}
+    with gr.Tab("Compare", id="compare"):
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                c["family"] = gr.Radio(FAMILIES, value=fam, label="Models", elem_id="pc-family")
+                c["quants"] = gr.CheckboxGroup(quant_choices(fam, cat.quants[fam]), value=quant_default,
+                                               label="Quant levels (final checkpoint)", elem_id="pc-quants")
+                with gr.Row():
+                    c["steps"] = gr.Dropdown([(f"step {s}", s) for s in cat.steps[fam]], value=[], multiselect=True,
+                                             label="Training steps (F16)", scale=4, elem_id="pc-steps")
+                    c["logpick"] = gr.Button("5 log-spaced", size="sm", scale=1, min_width=90)
+                c["specs"] = gr.Textbox("", label="More specs", max_length=MAX_SPECS_CHARS, elem_id="pc-specs",
+                                        placeholder="e.g. step3000:Q4_K_M  owner/repo:Q8_0  ./model.gguf")
+                c["reference"] = gr.Dropdown(reference_choices(chosen), value=default_reference(chosen),
+                                             allow_custom_value=True, label="Reference",
+                                             info="KL divergence is measured against it", elem_id="pc-reference")
+            with gr.Column(scale=3, min_width=360):
+                _input_and_settings(c, settings)
+        with gr.Row(elem_classes=["pc-share"]):
+            c["run_id"] = gr.Textbox(visible=False, elem_id="pc-run-id")
+            c["link"] = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], scale=6, elem_id="pc-link")
+            # the run's JSON and zip: links that make them when clicked (download_links)
+            c["downloads"] = gr.HTML("", visible=False, elem_id="pc-downloads", min_height=0)
+        c["summary"] = gr.Dataframe(label="Summary (the numbers the CLI prints)", interactive=False, wrap=True,
+                                    elem_id="pc-summary", visible=False)
+        with gr.Row():
+            c["fig_next"] = gr.Plot(label="Next-token distribution", elem_id="pc-fig-next_token")
+            c["fig_ppl"] = gr.Plot(label="Perplexity", elem_id="pc-fig-ppl")
+        c["gen_html"] = gr.HTML(label="Generations", elem_id="pc-generations")
+        c["fig_surprisal"] = gr.Plot(label="Surprisal", elem_id="pc-fig-surprisal")
+        with gr.Row():
+            c["fig_kld"] = gr.Plot(label="KL divergence", elem_id="pc-fig-kld")
+            with gr.Column():
+                c["kl_table"] = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)", visible=False,
+                                             interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
+                gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
+        c["fig_lens"] = gr.Plot(label="Layers (logit lens)", elem_id="pc-fig-lens", visible=False)
+        c["run_json"] = gr.JSON(visible=False, label="Run JSON")
+    return c
+
+
+def _input_and_settings(c: dict, settings: Settings) -> None:
+    """The Compare tab's right column: prompt, longer text or file, the run's settings, Run, status, examples."""
+    c["prompt"] = gr.Textbox(EXAMPLES[0], lines=3, label="Prompt", elem_id="pc-prompt",
+                             max_length=settings.max_prompt_chars)
+    with gr.Accordion("Longer text for corpus scoring", open=False, elem_id="pc-text-box"):
+        c["text"] = gr.Textbox("", lines=6, label="Text (used instead of the prompt when given)",
+                               max_length=settings.max_text_chars, elem_id="pc-text")
+        c["text_file"] = gr.File(label=f"…or a .txt file (≤ {settings.max_upload_bytes // 1024} KiB)",
+                                 file_types=[".txt"], type="filepath", elem_id="pc-file")
+    with gr.Accordion("Settings", open=False, elem_id="pc-settings"):
+        with gr.Row():
+            c["scoring"] = gr.Radio(["auto", "prompt", "corpus"], value="auto", label="Scoring")
+            # Ranges from params.LIMITS; the server checks them (_as_sent), naming the field.
+            c["ctx"] = _limited("ctx", settings)
+            c["top_k"] = _limited("top_k", settings)
+        with gr.Row():
+            c["max_tokens"] = _limited("max_tokens", settings)
+            c["temperature"] = _limited("temperature", settings, step=0.1)
+            c["seed"] = _limited("seed", settings)
+    c["run_btn"] = gr.Button("Run", variant="primary", elem_id="pc-run")
+    c["status"] = gr.Markdown(elem_id="pc-status", container=True, min_height=60)
+    c["examples"] = gr.Examples([[e] for e in EXAMPLES], inputs=[c["prompt"]], label="Examples (click to run)",
+                                api_visibility="private")
+
+
+def _history_tab(settings: Settings) -> dict:
+    """The History tab's layout: search, the list of runs, Open and Delete."""
+    h: dict = {}
+    with gr.Tab("History", id="history"):
+        with gr.Row():
+            h["query"] = gr.Textbox(label="Search the input texts", scale=4, max_length=MAX_QUERY_CHARS,
+                                    elem_id="pc-query")
+            h["search"] = gr.Button("Search", scale=1)
+        h["history"] = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="pc-history",
+                                    column_widths=["11%", "10%", "19%", "6%", "7%", "22%", "10%", "15%"])
+        h["selected"] = gr.State("")
+        h["armed"] = gr.State("")  # the run whose Delete awaits its second click
+        with gr.Row():
+            h["note"] = gr.Markdown("Click a run in the list to select it.", elem_id="pc-history-note")
+            h["open_btn"] = gr.Button("Open", size="sm", elem_id="pc-open")
+            h["delete_btn"] = gr.Button("Delete", size="sm", variant="stop", elem_id="pc-delete")
+        gr.Markdown("Runs are kept in the server's SQLite log. " + (
+            "This deployment is public: this browser sees only its own runs, but a link opens for anyone "
+            "who has it." if settings.public else "All runs of this log are listed."))
+    return h
+
+
+def _wire_compare(c: dict, page: dict, app: Handlers, cat, settings: Settings, concurrency: int,
+                  view_outputs: list) -> None:
+    """The Compare tab's events: choosing variants (the reference follows), running, the views and the link."""
+    last = app.core.demo_final  # `demo@step<last>` is `demo:F16`: one variant
+    family, quants, steps, specs, reference = (c[k] for k in ("family", "quants", "steps", "specs", "reference"))
+    live, ref_touched = page["live"], page["ref_touched"]
+
+    def switch_family(f):
+        q = [q for q in DEFAULT_QUANTS[f] if q in cat.quants[f]]
+        text = cat.banner or (demo_banner("You chose the demo suite.", settings) if f == DEMO_ALIAS else "")
+        return (gr.CheckboxGroup(choices=quant_choices(f, cat.quants[f]), value=q),
+                gr.Dropdown(choices=[(f"step {s}", s) for s in cat.steps[f]], value=[]),
+                gr.Markdown(value=text, visible=bool(text)))
+
+    def refresh_reference(f, q, s, free, current, touched):
+        chosen = collect_specs(f, q, s, free, demo_final=last)
+        keep = touched and (current == "" or current in chosen)
+        return gr.Dropdown(choices=reference_choices(chosen), value=current if keep else default_reference(chosen))
+
+    # On the user's choice only: a reopened run sets the family together with its own quants and steps.
+    family.input(switch_family, family, [quants, steps, page["banner"]], **_PRIVATE)
+    c["logpick"].click(lambda f: log_spaced(cat.steps[f]), family, steps, **_PRIVATE)
+    for comp in (family, quants, steps, specs):
+        comp.change(refresh_reference, [family, quants, steps, specs, reference, ref_touched], reference,
+                    queue=False, **_PRIVATE)
+    reference.input(lambda: True, None, ref_touched, queue=False, **_PRIVATE)
+
+    _as_sent(*(c[k] for k in LIMITS))
+
+    run_inputs = [c[k] for k in CONTROLS] + [page["owner"]]
+    run_kw = dict(concurrency_id="models", concurrency_limit=concurrency, show_progress_on=[c["status"]])
+    runs = [c["run_btn"].click(app.compare, run_inputs, [c["run_json"], live], api_name="compare", **run_kw),
+            c["examples"].load_input_event.then(app.compare, run_inputs, [c["run_json"], live], **run_kw,
+                                                **_PRIVATE)]
+    for event in runs:
+        event.failure(app.stopped, live, view_outputs, queue=False, **_PRIVATE)
+    live.change(app.views, live, view_outputs, queue=False, trigger_mode="always_last", show_progress="hidden",
+                **_PRIVATE)
+    c["run_id"].change(None, c["run_id"], c["link"], js=_LINK_JS, **_PRIVATE)
+
+
+def _wire_history(h: dict, c: dict, page: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, cat,
+                  view_outputs: list) -> None:
+    """Page load (the owner token, a `?run=` link), the backup note, and the History tab's events."""
+    owner, history, query, note = page["owner"], h["history"], h["query"], h["note"]
+    controls = [c[k] for k in CONTROLS] + [page["ref_touched"]]
+    restore = lambda rid: app.restore_controls(rid, cat)  # noqa: E731
+    demo.load(app.on_load, owner, [owner, *view_outputs, history], queue=False, **_PRIVATE).then(
+        restore, c["run_id"], controls, queue=False, **_PRIVATE)
+    preload = _plotly_preload_js()
+    if preload:  # plotly.js loads while the views do
+        demo.load(None, None, None, js=preload, **_PRIVATE)
+    if page["kept"]:
+        demo.load(page["where_runs_are_kept"], None, page["backup_note"], queue=False, **_PRIVATE)
+    for trigger in (h["search"].click, query.submit):
+        trigger(app.search, [query, owner], [history, note], queue=False, **_PRIVATE)
+    tabs.select(app.history_shown, [query, owner], [history, note], queue=False, **_PRIVATE)
+    history.select(_selected_run, history, [h["selected"], note], queue=False, **_PRIVATE)
+    h["open_btn"].click(lambda rid: (*app.open_run(rid), gr.Tabs(selected="compare")), h["selected"],
+                        [*view_outputs, tabs], queue=False, **_PRIVATE).then(
+        restore, c["run_id"], controls, queue=False, **_PRIVATE)
+    h["delete_btn"].click(app.delete, [h["selected"], query, owner, h["armed"]],
+                          [note, history, h["selected"], h["armed"]], queue=False, **_PRIVATE)
+
+
+def _limited(field: str, settings: Settings, **kw) -> gr.Number:
+    """A run parameter's widget: its label, default and range (shown under it) from the one table (params.LIMITS)."""
+    lim = LIMITS[field]
+    if lim.whole:
+        kw["precision"] = 0
+    return gr.Number(lim.default(settings), label=lim.widget_label, info=lim.range_text,
+                     elem_id="pc-" + field.replace("_", "-"), **kw)
+
+
+def _as_sent(*numbers: gr.Number) -> None:
+    """Hand these numbers to the handler as the client sent them: Dashboard.prepare and compare.validate_params
+    check them and name the field. (gr.Number's own checks fail with no message on NaN, ±inf or text, and
+    name no field for a value out of bounds; so the widgets show their range as text, not as minimum/maximum,
+    which gradio would check again on a copy it rebuilds per session without this.)"""
+    for n in numbers:
+        n.preprocess = lambda payload: payload
+
+
+# The share link is built in the browser, which knows the address it is served at (behind any proxy),
+# and the address bar then shows the run's own link.
+_LINK_JS = """(rid) => {
+  if (!rid) {  // no run on screen (cleared after an error, or not found): the address bar drops the link too
+    try {
+      const u = new URL(window.location.href);
+      if (u.searchParams.has("run")) {
+        u.searchParams.delete("run");
+        window.history.replaceState(null, "", u.pathname + u.search);
+      }
+    } catch (e) {}
+    return "";
+  }
+  const url = window.location.origin + window.location.pathname + "?run=" + encodeURIComponent(rid);
+  try { window.history.replaceState(null, "", url); } catch (e) {}
+  return url;
+}"""
+
+
+@functools.cache
+def _plotly_bundle() -> str | None:
+    """The file name of gradio's plotly.js bundle (its frontend imports it only once a figure has arrived: the
+    whole plotly.js, 4.6 MB of script to fetch and run), or None with a gradio build that has no one such file.
+    Looked up once per process (the page head and the page-load code both name it)."""
+    found = sorted((Path(gr.__file__).parent / "templates" / "frontend" / "assets").glob("PlotlyPlot-*.js"))
+    return found[0].name if len(found) == 1 else None
+
+
+def _plotly_preload_js() -> str | None:
+    """Browser code, run at page load, that imports gradio's plotly.js bundle while the views are on their way
+    (a shared link opens at once, issue 13). The URL is the very one gradio imports later, so it runs once."""
+    name = _plotly_bundle()
+    if name is None:  # another gradio build: nothing to preload (the page works the same, a little later)
+        return None
+    return ("() => { const s = document.querySelector('script[type=module][src*=\"/assets/index-\"]');"
+            f" if (s) {{ import(new URL('./{name}', s.src).href).catch(() => {{}}); }} }}")
+
+
+def _plotly_head() -> str | None:
+    """The page head's <link rel=modulepreload> of that bundle: the browser fetches and compiles it from the
+    start, beside gradio's own scripts (on a real network the fetch is most of its cost)."""
+    name = _plotly_bundle()
+    return f'<link rel="modulepreload" crossorigin href="./assets/{name}">' if name else None
+
+
+def download_links(run_id: str) -> str:
+    """A stored run's two downloads as links relative to the page (its JSON and its zip, made by the server when
+    clicked: dashboard.download); they look like the page's small buttons (assets/style.css)."""
+    rid = html.escape(quote(run_id, safe=""), quote=True)
+    return "".join(f'<a id="pc-{fmt}" class="pc-download" href="{DOWNLOAD_PATH}/{rid}.{fmt}" '
+                   f'download="{html.escape(download_name(run_id, fmt), quote=True)}">{label}</a>'
+                   for fmt, label in (("json", "⬇ JSON"), ("zip", "⬇ CSV (zip)")))
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+SWEEP_FIGURES = ["ppl", "kld", "bpw", "heatmap"]
+SWEEP_INTRO = ("A sweep scores a grid of training steps × quant levels on one text (`python -m pythia_compare "
+               "sweep …`, on one machine or as a Slurm job array). Click a sweep to draw it; click a point, a "
+               "heatmap square or a row of its cell table to open that cell's full run in the Compare tab.")
+
+
+class SweepHandlers:
+    """The Sweeps tab's event handlers over one SweepDesk; callable without a browser (the tests do)."""
+
+    def __init__(self, settings: Settings, store: RunStore):
+        self.settings = settings
+        self.desk = SweepDesk(settings, store)
+
+    def listing(self) -> dict:
+        """The sweep list (empty when the run log cannot be read: `listed` says why)."""
+        return self.listed()[0]
+
+    def listed(self) -> tuple[dict, str | None]:
+        """(the sweep list, None), or (an empty list, why the sweeps cannot be listed) when the run log cannot
+        be read."""
+        try:
+            return {"headers": SWEEP_COLUMNS, "data": self.desk.list()}, None
+        except PythiaCompareError as e:
+            return ({"headers": SWEEP_COLUMNS, "data": []},
+                    f"**The sweeps cannot be listed:** {scrub(str(e), self.settings.hf_token)}")
+
+    def listing_shown(self) -> tuple:
+        """The list as opening the tab shows it: the table, and the status left as it is unless the log cannot
+        be read."""
+        table, failed = self.listed()
+        return table, failed or gr.skip()
+
+    def views(self, sweep: dict | None, status: str | None = None) -> tuple:
+        """A sweep's views (or nothing's): status, the 4 figures (SWEEP_FIGURES), the cell table, its id."""
+        if not sweep:
+            return (status if status is not None else NO_SWEEP, None, None, None, None, None, "")
+        figs = sweepplots.sweep_figures(sweep)
+        return (status_line(sweep), *(figs[n] for n in SWEEP_FIGURES),
+                {"headers": CELL_COLUMNS, "data": cell_rows(sweep)}, sweep["sweep_id"])
+
+    def open_sweep(self, sweep_id: object) -> tuple:
+        """A stored sweep's views, or the friendly not-found text (for any id, hostile ones included), or why the
+        run log cannot be read."""
+        try:
+            sweep = self.desk.find(sweep_id)
+        except PythiaCompareError as e:
+            return self.views(None, f"### The sweep cannot be opened\n{scrub(str(e), self.settings.hf_token)}")
+        return self.views(sweep) if sweep else self.views(None, SWEEP_NOT_FOUND)
+
+    def sweep(self, sweep_id: str) -> dict:
+        """The API ("/sweep"): a stored sweep's results as the sweep JSON of docs/sweeps.md."""
+        try:
+            return self.desk.get(sweep_id)
+        except PythiaCompareError as e:
+            raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+
+    def on_load(self, request: gr.Request | None = None) -> tuple:
+        """Page load: the sweep list; with `?sweep=<id>` that sweep's views and the Sweeps tab selected."""
+        sweep_id = dict(getattr(request, "query_params", None) or {}).get("sweep") if request is not None else None
+        table, failed = self.listed()
+        if sweep_id is None:
+            return (table, *self.views(None, failed), gr.skip())
+        return (table, *self.open_sweep(sweep_id), gr.Tabs(selected="sweeps"))
+
+    def refresh(self, sweep_id: str | None) -> tuple:
+        """The Refresh button: the list again, and the shown sweep (if any) redrawn with its latest cells."""
+        table, failed = self.listed()
+        return (table, *(self.open_sweep(sweep_id) if sweep_id else self.views(None, failed)))
+
+    def select_sweep(self, evt: gr.SelectData) -> tuple:
+        """A click in the sweep list: that row's sweep drawn."""
+        row = evt.row_value if evt is not None else None
+        return self.open_sweep(str(row[0]) if row else None)
+
+    def start(self, steps: str, quants: list[str], text: str, ctx: float, max_chunks: float, name: str) -> tuple:
+        """The start form: plan and run a demo sweep here; (note, list, its views…, the poll timer on)."""
+        try:
+            form = self.desk.check_form(steps, quants, text, ctx, max_chunks, name)
+            sweep_id = self.desk.start(form)
+        except Exception as e:
+            if isinstance(e, PythiaCompareError):
+                raise gr.Error(scrub(str(e), self.settings.hf_token), print_exception=False) from None
+            log.exception("starting a sweep failed")
+            raise gr.Error(f"Something went wrong ({type(e).__name__}); the details are in the server log.",
+                           print_exception=False) from None
+        note = (f"Started sweep `{sweep_id}`: its view fills in as cells finish. The same from the command "
+                f"line:\n```\n{self.desk.command(form)}\n```")
+        return (note, self.listing(), *self.open_sweep(sweep_id), gr.Timer(active=True))
+
+    def tick(self, sweep_id: str | None) -> tuple:
+        """The poll timer while a sweep started here runs: the list and the shown sweep redrawn; off when done."""
+        running = self.desk.running()
+        return (*self.refresh(sweep_id), gr.Timer(active=bool(running)))
+
+    def select_cell(self, evt: gr.SelectData) -> tuple[str, str]:
+        """A click in the cell table: (the cell's run id or '', a note saying what happens)."""
+        row = evt.row_value if evt is not None else None
+        run_id = cell_run_id(row)
+        if run_id:
+            return run_id, f"Opened cell step {row[0]} {row[1]}: run `{run_id}` in the Compare tab."
+        if row:
+            return "", f"Cell step {row[0]} {row[1]} is {row[2]}: it has no run to open yet."
+        return "", ""
+
+
+def _sweeps_tab(settings: Settings, store: RunStore) -> dict:
+    """The Sweeps tab's layout (called inside build_demo's Tabs); returns its handlers and components."""
+    h = SweepHandlers(settings, store)
+    c: dict = {"handlers": h}
+    with gr.Tab("Sweeps", id="sweeps"):
+        gr.Markdown(SWEEP_INTRO)
+        c["list"] = gr.Dataframe(headers=SWEEP_COLUMNS, interactive=False, wrap=True, elem_id="pc-sweeps",
+                                 max_height=300)
+        with gr.Row(elem_classes=["pc-share"]):
+            c["refresh"] = gr.Button("Refresh", size="sm", scale=1, min_width=90, elem_id="pc-sweeps-refresh")
+            c["id"] = gr.Textbox(visible=False, elem_id="pc-sweep-id")
+            c["link"] = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], scale=6,
+                                   elem_id="pc-sweep-link")
+        c["status"] = gr.Markdown(NO_SWEEP, elem_id="pc-sweep-status", container=True, min_height=50)
+        with gr.Row():
+            c["ppl"] = gr.Plot(label="Perplexity vs step", elem_id="pc-sweep-fig-ppl")
+            c["kld"] = gr.Plot(label="KL divergence vs step", elem_id="pc-sweep-fig-kld")
+        with gr.Row():
+            c["bpw"] = gr.Plot(label="Perplexity vs bits per weight", elem_id="pc-sweep-fig-bpw")
+            c["heatmap"] = gr.Plot(label="ln(PPL(Q)/PPL(ref)) per cell", elem_id="pc-sweep-fig-heatmap")
+        c["cell_note"] = gr.Markdown("Click a cell's row to open its full run in the Compare tab.",
+                                     elem_id="pc-sweep-cell-note")
+        c["cells"] = gr.Dataframe(headers=CELL_COLUMNS, interactive=False, wrap=True, elem_id="pc-sweep-cells",
+                                  label="Cells", max_height=420)
+        if h.desk.can_start:
+            _start_form(c, settings)
+        else:
+            gr.Markdown(PUBLIC_NO_START, elem_classes=["pc-note"])
+    return c
+
+
+def _start_form(c: dict, settings: Settings) -> None:
+    """The start-a-sweep form (local apps only): a demo grid run in this process."""
+    with gr.Accordion("Start a sweep of the demo suite (runs in this app; local only)", open=False,
+                      elem_id="pc-sweep-start"):
+        gr.Markdown("Plans a grid of the bundled demo suite and scores it in this process; the view fills in as "
+                    "cells finish. Pythia's grid runs from the command line, on a cluster with `sweep slurm`.",
+                    elem_classes=["pc-note"])
+        with gr.Row():
+            c["f_steps"] = gr.Textbox("all", label="Steps", max_length=MAX_FORM_CHARS, elem_id="pc-sweep-f-steps",
+                                      info="all, log:3, 0-800/100 or 0,100,800")
+            c["f_name"] = gr.Textbox("", label="Name (optional)", max_length=200, elem_id="pc-sweep-f-name")
+        c["f_quants"] = gr.CheckboxGroup(FORM_QUANTS, value=["F16", "Q8_0", "Q4_K_M", "Q2_K"], label="Quants",
+                                         elem_id="pc-sweep-f-quants")
+        c["f_text"] = gr.Textbox("", lines=3, label="Text (empty: the demo suite's held-out text)",
+                                 max_length=settings.max_text_chars, elem_id="pc-sweep-f-text")
+        with gr.Row():
+            c["f_ctx"] = gr.Number(64, precision=0, minimum=LIMITS["ctx"].lo, maximum=LIMITS["ctx"].hi, label="Context",
+                                   elem_id="pc-sweep-f-ctx")
+            c["f_chunks"] = gr.Number(2, precision=0, minimum=0, label="Max chunks per cell (0: all)",
+                                      elem_id="pc-sweep-f-chunks")
+        c["f_start"] = gr.Button("Plan and run", variant="primary", elem_id="pc-sweep-f-start")
+        c["f_note"] = gr.Markdown(elem_id="pc-sweep-f-note")
+        c["timer"] = gr.Timer(2.0, active=False)
+
+
+def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_outputs: list) -> None:
+    """The Sweeps tab's events (called inside build_demo's Blocks, after the Compare tab's views exist)."""
+    h: SweepHandlers = c["handlers"]
+    private = dict(api_visibility="private")
+    outputs = [c["status"], *(c[n] for n in SWEEP_FIGURES), c["cells"], c["id"]]
+    gr.api(h.sweep, api_name="sweep")
+    demo.load(h.on_load, None, [c["list"], *outputs, tabs], queue=False, **private)
+    c["refresh"].click(h.refresh, c["id"], [c["list"], *outputs], queue=False, **private)
+    tabs.select(h.listing_shown, None, [c["list"], c["status"]], queue=False, **private)
+    c["list"].select(h.select_sweep, None, outputs, queue=False, **private)
+    c["id"].change(None, c["id"], c["link"], js=_SWEEP_LINK_JS, **private)
+    demo.load(None, None, None, js=_SWEEP_CLICK_JS, **private)
+
+    def open_cell(evt: gr.SelectData) -> tuple:
+        run_id, note = h.select_cell(evt)
+        if not run_id:
+            return (note, *[gr.skip()] * len(view_outputs), gr.skip())
+        return (note, *app.open_run(run_id), gr.Tabs(selected="compare"))
+
+    if "f_start" in c:
+        c["f_start"].click(h.start, [c["f_steps"], c["f_quants"], c["f_text"], c["f_ctx"], c["f_chunks"],
+                                     c["f_name"]], [c["f_note"], c["list"], *outputs, c["timer"]], **private)
+        c["timer"].tick(h.tick, c["id"], [c["list"], *outputs, c["timer"]], queue=False, **private)
+    c["cells"].select(open_cell, None, [c["cell_note"], *view_outputs, tabs], queue=False, **private)
+
+
+# Plotly's clicks stay in the browser (gr.Plot sends none to the server): a click on a point or a heatmap square
+# of a sweep figure opens its cell's run by its link, `?run=<id>` (the back button returns to the sweep). Every
+# sweep figure puts the cell's run id at customdata[1]; the handler is re-attached (once) as figures are redrawn.
+_SWEEP_CLICK_JS = """() => {
+  if (window.__pcSweepClicks) { return; }
+  const open = (ev) => {
+    const p = ev && ev.points && ev.points[0];
+    const rid = p && p.customdata && p.customdata[1];
+    if (rid && rid !== "\u2013") {
+      window.location.assign(window.location.pathname + "?run=" + encodeURIComponent(rid));
+    }
+  };
+  window.__pcSweepClicks = setInterval(() => {
+    document.querySelectorAll("[id^=pc-sweep-fig-] .js-plotly-plot").forEach((gd) => {
+      if (typeof gd.on !== "function") { return; }
+      gd.removeListener("plotly_click", open);
+      gd.on("plotly_click", open);
+    });
+  }, 400);
+}"""
+
+
+_SWEEP_LINK_JS = """(sid) => {
+  if (!sid) { return ""; }
+  const url = window.location.origin + window.location.pathname + "?sweep=" + encodeURIComponent(sid);
+  try { window.history.replaceState(null, "", url); } catch (e) {}
+  return url;
+}"""
+
+
+# ------------------------------------------------------------------------------------------ launch
+class _NoCrossOrigin:
+    """Outermost ASGI layer: no CORS grant to any other site, and no fetching of URLs through /file=.
+
+    Gradio grants CORS (with credentials) to any origin once the Host is not localhost, as on a Space. The
+    page itself is same-origin and needs no grant, so every Access-Control-Allow-* header is dropped.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if re.search(r"/file=\s*[a-z][a-z0-9+.-]*:", scope.get("path", ""), re.IGNORECASE):
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            return await send({"type": "http.response.body", "body": b"Not allowed."})
+
+        async def strip(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [(k, v) for k, v in message.get("headers", [])
+                                      if not k.lower().startswith(b"access-control-allow-")]
+            await send(message)
+
+        return await self.app(scope, receive, strip)
+
+
+def max_body_bytes(settings: Settings) -> int:
+    """The largest request body taken: an upload, or a call whose prompt and text are at their caps (JSON may
+    spell a character as 6 bytes), plus 1 MiB for everything else. Larger bodies get 413 before any parsing."""
+    return settings.max_upload_bytes + 6 * (settings.max_text_chars + settings.max_prompt_chars) + 2**20
+
+
+def _guarded_app(settings: Settings):
+    """Gradio's own app class with _NoCrossOrigin outermost and a request body limit (Gradio 6 accepts an
+    app through launch's `_app`; its CORS layer is added outermost otherwise, and cannot be configured)."""
+    from gradio.routes import App, ORJSONResponse
+
+    class GuardedApp(App):
+        def build_middleware_stack(self):
+            return _NoCrossOrigin(super().build_middleware_stack())
+
+    app = GuardedApp(default_response_class=ORJSONResponse, max_body_size=max_body_bytes(settings))
+    _serve_downloads(app, settings)
+    return app
+
+
+def _serve_downloads(app, settings: Settings) -> None:
+    """GET <DOWNLOAD_PATH>/<run id>.json or .zip: a stored run's download, made when asked for (dashboard.download);
+    404 with the reason for a run the log does not hold or another name, 500 for a log that cannot be read."""
+    from starlette.responses import PlainTextResponse, Response
+
+    stores: list[RunStore] = []  # opened at the first download, not when the launch settings are made
+    one_at_a_time = threading.Lock()  # a big run's zip is CPU work: clicks (or a flood of requests) take turns
+
+    @app.get(f"/{DOWNLOAD_PATH}/{{name}}", include_in_schema=False)
+    def get_download(name: str):
+        try:
+            with one_at_a_time:
+                if not stores:
+                    stores.append(RunStore(settings.db_path, owner_secret=settings.owner_secret))
+                data, media_type, filename = download(stores[0], name)
+        except RunLogError:
+            return PlainTextResponse("The run log cannot be read; see the server's log.", status_code=500)
+        except PythiaCompareError as e:
+            return PlainTextResponse(f"Not found: {e}", status_code=404)
+        return Response(data, media_type=media_type,
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def launch_kwargs(settings: Settings | None = None) -> dict:
+    """The hardened keyword arguments of `demo.launch()`, for app.py and the tests alike.
+
+    Serves nothing but the assets (never the demo checkpoints, the run log, the model cache or the Hub
+    cache); caps uploads; no MCP server, no monitoring, no Gradio run history ("runs" are this app's);
+    no CORS grant to other sites; theme and css (Gradio 6 takes them here).
+    """
+    from gradio.utils import get_cache_folder, get_upload_folder
+
+    s = settings or Settings.from_env()
+    db = Path(s.db_path).expanduser().resolve()
+    gradio_dirs = [Path(get_cache_folder()).resolve(), Path(get_upload_folder()).resolve()]
+    dirs = [Path(d).expanduser().resolve() for d in (s.demo_dir, s.home, s.hf_cache_dir)]
+    # A folder that holds Gradio's own cache would block every upload and download: block only the rest.
+    blocked = [str(d) for d in dirs if not any(g == d or d in g.parents for g in gradio_dirs)]
+    blocked += [str(db) + x for x in ("", "-wal", "-shm", "-journal")]
+    blocked.append(str(local_root(s).resolve()))  # the backup's local files (backup.py): every run, every owner
+    css_file = ASSETS_DIR / "style.css"
+    return dict(
+        allowed_paths=[str(ASSETS_DIR.resolve())], blocked_paths=blocked, max_file_size=s.max_upload_bytes,
+        mcp_server=False, enable_monitoring=False, run_history=False, footer_links=["api", "gradio", "settings"],
+        strict_cors=True, show_error=False, ssr_mode=False, pwa=False, share=False, _app=_guarded_app(s),
+        theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"),
+        css=css_file.read_text(encoding="utf-8") if css_file.is_file() else None, head=_plotly_head())

@@ -1,0 +1,1 @@
+from .sweepstore import SweepStore

@@ -1,0 +1,2 @@
+from .web import ui
+from .runs.store import save

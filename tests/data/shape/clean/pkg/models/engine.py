@@ -1,0 +1,3 @@
+import llama_cpp
+
+from .. import config

@@ -1,0 +1,5 @@
+import huggingface_hub
+
+
+def fetch():
+    return huggingface_hub

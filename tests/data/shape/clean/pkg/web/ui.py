@@ -1,0 +1,4 @@
+import gradio
+
+from ..runs import store
+from ..config import LIMIT

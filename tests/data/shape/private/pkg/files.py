@@ -1,0 +1,2 @@
+def _read_text_file(path):
+    return path
