@@ -216,5 +216,5 @@ def test_the_lens_on_a_text_that_auto_picks_corpus_mode_is_refused_and_the_cli_s
                    "--max-tokens", "0"], env=env)
     assert res.returncode == 2, res.stderr
     assert "prompt runs only" in res.stderr
-    assert not settings.db_path.exists() or "runs" not in settings.db_path.read_bytes().decode("latin-1") or \
-        res.returncode == 2
+    listed = run_cli(["runs", "list"], env=env)
+    assert listed.returncode == 0 and "no runs" in listed.stdout.lower(), listed.stdout

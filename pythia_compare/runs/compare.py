@@ -404,8 +404,10 @@ def _lens(run: Run, entries: list[Entry], models: list, heads: list, ids: list[i
         if cap.missing:
             e.lens = Lens(status="unavailable", message=cap.missing, positions=[], check=None)
             continue
-        lp = lenses.log_softmax(head.logits(cap.layers))  # (positions, layers, vocab)
-        check = lenses.self_check(lp[:, -1], cap.logits, head.out_type, LENS_TOP_K)
+        logits = head.logits(cap.layers)  # (positions, layers, vocab)
+        check = lenses.self_check(logits[:, -1], cap.logits, head.out_type, LENS_TOP_K)
+        lp = lenses.log_softmax(logits)
+        del logits
         if base_lp is None:
             base_lp = lp
             final = lenses.log_softmax(cap.logits)
