@@ -34,6 +34,8 @@ TIERS: dict[str, set[str]] = {
     "test_demo_trends": {"slow"},
     "test_packaging::test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_copy": {"slow"},
     "test_convert::test_f32_logits_of_both_weight_formats_match_transformers": {"slow"},
+    "test_lens::test_the_last_layers_lens_matches_the_models_own_logits_for_every_supported_quant_type": {"slow"},
+    "test_lens::test_the_captured_stream_and_the_lens_equal_transformers_on_a_demo_checkpoint": {"slow"},
     "test_engine::test_every_supported_quant_type_runs_in_a_fresh_process": {"slow"},
     "test_engine::test_generation_streams_tokens_whose_text_joins_into_the_decoded_output": {"slow"},
     "test_engine::test_listed_quants_give_finite_log_probs_in_process": {"slow"},

@@ -218,3 +218,69 @@ def test_the_lens_on_a_text_that_auto_picks_corpus_mode_is_refused_and_the_cli_s
     assert "prompt runs only" in res.stderr
     listed = run_cli(["runs", "list"], env=env)
     assert listed.returncode == 0 and "no runs" in listed.stdout.lower(), listed.stdout
+
+
+# ----------------------------------------------------------------------------- the anchor: transformers
+
+
+def _ggml_gelu():
+    """GELU as ggml's CPU backend computes it: the tanh form, looked up in a table of F16 inputs and outputs (|x| < 10).
+    transformers' exact erf GELU differs from it by up to 2e-4 of the residual stream after two layers, which is
+    the two libraries' arithmetic, not the capture; with this one the anchor checks the capture alone."""
+    import torch
+
+    class GgmlGelu(torch.nn.Module):
+        def forward(self, x):
+            h = x.to(torch.float16).to(torch.float32)
+            y = torch.nn.functional.gelu(h, approximate="tanh").to(torch.float16).to(torch.float32)
+            return torch.where(x <= -10, torch.zeros_like(x), torch.where(x >= 10, x, y))
+
+    return GgmlGelu()
+
+
+def test_the_captured_stream_and_the_lens_equal_transformers_on_a_demo_checkpoint(demo_dir, tmp_path, settings):
+    import dataclasses
+
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import GPTNeoXForCausalLM
+
+    ckpt = demo_dir / "step800"
+    path = convert_checkpoint(ckpt, tmp_path / "demo-step800-F32.gguf", "F32")
+    ids = Tokenizer.from_file(str(ckpt / "tokenizer.json")).encode(PROMPT, add_special_tokens=False).ids
+    positions = [1, len(ids) // 2, len(ids) - 1]
+    pool = ModelPool(dataclasses.replace(settings, kv_f32=True, flash_attn=False))
+    try:
+        with pool.hold([path], n_ctx=256) as (model,):
+            assert model.tokenize(PROMPT) == ids
+            cap = lenscapture.capture(model, ids, positions)
+    finally:
+        pool.close()
+    assert cap.missing == ""
+
+    hf = GPTNeoXForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32).eval()
+    for block in hf.gpt_neox.layers:  # the GELU llama.cpp's CPU backend computes (see _ggml_gelu)
+        block.mlp.act = _ggml_gelu()
+    last: list = []
+    hook = hf.gpt_neox.layers[-1].register_forward_hook(lambda mod, args, out: last.append(
+        (out[0] if isinstance(out, tuple) else out).detach()))
+    with torch.no_grad():
+        out = hf(torch.tensor([ids]), output_hidden_states=True)
+    hook.remove()
+    hidden = [h[0].double().numpy()[positions] for h in out.hidden_states]
+    n_layer = hf.config.num_hidden_layers
+    assert cap.layers.shape[1] == n_layer == len(hidden) - 1
+
+    def close(got, want, what):
+        worst, scale = np.abs(np.asarray(got, np.float64) - want).max(), np.abs(want).max()
+        assert worst <= 1e-4 * scale, f"{what}: max |Δ| {worst:.3g} vs max |value| {scale:.3g}"
+
+    for layer in range(n_layer - 1):
+        close(cap.layers[:, layer], hidden[layer + 1], f"l_out-{layer} vs hidden_states[{layer + 1}]")
+    close(cap.layers[:, -1], last[0][0].double().numpy()[positions], "the last l_out vs the last layer's hook")
+    close(cap.norm, hidden[-1], "result_norm vs hidden_states[-1] (transformers 5: the normed state)")
+    head = lens.read_head(path)
+    with torch.no_grad():
+        want = hf.get_output_embeddings()(out.hidden_states[-1])[0].double().numpy()[positions]
+    close(head.logits(cap.layers)[:, -1], want, "the lens logits vs the unembedding of the final norm")
+    close(head.logits(cap.layers)[:, -1], out.logits[0].double().numpy()[positions], "the lens vs transformers' logits")
