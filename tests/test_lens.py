@@ -284,3 +284,89 @@ def test_the_captured_stream_and_the_lens_equal_transformers_on_a_demo_checkpoin
         want = hf.get_output_embeddings()(out.hidden_states[-1])[0].double().numpy()[positions]
     close(head.logits(cap.layers)[:, -1], want, "the lens logits vs the unembedding of the final norm")
     close(head.logits(cap.layers)[:, -1], out.logits[0].double().numpy()[positions], "the lens vs transformers' logits")
+
+
+def test_a_lens_context_that_does_not_fit_the_memory_budget_leaves_the_lens_unavailable_and_the_run_whole(
+        tiny_ggufs, settings):
+    import dataclasses
+
+    path = tiny_ggufs["Q8_0"]
+    tight = dataclasses.replace(settings, memory_budget_bytes=path.stat().st_size + 1000)  # the model, not its lens
+    params = RunParams(scoring="prompt", ctx=128, top_k=3, max_tokens=0, lens=True)
+    pool = ModelPool(tight)
+    try:
+        run = run_comparison([str(path)], PROMPT, params, settings=tight, pool=pool)
+    finally:
+        pool.close()
+    e = run.variants[0]
+    assert e.lens.status == "unavailable" and "memory budget" in e.lens.message
+    assert e.ppl is not None
+
+
+# ----------------------------------------------------------------------------- what the user sees
+
+
+@pytest.fixture(scope="module")
+def cli_lens_run(tiny_ggufs, tmp_path_factory) -> tuple[dict, dict, str]:
+    """A lens run made by the CLI (`compare --lens --lens-positions`), stored in its own run log: (env, the run
+    JSON as `runs show --json` gives it, the compare command's stdout)."""
+    tmp = tmp_path_factory.mktemp("cli-lens")
+    env = {"PYTHIA_COMPARE_DB": str(tmp / "runs.db"), "PYTHIA_COMPARE_HOME": str(tmp / "home"),
+           "PYTHIA_COMPARE_OFFLINE": "1"}
+    res = run_cli(["compare", str(tiny_ggufs["Q8_0"]), str(tiny_ggufs["Q2_K"]), "--reference",
+                   str(tiny_ggufs["F16"]), "--prompt", PROMPT, "--max-tokens", "0", "--lens", "--lens-positions",
+                   "4,11"], env=env)
+    assert res.returncode == 0, res.stderr
+    run_id = res.stdout.split("\nrun ", 1)[1].split()[0]
+    shown = run_cli(["runs", "show", run_id, "--json"], env=env)
+    assert shown.returncode == 0, shown.stderr
+    return env, json.loads(shown.stdout), res.stdout
+
+
+def test_compare_lens_prints_a_per_layer_table_for_each_position(cli_lens_run):
+    _, run, out = cli_lens_run
+    assert run["params"]["lens_positions"] == [4, 11]
+    for p in (4, 11):
+        assert f"== logit lens at position {p} " in out
+    table = out.split("== logit lens at position 11 ", 1)[1]
+    lines = [line for line in table.splitlines()[1:] if line.strip()]
+    assert lines[0].split()[0] == "layer" and "KL" in lines[0] and "rank" in lines[0]
+    rows = [line.split()[0] for line in lines[1:] if line.split()[0].isdigit()]
+    assert rows == ["0", "1"]  # one row per layer of the tiny model
+
+
+def test_the_zip_export_of_a_lens_run_holds_lens_csv_with_every_entry_and_layer(cli_lens_run, tmp_path):
+    import csv
+    import io
+    import zipfile
+
+    env, run, _ = cli_lens_run
+    out = tmp_path / "run.zip"
+    res = run_cli(["runs", "export", run["run_id"], "--format", "zip", "--out", str(out)], env=env)
+    assert res.returncode == 0, res.stderr
+    with zipfile.ZipFile(out) as z:
+        rows = list(csv.DictReader(io.StringIO(z.read("lens.csv").decode("utf-8"))))
+    labels = {e["label"] for e in [run["reference"], *run["variants"]]}
+    assert {r["label"] for r in rows} == labels
+    assert {(r["position"], r["layer"]) for r in rows} == {(p, l) for p in ("4", "11") for l in ("0", "1")}
+    assert len(rows) == len(labels) * 2 * 2 * 5  # entries × positions × layers × top-5
+    assert all(r["kl_from_baseline"] == "" for r in rows if r["role"] == "reference")
+
+
+def test_the_layers_figure_draws_every_entry_from_the_stored_run_alone(cli_lens_run):
+    import plotly.graph_objects as go
+
+    from pythia_compare.web import plots
+
+    _, run, _ = cli_lens_run
+    fig = plots.lens_figure(run)
+    assert go.Figure(fig.to_dict()).to_dict() == fig.to_dict()  # plotly's validation leaves it unchanged
+    heat = fig.data[0]
+    names = [e["label"] for e in [run["reference"], *run["variants"]]]
+    assert heat.type == "heatmap" and len(heat.y) == len(names) * 2
+    assert all(any(n in y for y in heat.y) for n in names)
+    assert list(heat.x) == [0, 1]
+    # the KL lines are the variants' (the baseline has none); the rank lines every entry's
+    assert {t.name.split(" @")[0] for t in fig.data[1:] if t.yaxis == "y2"} == set(names[1:])
+    assert {t.name.split(" @")[0] for t in fig.data[1:] if t.yaxis == "y3"} == \
+        {names[0] + " (reference)", *names[1:]}
