@@ -310,8 +310,9 @@ class Dashboard:
     def prepare(self, family: str, quants: list[str] | None, steps: list[int] | None, specs: str | None,
                 reference: str | None, prompt: str | None, text: str | None, text_file: str | None, scoring: str,
                 ctx: float, top_k: float, max_tokens: float, temperature: float,
-                seed: float) -> tuple[list[str], str, RunParams]:
-        """The page's inputs checked and turned into (specs, text, params); BadInput names what is wrong."""
+                seed: float, lens: bool = False) -> tuple[list[str], str, RunParams]:
+        """The page's inputs checked and turned into (specs, text, params); BadInput names what is wrong. `lens`:
+        the logit lens at the last token (prompt runs; compare.py refuses it for a corpus run)."""
         if specs is not None and len(str(specs)) > MAX_SPECS_CHARS:
             raise BadInput(f"the spec box holds {len(str(specs))} characters; the limit is {MAX_SPECS_CHARS}")
         for value, what in ((prompt, "the prompt"), (text, "the text"), (specs, "the spec box"),
@@ -332,6 +333,7 @@ class Dashboard:
             value = (form_int if lim.whole else _float)(given[lim.field], lim.label.lower())
             numbers[lim.field] = _within(value, lim.label, lim.lo, lim.hi, lim.unit)
         params = RunParams.from_settings(self.settings, scoring=str(scoring or "auto"), reference=ref, **numbers)
+        params.lens = bool(lens)
         return chosen, run_text, params
 
     def run(self, specs: list[str], text: str, params: RunParams,
@@ -509,7 +511,7 @@ def controls_for(run: Run | dict, cat: Catalog, max_prompt_chars: int) -> dict:
     reference, text and settings.
 
     Keys: family, quants, steps, specs (the free-form box), reference, prompt (None: leave as it is), text,
-    scoring, ctx, top_k, max_tokens, temperature, seed. A spec goes to a quant box or the step list only when
+    scoring, ctx, top_k, max_tokens, temperature, seed, lens. A spec goes to a quant box or the step list only when
     that control spells it exactly so and keeps the variants' order (quants, then steps, then free-form specs);
     any other goes to the free-form box. The reference is chosen too (it runs first whatever its place).
     """
@@ -547,7 +549,7 @@ def controls_for(run: Run | dict, cat: Catalog, max_prompt_chars: int) -> dict:
     return {"family": family, "quants": quants, "steps": steps, "specs": " ".join(free), "reference": ref_spec,
             "prompt": text if as_prompt else None, "text": "" if as_prompt else text,
             "scoring": p.scoring, "ctx": p.ctx, "top_k": p.top_k, "max_tokens": p.max_tokens,
-            "temperature": p.temperature, "seed": p.seed}
+            "temperature": p.temperature, "seed": p.seed, "lens": p.lens_positions is not None}
 
 
 def _is_demo(spec: str) -> bool:

@@ -60,7 +60,7 @@ FAMILIES = [("Pythia-410M-deduped (Hugging Face Hub)", "pythia"), ("demo suite (
 NOT_FINISHED = ("The run did not finish (the server may be busy, or the connection dropped); try again in a "
                 "minute.")
 CONTROLS = ["family", "quants", "steps", "specs", "reference", "prompt", "text", "text_file", "scoring", "ctx", "top_k",
-            "max_tokens", "temperature", "seed"]  # what restore_controls sets, in its order
+            "max_tokens", "temperature", "seed", "lens"]  # what restore_controls sets, in its order
 EXAMPLES = ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
             "Once upon a time, in a small village by the sea,", "12 + 7 = 19. 23 + 5 ="]
 
@@ -83,18 +83,20 @@ class Handlers:
     def compare(self, family: str = DEMO_ALIAS, quants: list[str] | None = None, steps: list[int] | None = None,
                 specs: str | None = "", reference: str | None = None, prompt: str | None = "", text: str | None = "",
                 text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
-                max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
-                progress=gr.Progress()):
+                max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, lens: bool = False,
+                owner: str | None = None, progress=gr.Progress()):
         """Run one comparison; yields (the run JSON, the Run for the views). The last yield is the stored run.
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
         With `family` "demo" (the default) a bare Pythia spec (`Q8_0`, `step3000`) is refused as ambiguous beside
-        the demo suite: pass family="pythia" for the real model.
+        the demo suite: pass family="pythia" for the real model. `lens`: the logit lens at the last token (the
+        Layers view; prompt runs only).
         """
         try:
             chosen, run_text, params = self.core.prepare(family, quants, steps, specs, reference, prompt, text,
-                                                         text_file, scoring, ctx, top_k, max_tokens, temperature, seed)
+                                                         text_file, scoring, ctx, top_k, max_tokens, temperature, seed,
+                                                         lens)
             for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
                 progress(fraction, desc=message)
                 if run is not None:
@@ -160,7 +162,7 @@ class Handlers:
                                                                     demo_final=self.core.demo_final)),
                             value=c["reference"]),
                 gr.skip() if c["prompt"] is None else c["prompt"], c["text"], None, c["scoring"], c["ctx"], c["top_k"],
-                c["max_tokens"], c["temperature"], c["seed"], True)
+                c["max_tokens"], c["temperature"], c["seed"], c["lens"], True)
 
     def open_run(self, run_id: object) -> tuple:
         """A stored run's views, or the friendly not-found page (for any id, hostile ones included), or why the
@@ -350,6 +352,8 @@ def _input_and_settings(c: dict, settings: Settings) -> None:
             c["max_tokens"] = _limited("max_tokens", settings)
             c["temperature"] = _limited("temperature", settings, step=0.1)
             c["seed"] = _limited("seed", settings)
+        c["lens"] = gr.Checkbox(False, label="Layers: the logit lens at the last token (prompt runs)",
+                                elem_id="pc-lens")
     c["run_btn"] = gr.Button("Run", variant="primary", elem_id="pc-run")
     c["status"] = gr.Markdown(elem_id="pc-status", container=True, min_height=60)
     c["examples"] = gr.Examples([[e] for e in EXAMPLES], inputs=[c["prompt"]], label="Examples (click to run)",
