@@ -105,6 +105,7 @@ TIERS: dict[str, set[str]] = {
     "test_slurm": {"slow"},
     "test_ui_sweeps": {"slow"},
     "test_e2e_sweeps": {"browser", "slow"},
+    "test_lens_browser": {"browser", "slow"},
     # issue 11 (dashboard second pass): CLI processes, real demo runs through the handlers
     "test_cli_pass2": {"slow"},
     "test_dashboard_pass2": {"slow"},
