@@ -508,12 +508,14 @@ def lens_figure(run: Run | dict) -> go.Figure:
                        "title": {"text": "top token by layer"}}
     layout["yaxis2"] = {"domain": [0.31, 0.52], "anchor": "x", "title": {"text": "KL from baseline"},
                         "rangemode": "tozero"}
-    layout["yaxis3"] = {"domain": [0.0, 0.25], "anchor": "x", "type": "log", "autorange": "reversed",
+    layout["yaxis3"] = {"domain": [0.0, 0.25], "anchor": "x", "type": "log", "autorange": "reversed", "dtick": 1,
                         "title": {"text": "rank of final top-1"}}
     layout["annotations"] = [{"text": esc(f"baseline: {base}; dotted lines: earlier positions" if many
                                           else f"baseline: {base}"), "showarrow": False, "xref": "paper",
                               "yref": "paper", "x": 0, "y": 0.545, "xanchor": "left", "font": {"size": 11}}]
-    layout.update(height=360 + 34 * len(rows))
+    layout["legend"] = dict(layout["legend"], orientation="h", x=0, y=-0.12, yanchor="top")
+    layout["margin"] = dict(layout["margin"], b=90)
+    layout.update(height=440 + 34 * len(rows))
     return _figure_of([heat, *data], layout)
 
 
