@@ -370,3 +370,21 @@ def test_the_layers_figure_draws_every_entry_from_the_stored_run_alone(cli_lens_
     assert {t.name.split(" @")[0] for t in fig.data[1:] if t.yaxis == "y2"} == set(names[1:])
     assert {t.name.split(" @")[0] for t in fig.data[1:] if t.yaxis == "y3"} == \
         {names[0] + " (reference)", *names[1:]}
+
+
+def test_a_lens_run_scores_exactly_as_the_same_run_without_the_lens(tiny_ggufs, settings):
+    specs = [str(tiny_ggufs["Q4_K_M"])]
+    runs = []
+    pool = ModelPool(settings)
+    try:
+        for on in (False, True):
+            params = RunParams(scoring="prompt", ctx=128, top_k=5, max_tokens=0, reference=str(tiny_ggufs["F16"]),
+                               lens=on)
+            runs.append(run_comparison(specs, PROMPT, params, settings=settings, pool=pool))
+    finally:
+        pool.close()
+    plain, lensed = runs
+    for a, b in zip(plain.entries(), lensed.entries()):
+        np.testing.assert_allclose(b.token_logprobs, a.token_logprobs, rtol=1e-6, atol=1e-6)
+        assert [t.id for t in b.next_token] == [t.id for t in a.next_token]
+    assert lensed.variants[0].kld.mean == pytest.approx(plain.variants[0].kld.mean, rel=1e-5, abs=1e-9)

@@ -27,6 +27,7 @@ model's extra_bytes while it lives, after the pool's may_grow agreed (else Budge
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import re
 from dataclasses import dataclass
@@ -79,14 +80,19 @@ class Capture:
     """What one lens capture read, for `positions` (sorted, unique token indices of the prompt):
     layers (len(positions), n_layer, n_embd) float32: the residual stream after each layer (l_out), None if unavailable;
     norm (len(positions), n_embd): result_norm (the final LayerNorm's output), None if not seen;
-    logits (len(positions), n_vocab): the model's own logits at those positions;
+    logits (len(outputs), n_vocab): the model's own logits at `outputs` (the positions, or more: see capture);
     missing: why the lens is unavailable ('' when it is available)."""
     positions: list[int]
     n_layer: int
     layers: np.ndarray | None
     norm: np.ndarray | None
     logits: np.ndarray
+    outputs: list[int]
     missing: str = ""
+
+    def logits_at_positions(self) -> np.ndarray:
+        """The model's logits at `positions` (rows of `logits`)."""
+        return self.logits[[self.outputs.index(p) for p in self.positions]]
 
 
 def lens_context_bytes(model: engine.Model, n_ctx: int, n_ubatch: int) -> int:
@@ -104,10 +110,10 @@ def lens_context_bytes(model: engine.Model, n_ctx: int, n_ubatch: int) -> int:
 class _Reader:
     """The eval callback's state for one capture. decode() feeds one llama_decode call; the callback fills the rows."""
 
-    def __init__(self, n_layer: int, n_embd: int, positions: list[int], n_ubatch: int):
+    def __init__(self, n_layer: int, n_embd: int, positions: list[int], outputs: list[int], n_ubatch: int):
         self.lib = _ggml_base()
         self.n_layer, self.n_embd, self.n_ubatch = n_layer, n_embd, n_ubatch
-        self.positions = positions
+        self.positions, self.outputs = positions, outputs
         self.index = {p: i for i, p in enumerate(positions)}
         self.layers = np.full((len(positions), n_layer, n_embd), np.nan, dtype=np.float32)
         self.norm = np.full((len(positions), n_embd), np.nan, dtype=np.float32)
@@ -170,29 +176,35 @@ class _Reader:
             raise ValueError(f"node {name.decode()} is not an F32 row of {self.n_embd} (type {head.type}, "
                              f"ne0 {head.ne[0]})")
         n_rows = int(self.lib.ggml_nrows(t))
-        if n_rows == hi - lo:  # every token of the micro-batch
+        outs = [p for p in self.outputs if lo <= p < hi]
+        if outputs_only and n_rows == len(outs):  # only the output rows, in order
+            rows = [outs.index(p) for p in asked]
+        elif n_rows == hi - lo:  # every token of the micro-batch
             rows = [p - lo for p in asked]
-        elif outputs_only and n_rows == len(asked):  # only the output rows: the asked positions are the outputs
-            rows = list(range(len(asked)))
         else:
             raise ValueError(f"node {name.decode()} has {n_rows} rows for a micro-batch of {hi - lo} tokens with "
-                             f"{len(asked)} outputs")
+                             f"{len(outs)} outputs")
         nb1 = int(head.nb[1])
         for p, r in zip(asked, rows):
             dst = into[self.index[p]]
             self.lib.ggml_backend_tensor_get(t, dst.ctypes.data, r * nb1, 4 * self.n_embd)
 
 
-def capture(model: engine.Model, tokens: list[int], positions: list[int], *, n_ubatch: int | None = None,
-            n_threads: int | None = None) -> Capture:
+def capture(model: engine.Model, tokens: list[int], positions: list[int], *, outputs: list[int] | None = None,
+            n_ubatch: int | None = None, n_threads: int | None = None) -> Capture:
     """Evaluate `tokens` from an empty cache in a lens context of its own and return the residual stream after
-    every layer, result_norm and the logits at `positions` (sorted, unique token indices). n_ubatch: the context's
-    micro-batch (default: the model's batch size; smaller cuts each decode call into several micro-batches)."""
+    every layer and result_norm at `positions` (sorted, unique token indices), and the model's logits at `outputs`
+    (sorted, unique, holding `positions`; default: `positions`), so that a prompt run scores from the same decode.
+    n_ubatch: the context's micro-batch (default: the model's batch size; smaller cuts each decode call into several
+    micro-batches)."""
     want = [int(p) for p in positions]
     if not want or want != sorted(set(want)) or want[0] < 0 or want[-1] >= len(tokens):
         raise ValueError(f"lens positions must be sorted, unique and lie in 0..{len(tokens) - 1}")
     if len(want) > MAX_POSITIONS:
         raise ValueError(f"at most {MAX_POSITIONS} lens positions")
+    outs = want if outputs is None else [int(p) for p in outputs]
+    if outs != sorted(set(outs)) or not set(want) <= set(outs) or outs[-1] >= len(tokens) or outs[0] < 0:
+        raise ValueError("outputs must be sorted, unique token indices holding every lens position")
     n = len(tokens)
     with model.lock:
         n_ctx = engine.round_ctx(n)
@@ -201,7 +213,7 @@ def capture(model: engine.Model, tokens: list[int], positions: list[int], *, n_u
             cparams.n_ubatch = max(1, min(int(n_ubatch), cparams.n_batch))
         n_layer = int(llama_cpp.llama_model_n_layer(model._model))
         n_embd = int(llama_cpp.llama_model_n_embd(model._model))
-        reader = _Reader(n_layer, n_embd, want, int(cparams.n_ubatch))
+        reader = _Reader(n_layer, n_embd, want, outs, int(cparams.n_ubatch))
         cparams.cb_eval = reader.callback
         cparams.cb_eval_user_data = None
         cost = lens_context_bytes(model, n_ctx, int(cparams.n_ubatch))
@@ -218,16 +230,16 @@ def capture(model: engine.Model, tokens: list[int], positions: list[int], *, n_u
                                      f"{model.path.name!r}")
             threads = max(1, int(n_threads or model.settings.n_threads))
             llama_cpp.llama_set_n_threads(ctx, threads, threads)
-            logits = _decode(model, ctx, reader, tokens, want, int(cparams.n_batch))
+            logits = _decode(model, ctx, reader, tokens, outs, int(cparams.n_batch))
         finally:
             if ctx:
                 llama_cpp.llama_free(ctx)
             model.extra_bytes -= cost
-    return _result(reader, want, logits)
+    return _result(reader, want, outs, logits)
 
 
 def _decode(model: engine.Model, ctx, reader: _Reader, tokens: list[int], want: list[int], n_batch: int):
-    """The decode loop: n_batch tokens per llama_decode call, the asked positions flagged as outputs; returns the
+    """The decode loop: n_batch tokens per llama_decode call, the `want` positions flagged as outputs; returns the
     model's logits at them (float32, copied while valid)."""
     out = np.empty((len(want), model.n_vocab), dtype=np.float32)
     batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
@@ -238,15 +250,16 @@ def _decode(model: engine.Model, ctx, reader: _Reader, tokens: list[int], want: 
             engine.fill_batch(batch, tokens[start:end], start, [p - start for p in flagged])
             reader.begin_call(start, end)
             model._decode(ctx, batch)
-            for p in flagged:
-                ptr = llama_cpp.llama_get_logits_ith(ctx, p - start)
-                out[want.index(p)] = np.ctypeslib.as_array(ptr, shape=(model.n_vocab,))
+            if flagged:  # llama.cpp's output rows of this call: the flagged positions, in order
+                first = bisect.bisect_left(want, flagged[0])
+                out[first:first + len(flagged)] = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx),
+                                                                        shape=(len(flagged), model.n_vocab))
     finally:
         llama_cpp.llama_batch_free(batch)
     return out
 
 
-def _result(reader: _Reader, want: list[int], logits: np.ndarray) -> Capture:
+def _result(reader: _Reader, want: list[int], outs: list[int], logits: np.ndarray) -> Capture:
     if reader.error:
         missing = f"the eval callback failed: {reader.error}"
     elif not reader.seen_layers:
@@ -260,4 +273,4 @@ def _result(reader: _Reader, want: list[int], logits: np.ndarray) -> Capture:
         missing = ""
     norm = reader.norm if reader.seen_norm and not np.isnan(reader.norm).any() else None
     return Capture(positions=want, n_layer=reader.n_layer, layers=None if missing else reader.layers, norm=norm,
-                   logits=logits, missing=missing)
+                   logits=logits, outputs=outs, missing=missing)

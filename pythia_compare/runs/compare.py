@@ -255,9 +255,10 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
             run.params.lens_positions = check_lens_positions(params, len(ids))
         yield Event("update", "tokenized", done / steps, run)
         if scoring == "prompt":
-            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(reference))
+            captures = [] if heads is not None else None
+            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(reference), captures)
             if heads is not None:
-                yield from _lens(run, entries, models, heads, ids, done, steps)
+                yield from _lens(run, entries, models, heads, captures, done, steps)
         else:
             yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(reference))
         done = len(everything) * 2
@@ -364,7 +365,11 @@ def _check_vocabularies(resolved: list[Resolved], models: list) -> None:
                 f"variants of one model")
 
 
-def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> Iterator[Event]:
+def _score_prompt(run, entries, models, ids, params, done, steps, has_ref, captures: list | None = None
+                  ) -> Iterator[Event]:
+    """Score the prompt on every model. With `captures` (a lens run) each model is evaluated once, in its lens
+    context (lenscapture.capture: the residual stream at the lens positions, the logits at every position), and its
+    Capture (or, when the lens context has no room, the BudgetError's message) is appended for _lens."""
     n = len(ids)
     positions = list(range(n))
     targets = np.asarray(ids[1:], dtype=np.int64)
@@ -372,7 +377,16 @@ def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> It
     for k, (e, m) in enumerate(zip(entries, models)):
         yield Event("progress", f"{e.label}: scoring {n} tokens", (done + k) / steps)
         t = time.perf_counter()
-        logits = m.logits(ids, positions)
+        if captures is None:
+            logits = m.logits(ids, positions)
+        else:
+            try:
+                cap = lenscapture.capture(m, ids, run.params.lens_positions, outputs=positions)
+                logits = cap.logits  # scored here; the capture keeps only the lens positions' rows for _lens
+                cap.logits, cap.outputs = logits[run.params.lens_positions], list(run.params.lens_positions)
+            except BudgetError as err:
+                logits, cap = m.logits(ids, positions), str(err)
+            captures.append(cap)
         if has_ref and k > 0:  # the statistics carry the variant's NLL too
             stats = metrics.token_stats(ref_logits, logits[:-1], targets)
             e.kld = _kld_stats(stats)
@@ -387,19 +401,18 @@ def _score_prompt(run, entries, models, ids, params, done, steps, has_ref) -> It
         yield Event("update", f"{e.label}: scored", (done + k + 1) / steps, run)
 
 
-def _lens(run: Run, entries: list[Entry], models: list, heads: list, ids: list[int], done: int,
+def _lens(run: Run, entries: list[Entry], models: list, heads: list, captures: list, done: int,
           steps: int) -> Iterator[Event]:
-    """The logit lens of every entry at run.params.lens_positions: the residual stream after each layer
-    (lenscapture.capture, a context of its own), decoded (lens.py), checked against the model's logits, and
+    """The logit lens of every entry at run.params.lens_positions from its capture (made while scoring:
+    _score_prompt): the residual stream after each layer decoded (lens.py), checked against the model's logits, and
     compared layer by layer with the baseline's (the reference, else the first entry whose lens is available)."""
     positions = run.params.lens_positions
     base_lp = base_top = None
     for k, (e, m, head) in enumerate(zip(entries, models, heads)):
         yield Event("progress", f"{e.label}: logit lens", (done + k) / steps)
-        try:
-            cap = lenscapture.capture(m, ids, positions)
-        except BudgetError as err:
-            e.lens = Lens(status="unavailable", message=str(err), positions=[], check=None)
+        cap = captures[k]
+        if isinstance(cap, str):  # no room for the lens context under the memory budget
+            e.lens = Lens(status="unavailable", message=cap, positions=[], check=None)
             continue
         if cap.missing:
             e.lens = Lens(status="unavailable", message=cap.missing, positions=[], check=None)
