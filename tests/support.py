@@ -106,6 +106,9 @@ TIERS: dict[str, set[str]] = {
     "test_ui_sweeps": {"slow"},
     "test_e2e_sweeps": {"browser", "slow"},
     "test_lens_browser": {"browser", "slow"},
+    "test_e2e_published": {"browser", "slow"},
+    "test_published::test_the_import_tool_rebuilds_the_bundle_from_an_evals_tree_and_a_git_dir_alike": {"slow"},
+    "test_published::test_the_import_tool_refuses_a_tree_that_is_not_the_pythia_repo_and_writes_nothing": {"slow"},
     # issue 11 (dashboard second pass): CLI processes, real demo runs through the handlers
     "test_cli_pass2": {"slow"},
     "test_dashboard_pass2": {"slow"},

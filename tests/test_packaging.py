@@ -68,6 +68,7 @@ def test_a_fresh_venv_with_pip_install_dot_runs_the_demo_compare_from_its_own_co
     demo = Path(where[1])
     assert demo.is_relative_to(site / "pythia_compare" / "assets") and (demo / "step0" / "model.safetensors").is_file()
     assert (site / "pythia_compare" / "assets" / "style.css").is_file()
+    assert (site / "pythia_compare" / "assets" / "published" / "pythia-410m-deduped-evals.json").is_file()
 
     run = subprocess.run([str(exe), "--db", str(tmp_path / "runs.db"), "--home", str(tmp_path / "home"), "--offline",
                           "compare", "demo@step0", "demo", "--prompt", "def f(x):"],

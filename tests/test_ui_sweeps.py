@@ -59,7 +59,7 @@ def test_the_list_shows_the_sweep_with_every_cell_done(made, sweeps):
 
 def test_clicking_a_sweep_in_the_list_draws_its_four_views_and_its_cells(made, sweeps, sweep):
     row = [r for r in sweeps.listing()["data"] if r[0] == made[1]][0]
-    status, ppl, kld, bpw, heatmap, cells, sweep_id = sweeps.select_sweep(select(row))
+    status, ppl, kld, bpw, heatmap, cells, sweep_id, _published = sweeps.select_sweep(select(row))
     assert sweep_id == made[1] and made[1] in status and "9 of 9 cells done" in status
     expected = sweepplots.sweep_figures(sweep)
     for name, fig in zip(SWEEP_FIGURES, (ppl, kld, bpw, heatmap)):
@@ -115,19 +115,21 @@ def test_a_cell_without_a_run_says_so_and_opens_nothing(sweeps):
 
 # ------------------------------------------------------------------------------------------ links, API
 def test_a_sweep_link_opens_the_sweeps_tab_with_the_sweep_drawn(made, sweeps, sweep):
-    listing, status, *figs, cells, sweep_id, tabs = sweeps.on_load(gr.Request(query_params={"sweep": made[1]}))
+    listing, status, *figs, cells, sweep_id, pub, tabs = sweeps.on_load(gr.Request(query_params={"sweep": made[1]}))
     assert sweep_id == made[1] and tabs.selected == "sweeps" and len(cells["data"]) == 9
     assert [f.to_plotly_json() for f in figs] == [sweepplots.sweep_figures(sweep)[n].to_plotly_json()
                                                    for n in SWEEP_FIGURES]
+    # a demo sweep: the published-benchmarks figure says there are none, and draws nothing
+    assert not pub.data and pub.layout.annotations[0].text.startswith("No published numbers for demo")
     plain = sweeps.on_load(gr.Request(query_params={}))
-    assert plain[1] == NO_SWEEP and plain[-2] == "" and not isinstance(plain[-1], gr.Tabs)  # the tab is left alone
+    assert plain[1] == NO_SWEEP and plain[-3] == "" and not isinstance(plain[-1], gr.Tabs)  # the tab is left alone
 
 
 @pytest.mark.parametrize("hostile", ["' OR 1=1 --", "x" * 10_000, "ünïcödé-☃", "../../etc/passwd", "", None,
                                      12345, "AAAAAAAAAAAA"])
 def test_unknown_malformed_and_hostile_sweep_ids_show_a_friendly_not_found(sweeps, hostile):
     out = sweeps.open_sweep(hostile)
-    assert out[0] == SWEEP_NOT_FOUND and out[-1] == "" and out[1] is None
+    assert out[0] == SWEEP_NOT_FOUND and out[-2] == "" and out[1] is None and out[-1] is None
     loaded = sweeps.on_load(gr.Request(query_params={"sweep": "<script>alert(1)</script>"}))
     assert loaded[1] == SWEEP_NOT_FOUND and "<script>" not in loaded[1]
 
@@ -180,7 +182,7 @@ def start_args(suite, **over) -> dict:
 
 
 def test_a_sweep_started_from_a_local_page_runs_here_and_matches_the_cli_sweep(made, sweeps, sweep, suite):
-    note, listing, status, *figs, cells, sweep_id, timer = sweeps.start(**start_args(suite))
+    note, listing, status, *figs, cells, sweep_id, _published, timer = sweeps.start(**start_args(suite))
     assert sweep_id and sweep_id in note and "sweep plan --repo demo" in note and timer.active
     assert sweep_id in [r[0] for r in listing["data"]]
     sweeps.desk.jobs[sweep_id].join(timeout=1800)

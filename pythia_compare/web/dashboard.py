@@ -4,7 +4,8 @@ Owns turning the page's selections into spec strings and RunParams, the input ca
 catalog the selectors offer (the Hub's lists, or the demo suite with a banner saying so), running a comparison
 on a thread of its own while streaming snapshots of it, saving it with its owner, opening stored runs by any
 id, the history list and owner-scoped deletes, a run's downloads (made when asked for, never kept on disk),
-and scrubbing error messages of paths and tokens.
+the "published at this step" table beside a run (runs/published.py's numbers; docs/published.md), and
+scrubbing error messages of paths and tokens.
 Never imports gradio (ui.py puts this on the page), never draws (plots.py), never formats a number its own way
 (report.py) and never writes SQL (store.py).
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from ..runs import report
+from ..runs import published, report
 from ..runs.compare import Event, RunParams, check_unicode, count_variants, demo_final_step, iter_comparison, too_many
 from ..config import Settings
 from ..errors import BadInput, PythiaCompareError, RunNotFound, SpecError
@@ -550,6 +551,60 @@ def controls_for(run: Run | dict, cat: Catalog, max_prompt_chars: int) -> dict:
             "prompt": text if as_prompt else None, "text": "" if as_prompt else text,
             "scoring": p.scoring, "ctx": p.ctx, "top_k": p.top_k, "max_tokens": p.max_tokens,
             "temperature": p.temperature, "seed": p.seed, "lens": p.lens_positions is not None}
+
+
+# ------------------------------------------------------------------------------------------ published numbers
+PUBLISHED_COLUMNS = ["variant", "checkpoint", "LAMBADA acc", "LAMBADA PPL", "PIQA acc", "WinoGrande acc",
+                     "ARC-Easy acc", "ARC-Challenge acc", "SciQ acc", "LogiQA acc", "WSC acc"]
+_PUBLISHED_CELLS = [("lambada_openai", "acc"), ("lambada_openai", "ppl"), ("piqa", "acc"), ("winogrande", "acc"),
+                    ("arc_easy", "acc"), ("arc_challenge", "acc"), ("sciq", "acc"), ("logiqa", "acc"),
+                    ("wsc", "acc")]
+NO_PUBLISHED_DEMO = ("No published numbers for demo: the demo suite is a tiny model trained by this project, which "
+                     "EleutherAI never evaluated.")
+PUBLISHED_TABLE_NOTE = (published.SOURCE_NOTE + " A step EleutherAI did not evaluate says \"" + published.NOT_PUBLISHED
+                        + "\"; no neighbour's value stands in. Quants (ours or the Hub's) get the numbers of the "
+                        "unquantized checkpoint they were made from.")
+_QUANT_NOTE = (" The Hub's GGUF files (bare quants such as Q4_K_M) are made from the v0 final checkpoint, so they "
+               "get v0 step143000's numbers (the file global_step71500: v0 ran 71,500 steps of 4M tokens, named "
+               "for 2M-token steps on the Hub).")
+_STEP0_NOTE = " step0 and step1 have identical weights and identical scores (EleutherAI/pythia#83)."
+
+
+def _published_cell(got: dict | None, metric: str) -> str:
+    if not got or got.get(metric) is None:
+        return "–"
+    value, err = got[metric], got.get(f"{metric}_stderr")
+    digits = 4 if metric != "ppl" else 5
+    return report.fmt_num(value, digits) + ("" if err is None else f" ± {report.fmt_num(err, 2)}")
+
+
+def published_table(run: Run | dict, settings: Settings) -> tuple[str, dict | None]:
+    """What the Compare tab shows beside a run: (a note, a table or None) of EleutherAI's published zero-shot
+    numbers for its variants that are Pythia checkpoints (the reference first, as the summary).
+
+    A demo run gets NO_PUBLISHED_DEMO and no table; a run of local files or other repos gets nothing ("", None).
+    A step EleutherAI did not evaluate gets a row saying published.NOT_PUBLISHED, never a neighbour's value.
+    """
+    run = as_run(run)
+    rows, demo, quants, early = [], False, False, False
+    for e in run.entries():
+        point = published.training_point(e.spec, e.source.repo if e.source else None, settings)
+        if point is None:
+            demo = demo or _is_demo(e.spec)
+            continue
+        repo, step = point
+        got = published.scores(repo, step)
+        label = f"{repo.rsplit('/', 1)[-1]} step{step}"
+        quants = quants or (e.source is not None and e.source.repo != repo)
+        early = early or step in (0, 1)
+        if got is None:
+            rows.append([e.label, label, published.NOT_PUBLISHED] + [""] * (len(_PUBLISHED_CELLS) - 1))
+        else:
+            rows.append([e.label, label] + [_published_cell(got.get(t), m) for t, m in _PUBLISHED_CELLS])
+    if not rows:
+        return (NO_PUBLISHED_DEMO if demo else ""), None
+    note = PUBLISHED_TABLE_NOTE + (_QUANT_NOTE if quants else "") + (_STEP0_NOTE if early else "")
+    return note, {"headers": PUBLISHED_COLUMNS, "data": rows}
 
 
 def _is_demo(spec: str) -> bool:

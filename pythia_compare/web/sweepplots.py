@@ -1,5 +1,6 @@
 """The Sweeps tab's figures: a sweep JSON dict (docs/sweeps.md) -> plotly figures of perplexity and KL against
-the training step, perplexity against bits per weight, and a steps × quants heatmap.
+the training step, perplexity against bits per weight, a steps × quants heatmap, and EleutherAI's published
+accuracies against step (sweep_published_figure, given sweepview's choice of numbers).
 
 Pure, as plots.py is (whose title layout, template and escaping these share): sweep in, figure out. Built with
 plotly's API (a sweep has few points). Every point and heatmap square carries its cell's run id at
@@ -246,6 +247,33 @@ def sweep_heatmap(sweep: dict) -> go.Figure:
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     fig.update_yaxes(type="category", autorange="reversed")
     return fig
+
+
+def sweep_published_figure(sweep: dict, pub: dict) -> go.Figure:
+    """EleutherAI's published zero-shot accuracies vs training step, one line per task (± 1 standard error), on
+    the sweep's own log step axis. `pub` is sweepview.published_for_sweep's answer for this sweep (its own repo
+    only): {"repo", "points": {task: [(step, acc, stderr)]}, "note"}; no points draws its note instead.
+    Hover says the numbers are EleutherAI's; customdata[1] is "–", so a click opens no run."""
+    repo = pub.get("repo") or sweep.get("repo") or "?"
+    fig = _figure(_sweep_title(sweep, f"{repo}: published accuracy vs step"), "training step (log scale)",
+                  "accuracy (EleutherAI's lm-eval, zero-shot)")
+    fig.update_layout(legend_title_text="task")
+    points = pub.get("points") or {}
+    if not points:
+        return _placeholder(fig, pub.get("note") or "No published numbers.")
+    xs = sweep_step_x(sweep)
+    for i, (task, pts) in enumerate(points.items()):
+        pts = [p for p in pts if p[0] in xs or p[0] > 0]  # step0 only where the sweep's axis has it
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(
+            x=[xs.get(s, float(s)) for s, _, _ in pts], y=[a for _, a, _ in pts], name=esc(task),
+            mode="lines+markers", marker=dict(color=color, size=7), line=dict(color=color),
+            error_y=dict(type="data", array=[e or 0.0 for _, _, e in pts], visible=True, color=color, thickness=1),
+            customdata=[[_step_label(s), "–", fmt_num(a, 4), fmt_num(e or 0.0, 2)] for s, a, e in pts],
+            hovertemplate="<b>%{fullData.name}</b><br>step %{customdata[0]}<br>acc = %{customdata[2]} ± "
+                          "%{customdata[3]}<br>published by EleutherAI<extra></extra>"))
+    fig.update_yaxes(rangemode="tozero")
+    return _log_step_axis(fig, sweep)
 
 
 def sweep_figures(sweep: dict) -> dict[str, go.Figure]:

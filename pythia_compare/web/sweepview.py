@@ -4,8 +4,8 @@ line, opening sweeps by any id, which cell a click opens, and what a local user 
 Owns the rows the Sweeps tab shows (formatted by report.format_table, so they read like the CLI's numbers),
 turning a page's sweep id (from a link, the list or an API caller, hostile ones included) into a stored sweep
 or None, mapping a cell-table row to the cell's run id, and the start-a-sweep form: checking its inputs, the
-equivalent CLI command, and running plan + run in this process on a thread of its own (local apps only,
-never a public deployment). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweeps/store.py).
+equivalent CLI command, running plan + run in this process on a thread of its own (local apps only, never a
+public deployment), and which published numbers a sweep's figure draws (its own repo, its own step span). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweeps/store.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runs import report
+from ..runs import published, report
 from ..config import Settings
 from ..errors import BadInput, PythiaCompareError, RunNotFound
 from ..runs.store import RunStore
 from ..sweeps.store import SweepStore
+from ..variants import DEMO_ALIAS
 
 log = logging.getLogger("pythia_compare.sweepview")
 
@@ -34,6 +35,47 @@ PUBLIC_NO_START = ("Sweeps are started from the command line (`python -m pythia_
                    "`sweep run ID`, or `sweep slurm` on a cluster); this public deployment does not run them.")
 MAX_FORM_CHARS = 400  # the start form's steps box
 FORM_QUANTS = ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"]  # the start form's choices: the demo's test quants
+
+
+# The accuracy tasks the "published benchmarks vs step" figure draws (LAMBADA's PPL is another scale: the
+# Compare tab's table has it).
+PUBLISHED_TASKS = ["lambada_openai", "piqa", "winogrande", "arc_easy", "arc_challenge", "sciq", "logiqa", "wsc"]
+
+
+def published_for_sweep(sweep: dict) -> dict:
+    """EleutherAI's published zero-shot accuracies for the sweep's own repo, over the sweep's own step span:
+    {"repo", "points": {task name: [(step, acc, stderr)]}, "note"}. Never another training run's numbers (a
+    sweep of the current models never gets v0's, whatever its Hub cells); "points" is empty and "note" says why
+    when the repo has none (the demo suite) or none fall in the sweep's steps."""
+    repo = sweep.get("repo")
+    out: dict = {"repo": repo, "points": {}, "note": None}
+    try:
+        have = published.steps(repo)
+    except PythiaCompareError:
+        out["note"] = published_none_note(repo)
+        return out
+    own = sorted({int(s) for s in sweep.get("steps") or []} | {int(c["step"]) for c in sweep.get("cells") or []})
+    inside = [s for s in have if own and own[0] <= s <= own[-1]]
+    if not inside:
+        out["note"] = (f"EleutherAI published no numbers for {repo} between this sweep's steps; it did for "
+                       f"step{have[0]} … step{have[-1]} ({len(have)} checkpoints).")
+        return out
+    for task in PUBLISHED_TASKS:
+        pts = []
+        for s in inside:
+            got = published.lookup(repo, s, task)
+            if got and got.get("acc") is not None:
+                pts.append((s, got["acc"], got.get("acc_stderr")))
+        if pts:
+            out["points"][published.TASK_NAMES[task]] = pts
+    return out
+
+
+def published_none_note(repo: str | None) -> str:
+    """Why a sweep of `repo` has no published figure: 'No published numbers for demo' for the demo suite."""
+    if repo == DEMO_ALIAS:
+        return "No published numbers for demo: the demo suite is a tiny model trained by this project."
+    return f"No published numbers for {repo}: EleutherAI's are for {' and '.join(published.repos())}."
 
 
 def _cell_quant(cell: dict) -> str:

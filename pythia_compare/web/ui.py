@@ -36,15 +36,16 @@ from ..runs.backup import Backup, local_root
 from ..config import ASSETS_DIR, Settings
 from .dashboard import (DEFAULT_QUANTS, DOWNLOAD_PATH, HISTORY_COLUMNS, MAX_QUERY_CHARS, MAX_SPECS_CHARS, NOT_FOUND,
                         Dashboard, collect_specs, controls_for, default_reference, demo_banner, load_catalog,
-                        download, download_name, log_spaced, quant_choices, reference_choices, scrub,
-                        table_cells)
+                        download, download_name, log_spaced, published_table, quant_choices, reference_choices,
+                        scrub, table_cells)
 from .dashboard import MODELS_NOTE
 from ..errors import PythiaCompareError
 from ..params import LIMITS
 from ..runs.run import Run, as_run
 from ..runs.store import RunLogError, RunStore
 from .sweepview import (CELL_COLUMNS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START, SWEEP_COLUMNS,
-                        SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, status_line)
+                        SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, published_for_sweep,
+                        status_line)
 from ..variants import DEMO_ALIAS
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ class Handlers:
 
     def views(self, run: Run | dict | None, status: str | None = None) -> tuple:
         """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, downloads,
+        and EleutherAI's published numbers for its Pythia steps (a note and a table: dashboard.published_table),
         and the Layers view (the logit lens; hidden for a run without it).
 
         `run`: a Run (the views' state), or its JSON (read once, run.as_run). A failed run ({"error": message})
@@ -121,6 +123,7 @@ class Handlers:
         if not run:
             return (status or "", gr.Dataframe(value=None, visible=False), None, "", None, None, None,
                     gr.Dataframe(value=None, visible=False), "", gr.HTML("", visible=False),
+                    gr.Markdown("", visible=False), gr.Dataframe(value=None, visible=False),
                     gr.Plot(value=None, visible=False))
         run = as_run(run)
         figs = plots.all_figures(run)
@@ -134,10 +137,12 @@ class Handlers:
             kl = gr.Dataframe(value={"headers": kcols, "data": table_cells(kcols, krows)}, visible=True)
         else:
             kl = gr.Dataframe(value=None, visible=False)
+        pub_note, pub_table = published_table(run, self.settings)
         return (status if status is not None else self.core.status(run),
                 gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows)}, visible=True),
                 figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
-                run.run_id or "", files,
+                run.run_id or "", files, gr.Markdown(pub_note, visible=bool(pub_note)),
+                gr.Dataframe(value=pub_table, visible=pub_table is not None),
                 gr.Plot(value=figs["lens"], visible=run.params.lens_positions is not None))
 
     def stopped(self, live: dict | None) -> tuple:
@@ -257,7 +262,8 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
             h = _history_tab(settings)
             sweeps = _sweeps_tab(settings, app.store)
         view_outputs = [c["status"], c["summary"], c["fig_next"], c["gen_html"], c["fig_ppl"], c["fig_surprisal"],
-                        c["fig_kld"], c["kl_table"], c["run_id"], c["downloads"], c["fig_lens"]]
+                        c["fig_kld"], c["kl_table"], c["run_id"], c["downloads"], c["published_note"],
+                        c["published"], c["fig_lens"]]
         _wire_compare(c, page, app, cat, settings, concurrency, view_outputs)
         _wire_history(h, c, page, demo, tabs, app, cat, view_outputs)
         _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
@@ -329,6 +335,10 @@ def _compare_tab(settings: Settings, cat) -> dict:
                                              interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
                 gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
         c["fig_lens"] = gr.Plot(label="Layers (logit lens)", elem_id="pc-fig-lens", visible=False)
+        c["published"] = gr.Dataframe(label="Published at this step (EleutherAI's lm-eval, zero-shot; not measured "
+                                            "here)", visible=False, interactive=False, wrap=True,
+                                      elem_id="pc-published")
+        c["published_note"] = gr.Markdown("", visible=False, elem_id="pc-published-note", elem_classes=["pc-note"])
         c["run_json"] = gr.JSON(visible=False, label="Run JSON")
     return c
 
@@ -553,12 +563,14 @@ class SweepHandlers:
         return table, failed or gr.skip()
 
     def views(self, sweep: dict | None, status: str | None = None) -> tuple:
-        """A sweep's views (or nothing's): status, the 4 figures (SWEEP_FIGURES), the cell table, its id."""
+        """A sweep's views (or nothing's): status, the 4 figures (SWEEP_FIGURES), the cell table, its id, and the
+        published benchmarks of its repo vs step (sweepview.published_for_sweep)."""
         if not sweep:
-            return (status if status is not None else NO_SWEEP, None, None, None, None, None, "")
+            return (status if status is not None else NO_SWEEP, None, None, None, None, None, "", None)
         figs = sweepplots.sweep_figures(sweep)
         return (status_line(sweep), *(figs[n] for n in SWEEP_FIGURES),
-                {"headers": CELL_COLUMNS, "data": cell_rows(sweep)}, sweep["sweep_id"])
+                {"headers": CELL_COLUMNS, "data": cell_rows(sweep)}, sweep["sweep_id"],
+                sweepplots.sweep_published_figure(sweep, published_for_sweep(sweep)))
 
     def open_sweep(self, sweep_id: object) -> tuple:
         """A stored sweep's views, or the friendly not-found text (for any id, hostile ones included), or why the
@@ -645,6 +657,8 @@ def _sweeps_tab(settings: Settings, store: RunStore) -> dict:
         with gr.Row():
             c["bpw"] = gr.Plot(label="Perplexity vs bits per weight", elem_id="pc-sweep-fig-bpw")
             c["heatmap"] = gr.Plot(label="ln(PPL(Q)/PPL(ref)) per cell", elem_id="pc-sweep-fig-heatmap")
+        c["published"] = gr.Plot(label="Published benchmarks vs step (EleutherAI's, not measured here)",
+                                 elem_id="pc-sweep-fig-published")
         c["cell_note"] = gr.Markdown("Click a cell's row to open its full run in the Compare tab.",
                                      elem_id="pc-sweep-cell-note")
         c["cells"] = gr.Dataframe(headers=CELL_COLUMNS, interactive=False, wrap=True, elem_id="pc-sweep-cells",
@@ -685,7 +699,7 @@ def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_ou
     """The Sweeps tab's events (called inside build_demo's Blocks, after the Compare tab's views exist)."""
     h: SweepHandlers = c["handlers"]
     private = dict(api_visibility="private")
-    outputs = [c["status"], *(c[n] for n in SWEEP_FIGURES), c["cells"], c["id"]]
+    outputs = [c["status"], *(c[n] for n in SWEEP_FIGURES), c["cells"], c["id"], c["published"]]
     gr.api(h.sweep, api_name="sweep")
     demo.load(h.on_load, None, [c["list"], *outputs, tabs], queue=False, **private)
     c["refresh"].click(h.refresh, c["id"], [c["list"], *outputs], queue=False, **private)
