@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-tokens", type=int, help="tokens to generate after the input (default 32; 0: none)")
     c.add_argument("--temperature", type=float, help="0 is greedy (default); > 0 samples with --seed")
     c.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    c.add_argument("--lens", action="store_true",
+                   help="the logit lens (prompt runs): each layer's prediction, per variant, with its KL from the "
+                        "reference's at the same layer")
+    c.add_argument("--lens-positions", metavar="I,J,…",
+                   help="token indices for the lens, comma-separated, at most 8 (default: the last token)")
     c.add_argument("--no-flash-attn", action="store_true", help="turn flash attention off (llama-perplexity's exact numerics)")
     c.add_argument("--json", action="store_true", help="print the run JSON instead of tables (complete, whatever "
                    "the terminal's width; the tables fit it)")
@@ -175,7 +180,8 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     params = RunParams.from_settings(settings, scoring=args.scoring, ctx=args.ctx, top_k=args.top_k,
                                      max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                                      reference=pick_reference(args.specs, args.reference),
-                                     lambada_file=args.lambada_file, limit=_whole_or_text(args.limit))
+                                     lambada_file=args.lambada_file, limit=_whole_or_text(args.limit),
+                                     lens=bool(args.lens), lens_positions=_positions(args.lens_positions))
     pool = ModelPool(settings)
     bar = ProgressBar()
     try:
@@ -202,6 +208,20 @@ def _whole_or_text(value: str | None) -> int | str | None:
         return int(value) if value is not None else None
     except ValueError:
         return value
+
+
+def _positions(text: str | None) -> list[int] | None:
+    """--lens-positions as a list of ints (BadInput naming the item that is not a whole number)."""
+    if text is None:
+        return None
+    out = []
+    for item in text.split(","):
+        try:
+            out.append(int(item.strip()))
+        except ValueError:
+            raise BadInput(f"--lens-positions: {item.strip()[:20]!r} is not a token index; give whole numbers "
+                           f"separated by commas, e.g. 3,7,12") from None
+    return out
 
 
 def _width() -> int:

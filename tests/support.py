@@ -64,6 +64,8 @@ TIERS: dict[str, set[str]] = {
     "test_packaging::test_the_packaging_venv_sees_the_packages_of_a_venv_that_runs_the_tests_not_only_the_base_interpreters":
         {"slow"},
     "test_convert::test_f32_logits_of_both_weight_formats_match_transformers": {"slow"},
+    "test_lens::test_the_last_layers_lens_matches_the_models_own_logits_for_every_supported_quant_type": {"slow"},
+    "test_lens::test_the_captured_stream_and_the_lens_equal_transformers_on_a_demo_checkpoint": {"slow"},
     "test_engine::test_every_supported_quant_type_runs_in_a_fresh_process": {"slow"},
     "test_engine::test_generation_streams_tokens_whose_text_joins_into_the_decoded_output": {"slow"},
     "test_engine::test_listed_quants_give_finite_log_probs_in_process": {"slow"},
@@ -133,6 +135,7 @@ TIERS: dict[str, set[str]] = {
     "test_slurm": {"slow"},
     "test_ui_sweeps": {"slow"},
     "test_e2e_sweeps": {"browser", "slow"},
+    "test_lens_browser": {"browser", "slow"},
     "test_e2e_published": {"browser", "slow"},
     "test_published::test_the_import_tool_rebuilds_the_bundle_from_an_evals_tree_and_a_git_dir_alike": {"slow"},
     "test_published::test_the_import_tool_refuses_a_tree_that_is_not_the_pythia_repo_and_writes_nothing": {"slow"},

@@ -217,10 +217,11 @@ def test_the_summary_table_shows_the_cells_the_cli_prints(streamed):
 
 def test_views_of_a_stored_run_carry_every_figure_and_both_downloads(dash, streamed):
     run = streamed[0][-1][0]
-    status, summary, nxt, gen, ppl, surprisal, kld, kl, run_id, downloads, pub_note, pub = dash.views(run)
+    status, summary, nxt, gen, ppl, surprisal, kld, kl, run_id, downloads, pub_note, pub, layers = dash.views(run)
     assert pub_note.value == "No published numbers for demo: the demo suite is a tiny model trained by this " \
         "project, which EleutherAI never evaluated." and not pub.visible
     assert run_id == run["run_id"] and run_id in status
+    assert layers.visible is False  # a run without the logit lens has no Layers view
     figs = plots.all_figures(run)
     for name, fig in (("next_token", nxt), ("ppl", ppl), ("surprisal", surprisal), ("kld", kld)):
         assert fig.to_plotly_json() == figs[name].to_plotly_json() and len(fig.data) >= 1
@@ -241,6 +242,7 @@ def test_views_of_a_stored_run_carry_every_figure_and_both_downloads(dash, strea
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         assert z.read("tokens.csv").decode("utf-8") == run_to_csv(run)
         assert z.read("summary.csv").decode("utf-8").startswith("run_id,variant,")
+        assert "lens.csv" not in z.namelist()
     assert (media, name) == ("application/zip", f"pythia-compare-{run_id}.zip")
 
 

@@ -167,7 +167,7 @@ class GeneratedToken:
     top: list[dict] = field(default_factory=list)  # alternatives: [{"id", "text", "prob"}], descending
 
 
-def _fill_batch(batch, tokens: list[int], first_pos: int, logits_at: list[int]) -> None:
+def fill_batch(batch, tokens: list[int], first_pos: int, logits_at: list[int]) -> None:
     """Put `tokens` into a llama.cpp batch as sequence 0 at positions first_pos, first_pos + 1, …, asking for
     logits at the indices (into `tokens`) listed in logits_at. The one place a batch is filled."""
     wanted = set(logits_at)
@@ -497,7 +497,7 @@ class Model:
         n_batch tokens and ends early after Settings.max_outputs requested positions. take(row, position,
         logits_ptr) is called per requested position, block(first_row, n) once per call that produced rows."""
         n = len(tokens)
-        self._ensure_context(_round_ctx(n))
+        self._ensure_context(round_ctx(n))
         threads = max(1, int(n_threads or self.settings.n_threads))
         llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
@@ -507,7 +507,7 @@ class Model:
             row = 0
             for start, end, rows in _decode_calls(n, want, n_batch, max(1, self.settings.max_outputs)):
                 flagged = [p - start for p in want[row:row + rows]]
-                _fill_batch(batch, tokens[start:end], start, flagged)
+                fill_batch(batch, tokens[start:end], start, flagged)
                 self._decode(self._ctx, batch)
                 if take is not None:
                     for j, i in enumerate(flagged):
@@ -548,7 +548,7 @@ class Model:
         if max_tokens <= 0 or not prompt_tokens:
             return
         with self.lock:
-            ctx, n_ctx = self._generation_ctx(_round_ctx(len(prompt_tokens) + max_tokens), max_tokens)
+            ctx, n_ctx = self._generation_ctx(round_ctx(len(prompt_tokens) + max_tokens), max_tokens)
             llama_cpp.llama_set_n_threads(ctx, self.settings.n_threads, self.settings.n_threads)
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
             batch = llama_cpp.llama_batch_init(max(len(prompt_tokens), 1), 0, 1)
@@ -567,7 +567,7 @@ class Model:
         for start in range(0, len(tokens), n_batch):
             piece = tokens[start:start + n_batch]
             last = start + len(piece) == len(tokens)
-            _fill_batch(batch, piece, pos, [len(piece) - 1] if last else [])
+            fill_batch(batch, piece, pos, [len(piece) - 1] if last else [])
             self._decode(ctx, batch)
             pos += len(piece)
         return pos
@@ -642,7 +642,7 @@ def _tokenize(vocab, text: str, add_special: bool, parse_special: bool) -> list[
     return list(buf[:n])
 
 
-def _round_ctx(n: int) -> int:
+def round_ctx(n: int) -> int:
     return max(256, -(-n // 256) * 256)
 
 

@@ -25,11 +25,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import lambada, metrics
+from . import lens as lenses
 from ..config import Settings, __version__
-from ..errors import InputTextError, SpecError, TokenizerMismatch
+from ..errors import BudgetError, InputTextError, SpecError, TokenizerMismatch
+from ..models import lenscapture
 from ..params import LIMITS
-from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, LambadaData, LambadaScore, Load, Params, Run,
-                  Source, Timings, TokenProb, Versions, read)
+from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, LambadaData, LambadaScore, Lens, LensCheck,
+                  LensLayer, LensPosition, Load, Params, Run, Source, Timings, TokenProb, Versions, read)
 from ..sources.policy import check_run, check_work
 from ..sources.lineage import mixed_run_warnings
 from ..sources.resolver import Resolved, Resolver, demo_steps
@@ -51,6 +53,8 @@ class RunParams:
     reference: str | None = None  # spec of the reference variant (KL statistics against it)
     lambada_file: str | Path | None = None  # scoring "lambada": a local LAMBADA JSONL (None: the Hub dataset)
     limit: int | None = None  # scoring "lambada": the first N examples (None: every one)
+    lens: bool = False  # the logit lens (prompt runs only): the residual stream after each layer, decoded
+    lens_positions: list[int] | None = None  # token indices for the lens (default: the last token); at most 8
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> "RunParams":
@@ -121,6 +125,7 @@ def validate_params(params: RunParams, n_specs: int, settings: Settings) -> None
         if not isinstance(params.reference, str):
             raise SpecError(f"the reference must be a spec string, not {type(params.reference).__name__}")
         check_unicode(params.reference, "the reference")
+    _check_lens_params(params)
     if n_specs == 0:
         raise SpecError("no variants given; name at least one, e.g. Q4_K_M or demo@step0")
     if n_specs > settings.max_variants:  # distinct variants, the reference counted once (count_variants)
@@ -212,6 +217,48 @@ class ProgressBar:
         self.bar.close()
 
 
+LENS_TOP_K = 5  # tokens the lens lists per layer
+
+
+def _check_lens_params(params: RunParams) -> None:
+    """The lens's own inputs: a switch, at most 8 distinct whole positions, prompt scoring (BadInput otherwise).
+    Positions are checked against the prompt's length once it is tokenized (check_lens_positions)."""
+    if not isinstance(params.lens, (bool, np.bool_)):
+        raise InputTextError(f"lens must be true or false, not {_show(params.lens)!r}")
+    if params.lens_positions is not None and not params.lens:
+        raise InputTextError("lens positions were given without the lens; add --lens (lens=True), or leave the "
+                             "positions out")
+    if not params.lens:
+        return
+    if params.scoring not in ("auto", "prompt"):
+        raise InputTextError(f"the logit lens works on prompt runs only, not on {params.scoring} scoring; use "
+                             f"--scoring prompt (or auto with a prompt of at most ctx tokens)")
+    if params.lens_positions is not None:
+        pos = params.lens_positions
+        if not isinstance(pos, (list, tuple)) or not pos:
+            raise InputTextError(f"lens positions must be a list of 1 to {lenscapture.MAX_POSITIONS} token indices, "
+                                 f"not {_show(pos)!r}")
+        if len(pos) > lenscapture.MAX_POSITIONS:
+            raise InputTextError(f"{len(pos)} lens positions asked; the limit is {lenscapture.MAX_POSITIONS}; "
+                                 f"choose at most {lenscapture.MAX_POSITIONS}")
+        checked = [_whole(p, "a lens position", -2**31, 2**31 - 1) for p in pos]
+        if len(set(checked)) != len(checked):
+            raise InputTextError(f"lens positions {checked} repeat a position; give each once")
+        params.lens_positions = checked
+
+
+def check_lens_positions(params: RunParams, n_tokens: int) -> list[int]:
+    """The lens positions of a prompt of n_tokens tokens, sorted (default: the last token, whose prediction is the
+    run's next token); InputTextError for one out of 0 … n_tokens - 1."""
+    pos = params.lens_positions if params.lens_positions is not None else [n_tokens - 1]
+    bad = [p for p in pos if not 0 <= p < n_tokens]
+    if bad:
+        raise InputTextError(f"lens position{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} out of range: "
+                             f"the prompt has {n_tokens} tokens; use 0 … {n_tokens - 1} (the lens predicts the token "
+                             f"after each position)")
+    return sorted(pos)
+
+
 def too_many(n: int, limit: int) -> str:
     """The one message for too many variants, for the CLI, the API and the page alike."""
     return (f"{n} variants chosen (the reference counted once); the limit is {limit} per run; "
@@ -287,15 +334,27 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
 
     yield Event("progress", "loading models", done / steps)
     t0 = time.perf_counter()
+    # the lens's heads (final norm, unembedding) read and checked before any model is loaded
+    heads = [lenses.read_head(p) for p in paths] if params.lens else None
     with pool.hold(paths, params.ctx, labels) as models:
         ids, run = _tokenized(resolved, bool(reference), models, text, params, settings, time.perf_counter() - t0)
         check_work(len(models), len(ids), params.max_tokens, settings)  # public mode: a bounded run
         entries, scoring = run.entries(), run.params.scoring
         counts = _scored_counts(models[0], ids, scoring, params.ctx)
         run.input.n_bytes, run.input.n_words = int(counts[0][-1]), int(counts[1][-1])
+        if params.lens:
+            if scoring != "prompt":
+                raise InputTextError(f"the logit lens works on prompt runs only; this text of {len(ids)} tokens "
+                                     f"runs in {scoring} mode; give a prompt of at most ctx = {params.ctx} tokens, "
+                                     f"or leave out --lens")
+            run.params.lens_positions = check_lens_positions(params, len(ids))
         yield Event("update", "tokenized", done / steps, run)
         if scoring == "prompt":
-            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(reference), counts)
+            captures = [] if heads is not None else None
+            yield from _score_prompt(run, entries, models, ids, params, done, steps, bool(reference), counts,
+                                     captures)
+            if heads is not None:
+                yield from _lens(run, entries, models, heads, captures, done, steps)
         else:
             yield from _score_corpus(run, entries, models, ids, params, done, steps, bool(reference), counts)
         done = len(everything) * 2
@@ -543,7 +602,11 @@ def _scored_counts(model, ids: list[int], scoring: str, ctx: int) -> tuple[np.nd
     return np.concatenate([[0], np.cumsum(sizes)]), np.concatenate([[0], np.cumsum(words)])
 
 
-def _score_prompt(run, entries, models, ids, params, done, steps, has_ref, counts) -> Iterator[Event]:
+def _score_prompt(run, entries, models, ids, params, done, steps, has_ref, counts, captures: list | None = None
+                  ) -> Iterator[Event]:
+    """Score the prompt on every model. With `captures` (a lens run) each model is evaluated once, in its lens
+    context (lenscapture.capture: the residual stream at the lens positions, the logits at every position), and its
+    Capture (or, when the lens context has no room, the BudgetError's message) is appended for _lens."""
     n = len(ids)
     positions = list(range(n))
     targets = np.asarray(ids[1:], dtype=np.int64)
@@ -551,7 +614,16 @@ def _score_prompt(run, entries, models, ids, params, done, steps, has_ref, count
     for k, (e, m) in enumerate(zip(entries, models)):
         yield Event("progress", f"{e.label}: scoring {n} tokens", (done + k) / steps)
         t = time.perf_counter()
-        logits = m.logits(ids, positions)
+        if captures is None:
+            logits = m.logits(ids, positions)
+        else:
+            try:
+                cap = lenscapture.capture(m, ids, run.params.lens_positions, outputs=positions)
+                logits = cap.logits  # scored here; the capture keeps only the lens positions' rows for _lens
+                cap.logits, cap.outputs = logits[run.params.lens_positions], list(run.params.lens_positions)
+            except BudgetError as err:
+                logits, cap = m.logits(ids, positions), str(err)
+            captures.append(cap)
         if has_ref and k > 0:  # the statistics carry the variant's NLL too
             stats = metrics.token_stats(ref_logits, logits[:-1], targets)
             e.kld = _kld_stats(stats)
@@ -564,6 +636,49 @@ def _score_prompt(run, entries, models, ids, params, done, steps, has_ref, count
         e.timings.score_s = time.perf_counter() - t
         del logits
         yield Event("update", f"{e.label}: scored", (done + k + 1) / steps, run)
+
+
+def _lens(run: Run, entries: list[Entry], models: list, heads: list, captures: list, done: int,
+          steps: int) -> Iterator[Event]:
+    """The logit lens of every entry at run.params.lens_positions from its capture (made while scoring:
+    _score_prompt): the residual stream after each layer decoded (lens.py), checked against the model's logits, and
+    compared layer by layer with the baseline's (the reference, else the first entry whose lens is available)."""
+    positions = run.params.lens_positions
+    base_lp = base_top = None
+    for k, (e, m, head) in enumerate(zip(entries, models, heads)):
+        yield Event("progress", f"{e.label}: logit lens", (done + k) / steps)
+        cap = captures[k]
+        if isinstance(cap, str):  # no room for the lens context under the memory budget
+            e.lens = Lens(status="unavailable", message=cap, positions=[], check=None)
+            continue
+        if cap.missing:
+            e.lens = Lens(status="unavailable", message=cap.missing, positions=[], check=None)
+            continue
+        logits = head.logits(cap.layers)  # (positions, layers, vocab)
+        check = lenses.self_check(logits[:, -1], cap.logits, head.out_type, LENS_TOP_K)
+        lp = lenses.log_softmax(logits)
+        del logits
+        if base_lp is None:
+            base_lp = lp
+            final = lenses.log_softmax(cap.logits)
+            base_top = [lenses.top(row, 1)[0] for row in final]
+            kls = None
+        else:
+            kls = lenses.kl(base_lp, lp)
+        by_pos = []
+        for i, p in enumerate(positions):
+            tok, prob = base_top[i]
+            layers = [LensLayer(top=[TokenProb(id=t_, text=m.token_text(t_), prob=pr)
+                                     for t_, pr in lenses.top(lp[i, li], LENS_TOP_K)],
+                                kl=None if kls is None else float(kls[i, li]),
+                                ref_rank=lenses.rank(lp[i, li], tok)) for li in range(lp.shape[1])]
+            by_pos.append(LensPosition(position=int(p), target=TokenProb(id=tok, text=m.token_text(tok), prob=prob),
+                                       layers=layers))
+        e.lens = Lens(status="ok" if check.ok else "check failed", message=check.message, positions=by_pos,
+                      check=LensCheck(ok=check.ok, rule=check.rule, max_dlogit=check.max_dlogit,
+                                      max_logit=check.max_logit, kl=check.kl, same_top=check.same_top))
+        del lp
+        yield Event("update", f"{e.label}: logit lens", (done + k + 1) / steps, run)
 
 
 def _score_corpus(run, entries, models, ids, params, done, steps, has_ref, counts) -> Iterator[Event]:

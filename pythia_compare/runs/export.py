@@ -1,6 +1,6 @@
 """A run -> its download formats: CSV for spreadsheets (one tidy row per (model, scored position), a summary row
 per model), both in one zip (summary.csv + tokens.csv; a LAMBADA run adds lambada.csv, one row per (model,
-example)), and the indented run JSON; the exports of the CLI (`runs
+example), and a run with the logit lens lens.csv), and the indented run JSON; the exports of the CLI (`runs
 export`) and of the page's downloads (dashboard.download).
 
 Owns the CSV layouts of a run. Pure: takes a run (a `run.Run`, or its JSON dict of docs/run.md, read once
@@ -172,9 +172,39 @@ def lambada_to_csv(run: Run | dict) -> str:
     return buf.getvalue()
 
 
+LENS_COLUMNS = ["run_id", "role", "spec", "label", "position", "token", "layer", "rank_in_layer", "lens_token",
+                "lens_prob", "kl_from_baseline", "baseline_top1_rank", "status"]
+
+
+def lens_to_csv(run: Run | dict) -> str:
+    """The logit lens of a lens run as CSV text: one row per (model, asked position, layer, lens token), the
+    lens's top tokens in order (rank_in_layer 1 …); kl_from_baseline and baseline_top1_rank repeat on the rows of
+    one layer (kl empty for the baseline); status is the entry's lens status (ok / check failed / unavailable,
+    the latter with a single row and empty layer cells). Header only for a run without the lens."""
+    run = as_run(run)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(LENS_COLUMNS)
+    has_ref = run.reference is not None
+    for k, e in enumerate(run.entries()):
+        if e.lens is None:
+            continue
+        head = [_text(run.run_id), "reference" if has_ref and k == 0 else "variant", _text(e.spec), _text(e.label)]
+        if not e.lens.positions:
+            w.writerow(head + [""] * 8 + [_text(e.lens.status)])
+        for pos in e.lens.positions:
+            tok = run.input.tokens[pos.position] if 0 <= pos.position < len(run.input.tokens) else ""
+            for li, layer in enumerate(pos.layers):
+                for r, t in enumerate(layer.top, 1):
+                    w.writerow(head + [pos.position, _text(tok), li, r, _text(t.text), _num(t.prob), _num(layer.kl),
+                                       layer.ref_rank, _text(e.lens.status)])
+    return buf.getvalue()
+
+
 def run_to_zip(run: Run | dict) -> bytes:
-    """summary.csv (summary_to_csv) and tokens.csv (run_to_csv) in one zip, and lambada.csv (lambada_to_csv) for a
-    LAMBADA run; the same bytes for the same run (the entries are dated by the run's created_at)."""
+    """summary.csv (summary_to_csv) and tokens.csv (run_to_csv) in one zip, lambada.csv (lambada_to_csv) for a
+    LAMBADA run and lens.csv (lens_to_csv) for a lens run; the same bytes for the same run (the entries are dated
+    by the run's created_at)."""
     run = as_run(run)
     when = (1980, 1, 1, 0, 0, 0)
     m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)", str(run.created_at or ""))
@@ -185,6 +215,8 @@ def run_to_zip(run: Run | dict) -> bytes:
         parts = [("summary.csv", summary_to_csv(run)), ("tokens.csv", run_to_csv(run))]
         if run.lambada is not None:
             parts.append(("lambada.csv", lambada_to_csv(run)))
+        if run.params.lens_positions is not None:
+            parts.append(("lens.csv", lens_to_csv(run)))
         for name, text in parts:
             info = zipfile.ZipInfo(name, date_time=when)
             info.compress_type = zipfile.ZIP_DEFLATED

@@ -1,6 +1,7 @@
 """The models a process keeps loaded: `ModelPool`, under a memory budget (bytes of the GGUF files, which
 llama.cpp maps, plus what a model's repacked generation handle costs), thread-safe, evicting the least recently
-used model that no run holds.
+used model that no run holds. A logit-lens context (models/lenscapture.py) counts too: it asks `may_grow` before it is
+made and is added to its model's extra_bytes while it lives.
 
 Loads through engine.Model and never calls llama_cpp itself; a run holds its models with `hold()` for as long as
 it uses them, and `check_budget()` refuses, before any work, a run whose models cannot be loaded together.

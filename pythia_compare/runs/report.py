@@ -332,6 +332,8 @@ def format_run(run: Run | dict, width: int | None = None) -> str:
             block = format_kl_block(v.kld.stats(), n).splitlines()  # its footnote wrapped to the width
             parts += ["", f"== {v.label} vs reference {run.reference.label} ==",
                       *[wrap(line) if line.startswith("(") else line for line in block]]
+    for pos, (columns, rows) in lens_tables(run):
+        parts += ["", wrap(pos), text_table(columns, rows, width=width)]
     for s in shown_entries(run):
         gen = s.entry.generation
         if gen and gen.tokens:  # a model's text may hold control bytes: escaped, never sent to the terminal
@@ -349,6 +351,37 @@ def lambada_head(run: Run) -> str:
             f"{'on' if p.flash_attn else 'off'}" + (f", reference {p.reference}" if p.reference else ""))
 
 
+def lens_tables(run: Run | dict) -> list[tuple[str, tuple[list[str], list[list]]]]:
+    """The logit lens of a lens run, one table per asked position: (its title, (columns, rows)), a row per layer
+    with each entry's top token and probability, its KL from the baseline's lens and the rank of the baseline's
+    final top-1. [] for a run without the lens."""
+    run = as_run(run)
+    if run.params.lens_positions is None:
+        return []
+    shown = [s for s in shown_entries(run) if s.entry.lens is not None and s.entry.lens.positions]
+    out = []
+    for i, p in enumerate(run.params.lens_positions):
+        tok = run.input.tokens[p] if 0 <= p < len(run.input.tokens) else "?"
+        if not shown:
+            continue
+        target = shown[0].entry.lens.positions[i].target
+        title = (f"== logit lens at position {p} (after {show_token(tok)!r}); rank: of "
+                 f"{show_token(target.text)!r}, {shown[0].name}'s final top-1 ==")
+        columns = ["layer"]
+        for k, s in enumerate(shown):
+            columns += [f"{s.name} top", "p"] + (["KL"] if k else []) + ["rank"]
+        rows = []
+        for li in range(len(shown[0].entry.lens.positions[i].layers)):
+            row: list = [li]
+            for k, s in enumerate(shown):
+                layer = s.entry.lens.positions[i].layers[li]
+                row += [show_token(layer.top[0].text), layer.top[0].prob] + ([layer.kl] if k else []) + \
+                    [layer.ref_rank]
+            rows.append(row)
+        out.append((title, (columns, rows)))
+    return out
+
+
 def run_notes(run: Run | dict) -> list[str]:
     """What the user must know beside the numbers, one line each: the run's warnings ('warning: …'), each
     variant's load-time metadata overrides ('note: …') and llama.cpp's load warnings ('warning: label: …')."""
@@ -359,6 +392,9 @@ def run_notes(run: Run | dict) -> list[str]:
             lines.append(f"note: {s.name}: loaded with {key}={value} (the file names no pre-tokenizer, so llama.cpp "
                          f"would split text unlike the tokenizer the model was trained with)")
         lines += [f"warning: {s.name}: llama.cpp: {w}" for w in s.entry.warnings or []]
+        lens = s.entry.lens
+        if lens is not None and lens.status != "ok":
+            lines.append(f"warning: {s.name}: logit lens {lens.status}: {lens.message}")
     return lines
 
 

@@ -187,6 +187,16 @@ class LambadaScore:
 
 
 @dataclass
+class LensLayer:
+    """The logit lens at one layer (lens.py): the residual stream after that layer, decoded through the final norm
+    and the unembedding."""
+    top: list[TokenProb]  # the lens's most probable tokens, descending
+    kl: float | None  # KL(the baseline's lens ‖ this entry's lens) at the same layer, nats; null for the baseline
+    ref_rank: int  # 1-based rank of the baseline's final top-1 token (LensPosition.target) in this layer's lens
+    extra: dict = field(default_factory=dict, metadata=_EXTRA)
+
+
+@dataclass
 class LambadaData:
     """Where a LAMBADA run's examples came from, and how each was cut (the same for every entry)."""
     repo: str | None  # the Hub dataset (null for a local file)
@@ -199,6 +209,36 @@ class LambadaData:
     target_tokens: list[int]  # per example: tokens of the target
     context_tokens: list[int]  # per example: tokens of the context evaluated (after left-truncation)
     truncated: list[bool]  # per example: the context was cut to fit ctx
+    extra: dict = field(default_factory=dict, metadata=_EXTRA)
+
+
+@dataclass
+class LensPosition:
+    position: int  # token index in input.tokens: the lens predicts the token after it
+    target: TokenProb  # the baseline's final top-1 at this position (its own logits), which ref_rank ranks
+    layers: list[LensLayer]  # one per layer, first to last
+    extra: dict = field(default_factory=dict, metadata=_EXTRA)
+
+
+@dataclass
+class LensCheck:
+    """The self-check of an entry's lens: its last layer against the model's own logits (docs/metrics.md)."""
+    ok: bool
+    rule: str  # "logits" (F32/F16 unembedding) | "top-k and KL" (quantized)
+    max_dlogit: float
+    max_logit: float
+    kl: float
+    same_top: bool
+    extra: dict = field(default_factory=dict, metadata=_EXTRA)
+
+
+@dataclass
+class Lens:
+    """An entry's logit lens (issue 24): per asked position, per layer."""
+    status: str  # "ok" | "check failed" | "unavailable"
+    message: str  # the self-check's result, or why the lens is unavailable
+    positions: list[LensPosition]  # empty when unavailable
+    check: LensCheck | None
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 
@@ -222,6 +262,7 @@ class Entry:
     bits_per_byte: float | None = field(default=None, metadata=_ADDED)  # Σ nll / (Input.n_bytes · ln 2)
     word_ppl: float | None = field(default=None, metadata=_ADDED)  # exp(Σ nll / Input.n_words)
     lambada: LambadaScore | None = field(default=None, metadata=_ADDED)  # a LAMBADA run's figures (issue 23)
+    lens: Lens | None = field(default=None, metadata=_ADDED)  # the logit lens, when the run asked for it (issue 24)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 
@@ -245,6 +286,7 @@ class Params:
     seed: int
     flash_attn: bool
     reference: str | None
+    lens_positions: list[int] | None = field(default=None, metadata=_ADDED)  # asked for the logit lens (issue 24)
     extra: dict = field(default_factory=dict, metadata=_EXTRA)
 
 

@@ -377,9 +377,10 @@ class Dashboard:
     def prepare(self, family: str, quants: list[str] | None, steps: list[int] | None, specs: str | None,
                 reference: str | None, prompt: str | None, text: str | None, text_file: str | None, scoring: str,
                 ctx: float, top_k: float, max_tokens: float, temperature: float,
-                seed: float, lambada_file: str | None = None,
+                seed: float, lens: bool = False, lambada_file: str | None = None,
                 lambada_limit: float | None = None) -> tuple[list[str], str, RunParams]:
-        """The page's inputs checked and turned into (specs, text, params); BadInput names what is wrong.
+        """The page's inputs checked and turned into (specs, text, params); BadInput names what is wrong. `lens`:
+        the logit lens at the last token (prompt runs; compare.py refuses it for a corpus run).
 
         Scoring "lambada" (Benchmark: LAMBADA) ignores the prompt and text boxes: it scores an uploaded LAMBADA
         JSONL (`lambada_file`; refused in public mode), else the Hub dataset, its first `lambada_limit` examples
@@ -418,6 +419,7 @@ class Dashboard:
                 params.lambada_file = path
             limit = form_int(lambada_limit, "LAMBADA examples") if lambada_limit not in (None, "") else 0
             params.limit = limit or None
+        params.lens = bool(lens)
         return chosen, run_text, params
 
     def run(self, specs: list[str], text: str, params: RunParams,
@@ -691,7 +693,7 @@ def controls_for(run: Run | dict, cat: Catalog, max_prompt_chars: int) -> dict:
     reference, text and settings.
 
     Keys: family, quants, steps, specs (the free-form box), reference, prompt (None: leave as it is), text,
-    scoring, ctx, top_k, max_tokens, temperature, seed. A spec goes to a quant box or the step list only when
+    scoring, ctx, top_k, max_tokens, temperature, seed, lens. A spec goes to a quant box or the step list only when
     that control spells it exactly so and keeps the variants' order (quants, then steps, then free-form specs);
     any other goes to the free-form box. The reference is chosen too (it runs first whatever its place).
     """
@@ -731,7 +733,7 @@ def controls_for(run: Run | dict, cat: Catalog, max_prompt_chars: int) -> dict:
     return {"family": family, "quants": quants, "steps": steps, "specs": " ".join(free), "reference": ref_spec,
             "prompt": text if as_prompt else None, "text": "" if as_prompt else text,
             "scoring": p.scoring, "ctx": p.ctx, "top_k": p.top_k, "max_tokens": p.max_tokens,
-            "temperature": p.temperature, "seed": p.seed}
+            "temperature": p.temperature, "seed": p.seed, "lens": p.lens_positions is not None}
 
 
 # ------------------------------------------------------------------------------------------ published numbers

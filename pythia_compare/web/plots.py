@@ -520,8 +520,67 @@ def kld_figure(run: Run | dict, log_y: bool | None = None) -> go.Figure:
     return _figure_of(data, layout)
 
 
+_LENS_HOVER = ("<b>%{y}</b><br>layer %{x}: %{customdata[0]}<br>p = %{z:.4f}<br>rank of the baseline's final "
+               "top-1: %{customdata[1]}<extra></extra>")
+
+
+def lens_figure(run: Run | dict) -> go.Figure:
+    """The "Layers" view of a lens run (Entry.lens): on top, per entry and asked position, the lens's top token at
+    each layer coloured by its probability; below, each variant's KL from the baseline's lens at the same layer;
+    at the bottom, the rank of the baseline's final top-1 in each entry's lens (log scale, 1 at the top)."""
+    run = as_run(run)
+    layout = base_layout("Layers: the logit lens after each layer", "layer", "")
+    shown = [s for s in shown_entries(run) if s.entry.lens is not None and s.entry.lens.positions]
+    if not shown:
+        why = ("No logit lens: run a prompt with the lens on (compare --lens)." if run.params.lens_positions is None
+               else "The logit lens is unavailable for every variant of this run.")
+        return _figure_of([], _placeholder_layout(layout, why))
+    positions = run.params.lens_positions or []
+    many = len(positions) > 1
+    rows, z, text, custom = [], [], [], []
+    data: list[dict] = []
+    n_layer = len(shown[0].entry.lens.positions[0].layers)
+    for s in shown:
+        for i, pos in enumerate(s.entry.lens.positions):
+            label = esc(s.name + (f" @{pos.position}" if many else ""))
+            rows.append(label)
+            z.append([layer.top[0].prob for layer in pos.layers])
+            text.append([esc(show_token(layer.top[0].text)) for layer in pos.layers])
+            custom.append([[esc(repr(layer.top[0].text)), layer.ref_rank] for layer in pos.layers])
+            dash = "solid" if i == len(s.entry.lens.positions) - 1 else "dot"
+            xs = list(range(len(pos.layers)))
+            if any(layer.kl is not None for layer in pos.layers):
+                data.append({"type": "scatter", "mode": "lines+markers", "x": xs, "yaxis": "y2",
+                             "y": [layer.kl for layer in pos.layers], "name": label, "legendgroup": label,
+                             "line": {"color": s.color, "dash": dash}, "showlegend": False,
+                             "hovertemplate": "<b>%{fullData.name}</b><br>layer %{x}: KL %{y:.4g} nats<extra></extra>"})
+            data.append({"type": "scatter", "mode": "lines+markers", "x": xs, "yaxis": "y3",
+                         "y": [layer.ref_rank for layer in pos.layers], "name": label, "legendgroup": label,
+                         "line": {"color": s.color, "dash": dash},
+                         "hovertemplate": "<b>%{fullData.name}</b><br>layer %{x}: rank %{y}<extra></extra>"})
+    heat = {"type": "heatmap", "x": list(range(n_layer)), "y": rows, "z": z, "text": text, "customdata": custom,
+            "texttemplate": "%{text}", "zmin": 0, "zmax": 1, "colorscale": _colorscale("Viridis"),
+            "colorbar": {"title": {"text": "p(top)"}, "len": 0.42, "y": 0.79}, "hovertemplate": _LENS_HOVER,
+            "name": "top token", "showlegend": False}
+    base = shown[0].name
+    layout["xaxis"].update(dtick=1, anchor="y3")
+    layout["yaxis"] = {"domain": [0.58, 1.0], "autorange": "reversed", "automargin": True,
+                       "title": {"text": "top token by layer"}}
+    layout["yaxis2"] = {"domain": [0.31, 0.52], "anchor": "x", "title": {"text": "KL from baseline"},
+                        "rangemode": "tozero"}
+    layout["yaxis3"] = {"domain": [0.0, 0.25], "anchor": "x", "type": "log", "autorange": "reversed", "dtick": 1,
+                        "title": {"text": "rank of final top-1"}}
+    layout["annotations"] = [{"text": esc(f"baseline: {base}; dotted lines: earlier positions" if many
+                                          else f"baseline: {base}"), "showarrow": False, "xref": "paper",
+                              "yref": "paper", "x": 0, "y": 0.545, "xanchor": "left", "font": {"size": 11}}]
+    layout["legend"] = dict(layout["legend"], orientation="h", x=0, y=-0.12, yanchor="top")
+    layout["margin"] = dict(layout["margin"], b=90)
+    layout.update(height=440 + 34 * len(rows))
+    return _figure_of([heat, *data], layout)
+
+
 def all_figures(run: Run | dict) -> dict[str, go.Figure]:
-    """Every figure of the dashboard, by name: next_token, ppl, surprisal, kld."""
+    """Every figure of the dashboard, by name: next_token, ppl, surprisal, kld, lens."""
     run = as_run(run)
     return {"next_token": next_token_figure(run), "ppl": ppl_figure(run), "surprisal": surprisal_heatmap(run),
-            "kld": kld_figure(run)}
+            "kld": kld_figure(run), "lens": lens_figure(run)}

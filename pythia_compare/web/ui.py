@@ -64,7 +64,7 @@ FAMILIES = [("Pythia-410M-deduped (Hugging Face Hub)", "pythia"), ("demo suite (
 NOT_FINISHED = ("The run did not finish (the server may be busy, or the connection dropped); try again in a "
                 "minute.")
 CONTROLS = ["family", "quants", "steps", "specs", "reference", "prompt", "text", "text_file", "scoring", "ctx", "top_k",
-            "max_tokens", "temperature", "seed"]  # what restore_controls sets, in its order
+            "max_tokens", "temperature", "seed", "lens"]  # what restore_controls sets, in its order
 EXAMPLES = ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
             "Once upon a time, in a small village by the sea,", "12 + 7 = 19. 23 + 5 ="]
 
@@ -87,22 +87,24 @@ class Handlers:
     def compare(self, family: str = DEMO_ALIAS, quants: list[str] | None = None, steps: list[int] | None = None,
                 specs: str | None = "", reference: str | None = None, prompt: str | None = "", text: str | None = "",
                 text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
-                max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
-                lambada_file: str | None = None, lambada_limit: float | None = None, progress=gr.Progress()):
+                max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, lens: bool = False,
+                owner: str | None = None, lambada_file: str | None = None, lambada_limit: float | None = None,
+                progress=gr.Progress()):
         """Run one comparison; yields (the run JSON, the Run for the views): each snapshot as (gr.skip(), Run), then
         the stored run as (its JSON, Run), so the API output is sent once.
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
         With `family` "demo" (the default) a bare Pythia spec (`Q8_0`, `step3000`) is refused as ambiguous beside
-        the demo suite: pass family="pythia" for the real model. `scoring` "lambada" runs the LAMBADA benchmark
-        (prompt and text are ignored) on `lambada_file` (a LAMBADA JSONL; not in public mode) or the Hub dataset,
-        its first `lambada_limit` examples (0 or None: all).
+        the demo suite: pass family="pythia" for the real model. `lens`: the logit lens at the last token (the
+        Layers view; prompt runs only). `scoring` "lambada" runs the LAMBADA benchmark (prompt and text are
+        ignored) on `lambada_file` (a LAMBADA JSONL; not in public mode) or the Hub dataset, its first
+        `lambada_limit` examples (0 or None: all).
         """
         try:
             chosen, run_text, params = self.core.prepare(family, quants, steps, specs, reference, prompt, text,
                                                          text_file, scoring, ctx, top_k, max_tokens, temperature, seed,
-                                                         lambada_file, lambada_limit)
+                                                         lens, lambada_file, lambada_limit)
             for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
                 progress(fraction, desc=message)
                 if run is not None:
@@ -119,7 +121,8 @@ class Handlers:
 
     def views(self, run: Run | dict | None, status: str | None = None) -> tuple:
         """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, downloads,
-        and EleutherAI's published numbers for its Pythia steps (a note and a table: dashboard.published_table).
+        and EleutherAI's published numbers for its Pythia steps (a note and a table: dashboard.published_table),
+        and the Layers view (the logit lens; hidden for a run without it).
 
         `run`: a Run (the views' state), or its JSON (read once, run.as_run). A failed run ({"error": message})
         clears every view and its link, the status saying why. Tables with nothing to show are hidden (an empty
@@ -130,7 +133,8 @@ class Handlers:
         if not run:
             return (status or "", gr.Dataframe(value=None, visible=False), None, "", None, None, None,
                     gr.Dataframe(value=None, visible=False), "", gr.HTML("", visible=False),
-                    gr.Markdown("", visible=False), gr.Dataframe(value=None, visible=False))
+                    gr.Markdown("", visible=False), gr.Dataframe(value=None, visible=False),
+                    gr.Plot(value=None, visible=False))
         run = as_run(run)
         figs = plots.all_figures(run)
         cols, rows = (report.lambada_table(run) if run.lambada is not None
@@ -149,7 +153,8 @@ class Handlers:
                 gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows)}, visible=True),
                 figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
                 run.run_id or "", files, gr.Markdown(pub_note, visible=bool(pub_note)),
-                gr.Dataframe(value=pub_table, visible=pub_table is not None))
+                gr.Dataframe(value=pub_table, visible=pub_table is not None),
+                gr.Plot(value=figs["lens"], visible=run.params.lens_positions is not None))
 
     def stopped(self, live: dict | None) -> tuple:
         """After a failed run: its error in the status box (or why it did not run), every view cleared."""
@@ -173,7 +178,7 @@ class Handlers:
                                                                     demo_final=self.core.demo_final)),
                             value=c["reference"]),
                 gr.skip() if c["prompt"] is None else c["prompt"], c["text"], None, c["scoring"], c["ctx"], c["top_k"],
-                c["max_tokens"], c["temperature"], c["seed"], True)
+                c["max_tokens"], c["temperature"], c["seed"], c["lens"], True)
 
     def open_run(self, run_id: object) -> tuple:
         """A stored run's views, or the friendly not-found page (for any id, hostile ones included), or why the
@@ -270,7 +275,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
             sweeps = _sweeps_tab(settings, app.store)
         view_outputs = [c["status"], c["summary"], c["fig_next"], c["gen_html"], c["fig_ppl"], c["fig_surprisal"],
                         c["fig_kld"], c["kl_table"], c["run_id"], c["downloads"], c["published_note"],
-                        c["published"]]
+                        c["published"], c["fig_lens"]]
         _wire_compare(c, page, app, cat, settings, concurrency, view_outputs)
         _wire_history(h, c, page, demo, tabs, app, cat, view_outputs)
         _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
@@ -341,6 +346,7 @@ def _compare_tab(settings: Settings, cat) -> dict:
                 c["kl_table"] = gr.Dataframe(label="KL statistics (llama-perplexity's blocks)", visible=False,
                                              interactive=False, elem_id="pc-kl-table", max_height=420, wrap=True)
                 gr.Markdown(report.KL_TABLE_NOTE, elem_classes=["pc-note"])
+        c["fig_lens"] = gr.Plot(label="Layers (logit lens)", elem_id="pc-fig-lens", visible=False)
         c["published"] = gr.Dataframe(label="Published at this step (EleutherAI's lm-eval, zero-shot; not measured "
                                             "here)", visible=False, interactive=False, wrap=True,
                                       elem_id="pc-published")
@@ -370,6 +376,8 @@ def _input_and_settings(c: dict, settings: Settings) -> None:
             c["max_tokens"] = _limited("max_tokens", settings)
             c["temperature"] = _limited("temperature", settings, step=0.1)
             c["seed"] = _limited("seed", settings)
+        c["lens"] = gr.Checkbox(False, label="Layers: the logit lens at the last token (prompt runs)",
+                                elem_id="pc-lens")
     with gr.Accordion("Benchmark: LAMBADA (choose it under Scoring)", open=False, elem_id="pc-lambada"):
         c["lambada_limit"] = gr.Number(PUBLIC_MAX_LIMIT if settings.public else 0, precision=0, minimum=0,
                                        elem_id="pc-lambada-limit",
