@@ -54,7 +54,8 @@ HIGHEST_PRECISION = _Default()
 # ------------------------------------------------------------------------------------ the API's words
 def _words() -> list[tuple[re.Pattern, str]]:
     """How the shared checks' messages name things on the command line -> how this API names them."""
-    pairs = [(r"--text-file", "text="), (r"--prompt", "prompt="), (r"--scoring (\w+)", r"scoring='\1'"),
+    pairs = [(r"--lens \(lens=True\)", "lens=True"), (r"--lens-positions", "positions="), (r"--lens\b", "lens=True"),
+             (r"--lambada-file", "lambada_file="), (r"--limit", "limit="), (r"--text-file", "text="), (r"--prompt", "prompt="), (r"--scoring (\w+)", r"scoring='\1'"),
              (r"--reference", "reference="), (r"--offline", "offline=True"), (r"--db", "db="), (r"--home", "home="),
              (r"`python -m pythia_compare runs list`", "pythia_compare.list_runs()"),
              (r"`python -m pythia_compare sweep list`", "the sweep list (`python -m pythia_compare sweep list`)")]
@@ -167,7 +168,8 @@ def session() -> Iterator[None]:
 def compare(*specs: str, prompt: str | None = None, text: str | Path | None = None,
             reference: str | None = HIGHEST_PRECISION, scoring: str = "auto", ctx: int = 512, top_k: int = 10,
             max_tokens: int = 32, temperature: float = 0.0, seed: int = 0,
-            lambada_file: str | Path | None = None, limit: int | None = None, offline: bool | None = None,
+            lambada_file: str | Path | None = None, limit: int | None = None, lens: bool = False,
+            positions: list[int] | None = None, offline: bool | None = None,
             db: str | Path | bool | None = None, home: str | Path | None = None,
             progress: bool = True) -> "Result":
     """Run variants on one prompt or text and compare them, as `python -m pythia_compare compare` does.
@@ -178,7 +180,9 @@ def compare(*specs: str, prompt: str | None = None, text: str | Path | None = No
     (two or more variants); None for no reference and no KL. scoring "auto" | "prompt" | "corpus"; ctx, top_k,
     max_tokens, temperature, seed as on the CLI. scoring="lambada" runs the LAMBADA benchmark instead (lm-eval's
     lambada_openai, docs/metrics.md) and takes no prompt= or text=: lambada_file= a LAMBADA-format JSONL (absent:
-    the Hub dataset EleutherAI/lambada_openai), limit= the first N examples. offline: True never touches the network (None: the environment
+    the Hub dataset EleutherAI/lambada_openai), limit= the first N examples. lens=True (prompt runs) adds the
+    per-layer logit lens (docs/metrics.md) at `positions` (token indices, at most 8; default the last token):
+    Result.lens() gives it as a DataFrame. offline: True never touches the network (None: the environment
     decides). db: the run log's file (None: the default log, PYTHIA_COMPARE_DB; False: not logged). home: the
     cache of converted and quantized files. progress: a tqdm.auto bar on stderr.
 
@@ -227,7 +231,8 @@ def compare(*specs: str, prompt: str | None = None, text: str | Path | None = No
         ref = pick_reference(list(specs), reference) if isinstance(reference, str) else reference
     params = RunParams.from_settings(settings, scoring=scoring, ctx=ctx, top_k=top_k, max_tokens=max_tokens,
                                      temperature=temperature, seed=seed, reference=ref,
-                                     lambada_file=None if lambada_file is None else str(lambada_file), limit=limit)
+                                     lambada_file=None if lambada_file is None else str(lambada_file), limit=limit,
+                                     lens=lens, lens_positions=None if positions is None else list(positions))
     pool = _pool_for(settings)
     bar = ProgressBar(notebook=True) if progress else None
     try:
@@ -417,8 +422,25 @@ class Result:
         frame["token_index"] = frame["token_index"].astype("Int64")
         return frame
 
+    def lens(self):
+        """The logit lens of a lens run (compare(lens=True)) as a pandas DataFrame, the rows of the export's
+        lens.csv: per (model, position, layer) the lens's top tokens with their probabilities, the KL of the
+        layer's lens from the baseline's (the reference's) and the rank of the baseline's final top-1 token.
+        BadInput for a run made without the lens."""
+        import pandas as pd
+
+        from .runs.export import LENS_COLUMNS, lens_rows
+
+        if self.run.params.lens_positions is None:
+            raise BadInput("this run was made without the logit lens; run compare(..., lens=True) on a prompt")
+        frame = pd.DataFrame(list(lens_rows(self.run)), columns=list(LENS_COLUMNS))
+        for col in ("position", "layer", "rank_in_layer", "baseline_top1_rank"):
+            frame[col] = frame[col].astype("Int64")
+        return frame
+
     def figures(self) -> dict:
-        """The dashboard's plotly figures, by name: next_token, ppl, surprisal, kld."""
+        """The dashboard's plotly figures, by name: next_token, ppl, surprisal, kld, and the others the page
+        draws for this kind of run (the Layers figure of a lens run)."""
         from .web.plots import all_figures
 
         return all_figures(self.run)

@@ -319,3 +319,40 @@ def test_published_gives_a_task_over_steps_and_names_the_repos_there_are_for_an_
     assert v0.loc[v0["step"] == 143000, "acc"].iloc[0] == pytest.approx(0.5109644867067727, abs=0)
     with pytest.raises(BadInput, match="EleutherAI/pythia-410m-deduped-v0"):
         pc.published("EleutherAI/pythia-70m", "lambada_openai")
+
+
+def test_a_lens_compare_gives_every_layer_of_every_variant_as_the_cli_does_and_refuses_what_the_lens_cannot_do(env):
+    prompt = "The capital of France is Paris, and the capital of Italy is"
+    r = pc.compare("demo:Q4_K_M", "demo", prompt=prompt, max_tokens=0, lens=True, positions=[2, 5], offline=True,
+                   db=False, progress=False)
+    proc = run_cli(["--offline", "--db", str(env / "cli-lens.db"), "--home", str(env / "home"), "compare",
+                    "demo:Q4_K_M", "demo", "--prompt", prompt, "--max-tokens", "0", "--lens", "--lens-positions", "2,5",
+                    "--json"])
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(proc.stdout)
+    assert r.run.to_json()["variants"][0]["lens"] == cli["variants"][0]["lens"]
+    assert r.run.to_json()["reference"]["lens"] == cli["reference"]["lens"]
+    lens = r.lens()
+    n_layers = len(r.run.variants[0].lens.positions[0].layers)
+    assert set(lens["spec"]) == {"demo", "demo:Q4_K_M"} and set(lens["position"]) == {2, 5}
+    assert sorted(set(lens["layer"])) == list(range(n_layers)) and set(lens["status"]) == {"ok"}
+    ref = lens[lens["role"] == "reference"]
+    assert ref["kl_from_baseline"].isna().all() and lens[lens["role"] == "variant"]["kl_from_baseline"].notna().all()
+    assert "lens" in r.figures()
+    plain = pc.compare("demo:Q4_K_M", "demo", prompt=prompt, max_tokens=0, offline=True, db=False, progress=False)
+    with pytest.raises(BadInput, match=r"without the logit lens; run compare\(\.\.\., lens=True\)"):
+        plain.lens()
+    before = _runs_in(env / "default-log.db")
+    with pytest.raises(InputTextError, match="9 lens positions asked; the limit is 8") as e:
+        pc.compare("demo:Q4_K_M", "demo", prompt=prompt, lens=True, positions=list(range(9)), offline=True,
+                   progress=False)
+    assert not CLI_FLAGS.search(str(e.value))
+    with pytest.raises(InputTextError, match="positions") as e:
+        pc.compare("demo:Q4_K_M", "demo", prompt=prompt, positions=[1], offline=True, progress=False)
+    assert "lens=True" in str(e.value) and "--lens" not in str(e.value)
+    with pytest.raises(InputTextError, match="out of range"):
+        pc.compare("demo:Q4_K_M", "demo", prompt=prompt, lens=True, positions=[500], offline=True, progress=False)
+    with pytest.raises(InputTextError, match="prompt runs only"):
+        pc.compare("demo:Q4_K_M", "demo", text=(ROOT / "assets" / "demo" / "heldout.txt").read_text(), lens=True,
+                   offline=True, progress=False)
+    assert _runs_in(env / "default-log.db") == before

@@ -330,6 +330,7 @@ def test_compare_lens_prints_a_per_layer_table_for_each_position(cli_lens_run):
         assert f"== logit lens at position {p} " in out
     table = out.split("== logit lens at position 11 ", 1)[1]
     lines = [line for line in table.splitlines()[1:] if line.strip()]
+    lines = lines[next(i for i, line in enumerate(lines) if line.split()[0] == "layer"):]  # after the wrapped title
     assert lines[0].split()[0] == "layer" and "KL" in lines[0] and "rank" in lines[0]
     rows = [line.split()[0] for line in lines[1:] if line.split()[0].isdigit()]
     assert rows == ["0", "1"]  # one row per layer of the tiny model

@@ -181,24 +181,35 @@ def lens_to_csv(run: Run | dict) -> str:
     lens's top tokens in order (rank_in_layer 1 …); kl_from_baseline and baseline_top1_rank repeat on the rows of
     one layer (kl empty for the baseline); status is the entry's lens status (ok / check failed / unavailable,
     the latter with a single row and empty layer cells). Header only for a run without the lens."""
-    run = as_run(run)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(LENS_COLUMNS)
+    for (run_id, role, spec, label, position, tok, li, r, text, prob, kl, rank, status) in lens_rows(run):
+        if position is None:
+            w.writerow([_text(run_id), role, _text(spec), _text(label)] + [""] * 8 + [_text(status)])
+            continue
+        w.writerow([_text(run_id), role, _text(spec), _text(label), position, _text(tok), li, r, _text(text),
+                    _num(prob), _num(kl), rank, _text(status)])
+    return buf.getvalue()
+
+
+def lens_rows(run: Run | dict) -> Iterator[tuple]:
+    """The rows of lens_to_csv (lens.csv) as raw values, in LENS_COLUMNS' order (None where the CSV cell is
+    empty). The library's Result.lens() is these rows."""
+    run = as_run(run)
     has_ref = run.reference is not None
     for k, e in enumerate(run.entries()):
         if e.lens is None:
             continue
-        head = [_text(run.run_id), "reference" if has_ref and k == 0 else "variant", _text(e.spec), _text(e.label)]
+        head = (run.run_id, "reference" if has_ref and k == 0 else "variant", e.spec, e.label)
         if not e.lens.positions:
-            w.writerow(head + [""] * 8 + [_text(e.lens.status)])
+            yield (*head, *[None] * 8, e.lens.status)
         for pos in e.lens.positions:
             tok = run.input.tokens[pos.position] if 0 <= pos.position < len(run.input.tokens) else ""
             for li, layer in enumerate(pos.layers):
                 for r, t in enumerate(layer.top, 1):
-                    w.writerow(head + [pos.position, _text(tok), li, r, _text(t.text), _num(t.prob), _num(layer.kl),
-                                       layer.ref_rank, _text(e.lens.status)])
-    return buf.getvalue()
+                    yield (*head, pos.position, tok, li, r, t.text, float(t.prob),
+                           None if layer.kl is None else float(layer.kl), layer.ref_rank, e.lens.status)
 
 
 def run_to_zip(run: Run | dict) -> bytes:
