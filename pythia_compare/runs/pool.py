@@ -31,6 +31,7 @@ class ModelPool:
         self._models: OrderedDict[str, Model] = OrderedDict()
         self._pins: dict[str, int] = {}
         self._loading: dict[str, threading.Lock] = {}
+        self.loads = 0  # models loaded by this pool so far (a reuse counts nothing): Run all loads each model once
 
     @staticmethod
     def model_bytes(path: str | Path) -> int:
@@ -90,6 +91,7 @@ class ModelPool:
             model = Model(key, self.settings, n_ctx)
             model.may_grow = self._may_grow
             with self._lock:
+                self.loads += 1
                 self._models[key] = model
                 self._pins[key] = self._pins.get(key, 0) + 1
             return model
