@@ -863,9 +863,10 @@ class NotebookHandlers:
             f"Something went wrong ({type(e).__name__}); the details are in the server log.")
 
     # ------------------------------------------------------------------------ the notebook from the page
-    def gather(self, nb_json: dict | None, top: list, cells: list) -> Notebook:
+    def gather(self, nb_json: dict | None, top: list, cells: list, ids: list[str] | None = None) -> Notebook:
         """The notebook as the page shows it: the state, with the variant set, title and settings boxes (`top`)
-        and every cell's inputs (`cells`, 5 values a cell: input, scoring, own specs, own reference, overrides)."""
+        and every cell's inputs (`cells`, 5 values a cell: input, scoring, own specs, own reference, overrides) for
+        the cells `ids` as they were drawn (matched by id, so a drawing one step behind the state loses nothing)."""
         nb = Notebook.from_json(nb_json, self.settings) if nb_json else self.desk.blank()
         title, specs, reference, *numbers = top
         from .dashboard import split_specs
@@ -875,10 +876,14 @@ class NotebookHandlers:
             lim = LIMITS[k]
             values[k] = (form_int if lim.whole else _as_float)(v, lim.label.lower())
         nb = self.desk.set_variants(nb, split_specs(specs), (reference or "").strip() or None, title, values)
-        for i, cell in enumerate(nb.cells):
-            got = cells[5 * i: 5 * i + 5]
-            if len(got) < 5:
-                break
+        drawn = ids if ids is not None else [c.id for c in nb.cells]
+        where = {c.id: i for i, c in enumerate(nb.cells)}
+        for j, cid in enumerate(drawn):
+            got = cells[5 * j: 5 * j + 5]
+            if len(got) < 5 or cid not in where:
+                continue
+            i = where[cid]
+            cell = nb.cells[i]
             text, scoring, own, own_ref, overrides = got
             self.desk.set_input(nb, i, text or "")
             if cell.kind == "comparison":
@@ -914,10 +919,12 @@ class NotebookHandlers:
                     "owner can change or delete it.")
         return ""
 
-    def act(self, action: str, arg: object, nb_json, version, owner, top: list, cells: list) -> tuple:
-        """A cell's or the notebook's button: apply every input, do `action`, save a new revision."""
+    def act(self, action: str, cell_id: str | None, nb_json, version, owner, top: list, cells: list,
+            ids: list[str] | None = None) -> tuple:
+        """A cell's button (`cell_id`) or the notebook's (None): apply every input, do `action`, save a revision."""
         try:
-            nb = self.gather(nb_json, top, cells)
+            nb = self.gather(nb_json, top, cells, ids)
+            arg = nb.cell_index(cell_id) if cell_id is not None else None
             if action == "add_note":
                 self.desk.add(nb, "note", arg)
             elif action == "add_comparison":
@@ -964,11 +971,13 @@ class NotebookHandlers:
         return (*self.shown(self.desk.blank(), version, note), "")
 
     # ------------------------------------------------------------------------ running
-    def run_one(self, index: int, nb_json, version, owner, top: list, cells: list, progress=gr.Progress()):
+    def run_one(self, cell_id: str, nb_json, version, owner, top: list, cells: list, ids: list[str] | None = None,
+                progress=gr.Progress()):
         """A cell's Run (or Shift+Enter): a note is saved and drawn; a comparison runs through the models queue,
         then the notebook is saved with the cell's run. Yields (progress line) then the redrawn notebook."""
         try:
-            nb = self.gather(nb_json, top, cells)
+            nb = self.gather(nb_json, top, cells, ids)
+            index = nb.cell_index(cell_id)
             cell = nb.cells[index]
         except Exception as e:  # noqa: BLE001
             yield (gr.skip(), gr.skip(), f"**Not run:** {self._say(e)}", *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)),
@@ -983,10 +992,10 @@ class NotebookHandlers:
             status = f"Cell {index + 1} failed: {nb.cells[index].error}\n\n{status}"
         yield (*self.shown(saved.notebook if saved.ok else nb, version, status), "")
 
-    def start_all(self, nb_json, version, owner, top: list, cells: list) -> tuple:
+    def start_all(self, nb_json, version, owner, top: list, cells: list, ids: list[str] | None = None) -> tuple:
         """Run all: every input applied, then the plan (cell ids, the public cap said) for the chain of jobs."""
         try:
-            nb = self.gather(nb_json, top, cells)
+            nb = self.gather(nb_json, top, cells, ids)
         except Exception as e:  # noqa: BLE001
             return gr.skip(), gr.skip(), f"**Not run:** {self._say(e)}", {"ids": [], "total": 0}
         ids, note = self.desk.run_all_plan(nb)
@@ -1108,23 +1117,24 @@ def _notebook_tab(settings: Settings, app: Handlers) -> dict:
         n["armed"] = gr.State("")
         n["plan"] = gr.State({"ids": [], "total": 0})
         with gr.Row():
-            n["title"] = gr.Textbox("Untitled notebook", label="Title", max_length=200, scale=3, elem_id="pc-nb-title")
+            n["title"] = gr.Textbox("Untitled notebook", label="Title", max_length=200, scale=3, elem_id="pc-nb-title", interactive=True)
             n["open_ref"] = gr.Textbox("", label="Open a notebook (ID or ID@REV)", max_length=80, scale=2,
                                        elem_id="pc-nb-open-ref")
             n["open_btn"] = gr.Button("Open", size="sm", scale=0, min_width=70, elem_id="pc-nb-open")
             n["new_btn"] = gr.Button("New", size="sm", scale=0, min_width=70, elem_id="pc-nb-new")
         with gr.Row():
             n["specs"] = gr.Textbox("", label="Variants (specs, as in the Compare tab's “More specs”)", scale=4,
-                                    max_length=MAX_SPECS_CHARS, elem_id="pc-nb-specs")
+                                    max_length=MAX_SPECS_CHARS, elem_id="pc-nb-specs", interactive=True)
             n["reference"] = gr.Textbox("", label="Reference (blank: none)", max_length=200, scale=2,
-                                        elem_id="pc-nb-reference")
+                                        elem_id="pc-nb-reference", interactive=True)
             n["take"] = gr.Button("Use the Compare tab's variants", size="sm", scale=1, elem_id="pc-nb-take")
         with gr.Accordion("Default settings (a cell may override them)", open=False, elem_id="pc-nb-settings"):
             with gr.Row():
                 for k in NB_SETTINGS:
                     lim = LIMITS[k]
                     n[k] = gr.Number(lim.default(settings), label=lim.widget_label, info=lim.range_text,
-                                     precision=0 if lim.whole else None, elem_id=f"pc-nb-{k.replace('_', '-')}")
+                                     precision=0 if lim.whole else None, elem_id=f"pc-nb-{k.replace('_', '-')}",
+                                     interactive=True)
         with gr.Row(elem_classes=["pc-share"]):
             n["ref"] = gr.Textbox(visible=False, elem_id="pc-nb-ref")
             n["link"] = gr.Textbox(label="Notebook link", interactive=False, buttons=["copy"], scale=6,
@@ -1151,8 +1161,8 @@ def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs:
 
     demo.load(nh.on_load, owner, [*shown, tabs], queue=False, **_PRIVATE)
     n["ref"].change(None, n["ref"], n["link"], js=_NB_LINK_JS, **_PRIVATE)
-    n["new_btn"].click(nh.new, n["version"], [*shown, n["armed"]], queue=False, **_PRIVATE)
-    n["open_btn"].click(nh.open_ref, [n["open_ref"], n["version"], owner], [*shown, n["armed"]], queue=False,
+    n["new_btn"].click(nh.new, n["version"], [*shown, n["armed"]], **_PRIVATE)
+    n["open_btn"].click(nh.open_ref, [n["open_ref"], n["version"], owner], [*shown, n["armed"]],
                         **_PRIVATE)
     n["take"].click(lambda f, q, s, free, ref: (" ".join(collect_specs(f, q, s, free, demo_final=nh.app.core.demo_final)),
                                                  ref or ""),
@@ -1164,11 +1174,11 @@ def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs:
         row = evt.row_value if evt is not None else None
         return nh.open_ref(str(row[0]) if row else "", version, who)
 
-    n["list"].select(open_listed, [n["version"], owner], [*shown, n["armed"]], queue=False, **_PRIVATE)
+    n["list"].select(open_listed, [n["version"], owner], [*shown, n["armed"]], **_PRIVATE)
     c["add_to_nb"].click(nh.add_run, [c["run_id"], n["state"], n["version"], owner], [*shown, n["armed"], tabs],
-                         queue=False, **_PRIVATE)
+                         **_PRIVATE)
     h["open_nb"].click(nh.from_history, [h["selected"], n["version"], owner], [*shown, n["armed"], tabs],
-                       queue=False, **_PRIVATE)
+                       **_PRIVATE)
     gr.api(nh.api, api_name="notebook")
 
     # Run all: one job per cell, chained, each through the models queue (public: at most 10 cells)
@@ -1178,6 +1188,14 @@ def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs:
     ev = chain.change(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **run_kw)
     for _ in range(steps - 1):
         ev = ev.then(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **run_kw)
+
+    with n["cells_area"]:  # the cells are drawn inside the tab's column, wherever this is called
+        _draw_cells(n, nh, settings, owner, top, shown, chain, run_kw)
+
+
+def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top: list, shown: list, chain,
+                run_kw: dict) -> None:
+    """The cells of the notebook in n["state"], redrawn whenever n["version"] changes (gr.render)."""
 
     @gr.render(inputs=[n["state"], n["armed"]], triggers=[n["version"].change], show_progress="hidden")
     def draw(nb_json, armed):
@@ -1192,28 +1210,28 @@ def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs:
             run_all = gr.Button("Run all", variant="primary", size="sm", elem_id="pc-nb-run-all")
             delete_nb = gr.Button("Delete notebook", variant="stop", size="sm", elem_id="pc-nb-delete")
         for i, cell in enumerate(nb.cells):
-            with gr.Group(elem_id=f"pc-nb-cell-{i}", elem_classes=["pc-nb-cell", f"pc-nb-{cell.kind}"]):
+            with gr.Column(elem_id=f"pc-nb-cell-{i}", elem_classes=["pc-nb-cell", f"pc-nb-{cell.kind}"], variant="panel"):
                 if cell.kind == "note":
                     gr.HTML(render_note(cell.markdown or ""), elem_id=f"pc-nb-note-{i}", elem_classes=["pc-nb-note"],
                             padding=True)
                     box = gr.Textbox(cell.markdown or "", label=f"[{i + 1}] Note (Markdown)", lines=2,
-                                     max_length=NOTEBOOK.max_note_chars, elem_id=f"pc-nb-input-{i}")
+                                     max_length=NOTEBOOK.max_note_chars, elem_id=f"pc-nb-input-{i}", interactive=True)
                     extra = [gr.State(""), gr.State(""), gr.State(""), gr.State("")]
                 else:
                     box = gr.Textbox(cell.input, label=f"[{i + 1}] Prompt or text", lines=2,
-                                     max_length=settings.max_text_chars, elem_id=f"pc-nb-input-{i}")
+                                     max_length=settings.max_text_chars, elem_id=f"pc-nb-input-{i}", interactive=True)
                     with gr.Accordion("Cell settings", open=bool(cell.variants or cell.overrides),
                                       elem_id=f"pc-nb-opts-{i}"):
                         with gr.Row():
                             extra = [gr.Radio(["auto", "prompt", "corpus"], value=cell.scoring, label="Scoring",
-                                              elem_id=f"pc-nb-scoring-{i}"),
+                                              elem_id=f"pc-nb-scoring-{i}", interactive=True),
                                      gr.Textbox(" ".join(cell.variants.specs) if cell.variants else "",
                                                 label="Own variants (blank: the notebook's)",
-                                                max_length=MAX_SPECS_CHARS, elem_id=f"pc-nb-own-{i}"),
+                                                max_length=MAX_SPECS_CHARS, elem_id=f"pc-nb-own-{i}", interactive=True),
                                      gr.Textbox((cell.variants.reference or "") if cell.variants else "",
-                                                label="Own reference", max_length=200, elem_id=f"pc-nb-own-ref-{i}"),
+                                                label="Own reference", max_length=200, elem_id=f"pc-nb-own-ref-{i}", interactive=True),
                                      gr.Textbox(overrides_text(cell.overrides), label="Settings (e.g. ctx=64)",
-                                                max_length=200, elem_id=f"pc-nb-overrides-{i}")]
+                                                max_length=200, elem_id=f"pc-nb-overrides-{i}", interactive=True)]
                     gr.Markdown(cell_status(nb, cell), elem_id=f"pc-nb-status-{i}")
                     run = nh.desk.cell_run(cell)
                     if run is not None:
@@ -1255,45 +1273,48 @@ def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs:
         outs = [*shown, n["armed"]]
         k = len(top)
 
-        def action(name: str, arg):
+        ids = [c.id for c in nb.cells]  # the cells as drawn: every handler matches their inputs by id
+
+        def action(name: str, cell_id: str | None):
             def fn(nb_json_, version, who, *values):
-                return nh.act(name, arg, nb_json_, version, who, list(values[:k]), list(values[k:]))
+                return nh.act(name, cell_id, nb_json_, version, who, list(values[:k]), list(values[k:]), ids)
             return fn
 
-        def runner(index: int):
+        def runner(cell_id: str):
             def fn(nb_json_, version, who, *values, progress=gr.Progress()):
-                yield from nh.run_one(index, nb_json_, version, who, list(values[:k]), list(values[k:]), progress)
+                yield from nh.run_one(cell_id, nb_json_, version, who, list(values[:k]), list(values[k:]), ids,
+                                      progress)
             return fn
 
-        save.click(action("save", None), common, outs, queue=False, **_PRIVATE)
-        copy.click(action("copy", None), common, outs, queue=False, **_PRIVATE)
-        delete_nb.click(nh.delete_notebook, [n["state"], n["armed"], n["version"], owner], outs, queue=False,
+        save.click(action("save", None), common, outs, **_PRIVATE)
+        copy.click(action("copy", None), common, outs, **_PRIVATE)
+        delete_nb.click(nh.delete_notebook, [n["state"], n["armed"], n["version"], owner], outs,
                         **_PRIVATE)
 
         def start(nb_json_, version, who, go, *values):
-            state, ver, note, plan = nh.start_all(nb_json_, version, who, list(values[:k]), list(values[k:]))
+            state, ver, note, plan = nh.start_all(nb_json_, version, who, list(values[:k]), list(values[k:]), ids)
             return state, note, plan, (go or 0) + 1 if plan["ids"] else gr.skip()
 
         run_all.click(start, [n["state"], n["version"], owner, chain, *top, *inputs],
-                      [n["state"], n["progress"], n["plan"], chain], queue=False, **_PRIVATE)
+                      [n["state"], n["progress"], n["plan"], chain], **_PRIVATE)
         if b_note0 is not None:
-            b_note0.click(action("add_note", None), common, outs, queue=False, **_PRIVATE)
-            b_cmp0.click(action("add_comparison", None), common, outs, queue=False, **_PRIVATE)
+            b_note0.click(action("add_note", None), common, outs, **_PRIVATE)
+            b_cmp0.click(action("add_comparison", None), common, outs, **_PRIVATE)
         for i, cell, box, b_run, b_up, b_down, b_note, b_cmp, b_del, b_keep in rows:
             for trigger in (b_run.click, box.submit):  # Shift+Enter in a cell's input runs it, as in Jupyter
-                trigger(runner(i), common, outs, show_progress_on=[n["progress"]], **run_kw)
-            b_up.click(action("up", i), common, outs, queue=False, **_PRIVATE)
-            b_down.click(action("down", i), common, outs, queue=False, **_PRIVATE)
-            b_note.click(action("add_note", i), common, outs, queue=False, **_PRIVATE)
-            b_cmp.click(action("add_comparison", i), common, outs, queue=False, **_PRIVATE)
+                trigger(runner(cell.id), common, outs, show_progress_on=[n["progress"]], **run_kw)
+            b_up.click(action("up", cell.id), common, outs, **_PRIVATE)
+            b_down.click(action("down", cell.id), common, outs, **_PRIVATE)
+            b_note.click(action("add_note", cell.id), common, outs, **_PRIVATE)
+            b_cmp.click(action("add_comparison", cell.id), common, outs, **_PRIVATE)
             if b_keep is None:
                 b_del.click(lambda version, cid=cell.id, at=i + 1: (cid, f"Delete cell {at}? Click **Yes, delete "
                                                                         f"this cell** to confirm.", (version or 0) + 1),
-                            n["version"], [n["armed"], n["status"], n["version"]], queue=False, **_PRIVATE)
+                            n["version"], [n["armed"], n["status"], n["version"]], **_PRIVATE)
             else:
-                b_del.click(action("delete", i), common, outs, queue=False, **_PRIVATE)
+                b_del.click(action("delete", cell.id), common, outs, **_PRIVATE)
                 b_keep.click(lambda version: ("", "Kept.", (version or 0) + 1), n["version"],
-                             [n["armed"], n["status"], n["version"]], queue=False, **_PRIVATE)
+                             [n["armed"], n["status"], n["version"]], **_PRIVATE)
 
 
 _NB_LINK_JS = """(ref) => {
