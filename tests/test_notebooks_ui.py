@@ -23,7 +23,7 @@ from pythia_compare.runs.notebookstore import NotebookStore
 from pythia_compare.runs.store import RunStore
 from pythia_compare.sources.resolver import demo_steps
 from pythia_compare.web.ui import OWNER_KEY
-from tests.test_notebook import HOSTILE_NOTES
+from tests.test_notebooks import HOSTILE_NOTES
 from tests.ui_support import ROOT, app_env, chromium, demo_suite, free_port, start_app, stop, wait_until_up
 
 LONG_MS = 600_000

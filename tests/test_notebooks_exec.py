@@ -21,7 +21,7 @@ from pythia_compare.runs.pool import ModelPool
 from pythia_compare.runs.store import RunStore
 from pythia_compare.web.notebooks import to_ipynb
 from tests.support import ROOT
-from tests.test_notebook import HOSTILE_PROMPT
+from tests.test_notebooks import HOSTILE_PROMPT
 from tests.ui_support import app_env, demo_suite, settings_for
 
 CHECK = """import json
