@@ -1185,9 +1185,10 @@ def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs:
     chain = n["go"] = gr.State(0)
     steps = NOTEBOOK.public_run_all_cells if settings.public else NOTEBOOK.max_cells
     step_out = [n["state"], n["plan"], n["version"], n["progress"], n["status"], n["ref"], n["downloads"]]
-    ev = chain.change(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **run_kw)
+    quiet = dict(show_progress="hidden")  # the progress line says "cell 3 of 7"; idle steps draw nothing
+    ev = chain.change(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **quiet, **run_kw)
     for _ in range(steps - 1):
-        ev = ev.then(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **run_kw)
+        ev = ev.then(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **quiet, **run_kw)
 
     with n["cells_area"]:  # the cells are drawn inside the tab's column, wherever this is called
         _draw_cells(n, nh, settings, owner, top, shown, chain, run_kw)
