@@ -485,3 +485,40 @@ def test_notebook_revisions_and_deletions_survive_a_restart_through_the_backup(t
             assert store.is_owner(kept2.notebook_id, OWNER_A) and not store.is_owner(kept2.notebook_id, OWNER_B)
         finally:
             again.close()
+
+
+# ------------------------------------------------------------------------------------------ links, in process
+class _Link:
+    """What gradio hands the page-load handler: the link's query parameters."""
+
+    def __init__(self, **query):
+        self.query_params = query
+
+
+@pytest.mark.parametrize("hostile", ["' OR 1=1 --", "x" * 10_000, "ünïcödé-☃", "../../etc/passwd", "", "AAAA@-1",
+                                     "AAAAAAAAAAAA@99999999999"])
+def test_a_bad_notebook_link_opens_a_new_notebook_saying_not_found_and_loads_no_model(tmp_path, hostile):
+    from pythia_compare.web.ui import Handlers, NotebookHandlers
+
+    app = Handlers(_settings(tmp_path))
+    nh = NotebookHandlers(app)
+    out = nh.on_load("o" * 24, _Link(notebook=hostile))
+    assert out[2].startswith("### Notebook not found") and out[3] == ""  # no ref: no link, no downloads
+    assert app.pool.loaded() == [] and NotebookStore(app.store).count() == 0
+
+
+def test_a_link_with_a_revision_opens_that_revision_and_the_plain_link_the_latest(tmp_path):
+    from pythia_compare.web.ui import Handlers, NotebookHandlers
+
+    s = _settings(tmp_path)
+    app = Handlers(s)
+    store = NotebookStore(app.store, s)
+    first = store.save(small(s))
+    later = first.copy()
+    later.title = "later"
+    later = store.save(later)
+    nh = NotebookHandlers(app)
+    assert nh.on_load(None, _Link(notebook=f"{first.notebook_id}@1"))[0] == first.to_json()
+    assert nh.on_load(None, _Link(notebook=first.notebook_id))[0] == later.to_json()
+    assert nh.api(f"{first.notebook_id}@1") == first.to_json()
+    assert app.pool.loaded() == []

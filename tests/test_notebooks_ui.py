@@ -267,7 +267,8 @@ def test_in_public_mode_another_browser_opens_and_copies_a_notebook_but_cannot_c
         open_page(page, url)
         page.get_by_role("tab", name="Notebook").click()
         page.locator("#pc-nb-input-0 textarea").fill("Alice's prompt")
-        page.locator("#pc-nb-save").click()
+        page.locator("#pc-nb-input-0 textarea").press("Shift+Enter")  # runs the cell, as in Jupyter
+        page.locator("#pc-nb-summary-0").wait_for(timeout=LONG_MS)
         saved(page, 1)
         link = page.locator("#pc-nb-link textarea, #pc-nb-link input").first.input_value()
         nb_id = link.split("?notebook=", 1)[1]
@@ -279,6 +280,9 @@ def test_in_public_mode_another_browser_opens_and_copies_a_notebook_but_cannot_c
         page.locator("#pc-nb-cell-0").wait_for(timeout=LONG_MS)
         assert page.locator("#pc-nb-input-0 textarea").input_value() == "Alice's prompt"
         assert "belongs to another browser" in page.locator("#pc-nb-status").inner_text()
+        page.locator("#pc-nb-summary-0").wait_for()  # Alice's output, drawn for Bob from the log
+        page.locator("#pc-nb-run-all").click()
+        page.get_by_text("its cells are not run here").wait_for()
         page.locator("#pc-nb-input-0 textarea").fill("Bob was here")
         page.locator("#pc-nb-save").click()
         page.get_by_text("Not saved").wait_for()
@@ -288,6 +292,7 @@ def test_in_public_mode_another_browser_opens_and_copies_a_notebook_but_cannot_c
         page.get_by_text("Not deleted").wait_for()
         store = NotebookStore(RunStore(tmp_path / "runs.db", owner_secret="owner secret of the test"))
         assert store.get(nb_id).cells[0].prompt == "Alice's prompt" and store.get(nb_id).revision == 1
+        assert len(RunStore(tmp_path / "runs.db").list()) == 1  # Bob's Run all ran nothing
         page.locator("#pc-nb-copy").click()
         page.get_by_text("Saved as a new notebook").wait_for()
         copy_id = page.locator("#pc-nb-link textarea, #pc-nb-link input").first.input_value().split("=", 1)[1]

@@ -163,6 +163,14 @@ class NotebookDesk:
         """Whether this browser may only open and copy it (public mode, a stored notebook someone else owns)."""
         return bool(self.settings.public and nb.notebook_id and not self.store.is_owner(nb.notebook_id, owner))
 
+    def refuse_run(self, nb: Notebook, owner: str | None) -> str:
+        """Why this browser may not run cells of `nb` ('' when it may): in public mode, only the owner's notebook
+        records runs; anyone else makes a copy first."""
+        if self.read_only(nb, self.core.owner_of(owner)):
+            return ("this notebook belongs to another browser, so its cells are not run here; Make a copy, then run "
+                    "the copy")
+        return ""
+
     def listing(self, owner: str | None) -> list[list]:
         """[id, title, updated, revision, cells] rows: this browser's notebooks in public mode, all locally."""
         token = self.core.owner_of(owner)
@@ -177,6 +185,9 @@ class NotebookDesk:
         """A new revision (or, as_copy, a new notebook owned by this browser); never raises for a conflict, a
         notebook of another browser or a broken limit: Saved says why nothing was saved."""
         token = self.core.owner_of(owner)
+        if self.settings.public and not token and nb.notebook_id and not as_copy:
+            return Saved(nb, "this browser has no owner token, and only a notebook's owner can change it; reload "
+                             "the page, then Make a copy", False)
         try:
             stored = self.store.save(nb, owner=token if (self.settings.public or as_copy or not nb.notebook_id)
                                      else None, as_copy=as_copy)

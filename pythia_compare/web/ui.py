@@ -979,6 +979,9 @@ class NotebookHandlers:
             nb = self.gather(nb_json, top, cells, ids)
             index = nb.cell_index(cell_id)
             cell = nb.cells[index]
+            refused = self.desk.refuse_run(nb, owner)
+            if refused:
+                raise BadInput(refused)
         except Exception as e:  # noqa: BLE001
             yield (gr.skip(), gr.skip(), f"**Not run:** {self._say(e)}", *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)),
                    "")
@@ -998,6 +1001,9 @@ class NotebookHandlers:
             nb = self.gather(nb_json, top, cells, ids)
         except Exception as e:  # noqa: BLE001
             return gr.skip(), gr.skip(), f"**Not run:** {self._say(e)}", {"ids": [], "total": 0}
+        refused = self.desk.refuse_run(nb, owner)
+        if refused:
+            return gr.skip(), gr.skip(), f"**Not run:** {refused}", {"ids": [], "total": 0}
         ids, note = self.desk.run_all_plan(nb)
         if not ids:
             return nb.to_json(), version, "This notebook has no comparison cell to run.", {"ids": [], "total": 0}
