@@ -127,8 +127,9 @@ class Saved:
 class NotebookDesk:
     """The Notebook tab's work for one process, over the page's Dashboard (its settings, pool, run log, backup)."""
 
-    def __init__(self, core: "Dashboard"):
+    def __init__(self, core: "Dashboard", family: str | None = None):
         self.core = core
+        self.family = family  # the page's default family (its catalog's): a new notebook's variant set
         self.settings: Settings = core.settings
         self.store = NotebookStore(core.store, core.settings)
 
@@ -137,7 +138,7 @@ class NotebookDesk:
         """A new notebook on the Compare tab's default variant set, with one comparison cell."""
         from .dashboard import DEFAULT_QUANTS, default_reference
 
-        family = "demo" if self.core.demo_final is not None and self.settings.offline else "pythia"
+        family = self.family or ("demo" if self.core.demo_final is not None and self.settings.offline else "pythia")
         specs = [f"demo:{q}" if family == "demo" else q for q in DEFAULT_QUANTS[family]]
         ref = default_reference(specs) or None
         nb = Notebook.new(title, [s for s in specs if s != ref], ref, self.settings)

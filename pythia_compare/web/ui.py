@@ -254,7 +254,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     with gr.Blocks(title="pythia-compare", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         page = _page_top(settings, cat, backup)
         with gr.Tabs(selected="compare") as tabs:
-            nbs = _notebook_tab(settings, app)  # first on the page (issue 22)
+            nbs = _notebook_tab(settings, app, cat.family)  # first on the page (issue 22)
             c = _compare_tab(settings, cat)
             h = _history_tab(settings)
             sweeps = _sweeps_tab(settings, app.store)
@@ -852,10 +852,10 @@ NB_INTRO = ("A notebook holds one variant set, default settings and an ordered l
 class NotebookHandlers:
     """The Notebook tab's handlers over one NotebookDesk; callable without a browser."""
 
-    def __init__(self, app: Handlers):
+    def __init__(self, app: Handlers, family: str | None = None):
         self.app = app
         self.settings = app.settings
-        self.desk = NotebookDesk(app.core)
+        self.desk = NotebookDesk(app.core, family)
         self._figs: dict[str, dict] = {}  # run id -> its figures (a stored run never changes)
 
     def _say(self, e: Exception) -> str:
@@ -1112,9 +1112,9 @@ def notebook_links(nb: Notebook) -> str:
                    for fmt, label in (("ipynb", "⬇ .ipynb"), ("html", "⬇ .html")))
 
 
-def _notebook_tab(settings: Settings, app: Handlers) -> dict:
+def _notebook_tab(settings: Settings, app: Handlers, family: str | None = None) -> dict:
     """The Notebook tab's layout (called first inside build_demo's Tabs); the cells are drawn by _wire_notebook."""
-    h = NotebookHandlers(app)
+    h = NotebookHandlers(app, family)
     n: dict = {"handlers": h}
     with gr.Tab("Notebook", id="notebook"):
         gr.Markdown(NB_INTRO, elem_classes=["pc-note"])
