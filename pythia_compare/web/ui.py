@@ -857,6 +857,7 @@ class NotebookHandlers:
         self.settings = app.settings
         self.desk = NotebookDesk(app.core, family)
         self._figs: dict[str, dict] = {}  # run id -> its figures (a stored run never changes)
+        self._runs: dict[str, Run] = {}  # run id -> the stored run
 
     def _say(self, e: Exception) -> str:
         return scrub(str(e), self.settings.hf_token) if isinstance(e, PythiaCompareError) else (
@@ -1086,7 +1087,22 @@ class NotebookHandlers:
             rows = []
         return {"headers": ["notebook", "title", "updated (UTC)", "revision", "cells"], "data": rows}
 
+    def stored_run(self, cell) -> Run | None:
+        """A comparison cell's stored run, read once per process (a stored run never changes; each redraw of the
+        notebook would otherwise read every cell's run again)."""
+        if cell.kind != "comparison" or not cell.run_id:
+            return None
+        if cell.run_id not in self._runs:
+            run = self.desk.cell_run(cell)
+            if run is None:
+                return None
+            if len(self._runs) > 256:
+                self._runs.clear()
+            self._runs[cell.run_id] = run
+        return self._runs[cell.run_id]
+
     def figures(self, run: Run) -> dict:
+        """A stored run's figures, made once per process."""
         if run.run_id not in self._figs:
             if len(self._figs) > 64:
                 self._figs.clear()
@@ -1240,7 +1256,7 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
                                      gr.Textbox(overrides_text(cell.overrides), label="Settings (e.g. ctx=64)",
                                                 max_length=200, elem_id=f"pc-nb-overrides-{i}", interactive=True)]
                     gr.Markdown(cell_status(nb, cell), elem_id=f"pc-nb-status-{i}")
-                    run = nh.desk.cell_run(cell)
+                    run = nh.stored_run(cell)
                     if run is not None:
                         figs = nh.figures(run)
                         cols, rows_ = report.summary_table(run)
