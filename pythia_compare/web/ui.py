@@ -14,6 +14,10 @@ screen.
 Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
 cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
 local-only start form; its decisions live in sweepview.py, its figures in sweepplots.py.
+
+Notebook tab (the "notebooks" section, first on the page; docs/notebook.md): the notebook in a gr.State drawn cell
+by cell with gr.render, its buttons, Run all as a chain of queued one-cell jobs, `?notebook=ID[@REV]` links, the
+"/notebook" API and the exports' route (_serve_notebook_exports); its decisions live in notebooks.py.
 """
 
 from __future__ import annotations
