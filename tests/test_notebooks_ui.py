@@ -330,3 +330,40 @@ def test_exports_are_attachments_named_by_id_with_nosniff_and_the_api_returns_th
         assert got["notebook_id"] == nb_id and got["cells"][0]["markdown"] == "hello" and "owner" not in json.dumps(got)
     finally:
         stop(proc)
+
+
+def test_a_compare_run_joins_the_notebook_and_a_history_run_opens_as_a_one_cell_notebook(tmp_path, suite, browser):
+    proc, url = start_app(tmp_path, suite)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        open_page(page, url)
+        page.locator("#pc-run").wait_for()
+        page.locator("#pc-settings .label-wrap").first.click()
+        page.locator("#pc-max-tokens input").fill("2")
+        page.locator("#pc-max-tokens input").press("Tab")
+        page.locator("#pc-prompt textarea").fill("A run made in the Compare tab")
+        page.locator("#pc-run").click()
+        page.wait_for_function("() => (document.querySelector('#pc-link textarea') || {}).value?.includes('?run=')",
+                               timeout=LONG_MS)
+        run_id = page.locator("#pc-link textarea").input_value().split("?run=", 1)[1]
+        page.locator("#pc-add-to-notebook").click()  # the Notebook tab opens with the run as its last cell
+        page.locator("#pc-nb-cell-1").wait_for(timeout=LONG_MS)
+        page.locator("#pc-nb-summary-1").wait_for(timeout=LONG_MS)
+        assert cells(page)[1]["input"] == "A run made in the Compare tab"
+        assert run_id in page.locator("#pc-nb-status-1").inner_text()
+
+        page.get_by_role("tab", name="History").click()
+        page.wait_for_function("(id) => document.querySelector('#pc-history')?.innerText.includes(id)", arg=run_id,
+                               timeout=LONG_MS)
+        page.locator("#pc-history").get_by_text(run_id).last.click()
+        page.get_by_text(f"Selected run {run_id}").wait_for()
+        page.locator("#pc-open-notebook").click()
+        page.wait_for_function("() => document.querySelectorAll('.pc-nb-cell').length === 1", timeout=LONG_MS)
+        page.locator("#pc-nb-summary-0").wait_for(timeout=LONG_MS)
+        assert cells(page) == [{"kind": "comparison", "input": "A run made in the Compare tab"}]
+        link = page.locator("#pc-nb-link textarea, #pc-nb-link input").first.input_value()
+        one = NotebookStore(RunStore(tmp_path / "runs.db")).get(link.split("?notebook=", 1)[1])
+        assert [c.run_id for c in one.cells] == [run_id] and not one.is_stale(one.cells[0])
+        page.close()
+    finally:
+        stop(proc)
