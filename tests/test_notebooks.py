@@ -176,7 +176,8 @@ def test_deleting_a_notebook_removes_every_revision_and_every_cell_text_only_it_
     store.delete(gone.notebook_id)
     conn = runs.db().conn
     assert store.ids() == [keep.notebook_id]
-    assert conn.execute("SELECT count(*) FROM notebook_revisions WHERE notebook_id = ?", [gone.notebook_id]).fetchone()[0] == 0
+    left = conn.execute("SELECT count(*) FROM notebook_revisions WHERE notebook_id = ?", [gone.notebook_id])
+    assert left.fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM notebook_cells WHERE body LIKE '%only here%'").fetchone()[0] == 0
     assert len(store.get(keep.notebook_id).cells) == 2  # shared cell texts stay for the notebook that holds them
     with pytest.raises(NotebookNotFound):

@@ -11,7 +11,6 @@ import json
 import os
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from pythia_compare.runs.notebook import Notebook

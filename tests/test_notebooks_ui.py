@@ -101,7 +101,8 @@ def test_a_notebook_built_run_reordered_and_trimmed_on_the_page_reopens_from_its
         page.locator("#pc-nb-input-1 textarea").fill(corpus)
         page.locator("#pc-nb-opts-1 .label-wrap").first.click()
         page.locator("#pc-nb-scoring-1").get_by_text("corpus", exact=True).click()
-        page.locator("#pc-nb-own-1 input, #pc-nb-own-1 textarea").first.fill(f"demo@step{steps[0]} demo@step{steps[-1]}")
+        own = page.locator("#pc-nb-own-1 input, #pc-nb-own-1 textarea").first
+        own.fill(f"demo@step{steps[0]} demo@step{steps[-1]}")
         # a note, moved up to the top
         page.locator("#pc-nb-add-note-1").click()
         saved(page, 2)

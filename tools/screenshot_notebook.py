@@ -1,6 +1,6 @@
 """The README's notebook screenshot: a notebook of the demo suite built and run on the page in headless Chromium.
 
-    python tools/screenshot_notebook.py     # starts app.py offline on the demo suite, writes assets/screenshot-notebook.png
+    python tools/screenshot_notebook.py   # app.py offline on the demo suite; writes assets/screenshot-notebook.png
 
 It builds what a user would: a note, a quants cell (F16 reference, Q8_0, Q4_K_M, Q2_K) and a steps cell, presses
 Run all, waits for both cells' outputs and saves the top of the Notebook tab as a palette PNG (save_png of

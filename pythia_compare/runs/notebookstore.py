@@ -182,7 +182,8 @@ class NotebookStore:
         bodies = [cell_body(c) for c in data["cells"]]
         conn.executemany("INSERT OR IGNORE INTO notebook_cells (hash, body) VALUES (?, ?)", bodies)
         conn.executemany("INSERT INTO notebook_revision_cells (notebook_id, revision, position, hash) "
-                         "VALUES (?, ?, ?, ?)", [(nb.notebook_id, nb.revision, i, h) for i, (h, _) in enumerate(bodies)])
+                         "VALUES (?, ?, ?, ?)",
+                         [(nb.notebook_id, nb.revision, i, h) for i, (h, _) in enumerate(bodies)])
 
     def import_revision(self, data: dict, owner: str | None = None) -> bool:
         """Store a revision under its own notebook_id, revision and created_at (a backup's); True when added, False

@@ -29,7 +29,7 @@ from ..params import LIMITS, NOTEBOOK
 from ..runs import report
 from ..runs.notebook import Cell, Notebook, NotebookFormatError, VariantSet, new_cell_id
 from ..runs.notebookrun import cell_job, comparison_ids, computed, failed, run_cells
-from ..runs.notebookstore import NotebookConflict, NotebookNotFound, NotebookNotYours, NotebookStore, parse_ref
+from ..runs.notebookstore import NotebookConflict, NotebookNotFound, NotebookNotYours, NotebookStore
 from ..runs.run import Run
 
 if TYPE_CHECKING:
@@ -520,7 +520,8 @@ def to_html(nb: Notebook, find_run: Callable[[str], Run | None]) -> str:
             f"<title>{html.escape(nb.title)}</title><style>{_HTML_STYLE}</style>"
             f'<script type="text/javascript">{_plotly_js()}</script></head><body>'
             f"<h1>{html.escape(nb.title)}</h1><p class=\"pc-meta\">pythia-compare notebook "
-            f"{html.escape(str(nb.notebook_id))} revision {nb.revision} · variants {html.escape(nb.variants.describe())}"
+            f"{html.escape(str(nb.notebook_id))} revision {nb.revision} · variants "
+            f"{html.escape(nb.variants.describe())}"
             f"</p>{''.join(parts)}</body></html>\n")
 
 

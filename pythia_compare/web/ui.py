@@ -1143,7 +1143,8 @@ def _notebook_tab(settings: Settings, app: Handlers, family: str | None = None) 
         n["armed"] = gr.State("")
         n["plan"] = gr.State({"ids": [], "total": 0})
         with gr.Row():
-            n["title"] = gr.Textbox("Untitled notebook", label="Title", max_length=200, scale=3, elem_id="pc-nb-title", interactive=True)
+            n["title"] = gr.Textbox("Untitled notebook", label="Title", max_length=200, scale=3, elem_id="pc-nb-title",
+                                    interactive=True)
             n["open_ref"] = gr.Textbox("", label="Open a notebook (ID or ID@REV)", max_length=80, scale=2,
                                        elem_id="pc-nb-open-ref")
             n["open_btn"] = gr.Button("Open", size="sm", scale=0, min_width=70, elem_id="pc-nb-open")
@@ -1190,8 +1191,8 @@ def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs:
     n["new_btn"].click(nh.new, n["version"], [*shown, n["armed"]], **_PRIVATE)
     n["open_btn"].click(nh.open_ref, [n["open_ref"], n["version"], owner], [*shown, n["armed"]],
                         **_PRIVATE)
-    n["take"].click(lambda f, q, s, free, ref: (" ".join(collect_specs(f, q, s, free, demo_final=nh.app.core.demo_final)),
-                                                 ref or ""),
+    n["take"].click(lambda f, q, s, free, ref: (" ".join(collect_specs(f, q, s, free,
+                                                                      demo_final=nh.app.core.demo_final)), ref or ""),
                     [c["family"], c["quants"], c["steps"], c["specs"], c["reference"]], [n["specs"], n["reference"]],
                     queue=False, **_PRIVATE)
     tabs.select(nh.listing, owner, n["list"], queue=False, **_PRIVATE)
@@ -1237,7 +1238,8 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
             run_all = gr.Button("Run all", variant="primary", size="sm", elem_id="pc-nb-run-all")
             delete_nb = gr.Button("Delete notebook", variant="stop", size="sm", elem_id="pc-nb-delete")
         for i, cell in enumerate(nb.cells):
-            with gr.Column(elem_id=f"pc-nb-cell-{i}", elem_classes=["pc-nb-cell", f"pc-nb-{cell.kind}"], variant="panel"):
+            with gr.Column(elem_id=f"pc-nb-cell-{i}", elem_classes=["pc-nb-cell", f"pc-nb-{cell.kind}"],
+                           variant="panel"):
                 if cell.kind == "note":
                     gr.HTML(render_note(cell.markdown or ""), elem_id=f"pc-nb-note-{i}", elem_classes=["pc-nb-note"],
                             padding=True)
@@ -1256,7 +1258,8 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
                                                 label="Own variants (blank: the notebook's)",
                                                 max_length=MAX_SPECS_CHARS, elem_id=f"pc-nb-own-{i}", interactive=True),
                                      gr.Textbox((cell.variants.reference or "") if cell.variants else "",
-                                                label="Own reference", max_length=200, elem_id=f"pc-nb-own-ref-{i}", interactive=True),
+                                                label="Own reference", max_length=200, elem_id=f"pc-nb-own-ref-{i}",
+                                                interactive=True),
                                      gr.Textbox(overrides_text(cell.overrides), label="Settings (e.g. ctx=64)",
                                                 max_length=200, elem_id=f"pc-nb-overrides-{i}", interactive=True)]
                     gr.Markdown(cell_status(nb, cell), elem_id=f"pc-nb-status-{i}")
