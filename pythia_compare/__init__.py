@@ -12,8 +12,8 @@ from .config import __version__
 
 # The public names of pythia_compare.api; none equals a module or subpackage of this package (importing one would
 # replace the name on the package).
-_API = ("compare", "open_run", "list_runs", "open_sweep", "published", "close", "session", "model_pool",
-        "Result", "SweepResult")
+_API = ("compare", "open_run", "list_runs", "open_sweep", "published", "Notebook", "open_notebook", "close",
+        "session", "model_pool", "Result", "SweepResult")
 __all__ = ["__version__", *_API]
 
 

@@ -32,8 +32,8 @@ from .params import LIMITS
 # spelt): runs.compare, runs.pool, runs.store, runs.report, runs.export, runs.run, web.plots, web.dashboard,
 # web.sweepview, web.sweepplots.
 
-__all__ = ["compare", "open_run", "list_runs", "open_sweep", "published", "close", "session", "model_pool",
-           "Result", "SweepResult"]
+__all__ = ["compare", "open_run", "list_runs", "open_sweep", "published", "Notebook", "open_notebook", "close",
+           "session", "model_pool", "Result", "SweepResult"]
 
 DEFAULT_APP = "http://127.0.0.1:7860/"  # where `python app.py` serves the dashboard; Result.link's default
 MAIN_FIGURES = ("ppl", "next_token", "kld")  # the figures a result's display draws (figures() has them all)
@@ -262,6 +262,36 @@ def published(repo: str = "EleutherAI/pythia-410m-deduped-v0", task: str = "lamb
     from .runs.published import published as table
 
     return table(repo, task, shots)
+
+
+# ------------------------------------------------------------------------------------ notebooks
+@_in_api_words
+def Notebook(title: str = "Untitled notebook", specs: list[str] | None = None, *, reference: str | None = None,
+             db: str | Path | None = None, offline: bool | None = None, home: str | Path | None = None,
+             **settings):
+    """A new notebook from Python (docs/notebook.md): one variant set, then notes and comparisons.
+
+        nb = pc.Notebook("Quants on prompts", ["demo:Q8_0", "demo:Q2_K"], reference="demo", max_tokens=8)
+        nb.add_note("## Factual prompts"); nb.add_comparison(prompt="The capital of France is")
+        nb.run(); nb.save(); nb.export("nb.ipynb")
+
+    Its runs share the process-wide pool of compare() (models stay loaded between calls; close() frees them)."""
+    from .web.notebooks import LibraryNotebook
+
+    return LibraryNotebook(title, specs, reference=reference, db=db, offline=offline, home=home,
+                           pool=_pool_for(_settings(db=db, home=home, offline=offline)), **settings)
+
+
+@_in_api_words
+def open_notebook(ref: str, db: str | Path | None = None, offline: bool | None = None,
+                  home: str | Path | None = None):
+    """The stored notebook "ID" (its latest revision) or "ID@REV" (that revision), to read, run, save or export;
+    a link (`http://host/?notebook=ID`) works too. NotebookNotFound (a BadInput) names an id that is none."""
+    from .web.notebooks import open_notebook as opened
+
+    ref = _id_of(ref, "notebook id", "notebook") if isinstance(ref, str) and "?" in ref else ref
+    return opened(ref, db=db, offline=offline, home=home,
+                  pool=_pool_for(_settings(db=db, home=home, offline=offline)))
 
 
 # ------------------------------------------------------------------------------------ the run log

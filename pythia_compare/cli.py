@@ -16,6 +16,7 @@ from pathlib import Path
 from .config import Settings, parse_size
 from .errors import BadInput, PythiaCompareError
 from .files import read_text_file
+from .web.notebookcli import add_notebook_parser, run_notebook_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp = cas.add_parser("prune", help="delete least recently used files")
     cp.add_argument("--max-size", default="0", help="keep at most this much, e.g. 2G (default 0: delete all)")
     _add_sweep_parser(sub)
+    add_notebook_parser(sub)  # the notebook commands live in their wing (web/notebookcli.py)
     return p
 
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         handler = {"compare": cmd_compare, "runs": cmd_runs, "convert": cmd_convert, "cache": cmd_cache,
-                   "sweep": cmd_sweep}
+                   "sweep": cmd_sweep, "notebook": run_notebook_command}
         return handler[args.command](args, settings) or 0
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)

@@ -48,3 +48,20 @@ LIMITS: dict[str, Limit] = {lim.field: lim for lim in (
     Limit("temperature", "--temperature", "Temperature", 0.0, 5.0, False, " (0 is greedy)", " (0: greedy)"),
     Limit("seed", "--seed", "Seed", 0, 2**63 - 1, True),
 )}
+
+
+# ------------------------------------------------------------------------------------------ notebooks (issue 22)
+@dataclass(frozen=True)
+class NotebookLimits:
+    """A notebook's limits (docs/notebook.md): runs/notebook.py and runs/notebookstore.py check them, the page and
+    the CLI say them. A comparison cell's prompt and text are held to the run's own caps (Settings.max_prompt_chars,
+    Settings.max_text_chars), read where the cell is checked."""
+    max_cells: int = 50  # cells of one notebook
+    max_note_chars: int = 20_000  # a note's Markdown
+    max_title_chars: int = 200
+    max_revision_bytes: int = 2 * 1024 * 1024  # one revision as stored: the notebook JSON, UTF-8
+    max_revisions: int = 200  # revisions one notebook keeps; a later save is refused with an offer of a copy
+    public_run_all_cells: int = 10  # Run all in public mode: at most this many cells, each its own queued job
+
+
+NOTEBOOK = NotebookLimits()

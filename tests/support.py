@@ -160,4 +160,14 @@ TIERS: dict[str, set[str]] = {
     "test_plots::test_figures_redraw_identically_from_the_stored_json": {"slow"},  # 10 full figure sets: 2 s
     "test_backup::test_with_bad_backup_settings_the_app_starts_serves_its_runs_and_says_backup_is_off":
         {"slow"},  # a whole gradio app per case, five cases: 2 s
+    # issue 22 (notebooks): app.py processes with Chromium; llama.cpp runs, CLI processes; a Jupyter kernel
+    "test_notebooks_ui": {"browser", "slow"},
+    "test_notebooks_exec": {"slow"},
+    "test_notebooks::test_running_all_five_cells_loads_each_model_once_and_a_failing_cell_does_not_stop_the_others":
+        {"slow"},
+    "test_notebooks::test_the_ipynb_is_valid_nbformat_4_with_notes_code_and_embedded_outputs": {"slow"},
+    "test_notebooks::test_the_html_export_is_one_page_with_plotly_inlined_once_and_notes_safe": {"slow"},
+    "test_notebooks::test_a_history_run_opens_as_a_one_cell_notebook_and_a_compare_run_joins_one": {"slow"},
+    "test_notebooks::test_the_cli_lists_shows_runs_exports_and_deletes_a_notebook": {"slow"},
+    "test_notebooks::test_a_notebook_keeps_at_most_200_revisions_and_then_offers_a_copy": {"slow"},
 }

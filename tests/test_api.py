@@ -356,3 +356,29 @@ def test_a_lens_compare_gives_every_layer_of_every_variant_as_the_cli_does_and_r
         pc.compare("demo:Q4_K_M", "demo", text=(ROOT / "assets" / "demo" / "heldout.txt").read_text(), lens=True,
                    offline=True, progress=False)
     assert _runs_in(env / "default-log.db") == before
+
+
+def test_a_notebook_built_from_python_runs_on_the_shared_pool_saves_and_opens_again_by_id_and_link(env, tmp_path):
+    db = env / "notebooks.db"
+    nb = pc.Notebook("Quants on prompts", ["demo:Q8_0", "demo:Q2_K"], reference="demo", max_tokens=2, db=db,
+                     offline=True)
+    nb.add_note("## Two prompts")
+    for prompt in ("def fibonacci(n):", "The capital of France is"):
+        nb.add_comparison(prompt=prompt)
+    loads = pc.model_pool().loads
+    nb.run(progress=False)
+    assert pc.model_pool().loads - loads <= 3  # each of demo, Q8_0 and Q2_K loaded at most once for both cells
+    ref = nb.save()
+    runs = nb.runs()
+    assert len(runs) == 2 and all(r is not None and r.params.reference == "demo" for r in runs)
+    again = pc.open_notebook(ref, db=db, offline=True)
+    assert again.notebook.to_json() == nb.notebook.to_json()
+    by_link = pc.open_notebook(f"http://127.0.0.1:7860/?notebook={ref.split('@')[0]}", db=db, offline=True)
+    assert [c.run_id for c in by_link.notebook.cells] == [c.run_id for c in nb.notebook.cells]
+    assert "<h3>Quants on prompts</h3>" in again._repr_html_()
+    out = again.export(tmp_path / "nb.ipynb")
+    import nbformat
+
+    nbformat.validate(nbformat.read(str(out), as_version=4))
+    with pytest.raises(BadInput, match="notebook"):
+        pc.open_notebook("no-such-notebook", db=db, offline=True)

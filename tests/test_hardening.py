@@ -213,8 +213,9 @@ def test_no_mcp_server_no_monitoring_and_no_gradio_run_history(server):
     assert config["run_history"] is False and "runs" not in config["footer_links"] and not config["mcp_server"]
 
 
-def test_the_api_lists_only_the_compare_and_sweep_endpoints(client):
-    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/compare", "/sweep"]
+def test_the_api_lists_only_the_compare_sweep_and_notebook_endpoints(client):
+    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == [
+        "/compare", "/sweep", "/notebook"]
 
 
 # ------------------------------------------------------------------------------------------ busy

@@ -311,7 +311,8 @@ def test_locally_every_run_is_listed_whatever_the_owner(dash, streamed):
 def test_the_compare_event_is_the_api_and_gradio_run_history_is_off(dash):
     demo = build_demo(dash.settings)
     api = [d for d in demo.config["dependencies"] if d.get("api_visibility", "public") == "public" and d.get("api_name")]
-    assert [d["api_name"] for d in api] == ["compare", "sweep"]  # "sweep": a stored sweep as JSON (Sweeps tab)
+    # "sweep": a stored sweep as JSON (Sweeps tab); "notebook": a stored notebook as JSON (Notebook tab)
+    assert [d["api_name"] for d in api] == ["compare", "sweep", "notebook"]
     kw = launch_kwargs(dash.settings)
     assert kw["run_history"] is False and "runs" not in kw["footer_links"]
     assert kw["mcp_server"] is False and kw["enable_monitoring"] is False and kw["ssr_mode"] is False

@@ -148,12 +148,12 @@ def test_the_sweep_api_answers_hostile_ids_with_a_clear_error(sweeps, hostile):
     assert "sweep" in e.value.message and "Traceback" not in e.value.message
 
 
-def test_the_page_offers_the_compare_and_sweep_apis(made):
+def test_the_page_offers_the_compare_sweep_and_notebook_apis(made):
     demo = build_demo(made[0])
     try:
         public = [d["api_name"] for d in demo.config["dependencies"]
                   if d.get("api_visibility", "public") == "public" and d.get("api_name")]
-        assert public == ["compare", "sweep"]
+        assert public == ["compare", "sweep", "notebook"]
     finally:
         demo.handlers.pool.close()
 

@@ -20,6 +20,9 @@ Dataset layout (one folder per process lifetime, so instances and restarts never
 
     {"backup": 1, "owner": <HMAC hex or null>, "run": {run JSON: "schema", "run_id", "created_at", ...}}
     {"backup": 1, "deleted": "<run_id>", "at": "<UTC time>"}        a tombstone: restore leaves that run out
+    {"backup": 1, "owner": <HMAC hex or null>, "notebook": {notebook JSON of one revision: "notebook_id",
+     "revision", "created_at", ...}}                                 a notebook revision (docs/notebook.md)
+    {"backup": 1, "deleted_notebook": "<notebook_id>", "at": ...}   a notebook deleted with every revision
 
 Privacy: a line holds no token (owners are HMAC-SHA256(PYTHIA_COMPARE_OWNER_SECRET, browser token), the
 form the run log keeps them in, so a restored History still matches its browser) and no server path (a
@@ -45,6 +48,8 @@ from ..config import Settings, __version__
 from ..errors import PythiaCompareError, RunNotFound
 from .report import plain_markdown
 from .run import Run
+from .notebook import NotebookFormatError
+from .notebookstore import NotebookStore
 from .store import RunFormatError, RunStore
 
 log = logging.getLogger("pythia_compare.backup")
@@ -116,6 +121,9 @@ class Parsed:
     runs: dict[str, tuple[dict, str | None, str]] = field(default_factory=dict)  # id -> (run, owner, where)
     deleted: set[str] = field(default_factory=set)
     skipped: list[str] = field(default_factory=list)  # "runs/…/x.jsonl line 3: not JSON", one per problem
+    # notebooks (issue 22): (id, revision) -> (notebook JSON, owner, where); deleted notebook ids
+    notebooks: dict[tuple[str, int], tuple[dict, str | None, str]] = field(default_factory=dict)
+    deleted_notebooks: set[str] = field(default_factory=set)
 
 
 def restorable(name: str) -> bool | None:
@@ -169,6 +177,16 @@ def parse_file(name: str, data: bytes, into: Parsed, check=None) -> None:
             into.skipped.append(f"{where}: not a backup line (version {LINE_VERSION})")
         elif isinstance(item.get("deleted"), str):
             into.deleted.add(item["deleted"])
+        elif isinstance(item.get("deleted_notebook"), str):
+            into.deleted_notebooks.add(item["deleted_notebook"])
+        elif isinstance(item.get("notebook"), dict):
+            nb, owner = item["notebook"], item.get("owner")
+            if not (isinstance(nb.get("notebook_id"), str) and isinstance(nb.get("revision"), int)):
+                into.skipped.append(f"{where}: a notebook revision without notebook_id and revision")
+            elif owner is not None and not (isinstance(owner, str) and _OWNER_RE.fullmatch(owner)):
+                into.skipped.append(f"{where}: owner is not an owner key (64 hex digits)")
+            else:
+                into.notebooks.setdefault((nb["notebook_id"], nb["revision"]), (nb, owner, where))
         elif isinstance(item.get("run"), dict) and isinstance(item["run"].get("run_id"), str):
             owner = item.get("owner")
             if owner is not None and not (isinstance(owner, str) and _OWNER_RE.fullmatch(owner)):
@@ -193,6 +211,8 @@ class RestoreReport:
     present: int = 0  # runs the local log already had
     removed: int = 0  # local runs a tombstone deleted
     skipped: list[str] = field(default_factory=list)
+    notebook_revisions: int = 0  # notebook revisions added to the local log (issue 22)
+    notebooks_removed: int = 0  # local notebooks a notebook tombstone deleted
 
 
 def merge(store: RunStore, parsed: Parsed) -> RestoreReport:
@@ -215,7 +235,42 @@ def merge(store: RunStore, parsed: Parsed) -> RestoreReport:
             report.removed += 1
         except RunNotFound:
             pass
+    _merge_notebooks(store, parsed, report)
     return report
+
+
+def _merge_notebooks(store: RunStore, parsed: Parsed, report: RestoreReport) -> None:
+    """Notebook revisions under their own ids and numbers (oldest first), unless a tombstone deleted the notebook;
+    tombstoned notebooks the log still holds are deleted with every revision."""
+    if not (parsed.notebooks or parsed.deleted_notebooks):
+        return
+    notebooks = NotebookStore(store)
+    for (nb_id, _rev), (nb, owner, where) in sorted(parsed.notebooks.items()):
+        if nb_id in parsed.deleted_notebooks:
+            continue
+        try:
+            if notebooks.import_revision(nb, owner=owner):
+                report.notebook_revisions += 1
+        except NotebookFormatError as e:
+            report.skipped.append(f"{where}: {e}")
+    for nb_id in sorted(parsed.deleted_notebooks):
+        try:
+            notebooks.delete(nb_id)
+            report.notebooks_removed += 1
+        except RunNotFound:
+            pass
+
+
+def notebook_line(notebook: dict, owner_key: str | None) -> str:
+    """One line (no newline) recording a saved notebook revision (its JSON holds no owner: `owner_key` is the
+    HMAC the log keeps)."""
+    return json.dumps({"backup": LINE_VERSION, "owner": owner_key, "notebook": notebook}, ensure_ascii=True)
+
+
+def notebook_tombstone_line(notebook_id: str, now: datetime | None = None) -> str:
+    """One line (no newline) recording a notebook deleted with every revision."""
+    at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    return json.dumps({"backup": LINE_VERSION, "deleted_notebook": notebook_id, "at": at}, ensure_ascii=True)
 
 
 class Backup:
@@ -331,6 +386,18 @@ class Backup:
         """Append a tombstone for a run just deleted from the log."""
         if self.on:
             self._append(tombstone_line(run_id), f"the deletion of run {run_id}")
+
+    # notebooks (issue 22): called by web/notebooks.py right after the notebook log changed
+    def notebook_saved(self, notebook: dict, owner_key: str | None = None) -> None:
+        """Append a just-saved notebook revision (owner as the log keeps it: the HMAC)."""
+        if self.on:
+            self._append(notebook_line(notebook, owner_key),
+                         f"notebook {notebook.get('notebook_id')} revision {notebook.get('revision')}")
+
+    def notebook_deleted(self, notebook_id: str) -> None:
+        """Append a tombstone for a notebook just deleted with every revision."""
+        if self.on:
+            self._append(notebook_tombstone_line(notebook_id), f"the deletion of notebook {notebook_id}")
 
     def _append(self, line: str, what: str) -> None:
         data = (line + "\n").encode("ascii")

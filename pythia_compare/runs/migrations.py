@@ -167,3 +167,50 @@ def m011_runs_sweep_id(db: sqlite_utils.Database) -> None:
     sweeps row; the runs FTS index therefore holds a sweep's text zero times (sweeps_fts holds it once)."""
     db["runs"].add_column("sweep_id", str)
     db["runs"].create_index(["sweep_id"])
+
+
+# ------------------------------------------------------------------------------------------ notebooks (issue 22)
+# m020_…–m029_… are the notebooks' range. See docs/notebook.md; runs/notebookstore.py reads and writes them.
+
+
+@migrations()
+def m020_notebooks(db: sqlite_utils.Database) -> None:
+    """notebooks (one row per notebook: its owner and latest revision), notebook_revisions (append-only: one row
+    per save, the notebook JSON without its cells' bodies), notebook_revision_cells (a revision's cells in order,
+    by hash) and notebook_cells (each cell body once, by its sha256, however many revisions hold it)."""
+    db["notebooks"].create({
+        "id": str,
+        "created_at": str,  # UTC ISO 8601 of revision 1
+        "updated_at": str,  # of the latest revision
+        "latest": int,  # the latest revision's number
+        "title": str,  # the latest revision's title (for listing)
+        "owner": str,  # as runs.owner: the raw token when the log has no owner secret
+        "owner_hmac": str,  # as runs.owner_hmac
+        "extra": str,
+    }, pk="id", not_null={"created_at", "latest"})
+    db["notebook_revisions"].create({
+        "notebook_id": str,
+        "revision": int,  # 1, 2, … never reused
+        "created_at": str,
+        "base": int,  # the revision this one was saved over (NULL for 1)
+        "title": str,
+        "variants": str,  # JSON {"specs", "reference"}
+        "settings": str,  # JSON {"ctx", "top_k", "max_tokens", "temperature", "seed"}
+        "schema": int,
+        "bytes": int,  # the revision's notebook JSON, UTF-8 (≤ params.NOTEBOOK.max_revision_bytes)
+        "extra": str,
+    }, pk=("notebook_id", "revision"), foreign_keys=[("notebook_id", "notebooks", "id")],
+        not_null={"created_at", "variants", "settings"})
+    db["notebook_cells"].create({
+        "hash": str,  # sha256 hex of `body`
+        "body": str,  # the cell's JSON (notebook.Cell.to_json), compact, keys sorted
+    }, pk="hash", not_null={"body"})
+    db["notebook_revision_cells"].create({
+        "notebook_id": str,
+        "revision": int,
+        "position": int,
+        "hash": str,
+    }, pk=("notebook_id", "revision", "position"), foreign_keys=[("hash", "notebook_cells", "hash")])
+    db["notebook_revision_cells"].create_index(["hash"])
+    db["notebooks"].create_index(["updated_at"])
+    db["notebooks"].create_index(["owner_hmac"])

@@ -33,7 +33,7 @@ class ModelPool:
         self._models: OrderedDict[str, Model] = OrderedDict()
         self._pins: dict[str, int] = {}
         self._loading: dict[str, threading.Lock] = {}
-        self.loads = 0
+        self.loads = 0  # models loaded by this pool so far (a reuse counts nothing): Run all loads each model once
 
     @staticmethod
     def model_bytes(path: str | Path) -> int:

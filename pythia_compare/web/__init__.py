@@ -1,7 +1,8 @@
 """The web wing: the page.
 
 Owns the gradio app (ui: the only module that imports gradio), the decisions behind it without gradio
-(dashboard for runs, sweepview for the Sweeps tab) and the plotly figures (plots for a run, sweepplots for a
+(dashboard for runs, sweepview for the Sweeps tab, notebooks for the Notebook tab and its exports; notebookcli,
+the `notebook` commands) and the plotly figures (plots for a run, sweepplots for a
 sweep; both pure).
 
 May import: every wing below it (sweeps, runs, sources, models) and the shared base. Must never import an entry

@@ -14,6 +14,10 @@ full queue never freezes a run already on screen.
 Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
 cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
 local-only start form; its decisions live in sweepview.py, its figures in sweepplots.py.
+
+Notebook tab (the "notebooks" section, first on the page; docs/notebook.md): the notebook in a gr.State drawn cell
+by cell with gr.render, its buttons, Run all as a chain of queued one-cell jobs, `?notebook=ID[@REV]` links, the
+"/notebook" API and the exports' route (_serve_notebook_exports); its decisions live in notebooks.py.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ from ..errors import PythiaCompareError
 from ..params import LIMITS
 from ..runs.run import Run, as_run
 from ..runs.store import RunLogError, RunStore
+from .notebooks import (NOTEBOOK_PATH, NotebookDesk, cell_status, export_name, overrides_text,
+                        render_note)
+from ..runs.notebook import Notebook
+from ..params import NOTEBOOK
+from ..errors import BadInput
+from .dashboard import form_int
 from .sweepview import (CELL_COLUMNS, FORM_CHUNKS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START,
                         SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, published_for_sweep,
                         status_line)
@@ -270,6 +280,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     with gr.Blocks(title="pythia-compare", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         page = _page_top(settings, cat, backup)
         with gr.Tabs(selected="compare") as tabs:
+            nbs = _notebook_tab(settings, app, cat.family)  # first on the page (issue 22)
             c = _compare_tab(settings, cat)
             h = _history_tab(settings)
             sweeps = _sweeps_tab(settings, app.store)
@@ -279,6 +290,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
         _wire_compare(c, page, app, cat, settings, concurrency, view_outputs)
         _wire_history(h, c, page, demo, tabs, app, cat, view_outputs)
         _wire_sweeps(sweeps, demo, tabs, app, view_outputs)
+        _wire_notebook(nbs, c, h, page, demo, tabs, settings, concurrency)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.handlers = app  # for tests and embedding
     return demo
@@ -333,6 +345,7 @@ def _compare_tab(settings: Settings, cat) -> dict:
             c["link"] = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], scale=6, elem_id="pc-link")
             # the run's JSON and zip: links that make them when clicked (download_links)
             c["downloads"] = gr.HTML("", visible=False, elem_id="pc-downloads", min_height=0)
+            c["add_to_nb"] = gr.Button("Add to notebook", size="sm", scale=1, elem_id="pc-add-to-notebook")
         c["summary"] = gr.Dataframe(label="Summary (the numbers the CLI prints)", interactive=False, wrap=True,
                                     elem_id="pc-summary", visible=False, pinned_columns=1)
         with gr.Row():
@@ -407,6 +420,7 @@ def _history_tab(settings: Settings) -> dict:
         with gr.Row():
             h["note"] = gr.Markdown("Click a run in the list to select it.", elem_id="pc-history-note")
             h["open_btn"] = gr.Button("Open", size="sm", elem_id="pc-open")
+            h["open_nb"] = gr.Button("Open as notebook", size="sm", elem_id="pc-open-notebook")
             h["delete_btn"] = gr.Button("Delete", size="sm", variant="stop", elem_id="pc-delete")
         gr.Markdown("Runs are kept in the server's SQLite log. " + (
             "This deployment is public: this browser sees only its own runs, but a link opens for anyone "
@@ -902,6 +916,7 @@ def _guarded_app(settings: Settings):
 
     app = GuardedApp(default_response_class=ORJSONResponse, max_body_size=max_body_bytes(settings))
     _serve_downloads(app, settings)
+    _serve_notebook_exports(app, settings)
     return app
 
 
@@ -953,3 +968,553 @@ def launch_kwargs(settings: Settings | None = None) -> dict:
         strict_cors=True, show_error=False, ssr_mode=False, pwa=False, share=False, _app=_guarded_app(s),
         theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="amber"),
         css=css_file.read_text(encoding="utf-8") if css_file.is_file() else None, head=_plotly_head())
+
+
+# ------------------------------------------------------------------------------------------ notebooks (issue 22)
+# The Notebook tab, first on the page: its layout (_notebook_tab), its cells drawn by gr.render from the notebook
+# in a gr.State (every action takes every cell's inputs, so nothing typed is lost to a re-render), Run all as a
+# chain of queued jobs (one cell each, through the models queue), ?notebook=ID[@REV] links, the "/notebook" API
+# and the exports' route. Its decisions live in notebooks.py.
+NB_SETTINGS = list(LIMITS)  # the notebook's default settings, in the parameter table's order
+NB_INTRO = ("A notebook holds one variant set, default settings and an ordered list of cells: notes (Markdown) "
+            "and comparisons (a prompt, or a text for corpus scoring). Each comparison's output is an ordinary run "
+            "(History and `?run=` links keep working). **Shift+Enter** in a cell runs it. Every change is saved as "
+            "a new revision; typing is saved when you run a cell, press Save, or change the notebook.")
+
+
+class NotebookHandlers:
+    """The Notebook tab's handlers over one NotebookDesk; callable without a browser."""
+
+    def __init__(self, app: Handlers, family: str | None = None):
+        self.app = app
+        self.settings = app.settings
+        self.desk = NotebookDesk(app.core, family)
+        self._figs: dict[str, dict] = {}  # run id -> its figures (a stored run never changes)
+        self._runs: dict[str, Run] = {}  # run id -> the stored run
+
+    def _say(self, e: Exception) -> str:
+        return scrub(str(e), self.settings.hf_token) if isinstance(e, PythiaCompareError) else (
+            f"Something went wrong ({type(e).__name__}); the details are in the server log.")
+
+    # ------------------------------------------------------------------------ the notebook from the page
+    def gather(self, nb_json: dict | None, top: list, cells: list, ids: list[str] | None = None) -> Notebook:
+        """The notebook as the page shows it: the state, with the variant set, title and settings boxes (`top`)
+        and every cell's inputs (`cells`, 5 values a cell: input, scoring, own specs, own reference, overrides) for
+        the cells `ids` as they were drawn (matched by id, so a drawing one step behind the state loses nothing)."""
+        nb = Notebook.from_json(nb_json, self.settings) if nb_json else self.desk.blank()
+        title, specs, reference, *numbers = top
+        from .dashboard import split_specs
+
+        values = {}
+        for k, v in zip(NB_SETTINGS, numbers):
+            lim = LIMITS[k]
+            values[k] = (form_int if lim.whole else _as_float)(v, lim.label.lower())
+        nb = self.desk.set_variants(nb, split_specs(specs), (reference or "").strip() or None, title, values)
+        drawn = ids if ids is not None else [c.id for c in nb.cells]
+        where = {c.id: i for i, c in enumerate(nb.cells)}
+        for j, cid in enumerate(drawn):
+            got = cells[5 * j: 5 * j + 5]
+            if len(got) < 5 or cid not in where:
+                continue
+            i = where[cid]
+            cell = nb.cells[i]
+            text, scoring, own, own_ref, overrides = got
+            self.desk.set_input(nb, i, text or "")
+            if cell.kind == "comparison":
+                nb = self.desk.set_cell_options(nb, i, scoring, own or "", own_ref or "", overrides or "")
+                self.desk.set_input(nb, i, text or "")
+        return nb
+
+    def top_of(self, nb: Notebook) -> tuple:
+        """The title, variant set and settings boxes set to a notebook's."""
+        return (nb.title, " ".join(nb.variants.specs), nb.variants.reference or "",
+                *(nb.settings[k] for k in NB_SETTINGS))
+
+    def shown(self, nb: Notebook, version: int, status: str) -> tuple:
+        """(state, version + 1, status, the notebook's ref for the link, downloads, top boxes…)."""
+        ref = f"{nb.notebook_id}@{nb.revision}" if nb.notebook_id else ""
+        return (nb.to_json(), (version or 0) + 1, status, ref, notebook_links(nb), *self.top_of(nb))
+
+    def on_load(self, owner: str | None, request: gr.Request | None = None) -> tuple:
+        """Page load: `?notebook=ID` or `?notebook=ID@REV` opened from the log (no model is loaded), else a new
+        notebook; the Notebook tab selected when the link names one."""
+        ref = dict(getattr(request, "query_params", None) or {}).get("notebook") if request is not None else None
+        if ref is None:
+            return (*self.shown(self.desk.blank(), 0, ""), gr.skip())
+        nb, why = self.desk.open(ref)
+        if nb is None:
+            return (*self.shown(self.desk.blank(), 0, why), gr.Tabs(selected="notebook"))
+        note = self._ownership(nb, owner)
+        return (*self.shown(nb, 0, note), gr.Tabs(selected="notebook"))
+
+    def _ownership(self, nb: Notebook, owner: str | None) -> str:
+        if self.desk.read_only(nb, self.app.core.owner_of(owner)):
+            return ("**This notebook belongs to another browser.** You can read it and **Make a copy**; only its "
+                    "owner can change or delete it.")
+        return ""
+
+    def act(self, action: str, cell_id: str | None, nb_json, version, owner, top: list, cells: list,
+            ids: list[str] | None = None) -> tuple:
+        """A cell's button (`cell_id`) or the notebook's (None): apply every input, do `action`, save a revision."""
+        try:
+            nb = self.gather(nb_json, top, cells, ids)
+            arg = nb.cell_index(cell_id) if cell_id is not None else None
+            if action == "add_note":
+                self.desk.add(nb, "note", arg)
+            elif action == "add_comparison":
+                self.desk.add(nb, "comparison", arg)
+            elif action == "up":
+                self.desk.move(nb, arg, -1)
+            elif action == "down":
+                self.desk.move(nb, arg, +1)
+            elif action == "delete":
+                self.desk.remove(nb, arg)
+            saved = self.desk.save(nb, owner, as_copy=(action == "copy"))
+        except Exception as e:  # noqa: BLE001 - said on the page; the notebook on screen stays as it was
+            if not isinstance(e, PythiaCompareError):
+                log.exception("notebook action %s failed", action)
+            return (gr.skip(), gr.skip(), f"**Not saved:** {self._say(e)}", gr.skip(), gr.skip(),
+                    *[gr.skip()] * (3 + len(NB_SETTINGS)), "")
+        if not saved.ok:
+            shown = self.shown(saved.notebook, version, f"**Not saved:** {saved.message}"
+                               + (" Use **Make a copy** to keep your version." if saved.conflict else ""))
+            return (*shown, "")
+        return (*self.shown(saved.notebook, version, saved.message), "")
+
+    def new(self, version) -> tuple:
+        return (*self.shown(self.desk.blank(), version, "A new notebook: it is saved at its first change."), "")
+
+    def open_ref(self, ref: str | None, version, owner) -> tuple:
+        nb, why = self.desk.open((ref or "").strip())
+        if nb is None:
+            return (gr.skip(), gr.skip(), why, *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)), gr.skip())
+        return (*self.shown(nb, version, self._ownership(nb, owner) or f"Opened `{nb.notebook_id}`."), "")
+
+    def delete_notebook(self, nb_json, armed: str | None, version, owner) -> tuple:
+        """Delete the notebook in two clicks (the first asks); then a new notebook."""
+        nb_id = (nb_json or {}).get("notebook_id")
+        if not nb_id:
+            return (gr.skip(), gr.skip(), "This notebook is not saved; there is nothing to delete.",
+                    *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)), "")
+        if armed != f"notebook:{nb_id}":
+            return (gr.skip(), gr.skip(), f"Delete notebook `{nb_id}` and every revision of it? Click **Delete "
+                    f"notebook** again to confirm.", *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)), f"notebook:{nb_id}")
+        note = self.desk.delete(nb_id, owner)
+        if not note.startswith("Deleted"):
+            return (gr.skip(), gr.skip(), f"**Not deleted:** {note}", *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)), "")
+        return (*self.shown(self.desk.blank(), version, note), "")
+
+    # ------------------------------------------------------------------------ running
+    def run_one(self, cell_id: str, nb_json, version, owner, top: list, cells: list, ids: list[str] | None = None,
+                progress=gr.Progress()):
+        """A cell's Run (or Shift+Enter): a note is saved and drawn; a comparison runs through the models queue,
+        then the notebook is saved with the cell's run. Yields (progress line) then the redrawn notebook."""
+        try:
+            nb = self.gather(nb_json, top, cells, ids)
+            index = nb.cell_index(cell_id)
+            cell = nb.cells[index]
+            refused = self.desk.refuse_run(nb, owner)
+            if refused:
+                raise BadInput(refused)
+        except Exception as e:  # noqa: BLE001
+            yield (gr.skip(), gr.skip(), f"**Not run:** {self._say(e)}", *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)),
+                   "")
+            return
+        if cell.kind == "comparison":
+            for fraction, message in self.desk.run_cell(nb, cell.id, owner):
+                progress(fraction, desc=message)
+        saved = self.desk.save(nb, owner)
+        status = saved.message if saved.ok else f"**Not saved:** {saved.message}"
+        if cell.kind == "comparison" and nb.cells[index].error:
+            status = f"Cell {index + 1} failed: {nb.cells[index].error}\n\n{status}"
+        yield (*self.shown(saved.notebook if saved.ok else nb, version, status), "")
+
+    def start_all(self, nb_json, version, owner, top: list, cells: list, ids: list[str] | None = None) -> tuple:
+        """Run all: every input applied, then the plan (cell ids, the public cap said) for the chain of jobs."""
+        try:
+            nb = self.gather(nb_json, top, cells, ids)
+        except Exception as e:  # noqa: BLE001
+            return gr.skip(), gr.skip(), f"**Not run:** {self._say(e)}", {"ids": [], "total": 0}
+        refused = self.desk.refuse_run(nb, owner)
+        if refused:
+            return gr.skip(), gr.skip(), f"**Not run:** {refused}", {"ids": [], "total": 0}
+        ids, note = self.desk.run_all_plan(nb)
+        if not ids:
+            return nb.to_json(), version, "This notebook has no comparison cell to run.", {"ids": [], "total": 0}
+        return (nb.to_json(), version, note or f"Run all: {len(ids)} cell{'s' if len(ids) != 1 else ''} queued.",
+                {"ids": ids, "total": len(ids), "done": 0, "all": ids})
+
+    def step(self, nb_json, plan: dict | None, version, owner, progress=gr.Progress()):
+        """One job of Run all: the plan's next cell (its own queued job), "cell 3 of 7"; the last one saves."""
+        ids = list((plan or {}).get("ids") or [])
+        if not ids or not nb_json:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        total, done = plan["total"], plan.get("done", 0) + 1
+        nb = Notebook.from_json(nb_json, self.settings)
+        cid, rest = ids[0], ids[1:]
+        where = f"cell {done} of {total}"
+        yield gr.skip(), gr.skip(), gr.skip(), f"**Run all:** {where}…", gr.skip(), gr.skip(), gr.skip()
+        try:
+            nb.cell_index(cid)
+            for fraction, message in self.desk.run_cell(nb, cid, owner):
+                progress(fraction, desc=f"{where}: {message}")
+        except PythiaCompareError as e:
+            yield (gr.skip(), {**plan, "ids": rest, "done": done}, gr.skip(),
+                   f"**Run all:** {where} skipped ({self._say(e)})", gr.skip(), gr.skip(), gr.skip())
+            return
+        new_plan = {**plan, "ids": rest, "done": done}
+        if rest:
+            yield (nb.to_json(), new_plan, (version or 0) + 1, f"**Run all:** {where} done", gr.skip(), gr.skip(),
+                   gr.skip())
+            return
+        saved = self.desk.save(nb, owner)
+        failed_n = sum(1 for c in nb.cells if c.id in (plan.get("all") or []) and c.error)
+        status = saved.message if saved.ok else f"**Not saved:** {saved.message}"
+        ref = f"{saved.notebook.notebook_id}@{saved.notebook.revision}" if saved.ok else gr.skip()
+        yield ((saved.notebook if saved.ok else nb).to_json(), new_plan, (version or 0) + 1,
+               f"**Run all:** {total} of {total} cells done{f', {failed_n} failed' if failed_n else ''}.", status,
+               ref, notebook_links(saved.notebook) if saved.ok else gr.skip())
+
+    # ------------------------------------------------------------------------ from the other tabs, the API
+    def add_run(self, run_id: str | None, nb_json, version, owner) -> tuple:
+        """Compare's "Add to notebook": the run on screen appended as a cell of the notebook, saved."""
+        try:
+            nb = Notebook.from_json(nb_json, self.settings) if nb_json else self.desk.blank()
+            if not run_id:
+                raise BadInput("run a comparison first; then it can be added to the notebook")
+            nb = self.desk.with_run(nb, run_id)
+        except Exception as e:  # noqa: BLE001
+            return (gr.skip(), gr.skip(), f"**Not added:** {self._say(e)}", *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)),
+                    "", gr.skip())
+        saved = self.desk.save(nb, owner)
+        status = (f"Added run `{run_id}` as cell {len(nb.cells)}. " + saved.message) if saved.ok else \
+            f"**Not saved:** {saved.message}"
+        return (*self.shown(saved.notebook if saved.ok else nb, version, status), "", gr.Tabs(selected="notebook"))
+
+    def from_history(self, run_id: str | None, version, owner) -> tuple:
+        """History's "Open as notebook": the run as a one-cell notebook (saved, so it has a link)."""
+        try:
+            if not run_id:
+                raise BadInput("select a run in the list first")
+            nb = self.desk.one_cell(run_id)
+        except Exception as e:  # noqa: BLE001
+            return (gr.skip(), gr.skip(), f"**Not opened:** {self._say(e)}",
+                    *[gr.skip()] * (2 + 3 + len(NB_SETTINGS)), "", gr.skip())
+        saved = self.desk.save(nb, owner)
+        return (*self.shown(saved.notebook if saved.ok else nb, version, saved.message), "",
+                gr.Tabs(selected="notebook"))
+
+    def api(self, notebook_id: str) -> dict:
+        """The API ("/notebook"): the stored notebook of "ID" or "ID@REV" as the notebook JSON of docs/notebook.md
+        (it holds no owner; ids are made on the server)."""
+        try:
+            return self.desk.api(notebook_id)
+        except PythiaCompareError as e:
+            raise gr.Error(self._say(e), print_exception=False) from None
+
+    def listing(self, owner: str | None) -> dict:
+        try:
+            rows = self.desk.listing(owner)
+        except PythiaCompareError:
+            rows = []
+        return {"headers": ["notebook", "title", "updated (UTC)", "revision", "cells"], "data": rows}
+
+    def stored_run(self, cell) -> Run | None:
+        """A comparison cell's stored run, read once per process (a stored run never changes; each redraw of the
+        notebook would otherwise read every cell's run again)."""
+        if cell.kind != "comparison" or not cell.run_id:
+            return None
+        if cell.run_id not in self._runs:
+            run = self.desk.cell_run(cell)
+            if run is None:
+                return None
+            if len(self._runs) > 256:
+                self._runs.clear()
+            self._runs[cell.run_id] = run
+        return self._runs[cell.run_id]
+
+    def figures(self, run: Run) -> dict:
+        """A stored run's figures, made once per process."""
+        if run.run_id not in self._figs:
+            if len(self._figs) > 64:
+                self._figs.clear()
+            self._figs[run.run_id] = plots.all_figures(run)
+        return self._figs[run.run_id]
+
+
+def _as_float(value, name: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"{name} must be a number, got {str(value)[:40]!r}") from None
+    return f
+
+
+def notebook_links(nb: Notebook) -> str:
+    """A saved notebook's two exports, as links relative to the page (made by the server when clicked)."""
+    if not nb.notebook_id:
+        return ""
+    ref = html.escape(quote(f"{nb.notebook_id}@{nb.revision}", safe="@"), quote=True)
+    return "".join(f'<a id="pc-nb-{fmt}" class="pc-download" href="{NOTEBOOK_PATH}/{ref}.{fmt}" '
+                   f'download="{html.escape(export_name(nb, fmt), quote=True)}">{label}</a>'
+                   for fmt, label in (("ipynb", "⬇ .ipynb"), ("html", "⬇ .html")))
+
+
+def _notebook_tab(settings: Settings, app: Handlers, family: str | None = None) -> dict:
+    """The Notebook tab's layout (called first inside build_demo's Tabs); the cells are drawn by _wire_notebook."""
+    h = NotebookHandlers(app, family)
+    n: dict = {"handlers": h}
+    with gr.Tab("Notebook", id="notebook"):
+        gr.Markdown(NB_INTRO, elem_classes=["pc-note"])
+        n["state"] = gr.State(None)
+        n["version"] = gr.State(0)
+        n["armed"] = gr.State("")
+        n["plan"] = gr.State({"ids": [], "total": 0})
+        with gr.Row():
+            n["title"] = gr.Textbox("Untitled notebook", label="Title", max_length=200, scale=3, elem_id="pc-nb-title",
+                                    interactive=True)
+            n["open_ref"] = gr.Textbox("", label="Open a notebook (ID or ID@REV)", max_length=80, scale=2,
+                                       elem_id="pc-nb-open-ref")
+            n["open_btn"] = gr.Button("Open", size="sm", scale=0, min_width=70, elem_id="pc-nb-open")
+            n["new_btn"] = gr.Button("New", size="sm", scale=0, min_width=70, elem_id="pc-nb-new")
+        with gr.Row():
+            n["specs"] = gr.Textbox("", label="Variants (specs, as in the Compare tab's “More specs”)", scale=4,
+                                    max_length=MAX_SPECS_CHARS, elem_id="pc-nb-specs", interactive=True)
+            n["reference"] = gr.Textbox("", label="Reference (blank: none)", max_length=200, scale=2,
+                                        elem_id="pc-nb-reference", interactive=True)
+            n["take"] = gr.Button("Use the Compare tab's variants", size="sm", scale=1, elem_id="pc-nb-take")
+        with gr.Accordion("Default settings (a cell may override them)", open=False, elem_id="pc-nb-settings"):
+            with gr.Row():
+                for k in NB_SETTINGS:
+                    lim = LIMITS[k]
+                    n[k] = gr.Number(lim.default(settings), label=lim.widget_label, info=lim.range_text,
+                                     precision=0 if lim.whole else None, elem_id=f"pc-nb-{k.replace('_', '-')}",
+                                     interactive=True)
+        with gr.Row(elem_classes=["pc-share"]):
+            n["ref"] = gr.Textbox(visible=False, elem_id="pc-nb-ref")
+            n["link"] = gr.Textbox(label="Notebook link", interactive=False, buttons=["copy"], scale=6,
+                                   elem_id="pc-nb-link")
+            n["downloads"] = gr.HTML("", elem_id="pc-nb-downloads", min_height=0)
+        n["status"] = gr.Markdown("", elem_id="pc-nb-status")
+        n["progress"] = gr.Markdown("", elem_id="pc-nb-progress")
+        n["cells_area"] = gr.Column(elem_id="pc-nb-cells")
+        with gr.Accordion("Notebooks in this log" if not settings.public else "Your notebooks", open=False,
+                          elem_id="pc-nb-list-box"):
+            n["list"] = gr.Dataframe(headers=["notebook", "title", "updated (UTC)", "revision", "cells"],
+                                     interactive=False, elem_id="pc-nb-list")
+    return n
+
+
+def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs: gr.Tabs, settings: Settings,
+                   concurrency: int) -> None:
+    """The Notebook tab's events and its cells (gr.render), page load and links, Compare's and History's buttons."""
+    nh: NotebookHandlers = n["handlers"]
+    owner = page["owner"]
+    top = [n["title"], n["specs"], n["reference"], *(n[k] for k in NB_SETTINGS)]
+    shown = [n["state"], n["version"], n["status"], n["ref"], n["downloads"], *top]
+    run_kw = dict(concurrency_id="models", concurrency_limit=concurrency, **_PRIVATE)
+
+    demo.load(nh.on_load, owner, [*shown, tabs], queue=False, **_PRIVATE)
+    n["ref"].change(None, n["ref"], n["link"], js=_NB_LINK_JS, **_PRIVATE)
+    n["new_btn"].click(nh.new, n["version"], [*shown, n["armed"]], **_PRIVATE)
+    n["open_btn"].click(nh.open_ref, [n["open_ref"], n["version"], owner], [*shown, n["armed"]],
+                        **_PRIVATE)
+    n["take"].click(lambda f, q, s, free, ref: (" ".join(collect_specs(f, q, s, free,
+                                                                      demo_final=nh.app.core.demo_final)), ref or ""),
+                    [c["family"], c["quants"], c["steps"], c["specs"], c["reference"]], [n["specs"], n["reference"]],
+                    queue=False, **_PRIVATE)
+    tabs.select(nh.listing, owner, n["list"], queue=False, **_PRIVATE)
+
+    def open_listed(evt: gr.SelectData, version, who):
+        row = evt.row_value if evt is not None else None
+        return nh.open_ref(str(row[0]) if row else "", version, who)
+
+    n["list"].select(open_listed, [n["version"], owner], [*shown, n["armed"]], **_PRIVATE)
+    c["add_to_nb"].click(nh.add_run, [c["run_id"], n["state"], n["version"], owner], [*shown, n["armed"], tabs],
+                         **_PRIVATE)
+    h["open_nb"].click(nh.from_history, [h["selected"], n["version"], owner], [*shown, n["armed"], tabs],
+                       **_PRIVATE)
+    gr.api(nh.api, api_name="notebook")
+
+    # Run all: one job per cell, chained, each through the models queue (public: at most 10 cells)
+    chain = n["go"] = gr.State(0)
+    steps = NOTEBOOK.public_run_all_cells if settings.public else NOTEBOOK.max_cells
+    step_out = [n["state"], n["plan"], n["version"], n["progress"], n["status"], n["ref"], n["downloads"]]
+    quiet = dict(show_progress="hidden")  # the progress line says "cell 3 of 7"; idle steps draw nothing
+    ev = chain.change(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **quiet, **run_kw)
+    for _ in range(steps - 1):
+        ev = ev.then(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **quiet, **run_kw)
+
+    with n["cells_area"]:  # the cells are drawn inside the tab's column, wherever this is called
+        _draw_cells(n, nh, settings, owner, top, shown, chain, run_kw)
+
+
+def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top: list, shown: list, chain,
+                run_kw: dict) -> None:
+    """The cells of the notebook in n["state"], redrawn whenever n["version"] changes (gr.render)."""
+
+    @gr.render(inputs=[n["state"], n["armed"]], triggers=[n["version"].change], show_progress="hidden")
+    def draw(nb_json, armed):
+        if not nb_json:
+            return
+        nb = Notebook.from_json(nb_json, settings)
+        inputs: list = []
+        rows = []
+        with gr.Row(elem_classes=["pc-share"]):
+            save = gr.Button("Save", size="sm", elem_id="pc-nb-save")
+            copy = gr.Button("Make a copy", size="sm", elem_id="pc-nb-copy")
+            run_all = gr.Button("Run all", variant="primary", size="sm", elem_id="pc-nb-run-all")
+            delete_nb = gr.Button("Delete notebook", variant="stop", size="sm", elem_id="pc-nb-delete")
+        for i, cell in enumerate(nb.cells):
+            with gr.Column(elem_id=f"pc-nb-cell-{i}", elem_classes=["pc-nb-cell", f"pc-nb-{cell.kind}"],
+                           variant="panel"):
+                if cell.kind == "note":
+                    gr.HTML(render_note(cell.markdown or ""), elem_id=f"pc-nb-note-{i}", elem_classes=["pc-nb-note"],
+                            padding=True)
+                    box = gr.Textbox(cell.markdown or "", label=f"[{i + 1}] Note (Markdown)", lines=2,
+                                     max_length=NOTEBOOK.max_note_chars, elem_id=f"pc-nb-input-{i}", interactive=True)
+                    extra = [gr.State(""), gr.State(""), gr.State(""), gr.State("")]
+                else:
+                    box = gr.Textbox(cell.input, label=f"[{i + 1}] Prompt or text", lines=2,
+                                     max_length=settings.max_text_chars, elem_id=f"pc-nb-input-{i}", interactive=True)
+                    with gr.Accordion("Cell settings", open=bool(cell.variants or cell.overrides),
+                                      elem_id=f"pc-nb-opts-{i}"):
+                        with gr.Row():
+                            extra = [gr.Radio(["auto", "prompt", "corpus"], value=cell.scoring, label="Scoring",
+                                              elem_id=f"pc-nb-scoring-{i}", interactive=True),
+                                     gr.Textbox(" ".join(cell.variants.specs) if cell.variants else "",
+                                                label="Own variants (blank: the notebook's)",
+                                                max_length=MAX_SPECS_CHARS, elem_id=f"pc-nb-own-{i}", interactive=True),
+                                     gr.Textbox((cell.variants.reference or "") if cell.variants else "",
+                                                label="Own reference", max_length=200, elem_id=f"pc-nb-own-ref-{i}",
+                                                interactive=True),
+                                     gr.Textbox(overrides_text(cell.overrides), label="Settings (e.g. ctx=64)",
+                                                max_length=200, elem_id=f"pc-nb-overrides-{i}", interactive=True)]
+                    gr.Markdown(cell_status(nb, cell), elem_id=f"pc-nb-status-{i}")
+                    run = nh.stored_run(cell)
+                    if run is not None:
+                        figs = nh.figures(run)
+                        cols, rows_ = report.summary_table(run)
+                        gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows_)}, interactive=False,
+                                     wrap=True, elem_id=f"pc-nb-summary-{i}", label="Summary")
+                        with gr.Row():
+                            gr.Plot(figs["next_token"], label="Next-token distribution", elem_id=f"pc-nb-next-{i}")
+                            gr.HTML(plots.generation_html(run), elem_id=f"pc-nb-gen-{i}", elem_classes=["pc-nb-gen"])
+                        with gr.Accordion("All figures", open=False, elem_id=f"pc-nb-more-{i}"):
+                            gr.Plot(figs["ppl"], label="Perplexity", elem_id=f"pc-nb-ppl-{i}")
+                            gr.Plot(figs["surprisal"], label="Surprisal", elem_id=f"pc-nb-surprisal-{i}")
+                            gr.Plot(figs["kld"], label="KL divergence", elem_id=f"pc-nb-kld-{i}")
+                inputs += [box, *extra]
+                with gr.Row(elem_classes=["pc-nb-tools"]):
+                    b_run = gr.Button("▶ Run" if cell.kind == "comparison" else "▶ Show", size="sm",
+                                      elem_id=f"pc-nb-run-{i}")
+                    b_up = gr.Button("↑", size="sm", min_width=40, elem_id=f"pc-nb-up-{i}")
+                    b_down = gr.Button("↓", size="sm", min_width=40, elem_id=f"pc-nb-down-{i}")
+                    b_note = gr.Button("+ Note below", size="sm", elem_id=f"pc-nb-add-note-{i}")
+                    b_cmp = gr.Button("+ Comparison below", size="sm", elem_id=f"pc-nb-add-cmp-{i}")
+                    if armed == cell.id:
+                        b_del = gr.Button("Yes, delete this cell", size="sm", variant="stop",
+                                          elem_id=f"pc-nb-confirm-{i}")
+                        b_keep = gr.Button("Keep it", size="sm", elem_id=f"pc-nb-keep-{i}")
+                    else:
+                        b_del = gr.Button("Delete", size="sm", variant="stop", elem_id=f"pc-nb-delete-{i}")
+                        b_keep = None
+                rows.append((i, cell, box, b_run, b_up, b_down, b_note, b_cmp, b_del, b_keep))
+        if not nb.cells:
+            with gr.Row():
+                b_note0 = gr.Button("+ Note", size="sm", elem_id="pc-nb-add-note-first")
+                b_cmp0 = gr.Button("+ Comparison", size="sm", elem_id="pc-nb-add-cmp-first")
+        else:
+            b_note0 = b_cmp0 = None
+
+        common = [n["state"], n["version"], owner, *top, *inputs]
+        outs = [*shown, n["armed"]]
+        k = len(top)
+
+        ids = [c.id for c in nb.cells]  # the cells as drawn: every handler matches their inputs by id
+
+        def action(name: str, cell_id: str | None):
+            def fn(nb_json_, version, who, *values):
+                return nh.act(name, cell_id, nb_json_, version, who, list(values[:k]), list(values[k:]), ids)
+            return fn
+
+        def runner(cell_id: str):
+            def fn(nb_json_, version, who, *values, progress=gr.Progress()):
+                yield from nh.run_one(cell_id, nb_json_, version, who, list(values[:k]), list(values[k:]), ids,
+                                      progress)
+            return fn
+
+        save.click(action("save", None), common, outs, **_PRIVATE)
+        copy.click(action("copy", None), common, outs, **_PRIVATE)
+        delete_nb.click(nh.delete_notebook, [n["state"], n["armed"], n["version"], owner], outs,
+                        **_PRIVATE)
+
+        def start(nb_json_, version, who, go, *values):
+            state, ver, note, plan = nh.start_all(nb_json_, version, who, list(values[:k]), list(values[k:]), ids)
+            return state, note, plan, (go or 0) + 1 if plan["ids"] else gr.skip()
+
+        run_all.click(start, [n["state"], n["version"], owner, chain, *top, *inputs],
+                      [n["state"], n["progress"], n["plan"], chain], **_PRIVATE)
+        if b_note0 is not None:
+            b_note0.click(action("add_note", None), common, outs, **_PRIVATE)
+            b_cmp0.click(action("add_comparison", None), common, outs, **_PRIVATE)
+        for i, cell, box, b_run, b_up, b_down, b_note, b_cmp, b_del, b_keep in rows:
+            for trigger in (b_run.click, box.submit):  # Shift+Enter in a cell's input runs it, as in Jupyter
+                trigger(runner(cell.id), common, outs, show_progress_on=[n["progress"]], **run_kw)
+            b_up.click(action("up", cell.id), common, outs, **_PRIVATE)
+            b_down.click(action("down", cell.id), common, outs, **_PRIVATE)
+            b_note.click(action("add_note", cell.id), common, outs, **_PRIVATE)
+            b_cmp.click(action("add_comparison", cell.id), common, outs, **_PRIVATE)
+            if b_keep is None:
+                b_del.click(lambda version, cid=cell.id, at=i + 1: (cid, f"Delete cell {at}? Click **Yes, delete "
+                                                                        f"this cell** to confirm.", (version or 0) + 1),
+                            n["version"], [n["armed"], n["status"], n["version"]], **_PRIVATE)
+            else:
+                b_del.click(action("delete", cell.id), common, outs, **_PRIVATE)
+                b_keep.click(lambda version: ("", "Kept.", (version or 0) + 1), n["version"],
+                             [n["armed"], n["status"], n["version"]], **_PRIVATE)
+
+
+_NB_LINK_JS = """(ref) => {
+  if (!ref) { return ""; }
+  const id = ref.split("@")[0];
+  const url = window.location.origin + window.location.pathname + "?notebook=" + encodeURIComponent(id);
+  try { window.history.replaceState(null, "", url); } catch (e) {}
+  return url;
+}"""
+
+
+def _serve_notebook_exports(app, settings: Settings) -> None:
+    """GET <NOTEBOOK_PATH>/<id>[@<rev>].ipynb or .html: a notebook's export, made when asked for, served as an
+    attachment named by id (never by title) with nosniff and a sandboxing CSP, so nothing in it runs from the
+    page's origin; 404 with the reason for a notebook the log does not hold or another name."""
+    from starlette.responses import PlainTextResponse, Response
+
+    desks: list[NotebookDesk] = []
+    one_at_a_time = threading.Lock()
+
+    @app.get(f"/{NOTEBOOK_PATH}/{{name}}", include_in_schema=False)
+    def get_export(name: str):
+        try:
+            with one_at_a_time:
+                if not desks:
+                    from .dashboard import Dashboard
+
+                    store = RunStore(settings.db_path, owner_secret=settings.owner_secret)
+                    desks.append(NotebookDesk(Dashboard(settings, pool=_NoPool(), store=store)))
+                data, media_type, filename = desks[0].export(name)
+        except RunLogError:
+            return PlainTextResponse("The run log cannot be read; see the server's log.", status_code=500)
+        except PythiaCompareError as e:
+            return PlainTextResponse(f"Not found: {e}", status_code=404)
+        return Response(data, media_type=media_type, headers={
+            "Content-Disposition": f'attachment; filename="{filename}"', "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox", "Cache-Control": "no-store"})
+
+
+class _NoPool:
+    """The exports' Dashboard never runs a model: a pool that holds none."""
+
+    def close(self) -> None:
+        pass
