@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_perplexity import CACHE, PYTHIA_410M, build_models  # noqa: E402
+from bench_perplexity import CACHE, PYTHIA_410M, build_models, pythia410m_tensors  # noqa: E402
 
 THREADS = 2
 
@@ -49,19 +49,7 @@ def hf_checkpoint() -> Path:
     demo = next((ROOT / "assets" / "demo").glob("step*/tokenizer.json")).parent
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copyfile(demo / name, out / name)
-    rng = np.random.default_rng(0)
-    d, ff, v, L = 1024, 4096, 50304, 24
-    w = lambda *shape, s=0.02: (rng.standard_normal(shape, dtype=np.float32) * s).astype(np.float16)
-    t = {"gpt_neox.embed_in.weight": w(v, d, s=1.0), "embed_out.weight": w(v, d),
-         "gpt_neox.final_layer_norm.weight": np.ones(d, np.float16), "gpt_neox.final_layer_norm.bias": w(d)}
-    for i in range(L):
-        p = f"gpt_neox.layers.{i}."
-        t.update({p + "input_layernorm.weight": np.ones(d, np.float16), p + "input_layernorm.bias": w(d),
-                  p + "post_attention_layernorm.weight": np.ones(d, np.float16), p + "post_attention_layernorm.bias": w(d),
-                  p + "attention.query_key_value.weight": w(3 * d, d), p + "attention.query_key_value.bias": w(3 * d),
-                  p + "attention.dense.weight": w(d, d), p + "attention.dense.bias": w(d),
-                  p + "mlp.dense_h_to_4h.weight": w(ff, d), p + "mlp.dense_h_to_4h.bias": w(ff),
-                  p + "mlp.dense_4h_to_h.weight": w(d, ff), p + "mlp.dense_4h_to_h.bias": w(d)})
+    t = pythia410m_tensors()
     save_file(t, str(out / "model.safetensors"))
     return out
 

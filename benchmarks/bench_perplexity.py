@@ -54,6 +54,24 @@ PYTHIA_410M = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_head
                "hidden_act": "gelu", "torch_dtype": "float16"}
 
 
+def pythia410m_tensors() -> dict[str, np.ndarray]:
+    """Pythia-410M's tensors in Hugging Face GPT-NeoX names, random float16 (seed 0): the benchmarks' model."""
+    rng = np.random.default_rng(0)
+    d, ff, v, L = 1024, 4096, 50304, 24
+    w = lambda *shape, s=0.02: (rng.standard_normal(shape, dtype=np.float32) * s).astype(np.float16)
+    t = {"gpt_neox.embed_in.weight": w(v, d, s=1.0), "embed_out.weight": w(v, d),
+         "gpt_neox.final_layer_norm.weight": np.ones(d, np.float16), "gpt_neox.final_layer_norm.bias": w(d)}
+    for i in range(L):
+        p = f"gpt_neox.layers.{i}."
+        t.update({p + "input_layernorm.weight": np.ones(d, np.float16), p + "input_layernorm.bias": w(d),
+                  p + "post_attention_layernorm.weight": np.ones(d, np.float16), p + "post_attention_layernorm.bias": w(d),
+                  p + "attention.query_key_value.weight": w(3 * d, d), p + "attention.query_key_value.bias": w(3 * d),
+                  p + "attention.dense.weight": w(d, d), p + "attention.dense.bias": w(d),
+                  p + "mlp.dense_h_to_4h.weight": w(ff, d), p + "mlp.dense_h_to_4h.bias": w(ff),
+                  p + "mlp.dense_4h_to_h.weight": w(d, ff), p + "mlp.dense_4h_to_h.bias": w(d)})
+    return t
+
+
 def build_models() -> dict[str, Path]:
     from pythia_compare.sources.convert import convert_checkpoint
     from pythia_compare.models.quantize import quantize_file
@@ -69,19 +87,7 @@ def build_models() -> dict[str, Path]:
     (ckpt / "tokenizer.json").write_bytes(next((ROOT / "assets" / "demo").glob("step*/tokenizer.json")).read_bytes())
     from safetensors.numpy import save_file
 
-    rng = np.random.default_rng(0)
-    d, ff, v, L = 1024, 4096, 50304, 24
-    w = lambda *shape, s=0.02: (rng.standard_normal(shape, dtype=np.float32) * s).astype(np.float16)
-    t = {"gpt_neox.embed_in.weight": w(v, d, s=1.0), "embed_out.weight": w(v, d),
-         "gpt_neox.final_layer_norm.weight": np.ones(d, np.float16), "gpt_neox.final_layer_norm.bias": w(d)}
-    for i in range(L):
-        p = f"gpt_neox.layers.{i}."
-        t.update({p + "input_layernorm.weight": np.ones(d, np.float16), p + "input_layernorm.bias": w(d),
-                  p + "post_attention_layernorm.weight": np.ones(d, np.float16), p + "post_attention_layernorm.bias": w(d),
-                  p + "attention.query_key_value.weight": w(3 * d, d), p + "attention.query_key_value.bias": w(3 * d),
-                  p + "attention.dense.weight": w(d, d), p + "attention.dense.bias": w(d),
-                  p + "mlp.dense_h_to_4h.weight": w(ff, d), p + "mlp.dense_h_to_4h.bias": w(ff),
-                  p + "mlp.dense_4h_to_h.weight": w(d, ff), p + "mlp.dense_4h_to_h.bias": w(d)})
+    t = pythia410m_tensors()
     save_file(t, str(ckpt / "model.safetensors"))
     del t
     convert_checkpoint(ckpt, files["F16"], "F16")

@@ -326,13 +326,8 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
         yield from _lambada_run(everything, bool(reference), examples, data, params, settings, resolver, pool)
         return
     steps = len(everything) * 3
-    resolved = yield from _resolve(everything, resolver, steps)
+    resolved, paths, labels = yield from _files(everything, resolver, pool, steps)
     done = len(everything)
-    paths = [r.path for r in resolved]
-    labels = [r.variant.label for r in resolved]
-    pool.check_budget(paths, labels)
-
-    yield Event("progress", "loading models", done / steps)
     t0 = time.perf_counter()
     # the lens's heads (final norm, unembedding) read and checked before any model is loaded
     heads = [lenses.read_head(p) for p in paths] if params.lens else None
@@ -363,6 +358,17 @@ def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings:
             context = ids if scoring == "prompt" else _last_chunk(ids, params.ctx, models[0])
             yield from _generate(run, entries, models, labels, context, params, done, steps)
     yield Event("done", "done", 1.0, run)
+
+
+def _files(everything: list, resolver: Resolver, pool, steps: int) -> Iterator[Event]:
+    """Every variant resolved to its file (_resolve) and the files checked against the pool's memory budget, then
+    the "loading models" event; returns (resolved, paths, labels)."""
+    resolved = yield from _resolve(everything, resolver, steps)
+    paths = [r.path for r in resolved]
+    labels = [r.variant.label for r in resolved]
+    pool.check_budget(paths, labels)
+    yield Event("progress", "loading models", len(everything) / steps)
+    return resolved, paths, labels
 
 
 def _checked_variants(specs: list[str], text: str, params: RunParams, settings: Settings):
@@ -486,12 +492,8 @@ def _lambada_run(everything: list, has_ref: bool, examples: list, data: LambadaD
     every few examples. Token-level fields stay empty (ppl, token_logprobs, n_scored 0): the figures are in
     each entry's `lambada`."""
     steps = len(everything) * 2
-    resolved = yield from _resolve(everything, resolver, steps)
+    resolved, paths, labels = yield from _files(everything, resolver, pool, steps)
     done = len(everything)
-    paths = [r.path for r in resolved]
-    labels = [r.variant.label for r in resolved]
-    pool.check_budget(paths, labels)
-    yield Event("progress", "loading models", done / steps)
     t0 = time.perf_counter()
     with pool.hold(paths, params.ctx, labels) as models:
         load_s = time.perf_counter() - t0

@@ -580,7 +580,11 @@ def lens_figure(run: Run | dict) -> go.Figure:
 
 
 def all_figures(run: Run | dict) -> dict[str, go.Figure]:
-    """Every figure of the dashboard, by name: next_token, ppl, surprisal, kld, lens."""
+    """Every figure of the dashboard for this run, by name: next_token, ppl, surprisal, kld, and lens (the Layers
+    figure) for a run made with the logit lens."""
     run = as_run(run)
-    return {"next_token": next_token_figure(run), "ppl": ppl_figure(run), "surprisal": surprisal_heatmap(run),
-            "kld": kld_figure(run), "lens": lens_figure(run)}
+    figures = {"next_token": next_token_figure(run), "ppl": ppl_figure(run), "surprisal": surprisal_heatmap(run),
+               "kld": kld_figure(run)}
+    if run.params.lens_positions is not None:
+        figures["lens"] = lens_figure(run)
+    return figures

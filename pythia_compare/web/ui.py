@@ -164,7 +164,7 @@ class Handlers:
                 figs["next_token"], plots.generation_html(run), figs["ppl"], figs["surprisal"], figs["kld"], kl,
                 run.run_id or "", files, gr.Markdown(pub_note, visible=bool(pub_note)),
                 gr.Dataframe(value=pub_table, visible=pub_table is not None),
-                gr.Plot(value=figs["lens"], visible=run.params.lens_positions is not None))
+                gr.Plot(value=figs.get("lens"), visible="lens" in figs))
 
     def stopped(self, live: dict | None) -> tuple:
         """After a failed run: its error in the status box (or why it did not run), every view cleared."""
