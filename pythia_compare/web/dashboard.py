@@ -311,6 +311,21 @@ def streamed(work: Callable[[], Iterator[Event]],
     yield from in_thread(produce, name="pythia-compare-run", pace=SNAPSHOT_PACE)
 
 
+def give_back_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim; elsewhere nothing happens).
+
+    A run's snapshots and scores are made on one thread and freed on others, which leaves free but resident
+    pages in glibc's per-thread heaps; the end of a run (the stored run read back, its JSON, gradio's copies and
+    messages) would add its own pages on top. Trimmed first, the page's peak RSS for issue 18's repro at 30,000
+    characters fell by about 16 MB (benchmarks/bench_page.py). Never raises."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
+
+
 class Dashboard:
     """The dashboard's work for one process: settings, one ModelPool (models stay loaded), the run log."""
 
@@ -431,6 +446,7 @@ class Dashboard:
         limit = self.settings.max_run_seconds_public if self.settings.public else None
         for kind, fraction, message, run in streamed(work, max_seconds=limit):
             if kind == "done":
+                give_back_free_memory()  # before the stored run, its JSON and gradio's copies of it are made
                 saved, run = self.store.save(run, owner=self.owner_of(owner)), None  # one run in memory at a time
                 run = self.store.get_run(saved)
                 if self.backup is not None:

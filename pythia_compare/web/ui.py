@@ -101,7 +101,7 @@ class Handlers:
                 owner: str | None = None, lambada_file: str | None = None, lambada_limit: float | None = None,
                 progress=gr.Progress()):
         """Run one comparison; yields (the run JSON, the Run for the views): each snapshot as (gr.skip(), Run), then
-        the stored run as (its JSON, Run), so the API output is sent once.
+        the stored run as (gr.skip(), Run) and as (its JSON, Run), so the API output is sent once.
 
         The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
         another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
@@ -118,9 +118,13 @@ class Handlers:
             for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
                 progress(fraction, desc=message)
                 if run is not None:
-                    # the API output (the run JSON) once, when the run is done; snapshots only feed the views'
-                    # State, which stays on the server: gradio never diffs, encodes or sends a growing run
-                    yield (run.to_json() if kind == "done" else gr.skip()), run
+                    # snapshots only feed the views' State, which stays on the server: gradio never diffs, encodes
+                    # or sends a growing run. The stored run goes to the State first, so the last snapshot (which
+                    # keeps the live run's numbers alive) is let go before the run JSON is made; then the API
+                    # output (the run JSON), once, beside the same Run (the State sees no change: no second redraw)
+                    yield gr.skip(), run
+                    if kind == "done":
+                        yield run.to_json(), run
                 run = None  # not held while the next snapshot is made
         except Exception as e:
             error = self._fail(e)
