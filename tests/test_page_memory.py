@@ -20,8 +20,9 @@ NEW_TOKENS = 8
 # (benchmarks/bench_page.py, docs/benchmarks.md) the page adds 1.39-1.43x at this size: the CLI closes its models
 # before it saves and prints the run, the page keeps them loaded for the next run and then builds the stored run,
 # its JSON and gradio's copies and messages of it on top. Before the fix a run's snapshots piled up
-# (O(chunks^2)): 16x at 60,000 characters.
-BOUND = 1.5
+# (O(chunks^2)): 3.3x at this size, 16x at 60,000 characters. 1.75 leaves the measured figures a margin (a
+# second measurement came within 9 MB of 1.5) and still fails any return of the pile-up.
+BOUND = 1.75
 
 
 def test_a_corpus_run_through_the_page_adds_a_bounded_multiple_of_the_memory_the_cli_adds(tmp_path_factory):
