@@ -425,7 +425,7 @@ class RunStore:
         """Whether a run of this id is stored (one indexed lookup: a cached download checks it is still there)."""
         if not isinstance(run_id, str) or not ID_RE.fullmatch(run_id):
             return False
-        with self._read() as conn:
+        with self.read() as conn:
             return conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is not None
 
     def count(self) -> int:
