@@ -97,8 +97,8 @@ class Handlers:
     def compare(self, family: str = DEMO_ALIAS, quants: list[str] | None = None, steps: list[int] | None = None,
                 specs: str | None = "", reference: str | None = None, prompt: str | None = "", text: str | None = "",
                 text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
-                max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, lens: bool = False,
-                owner: str | None = None, lambada_file: str | None = None, lambada_limit: float | None = None,
+                max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
+                lens: bool = False, lambada_file: str | None = None, lambada_limit: float | None = None,
                 progress=gr.Progress()):
         """Run one comparison; yields (the run JSON, the Run for the views): each snapshot as (gr.skip(), Run), then
         the stored run as (gr.skip(), Run) and as (its JSON, Run), so the API output is sent once.
@@ -461,7 +461,10 @@ def _wire_compare(c: dict, page: dict, app: Handlers, cat, settings: Settings, c
 
     _as_sent(*(c[k] for k in LIMITS))
 
-    run_inputs = [c[k] for k in CONTROLS] + [page["owner"], c["lambada_file"], c["lambada_limit"]]
+    # The API's inputs in Handlers.compare's order: every control but the lens, the owner, then the inputs added
+    # since (lens, LAMBADA), so a client that passes the first fifteen by position keeps working.
+    run_inputs = ([c[k] for k in CONTROLS if k != "lens"]
+                  + [page["owner"], c["lens"], c["lambada_file"], c["lambada_limit"]])
     run_kw = dict(concurrency_id="models", concurrency_limit=concurrency, show_progress_on=[c["status"]])
     runs = [c["run_btn"].click(app.compare, run_inputs, [c["run_json"], live], api_name="compare", **run_kw),
             c["examples"].load_input_event.then(app.compare, run_inputs, [c["run_json"], live], **run_kw,
