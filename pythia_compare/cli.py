@@ -166,7 +166,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from .runs.compare import ProgressBar, RunParams, check_prompt, pick_reference, run_comparison
     from .runs.pool import ModelPool
     from .runs import report
-    from .runs.report import format_run
+    from .runs.report import format_run, terminal_width
     from .runs.store import RunStore
 
     if args.prompt is not None:
@@ -199,7 +199,7 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(run.to_json(), ensure_ascii=False))
     else:
-        print(format_run(run, width=_width()))
+        print(format_run(run, width=terminal_width()))
         print(f"\nrun {run_id} saved to {settings.db_path}\nshow it again: python -m pythia_compare runs show {run_id}")
     return 0
 
@@ -226,23 +226,16 @@ def _positions(text: str | None) -> list[int] | None:
     return out
 
 
-def _width() -> int:
-    """The terminal's width (COLUMNS when set; 80 when stdout is not a terminal)."""
-    import shutil
-
-    return max(40, shutil.get_terminal_size((80, 24)).columns)
-
-
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    from .runs.report import format_run, format_run_list
+    from .runs.report import format_run, format_run_list, terminal_width
     from .runs.store import RunStore
 
     store = RunStore(settings.db_path)
     if args.runs_command == "list":
-        print(format_run_list(store.list(query=args.query, limit=args.limit), width=_width()))
+        print(format_run_list(store.list(query=args.query, limit=args.limit), width=terminal_width()))
     elif args.runs_command == "show":
         run = store.get_run(args.run_id)
-        print(json.dumps(run.to_json(), ensure_ascii=False) if args.json else format_run(run, width=_width()))
+        print(json.dumps(run.to_json(), ensure_ascii=False) if args.json else format_run(run, width=terminal_width()))
     elif args.runs_command == "export":
         run = store.get_run(args.run_id)
         if args.format == "zip":
@@ -325,13 +318,13 @@ def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
         if not entries:
             print(f"the cache at {cache.root} is empty")
         else:  # a table that fits the terminal: the files' folders are the cache's own (cache root, then models/)
-            from .runs.report import text_table
+            from .runs.report import terminal_width, text_table
 
             print(f"the cache at {cache.root}:")
             print(text_table(["size MB", "quant", "from", "file"],
                              [[round(e.bytes / 1e6, 1), e.key.get("quant"),
                                f"{e.key.get('repo')}@{str(e.key.get('commit'))[:8]}", e.path.name] for e in entries],
-                             width=_width()))
+                             width=terminal_width()))
         print(f"total {cache.total_bytes() / 1e6:.1f} MB in {len(entries)} files")
     else:
         try:

@@ -187,6 +187,9 @@ def check(folder: str | Path) -> list[str]:
                     findings.append(f"upward: {mod.rel}:{line} ({where}) imports {dest.name} ({twhere})")
             if (target == root or target.startswith(root + ".")) and target not in known:
                 findings.append(f"missing: {mod.rel}:{line} imports {target}, which is not a module of the package")
+            elif target == mod.name and not mod.is_package:
+                findings.append(f"missing: {mod.rel}:{line} imports {target}, the module itself (a path left "
+                                f"behind by a move)")
             if not (target == root or target.startswith(root + ".")):
                 for prefix, allowed in BOUNDARIES.items():
                     if (target == prefix or target.startswith(prefix + ".")) and not any(

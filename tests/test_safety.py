@@ -378,7 +378,7 @@ def _raw_call(url: str, fn_index: int, data: str, session: str) -> dict:
 
 def _fields() -> list[str]:
     return ['"demo"', "[]", "[]", '"demo:Q2_K"', '""', json.dumps(PROMPT), '""', "null", '"auto"', "512", "5", "1",
-            "0", "0", "null"]
+            "0", "0", "null", "false", "null", "0"]  # ... seed, owner, then the lens and the LAMBADA file and count
 
 
 def test_odd_numbers_and_lone_surrogates_through_the_api_get_a_message_naming_the_field(local_app):

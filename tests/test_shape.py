@@ -74,5 +74,6 @@ def test_each_boundary_broken_is_reported_with_where_that_import_is_allowed():
 
 def test_an_import_of_a_module_that_does_not_exist_is_reported_as_a_path_left_behind_by_a_move():
     assert shape.check(DATA / "missing" / "pkg") == [
+        "missing: sweeps/cli.py:2 imports pkg.sweeps.cli, the module itself (a path left behind by a move)",
         "missing: web/plots.py:2 imports pkg.web.report, which is not a module of the package",
         "missing: web/ui.py:1 imports pkg.web.engine, which is not a module of the package"]

@@ -258,6 +258,13 @@ DROP_FIRST = ["load s", "score s", "generate s", "spec", "role", "bpw", "size MB
 MIN_CELL = 12  # a cell narrower than its text is cut to at least this many characters, with "…"
 
 
+def terminal_width() -> int:
+    """The terminal's width for the CLI's tables (COLUMNS when set; 80 when stdout is not a terminal)."""
+    import shutil
+
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
 def text_table(columns: list[str], rows: list[list], width: int | None = None) -> str:
     """The table as aligned text. With `width`, columns of DROP_FIRST are left out, in that order, until it fits;
     if it still does not, the widest cells are cut with "…"; a last line names the columns left out."""

@@ -112,10 +112,10 @@ def _show(args, settings: Settings) -> int:
         return 0
     import textwrap
 
-    from .cli import _width
+    from ..runs.report import terminal_width
 
     print(textwrap.fill(f"sweep {sweep['sweep_id']} ({sweep['name']}): {sweep['repo']}, ctx {sweep['ctx']}, "
-                        f"reference {sweep['reference']}, {sweep['done']}/{sweep['total']} done", _width()))
+                        f"reference {sweep['reference']}, {sweep['done']}/{sweep['total']} done", terminal_width()))
     # 80 columns: the 99th percentile and the errors' digits are in --json and in the page's cell table
     print(f"{'step':>6} {'quant':10} {'status':7} {'PPL':>9} {'±':>7} {'KLD mean':>9} {'bpw':>5}  run")
     for c in cell_order(sweep["cells"]):
