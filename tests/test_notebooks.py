@@ -523,3 +523,33 @@ def test_a_link_with_a_revision_opens_that_revision_and_the_plain_link_the_lates
     assert nh.on_load(None, _Link(notebook=first.notebook_id))[0] == later.to_json()
     assert nh.api(f"{first.notebook_id}@1") == first.to_json()
     assert app.pool.loaded() == []
+
+
+def test_a_cell_with_the_lens_switch_stores_a_lens_run_its_export_asks_for_it_and_a_corpus_cell_says_why_not(
+        tmp_path, demo):
+    s = settings_for(tmp_path, demo)
+    runs, store = _stores(s)
+    nb = Notebook.new("layers", ["demo:Q2_K"], "demo:F16", s, max_tokens=0, ctx=64)
+    lens_cell = nb.add_comparison(prompt="The capital of France is")
+    plain = nb.add_comparison(prompt="def f(x):")
+    desk = NotebookDesk(Dashboard(s, store=runs))
+    nb = desk.set_cell_options(nb, 0, "prompt", "", "", "", True)
+    corpus = nb.add_comparison(text=(ROOT / "assets" / "demo" / "heldout.txt").read_text(encoding="utf-8"))
+    nb = desk.set_cell_options(nb, 2, "corpus", "", "", "", True)
+    assert [c.lens for c in nb.cells] == [True, False, True]
+    again = Notebook.from_json(json.loads(json.dumps(nb.to_json())), s)
+    assert [c.lens for c in again.cells] == [True, False, True] and "lens" not in nb.cells[1].to_json()
+    pool = ModelPool(s)
+    try:
+        run_cells(nb, settings=s, pool=pool, store=runs)
+    finally:
+        pool.close()
+    by_id = {c.id: c for c in nb.cells}
+    with_lens = runs.get_run(by_id[lens_cell.id].run_id)
+    assert with_lens.params.lens_positions is not None
+    assert all(e.lens is not None and e.lens.status == "ok" for e in with_lens.entries())
+    assert runs.get_run(by_id[plain.id].run_id).params.lens_positions is None
+    assert by_id[corpus.id].run_id is None and "prompt runs only" in by_id[corpus.id].error
+    assert "lens=True" in compare_call(nb, nb.cells[0], "r1") and "lens=" not in compare_call(nb, nb.cells[1], "r2")
+    with pytest.raises(NotebookFormatError, match=r"cells\[0\]\.lens.*true or false"):
+        Notebook.from_json({**nb.to_json(), "cells": [{**nb.cells[0].to_json(), "lens": "yes"}]}, s)

@@ -368,3 +368,31 @@ def test_a_compare_run_joins_the_notebook_and_a_history_run_opens_as_a_one_cell_
         page.close()
     finally:
         stop(proc)
+
+
+def test_a_lens_cell_reopened_by_link_draws_its_layers_view_with_every_variant(tmp_path, suite, browser):
+    env = app_env(tmp_path, suite, 0)
+    base = [sys.executable, "-m", "pythia_compare", "--offline", "--db", str(tmp_path / "runs.db"), "--home",
+            str(tmp_path / "home")]
+    settings = Settings(db_path=tmp_path / "runs.db", demo_dir=suite)
+    runs = RunStore(tmp_path / "runs.db")
+    nb = Notebook.new("layers", ["demo:Q2_K", "demo@step300"], "demo:F16", settings, max_tokens=0, ctx=64)
+    nb.add_comparison(prompt="The capital of France is")
+    nb = Notebook.from_json({**nb.to_json(), "cells": [{**nb.cells[0].to_json(), "lens": True}]}, settings)
+    nb_id = NotebookStore(runs, settings).save(nb).notebook_id
+    ran = subprocess.run(base + ["notebook", "run", nb_id], capture_output=True, text=True, env=env, cwd=str(ROOT),
+                         timeout=900)
+    assert ran.returncode == 0, ran.stderr
+    proc, url = start_app(tmp_path, suite)
+    try:
+        page = browser.new_page()
+        open_page(page, url + "?notebook=" + nb_id)
+        page.wait_for_function("() => document.querySelector('#pc-nb-layers-0 .js-plotly-plot .main-svg')",
+                               timeout=LONG_MS)
+        shown = page.locator("#pc-nb-layers-0").inner_text()
+        for label in ("demo Q2_K", "demo step300", "demo F16"):
+            assert label in shown, (label, shown[:500])
+        assert page.locator("#pc-nb-lens-0 input").is_checked()
+        page.close()
+    finally:
+        stop(proc)

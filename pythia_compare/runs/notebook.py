@@ -79,6 +79,7 @@ class Cell:
     run_id: str | None = None  # the run last computed for this cell
     computed_with: VariantSet | None = None  # the variant set that run was computed with
     error: str | None = None  # why the last attempt to run it failed (shown on the cell; cleared by a success)
+    lens: bool = False  # the logit lens at the prompt's last token (prompt cells; the Layers view)
 
     def to_json(self) -> dict:
         if self.kind == "note":
@@ -89,6 +90,8 @@ class Cell:
                "computed_with": self.computed_with.to_json() if self.computed_with else None}
         if self.error:
             out["error"] = self.error
+        if self.lens:
+            out["lens"] = True  # left out when off, so notebooks saved before the switch read the same
         return out
 
     @property
@@ -322,9 +325,12 @@ def _check_cell(c: Any, path: str, s: Settings) -> Cell:
     cw = c.get("computed_with")
     computed = _variant_set(cw, f"{path}.computed_with", Settings(max_variants=10**6)) if cw is not None else None
     error = _opt_str(c, "error", path)
+    lens = c.get("lens", False)
+    if not isinstance(lens, bool):
+        raise _fail(f"{path}.lens", f"must be true or false, got {_short(lens)}")
     extra = set(c) - {"id", "kind", "prompt", "text", "scoring", "overrides", "variants", "run_id", "computed_with",
-                      "error"}
+                      "error", "lens"}
     if extra:
         raise _fail(path, f"has keys a comparison does not have: {', '.join(sorted(map(str, extra)))}")
     return Cell(cid, "comparison", prompt=prompt or None, text=text or None, scoring=scoring, overrides=overrides,
-                variants=own_set, run_id=run_id, computed_with=computed, error=(error or None))
+                variants=own_set, run_id=run_id, computed_with=computed, error=(error or None), lens=lens)

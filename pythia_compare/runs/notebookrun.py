@@ -33,7 +33,8 @@ def cell_job(nb: Notebook, cell: Cell, settings: Settings) -> tuple[list[str], s
     if cell.text and len(cell.text) > settings.max_text_chars:
         raise InputTextError(f"the text has {len(cell.text)} characters; the limit is {settings.max_text_chars}")
     values = nb.settings_of(cell)
-    params = RunParams.from_settings(settings, scoring=cell.scoring, reference=vs.reference, **values)
+    params = RunParams.from_settings(settings, scoring=cell.scoring, reference=vs.reference, lens=cell.lens,
+                                     **values)
     n = count_variants(vs.specs, vs.reference, demo_final_step(settings))
     if n > settings.max_variants:
         raise SpecError(too_many(n, settings.max_variants))

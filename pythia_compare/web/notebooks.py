@@ -253,9 +253,9 @@ class NotebookDesk:
         return nb
 
     def set_cell_options(self, nb: Notebook, index: int, scoring: str, specs: str, reference: str,
-                         overrides: str) -> Notebook:
+                         overrides: str, lens: bool = False) -> Notebook:
         """A comparison's own settings: scoring, its own variant set (blank: the notebook's), overrides as
-        "ctx=64 max_tokens=8". BadInput names what is wrong."""
+        "ctx=64 max_tokens=8", the logit lens switch. BadInput names what is wrong."""
         from .dashboard import split_specs
 
         cell = nb.cells[index]
@@ -263,7 +263,7 @@ class NotebookDesk:
             return nb
         own = split_specs(specs)
         data = cell.to_json()
-        data.update(scoring=scoring or "auto", overrides=parse_overrides(overrides),
+        data.update(scoring=scoring or "auto", overrides=parse_overrides(overrides), lens=bool(lens),
                     variants={"specs": own, "reference": (reference or "").strip() or None} if own else None)
         if data["scoring"] == "corpus" and data["prompt"]:
             data["text"], data["prompt"] = data["prompt"], None
@@ -410,6 +410,8 @@ def compare_call(nb: Notebook, cell: Cell, name: str) -> str:
     args.append(f"reference={_lit(vs.reference)}")
     args.append(f"scoring={_lit(cell.scoring)}")
     args += [f"{k}={_lit(values[k])}" for k in LIMITS]
+    if cell.lens:
+        args.append("lens=True")
     return f"{name} = pc.compare(\n    " + ",\n    ".join(args) + ",\n)\n" + name
 
 

@@ -978,6 +978,8 @@ def launch_kwargs(settings: Settings | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ notebooks (issue 22)
+CELL_INPUTS = 6  # the inputs a drawn cell hands to Handlers.gather: text, scoring, own specs, own reference,
+# overrides, the lens switch (a note's last five are States)
 # The Notebook tab, first on the page: its layout (_notebook_tab), its cells drawn by gr.render from the notebook
 # in a gr.State (every action takes every cell's inputs, so nothing typed is lost to a re-render), Run all as a
 # chain of queued jobs (one cell each, through the models queue), ?notebook=ID[@REV] links, the "/notebook" API
@@ -1006,7 +1008,8 @@ class NotebookHandlers:
     # ------------------------------------------------------------------------ the notebook from the page
     def gather(self, nb_json: dict | None, top: list, cells: list, ids: list[str] | None = None) -> Notebook:
         """The notebook as the page shows it: the state, with the variant set, title and settings boxes (`top`)
-        and every cell's inputs (`cells`, 5 values a cell: input, scoring, own specs, own reference, overrides) for
+        and every cell's inputs (`cells`, CELL_INPUTS values a cell: input, scoring, own specs, own reference,
+        overrides, the lens switch) for
         the cells `ids` as they were drawn (matched by id, so a drawing one step behind the state loses nothing)."""
         nb = Notebook.from_json(nb_json, self.settings) if nb_json else self.desk.blank()
         title, specs, reference, *numbers = top
@@ -1020,15 +1023,16 @@ class NotebookHandlers:
         drawn = ids if ids is not None else [c.id for c in nb.cells]
         where = {c.id: i for i, c in enumerate(nb.cells)}
         for j, cid in enumerate(drawn):
-            got = cells[5 * j: 5 * j + 5]
-            if len(got) < 5 or cid not in where:
+            got = cells[CELL_INPUTS * j: CELL_INPUTS * j + CELL_INPUTS]
+            if len(got) < CELL_INPUTS or cid not in where:
                 continue
             i = where[cid]
             cell = nb.cells[i]
-            text, scoring, own, own_ref, overrides = got
+            text, scoring, own, own_ref, overrides, lens = got
             self.desk.set_input(nb, i, text or "")
             if cell.kind == "comparison":
-                nb = self.desk.set_cell_options(nb, i, scoring, own or "", own_ref or "", overrides or "")
+                nb = self.desk.set_cell_options(nb, i, scoring, own or "", own_ref or "", overrides or "",
+                                                bool(lens))
                 self.desk.set_input(nb, i, text or "")
         return nb
 
@@ -1381,7 +1385,7 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
                             padding=True)
                     box = gr.Textbox(cell.markdown or "", label=f"[{i + 1}] Note (Markdown)", lines=2,
                                      max_length=NOTEBOOK.max_note_chars, elem_id=f"pc-nb-input-{i}", interactive=True)
-                    extra = [gr.State(""), gr.State(""), gr.State(""), gr.State("")]
+                    extra = [gr.State(""), gr.State(""), gr.State(""), gr.State(""), gr.State(False)]
                 else:
                     box = gr.Textbox(cell.input, label=f"[{i + 1}] Prompt or text", lines=2,
                                      max_length=settings.max_text_chars, elem_id=f"pc-nb-input-{i}", interactive=True)
@@ -1397,7 +1401,9 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
                                                 label="Own reference", max_length=200, elem_id=f"pc-nb-own-ref-{i}",
                                                 interactive=True),
                                      gr.Textbox(overrides_text(cell.overrides), label="Settings (e.g. ctx=64)",
-                                                max_length=200, elem_id=f"pc-nb-overrides-{i}", interactive=True)]
+                                                max_length=200, elem_id=f"pc-nb-overrides-{i}", interactive=True),
+                                     gr.Checkbox(cell.lens, label="Layers (logit lens, prompt cells)",
+                                                 elem_id=f"pc-nb-lens-{i}", interactive=True)]
                     gr.Markdown(cell_status(nb, cell), elem_id=f"pc-nb-status-{i}")
                     run = nh.stored_run(cell)
                     if run is not None:
@@ -1408,6 +1414,8 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
                         with gr.Row():
                             gr.Plot(figs["next_token"], label="Next-token distribution", elem_id=f"pc-nb-next-{i}")
                             gr.HTML(plots.generation_html(run), elem_id=f"pc-nb-gen-{i}", elem_classes=["pc-nb-gen"])
+                        if "lens" in figs:  # a lens cell's Layers view, beside its compact output
+                            gr.Plot(figs["lens"], label="Layers", elem_id=f"pc-nb-layers-{i}")
                         with gr.Accordion("All figures", open=False, elem_id=f"pc-nb-more-{i}"):
                             gr.Plot(figs["ppl"], label="Perplexity", elem_id=f"pc-nb-ppl-{i}")
                             gr.Plot(figs["surprisal"], label="Surprisal", elem_id=f"pc-nb-surprisal-{i}")
