@@ -179,6 +179,19 @@ def _saved_notebook(db: Path, settings: Settings, notes: list[str]) -> str:
     return NotebookStore(runs, settings).save(nb).notebook_id
 
 
+def _saved_and_run(tmp_path: Path, suite: Path, settings: Settings, nb: Notebook) -> tuple[str, dict, list[str]]:
+    """Save `nb` in tmp_path/runs.db and run every cell headless (`notebook run`, the CLI): (its id, the env and the
+    command prefix used)."""
+    env = app_env(tmp_path, suite, 0)
+    base = [sys.executable, "-m", "pythia_compare", "--offline", "--db", str(tmp_path / "runs.db"), "--home",
+            str(tmp_path / "home")]
+    nb_id = NotebookStore(RunStore(tmp_path / "runs.db"), settings).save(nb).notebook_id
+    ran = subprocess.run(base + ["notebook", "run", nb_id], capture_output=True, text=True, env=env, cwd=str(ROOT),
+                         timeout=900)
+    assert ran.returncode == 0, ran.stderr
+    return nb_id, env, base
+
+
 def test_hostile_notes_run_nothing_on_the_page(tmp_path, suite, browser):
     settings = Settings(db_path=tmp_path / "runs.db", demo_dir=suite)
     nb_id = _saved_notebook(tmp_path / "runs.db", settings, HOSTILE_NOTES)
@@ -208,19 +221,12 @@ def test_hostile_notes_run_nothing_on_the_page(tmp_path, suite, browser):
 
 
 def test_the_html_export_opens_offline_draws_every_figure_and_its_hostile_notes_run_nothing(tmp_path, suite, browser):
-    env = app_env(tmp_path, suite, 0)
-    base = [sys.executable, "-m", "pythia_compare", "--offline", "--db", str(tmp_path / "runs.db"), "--home",
-            str(tmp_path / "home")]
     settings = Settings(db_path=tmp_path / "runs.db", demo_dir=suite)
-    runs = RunStore(tmp_path / "runs.db")
     nb = Notebook.new("offline", ["demo:Q8_0", "demo:Q2_K"], "demo:F16", settings, max_tokens=2, ctx=64)
     nb.add_note("\n\n".join(HOSTILE_NOTES))
     nb.add_comparison(prompt="The capital of France is")
     nb.add_comparison(prompt="def f(x):")
-    nb_id = NotebookStore(runs, settings).save(nb).notebook_id
-    ran = subprocess.run(base + ["notebook", "run", nb_id], capture_output=True, text=True, env=env, cwd=str(ROOT),
-                         timeout=900)
-    assert ran.returncode == 0, ran.stderr
+    nb_id, env, base = _saved_and_run(tmp_path, suite, settings, nb)
     out = tmp_path / "nb.html"
     done = subprocess.run(base + ["notebook", "export", nb_id, "--format", "html", "--out", str(out)],
                           capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)
@@ -371,18 +377,11 @@ def test_a_compare_run_joins_the_notebook_and_a_history_run_opens_as_a_one_cell_
 
 
 def test_a_lens_cell_reopened_by_link_draws_its_layers_view_with_every_variant(tmp_path, suite, browser):
-    env = app_env(tmp_path, suite, 0)
-    base = [sys.executable, "-m", "pythia_compare", "--offline", "--db", str(tmp_path / "runs.db"), "--home",
-            str(tmp_path / "home")]
     settings = Settings(db_path=tmp_path / "runs.db", demo_dir=suite)
-    runs = RunStore(tmp_path / "runs.db")
     nb = Notebook.new("layers", ["demo:Q2_K", "demo@step300"], "demo:F16", settings, max_tokens=0, ctx=64)
     nb.add_comparison(prompt="The capital of France is")
     nb = Notebook.from_json({**nb.to_json(), "cells": [{**nb.cells[0].to_json(), "lens": True}]}, settings)
-    nb_id = NotebookStore(runs, settings).save(nb).notebook_id
-    ran = subprocess.run(base + ["notebook", "run", nb_id], capture_output=True, text=True, env=env, cwd=str(ROOT),
-                         timeout=900)
-    assert ran.returncode == 0, ran.stderr
+    nb_id, _, _ = _saved_and_run(tmp_path, suite, settings, nb)
     proc, url = start_app(tmp_path, suite)
     try:
         page = browser.new_page()
