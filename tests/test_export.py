@@ -103,3 +103,20 @@ def test_the_step_of_a_demo_final_or_local_file_is_its_own_or_empty():
     assert step_of(e) is None
     e.spec = "demo@step25:Q2_K"
     assert step_of(e) == 25
+
+
+def test_the_json_download_of_a_run_whose_tokens_hold_a_lone_surrogate_encodes_and_reads_back_the_same():
+    import json
+
+    from pythia_compare.runs.export import run_to_json_text
+    from pythia_compare.runs.run import Run
+
+    run = full_run(4)
+    run["input"]["tokens"][1] = "\ud83d"  # the first half of an emoji split across two tokens
+    run["variants"][0]["next_token"][0]["text"] = "x\udc00"
+    text = run_to_json_text(run)
+    data = text.encode("utf-8")  # a download's bytes (the page's and `runs export`'s)
+    back = json.loads(data.decode("utf-8"))
+    assert back["input"]["tokens"][1] == "\ud83d" and back["variants"][0]["next_token"][0]["text"] == "x\udc00"
+    assert Run.from_json(back).to_json() == Run.from_json(run).to_json()
+    assert "\\ud83d" in text  # the escape, not the raw half

@@ -236,5 +236,9 @@ def run_to_zip(run: Run | dict) -> bytes:
 
 
 def run_to_json_text(run: Run | dict) -> str:
-    """The run JSON as `runs export` writes it and the dashboard's JSON download holds it (one-space indent)."""
-    return json.dumps(as_run(run).to_json(), ensure_ascii=False, indent=1)
+    """The run JSON as `runs export` writes it and the dashboard's JSON download holds it (one-space indent).
+
+    A lone surrogate (half of a character split across tokens) is written as its \\uXXXX escape, so the text
+    always encodes as UTF-8 and json.loads gives the same string back."""
+    text = json.dumps(as_run(run).to_json(), ensure_ascii=False, indent=1)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
