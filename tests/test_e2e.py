@@ -115,8 +115,12 @@ def choose(page, suite) -> None:
     page.locator("#pc-settings .label-wrap").first.click()
     box = page.locator("#pc-max-tokens input")
     box.wait_for(state="visible")
-    box.fill(str(MAX_TOKENS))
-    box.press("Tab")
+    for _ in range(40):  # a fill into a field still opening can be lost on a busy machine: fill until it holds
+        box.fill(str(MAX_TOKENS))
+        box.press("Tab")
+        if page.evaluate("(n) => document.querySelector('#pc-max-tokens input').value === String(n)", MAX_TOKENS):
+            break
+        page.wait_for_timeout(250)
     page.locator("#pc-prompt textarea").fill(PROMPT)
     # the value is the page's before Run is pressed (a fill into a field still opening can be lost)
     page.wait_for_function("(n) => document.querySelector('#pc-max-tokens input').value === String(n)", arg=MAX_TOKENS)
