@@ -36,13 +36,9 @@ def _cli_json(run: dict, tmp, env: dict) -> dict:
 
 
 def _numbers(run: dict) -> dict:
-    """A run JSON without what differs between two executions of the same input (ui_support.comparable), nor how
-    the models were loaded: a model the kernel keeps loaded from an earlier run may have its repacked generation
-    handle already, which a one-shot CLI run never loads (loadplan.break_even_tokens)."""
-    out = comparable(run)
-    for e in ([out["reference"]] if out.get("reference") else []) + out["variants"]:
-        e.pop("load", None)
-    return out
+    """A run JSON without what differs between two executions of the same input (ui_support.comparable: load
+    records too, since the kernel keeps its models between runs)."""
+    return comparable(run)
 
 
 def _differences(a, b, path: str = "") -> list[str]:
