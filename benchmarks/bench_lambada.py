@@ -9,6 +9,11 @@ Only scoring is timed: model loading is left out on both sides, and lm-eval runs
 seconds and the process's CPU seconds (all its threads) are both given: on a busy machine the CPU seconds keep
 other processes' load out of the ratio.
 
+Two more rows show llama.cpp's own ceiling on the same windows (the same tokens, the same F16 file, logits at the
+same target positions, 2 threads, flash attention on): bare `llama_decode` calls, one example per call as ours
+makes them, and 4 examples packed into one call on 4 sequence ids (a unified KV cache). They answer whether
+packing examples, as lm-eval's batches do, would make ours faster on this CPU.
+
     python benchmarks/bench_lambada.py [--file PATH] [--limit N]
 
 Prints a markdown table: examples/s and the ratio to lm-eval's best. Name the CPU and the load beside any figure.
@@ -79,6 +84,59 @@ def ours(gguf: Path, data: Path, limit: int | None) -> tuple[float, float, int]:
     return e.timings.score_s, cpu, e.lambada.n
 
 
+def bare_llama_decode(gguf: Path, data: Path, limit: int | None, pack: int) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, examples) of llama.cpp's llama_decode alone over the windows ours scores
+    (tokenized and left-truncated by pythia_compare, ctx 512), `pack` examples per call, each on its own sequence
+    id, logits at the target positions only. No Python work per token: the ceiling of any llama.cpp scorer."""
+    import llama_cpp
+
+    from pythia_compare.config import Settings
+    from pythia_compare.models.engine import Model
+    from pythia_compare.runs import lambada
+
+    examples = lambada.parse(data.read_bytes())[:limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(db_path=Path(tmp) / "runs.db", home=Path(tmp) / "home", offline=True, probe=False)
+        m = Model(gguf, settings, 512)
+        windows = [lambada.window(*lambada.encode_pair(m.tokenize, ex.context, ex.target), 512) for ex in examples]
+        m.close()
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.use_extra_bufts = False
+    model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), mparams)
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = 512 * pack
+    cparams.n_seq_max, cparams.kv_unified = pack, True
+    cparams.n_threads = cparams.n_threads_batch = THREADS
+    cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    ctx = llama_cpp.llama_init_from_model(model, cparams)
+    batch = llama_cpp.llama_batch_init(512 * pack, 0, pack)
+
+    def decode(group: list) -> None:
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        i = 0
+        for seq, (tokens, positions) in enumerate(group):
+            wanted = set(positions)
+            for pos, tok in enumerate(tokens):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, pos, 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = pos in wanted
+                i += 1
+        batch.n_tokens = i
+        if llama_cpp.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    groups = [windows[k:k + pack] for k in range(0, len(windows), pack)]
+    decode(groups[0])  # untimed, as ours has its warm-up run
+    t, cpu = time.perf_counter(), time.process_time()
+    for group in groups:
+        decode(group)
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+    return seconds, cpu, len(windows)
+
+
 def lm_eval_hf(ckpt: Path, data: Path, batch_size: int, limit: int | None) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds, examples) of lm-eval's simple_evaluate on lambada_openai's definition over `data`, the model
     loaded before the clock starts."""
@@ -119,6 +177,10 @@ def main() -> None:
     for q in ("F16", "Q8_0") if args.only != "lm-eval" else ():
         s, cpu, n = ours(files[q], data, args.limit)
         rows.append((f"pythia-compare {q} (llama.cpp)", s, cpu, n))
+        print(rows[-1], flush=True)
+    for pack in (1, 4) if args.only != "lm-eval" else ():
+        s, cpu, n = bare_llama_decode(files["F16"], data, args.limit, pack)
+        rows.append((f"bare llama_decode F16, {pack} example{'s' if pack > 1 else ''} per call", s, cpu, n))
         print(rows[-1], flush=True)
     ckpt = hf_checkpoint() if args.only != "ours" else None
     theirs = []
