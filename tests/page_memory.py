@@ -4,7 +4,8 @@ and benchmarks/bench_page.py prints.
 
 The page side is the app itself: `python -m tests.page_memory serve` builds the dashboard (ui.build_demo) on
 isolated offline settings, launches it with ui.launch_kwargs on 127.0.0.1, prints its peak RSS once it is up,
-and its peak RSS again when told to stop (a line on stdin); the run goes through gradio_client's /compare, as
+and its peak RSS again when told to stop (a line on stdin), with what the models it keeps loaded hold (the RSS that
+closing its model pool gives back); the run goes through gradio_client's /compare, as
 issue 18's repro did. The CLI side is `python -m pythia_compare compare … --json` in a child of a small wrapper
 that prints the child's ru_maxrss (RUSAGE_CHILDREN of one child: that child's own peak). The CLI's fixed cost
 (imports, no run) is measured the same way, so the figures can be compared as "what the run adds".
@@ -40,6 +41,7 @@ class Measured:
     base_kb: int  # its peak before the run (page: launched and idle; CLI: its imports, measured apart)
     wall_s: float  # the run's wall time (page: the /compare call; CLI: the whole process)
     run: dict  # the run JSON
+    models_kb: int = 0  # what the models still loaded after the run hold (page: RSS freed by closing its pool)
 
     @property
     def added_kb(self) -> int:
@@ -115,7 +117,7 @@ def page_run(tmp: Path, demo_dir: Path, text: str, max_tokens: int, specs=REPRO_
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return Measured(done["peak_kb"], up["peak_kb"], wall, run)
+    return Measured(done["peak_kb"], up["peak_kb"], wall, run, max(0, done["rss_kb"] - done["closed_rss_kb"]))
 
 
 def _serve() -> None:
@@ -132,9 +134,16 @@ def _serve() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"url": f"http://127.0.0.1:{port}/", "peak_kb": peak}), flush=True)
     sys.stdin.readline()
-    print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+    peak, rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, _rss_kb()
+    demo.handlers.pool.close()  # what the loaded models hold: the RSS this gives back
+    print(json.dumps({"peak_kb": peak, "rss_kb": rss, "closed_rss_kb": _rss_kb()}), flush=True)
     demo.close()
-    demo.handlers.pool.close()
+
+
+def _rss_kb() -> int:
+    """This process's resident set now (VmRSS), in KiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["serve"]:

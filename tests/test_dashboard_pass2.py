@@ -3,6 +3,8 @@ run log, the handlers the page calls. The browser's side of it is in test_e2e.py
 
 from __future__ import annotations
 
+import json
+
 import csv
 import io
 import zipfile
@@ -50,12 +52,12 @@ def page(**over) -> dict:
 
 
 def last_run(dash: Handlers, **args) -> dict:
-    return list(dash.compare(**args))[-1][0]
+    return json.loads(dash.compare(**args))
 
 
 def error_of(dash: Handlers, **args) -> str:
     with pytest.raises(gr.Error) as e:
-        list(dash.compare(**args))
+        dash.compare(**args)
     return e.value.message
 
 
@@ -165,11 +167,11 @@ def test_an_unknown_run_leaves_the_controls_as_they_are(dash, cat):
 # ------------------------------------------------------------------------------------------ 3. errors (handlers)
 def test_a_failed_run_puts_its_error_in_the_status_and_clears_the_previous_results(dash):
     out = []
-    gen = dash.compare(**page(specs="demo@step3001"))
+    gen = dash.stream(**page(specs="demo@step3001"))
     with pytest.raises(gr.Error) as e:
         for item in gen:
             out.append(item)
-    state = out[-1][1]
+    state = out[-1]
     views = dash.views(state)
     assert "the demo suite has no step3001; it has step0" in views[0] and e.value.message in views[0]
     assert views[8] == "" and views[1].visible is False and views[9].visible is False  # no id, no link, no files
@@ -281,8 +283,8 @@ def test_the_export_zip_holds_a_summary_row_per_model_and_the_per_token_rows(das
 # ------------------------------------------------------------------------------------------ 10. status mid-run
 def test_mid_run_the_status_counts_only_variants_scored_through_every_chunk(dash):
     text = HELDOUT.read_text(encoding="utf-8")[:2500]
-    runs = [state.to_json() for _, state in dash.compare(**page(specs="demo demo:Q2_K demo:Q8_0", reference="demo",
-                                                                 text=text, ctx=32, max_tokens=0))]
+    runs = [state.to_json() for state in dash.stream(**page(specs="demo demo:Q2_K demo:Q8_0", reference="demo",
+                                                            text=text, ctx=32, max_tokens=0))]
     final = runs[-1]
     chunks = final["input"]["n_tokens"] // 32
     assert final["params"]["scoring"] == "corpus" and chunks >= 3

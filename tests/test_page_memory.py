@@ -16,13 +16,14 @@ from tests.ui_support import demo_suite
 SPECS = REPRO_SPECS  # the issue's 8 variants
 CHARS = 40_000  # about 35 chunks of 512 tokens of the demo suite's tokenizer
 NEW_TOKENS = 8
-# What the page's run may add to its process, over what the CLI's adds. Issue 18 asks for 1.2; measured
-# (benchmarks/bench_page.py, docs/benchmarks.md) the page adds 1.39-1.43x at this size: the CLI closes its models
-# before it saves and prints the run, the page keeps them loaded for the next run and then builds the stored run,
-# its JSON and gradio's copies and messages of it on top. Before the fix a run's snapshots piled up
-# (O(chunks^2)): 3.3x at this size, 16x at 60,000 characters. 1.75 leaves the measured figures a margin (a
-# second measurement came within 9 MB of 1.5) and still fails any return of the pile-up.
-BOUND = 1.75
+# Issue 18's bound: the page's run stays within 1.2x what the CLI's adds, plus the models the page keeps loaded
+# (the RSS its model pool gives back when closed; the CLI closes its models before it saves and prints the run).
+ISSUE_BOUND = 1.2
+# And without that allowance: measured (benchmarks/bench_page.py, docs/benchmarks.md) the page adds 1.14-1.21x of
+# what the CLI adds at 30,000-40,000 characters since "/compare" makes no snapshots and sends the JSON once; it
+# added 1.39-1.43x when the page built the run JSON beside its snapshots, 3.3x when snapshots piled up
+# (O(chunks^2)). 1.35 fails both of those.
+RAW_BOUND = 1.35
 
 
 def test_a_corpus_run_through_the_page_adds_a_bounded_multiple_of_the_memory_the_cli_adds(tmp_path_factory):
@@ -33,7 +34,9 @@ def test_a_corpus_run_through_the_page_adds_a_bounded_multiple_of_the_memory_the
     assert cli.run["input"]["n_tokens"] >= 30 * 512  # tens of chunks
     # the same run: the page's numbers are the CLI's
     assert [e["ppl"] for e in page.run["variants"]] == [e["ppl"] for e in cli.run["variants"]]
-    assert page.added_kb <= BOUND * cli.added_kb, (
-        f"the page's run added {page.added_kb / 1024:.0f} MB to its process (peak {page.peak_kb / 1024:.0f} MB "
-        f"over {page.base_kb / 1024:.0f} MB idle); the CLI's added {cli.added_kb / 1024:.0f} MB "
-        f"(peak {cli.peak_kb / 1024:.0f} MB over {cli.base_kb / 1024:.0f} MB for its imports)")
+    said = (f"the page's run added {page.added_kb / 1024:.0f} MB to its process (peak {page.peak_kb / 1024:.0f} MB "
+            f"over {page.base_kb / 1024:.0f} MB idle; its loaded models hold {page.models_kb / 1024:.0f} MB); the "
+            f"CLI's added {cli.added_kb / 1024:.0f} MB (peak {cli.peak_kb / 1024:.0f} MB over "
+            f"{cli.base_kb / 1024:.0f} MB for its imports)")
+    assert page.added_kb <= ISSUE_BOUND * cli.added_kb + page.models_kb, said
+    assert page.added_kb <= RAW_BOUND * cli.added_kb, said

@@ -5,6 +5,8 @@ own handler (ui.Handlers.compare)."""
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 import pytest
 
@@ -16,10 +18,10 @@ def handlers(tmp_path, **changes) -> Handlers:
     return Handlers(settings_for(tmp_path, demo_suite(tmp_path / "demo-standin"), **changes))
 
 
-def run(h: Handlers, max_tokens: int = 4) -> list:
-    return list(h.compare(family="demo", specs="demo demo:Q2_K", reference="demo", prompt=PROMPT, text="",
-                          scoring="auto", ctx=64, top_k=5, max_tokens=max_tokens, temperature=0, seed=0,
-                          progress=lambda *a, **k: None))
+def run(h: Handlers, max_tokens: int = 4) -> dict:
+    return json.loads(h.compare(family="demo", specs="demo demo:Q2_K", reference="demo", prompt=PROMPT, text="",
+                                scoring="auto", ctx=64, top_k=5, max_tokens=max_tokens, temperature=0, seed=0,
+                                progress=lambda *a, **k: None))
 
 
 def test_a_public_run_over_its_work_bound_is_refused_saying_how_much_and_what_would_work(tmp_path):
@@ -44,12 +46,12 @@ def test_a_public_run_past_its_time_bound_is_stopped_and_says_so(tmp_path):
 
 def test_a_local_app_runs_what_a_public_one_would_refuse(tmp_path):
     h = handlers(tmp_path, public=False, max_run_tokens_public=40, max_run_seconds_public=1e-6)
-    final = run(h, max_tokens=16)[-1][0]
+    final = run(h, max_tokens=16)
     assert final["run_id"] and len(final["variants"][0]["generation"]["tokens"]) == 16
     h.pool.close()
 
 
 def test_a_public_run_within_its_bounds_runs(tmp_path):
     h = handlers(tmp_path, public=True)
-    assert run(h)[-1][0]["run_id"]
+    assert run(h)["run_id"]
     h.pool.close()

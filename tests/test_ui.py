@@ -41,12 +41,10 @@ def run_args(specs: str, reference: str | None = None, prompt: str = PROMPT, **o
     return args
 
 
-def run_all(dash: Handlers, progress=None, **args) -> list[tuple[dict, dict]]:
-    """Each yield as (the run JSON, the views' state): the API sends the JSON once, at the end; before that, the
-    views draw from the state, whose JSON stands in for it here."""
+def run_all(dash: Handlers, progress=None, **args) -> list[tuple[dict, object]]:
+    """Each yield of the Run button's event as (its run JSON, the views' state itself)."""
     kw = {"progress": progress} if progress else {}
-    return [(state.to_json() if isinstance(state, Run) and isinstance(out, type(gr.skip())) else out, state)
-            for out, state in dash.compare(**args, **kw)]
+    return [(state.to_json() if isinstance(state, Run) else state, state) for state in dash.stream(**args, **kw)]
 
 
 def error_of(dash: Handlers, **args) -> str:
@@ -147,7 +145,7 @@ def test_a_run_advanced_from_a_different_thread_at_every_step_completes(dash, su
     from concurrent.futures import ThreadPoolExecutor
 
     specs, ref = three_specs(suite)
-    gen = dash.compare(**run_args(" ".join(specs + [ref]), ref))
+    gen = dash.stream(**run_args(" ".join(specs + [ref]), ref))
     out = []
     while True:
         with ThreadPoolExecutor(1) as ex:  # a new thread for every step
@@ -155,12 +153,21 @@ def test_a_run_advanced_from_a_different_thread_at_every_step_completes(dash, su
         if item is None:
             break
         out.append(item)
-    assert out[-1][0]["run_id"] and out[-1][0]["reference"]["generation"]["tokens"]
+    assert out[-1].run_id and out[-1].reference.generation.tokens
 
 
-def test_the_last_result_is_the_stored_run_and_the_views_state_is_the_same(dash, streamed):
+def test_the_views_state_ends_as_the_stored_run(dash, streamed):
     run, state = streamed[0][-1]
-    assert run == dash.store.get(run["run_id"]) and isinstance(state, Run) and state.to_json() == run
+    assert isinstance(state, Run) and run == dash.store.get(run["run_id"])
+
+
+def test_the_compare_api_returns_the_stored_run_json_once_with_progress_and_no_snapshot(dash, suite):
+    specs, ref = three_specs(suite)
+    messages = []
+    out = dash.compare(**run_args(" ".join(specs + [ref]), ref), progress=lambda f, desc=None: messages.append(desc))
+    run = json.loads(out)
+    assert run == dash.store.get(run["run_id"]) and run["reference"]["generation"]["tokens"]
+    assert any(m.endswith(": generating") for m in messages) and messages[-1] == "done"
 
 
 def test_partial_runs_render_every_view_without_error(dash, streamed):

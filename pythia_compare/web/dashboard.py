@@ -270,8 +270,8 @@ def table_cells(columns: list[str], rows: list[list]) -> list[list[str]]:
 
 
 # ------------------------------------------------------------------------------------------ one run
-def streamed(work: Callable[[], Iterator[Event]],
-             max_seconds: float | None = None) -> Iterator[tuple[str, float, str, Run | None]]:
+def streamed(work: Callable[[], Iterator[Event]], max_seconds: float | None = None,
+             snapshots: bool = True) -> Iterator[tuple[str, float, str, Run | None]]:
     """Run `work()` on one thread of its own; yield (kind, fraction, message, run) for each compare.Event.
 
     Gradio advances a sync generator on whichever worker thread is free, but a comparison holds model locks
@@ -282,7 +282,8 @@ def streamed(work: Callable[[], Iterator[Event]],
     and drawing snapshots takes at most 1 / (1 + SNAPSHOT_PACE) of the time. A variant's generation shows from
     its first token, then at most every UPDATE_EVERY_S. Updates skipped are never owed: the next one (or "done")
     holds everything. Closing this generator (the browser went away) stops the work at its next event, and so
-    does running past `max_seconds` (policy.stopped_message says why).
+    does running past `max_seconds` (policy.stopped_message says why). With `snapshots` False no update is
+    copied or yielded (a caller that wants only the progress and the finished run: the "/compare" API).
     """
     def produce(put) -> None:
         last, last_message = 0.0, ""
@@ -294,6 +295,8 @@ def streamed(work: Callable[[], Iterator[Event]],
                     raise NotAllowed(stopped_message(max_seconds))
                 if ev.kind != "update":
                     put((ev.kind, ev.fraction, ev.message, ev.run if ev.kind == "done" else None))
+                    continue
+                if not snapshots:
                     continue
                 now = time.monotonic()
                 generating = ev.message.endswith(": generating")
@@ -437,18 +440,19 @@ class Dashboard:
         params.lens = bool(lens)
         return chosen, run_text, params
 
-    def run(self, specs: list[str], text: str, params: RunParams,
-            owner: str | None) -> Iterator[tuple[str, float, str, Run | None]]:
+    def run(self, specs: list[str], text: str, params: RunParams, owner: str | None,
+            snapshots: bool = True) -> Iterator[tuple[str, float, str, Run | None]]:
         """Stream one comparison (see `streamed`); the "done" item carries the run as stored under its new id."""
         def work() -> Iterator[Event]:
             return iter_comparison(specs, text, params, settings=self.settings, pool=self.pool)
 
         limit = self.settings.max_run_seconds_public if self.settings.public else None
-        for kind, fraction, message, run in streamed(work, max_seconds=limit):
+        for kind, fraction, message, run in streamed(work, max_seconds=limit, snapshots=snapshots):
             if kind == "done":
                 give_back_free_memory()  # before the stored run, its JSON and gradio's copies of it are made
                 saved, run = self.store.save(run, owner=self.owner_of(owner)), None  # one run in memory at a time
                 run = self.store.get_run(saved)
+                give_back_free_memory()  # what saving and reading back freed, before gradio's share of the end
                 if self.backup is not None:
                     self.backup.record(run.to_json(), owner=self.owner_of(owner))
                 if self.settings.public:

@@ -6,10 +6,11 @@ the tests (its app also answers a run's download links: _serve_downloads). The d
 live in dashboard.py, the numbers in compare.py and report.py, the figures in plots.py; nothing here runs a
 model, draws or writes SQL.
 
-Streaming: the Run button's event (api_name "compare") yields each snapshot of the run (dashboard.streamed) into
-a gr.State, and the finished run's JSON (Run.to_json) into a hidden gr.JSON, its only API output, so
-`gradio_client` gets exactly the CLI's JSON, once; the State's change event redraws the views, unqueued, so a
-full queue never freezes a run already on screen.
+Streaming: the Run button's event (Handlers.stream) yields each snapshot of the run (dashboard.streamed) into a
+gr.State that stays on the server; the State's change event redraws the views, unqueued, so a full queue never
+freezes a run already on screen. The "/compare" API is an event of its own on the same queue (Handlers.compare,
+behind a trigger nobody sees): it makes no snapshots and returns the finished run's JSON once, so `gradio_client`
+gets exactly the CLI's JSON, and the page never builds that JSON at all.
 
 Sweeps tab (the "sweeps" section, hooked into build_demo by two calls): the sweep list, a sweep's figures and
 cell table, `?sweep=<id>` links, the "/sweep" API (gr.api), a cell's run opened in the Compare tab, and the
@@ -23,6 +24,7 @@ by cell with gr.render, its buttons, Run all as a chain of queued one-cell jobs,
 from __future__ import annotations
 
 import functools
+import json
 import html
 import logging
 import re
@@ -99,39 +101,57 @@ class Handlers:
                 text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
                 max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
                 lens: bool = False, lambada_file: str | None = None, lambada_limit: float | None = None,
-                progress=gr.Progress()):
-        """Run one comparison; yields (the run JSON, the Run for the views): each snapshot as (gr.skip(), Run), then
-        the stored run as (gr.skip(), Run) and as (its JSON, Run), so the API output is sent once.
+                progress=gr.Progress()) -> str:
+        """The API ("/compare"): run one comparison and return the stored run's JSON (as text, which gr.JSON
+        parses once: the client gets the run JSON itself, exactly the CLI's). Progress is reported as the run goes;
+        no snapshot of the run is made or sent, and the JSON goes out in one message, at the end.
 
-        The API ("/compare"): `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or
-        another spec; `text_file` and `owner` (a browser's owner token, for public deployments) may be None.
-        With `family` "demo" (the default) a bare Pythia spec (`Q8_0`, `step3000`) is refused as ambiguous beside
-        the demo suite: pass family="pythia" for the real model. `lens`: the logit lens at the last token (the
-        Layers view; prompt runs only). `scoring` "lambada" runs the LAMBADA benchmark (prompt and text are
-        ignored) on `lambada_file` (a LAMBADA JSONL; not in public mode) or the Hub dataset, its first
-        `lambada_limit` examples (0 or None: all).
+        `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or another spec; `text_file`
+        and `owner` (a browser's owner token, for public deployments) may be None. With `family` "demo" (the
+        default) a bare Pythia spec (`Q8_0`, `step3000`) is refused as ambiguous beside the demo suite: pass
+        family="pythia" for the real model. `lens`: the logit lens at the last token (the Layers view; prompt runs
+        only). `scoring` "lambada" runs the LAMBADA benchmark (prompt and text are ignored) on `lambada_file` (a
+        LAMBADA JSONL; not in public mode) or the Hub dataset, its first `lambada_limit` examples (0 or None: all).
         """
+        args = (family, quants, steps, specs, reference, prompt, text, text_file, scoring, ctx, top_k, max_tokens,
+                temperature, seed, lens, lambada_file, lambada_limit)
         try:
-            chosen, run_text, params = self.core.prepare(family, quants, steps, specs, reference, prompt, text,
-                                                         text_file, scoring, ctx, top_k, max_tokens, temperature, seed,
-                                                         lens, lambada_file, lambada_limit)
-            for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner):
-                progress(fraction, desc=message)
+            for kind, _fraction, _message, run in self._runs(args, owner, progress, snapshots=False):
+                if kind == "done":
+                    return json.dumps(run.to_json(), separators=(",", ":"), allow_nan=False)
+        except Exception as e:
+            raise self._fail(e) from None
+        raise gr.Error("The run ended without a result; the details are in the server log.")  # pragma: no cover
+
+    def stream(self, family: str = DEMO_ALIAS, quants: list[str] | None = None, steps: list[int] | None = None,
+               specs: str | None = "", reference: str | None = None, prompt: str | None = "", text: str | None = "",
+               text_file: str | None = None, scoring: str = "auto", ctx: float = 512, top_k: float = 10,
+               max_tokens: float = 32, temperature: float = 0.0, seed: float = 0, owner: str | None = None,
+               lens: bool = False, lambada_file: str | None = None, lambada_limit: float | None = None,
+               progress=gr.Progress()):
+        """The Run button: the same comparison as `compare`, yielding the Run for the views' State as it goes
+        (each snapshot, then the stored run). The State stays on the server, so gradio never diffs, encodes or
+        sends a run, and the page never builds the run's JSON: the views draw from the Run. A failure yields
+        {"error": message} (the status box shows it and the previous results are cleared), then raises."""
+        args = (family, quants, steps, specs, reference, prompt, text, text_file, scoring, ctx, top_k, max_tokens,
+                temperature, seed, lens, lambada_file, lambada_limit)
+        try:
+            for _kind, _fraction, _message, run in self._runs(args, owner, progress, snapshots=True):
                 if run is not None:
-                    # snapshots only feed the views' State, which stays on the server: gradio never diffs, encodes
-                    # or sends a growing run. The stored run goes to the State first, so the last snapshot (which
-                    # keeps the live run's numbers alive) is let go before the run JSON is made; then the API
-                    # output (the run JSON), once, beside the same Run (the State sees no change: no second redraw)
-                    yield gr.skip(), run
-                    if kind == "done":
-                        yield run.to_json(), run
+                    yield run
                 run = None  # not held while the next snapshot is made
         except Exception as e:
             error = self._fail(e)
-            # The views' state holds the error: the status box shows it (the corner's toast goes away), and the
-            # previous run's results and link are cleared. The API output is left as it is; the call fails.
-            yield gr.skip(), {"error": error.message}
+            yield {"error": error.message}
             raise error from None
+
+    def _runs(self, args: tuple, owner: str | None, progress, snapshots: bool):
+        """prepare + Dashboard.run, reporting each event's progress; yields what Dashboard.run yields."""
+        chosen, run_text, params = self.core.prepare(*args)
+        for kind, fraction, message, run in self.core.run(chosen, run_text, params, owner, snapshots=snapshots):
+            progress(fraction, desc=message)
+            yield kind, fraction, message, run
+            run = None
 
     def views(self, run: Run | dict | None, status: str | None = None) -> tuple:
         """Every view of a run (or of nothing): status, summary, 4 figures, generations, KL table, id, downloads,
@@ -300,7 +320,7 @@ def build_demo(settings: Settings | None = None, *, concurrency: int = 1, max_qu
     return demo
 
 
-_PRIVATE = dict(api_visibility="private")  # every event but the Run button's "compare" and the "/sweep" API
+_PRIVATE = dict(api_visibility="private")  # every event but the "/compare" API's and the "/sweep" API
 
 
 def _page_top(settings: Settings, cat, backup: Backup) -> dict:
@@ -368,7 +388,8 @@ def _compare_tab(settings: Settings, cat) -> dict:
                                             "here)", visible=False, interactive=False, wrap=True,
                                       elem_id="pc-published")
         c["published_note"] = gr.Markdown("", visible=False, elem_id="pc-published-note", elem_classes=["pc-note"])
-        c["run_json"] = gr.JSON(visible=False, label="Run JSON")
+        c["run_json"] = gr.JSON(visible=False, label="Run JSON")  # the "/compare" API's output, never shown
+        c["api_run"] = gr.Button(visible=False)  # the "/compare" API's trigger
     return c
 
 
@@ -466,9 +487,11 @@ def _wire_compare(c: dict, page: dict, app: Handlers, cat, settings: Settings, c
     run_inputs = ([c[k] for k in CONTROLS if k != "lens"]
                   + [page["owner"], c["lens"], c["lambada_file"], c["lambada_limit"]])
     run_kw = dict(concurrency_id="models", concurrency_limit=concurrency, show_progress_on=[c["status"]])
-    runs = [c["run_btn"].click(app.compare, run_inputs, [c["run_json"], live], api_name="compare", **run_kw),
-            c["examples"].load_input_event.then(app.compare, run_inputs, [c["run_json"], live], **run_kw,
-                                                **_PRIVATE)]
+    # The page's Run (and an example's) streams into the views' State; the "/compare" API is its own event on the
+    # same queue (a trigger nobody sees), returning the run JSON once, with no snapshots (issue 18: memory).
+    runs = [c["run_btn"].click(app.stream, run_inputs, live, **run_kw, **_PRIVATE),
+            c["examples"].load_input_event.then(app.stream, run_inputs, live, **run_kw, **_PRIVATE)]
+    c["api_run"].click(app.compare, run_inputs, c["run_json"], api_name="compare", **run_kw)
     for event in runs:
         event.failure(app.stopped, live, view_outputs, queue=False, **_PRIVATE)
     live.change(app.views, live, view_outputs, queue=False, trigger_mode="always_last", show_progress="hidden",
