@@ -104,7 +104,9 @@ class Handlers:
                 progress=gr.Progress()) -> str:
         """The API ("/compare"): run one comparison and return the stored run's JSON (as text, which gr.JSON
         parses once: the client gets the run JSON itself, exactly the CLI's). Progress is reported as the run goes;
-        no snapshot of the run is made or sent, and the JSON goes out in one message, at the end.
+        no snapshot of the run is made or sent, and the JSON goes out in one message, at the end. A client that
+        leaves does not stop the run (a plain function, not a generator gradio could close): it finishes and is
+        stored, in a public app within the run's work bounds (Settings.max_run_tokens_public / _seconds_public).
 
         `specs` takes any specs ("demo@step0 demo:Q2_K"), `reference` one of them or another spec; `text_file`
         and `owner` (a browser's owner token, for public deployments) may be None. With `family` "demo" (the
