@@ -1,5 +1,6 @@
-"""File primitives several modules share: the sha256 of a file, replacing a small file atomically, and reading a
-user's text file (the CLI's --text-file, the library's text=Path(...)).
+"""File primitives several modules share: the sha256 of a file, replacing a small file atomically, reading a
+user's text file (the CLI's --text-file, the library's text=Path(...)), and a lock file many users share while one
+deleter waits for none of them (UseLock: what a run uses is never pruned under it).
 
 Owns how a file is hashed (streamed in 1 MiB blocks) and how a small text file (metadata, memos) is written so that
 a reader sees the old content or the new, never a part: a temporary file beside it, then os.replace. Never decides
@@ -13,6 +14,11 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): UseLock holds nothing there
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import BadInput
 
@@ -69,3 +75,56 @@ def read_text_file(path: str | Path, limit: int, demo_dir: str | Path | None = N
         return p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise BadInput(f"{what} {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
+class UseLock:
+    """A lock file that any number of users hold at once (`share`, waiting for a deleter to finish) and a deleter
+    takes only when no one holds it (`take`, never waiting): the cache budget's guard for what a run is using.
+
+    flock(2) locks belong to an open file, so two holders in one process see each other as two processes do, and
+    the kernel drops a dead process's holds. The file is never deleted (that would let a holder and a deleter lock
+    two different files of one name); it is empty. Without fcntl (not POSIX) `share` holds nothing and `take`
+    always succeeds; on a filesystem without flock `share` holds nothing and `take` never succeeds. OSError from
+    making the file (a read-only folder) goes to the caller."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+
+    def share(self) -> "UseLock":
+        """Hold the lock shared (waits only while a deleter holds it); a second call while held does nothing."""
+        if self._fd is None:
+            fd = self._open()
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                except OSError:  # a filesystem without flock: the user goes on, unguarded
+                    pass
+            self._fd = fd
+        return self
+
+    def take(self) -> bool:
+        """Hold the lock alone if no one else holds it, without waiting; False (nothing held) when someone does."""
+        if self._fd is not None:
+            return True
+        fd = self._open()
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by someone (or a filesystem without flock, where no one can tell): hands off
+                os.close(fd)
+                return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the file drops its flock
+
+    def __del__(self):
+        self.release()

@@ -62,6 +62,12 @@ class Resolver:
             self._hub = Hub(self.settings)
         return self._hub
 
+    def release(self) -> None:
+        """The run that used this resolver has ended: the Hugging Face cache's revisions it used may be pruned
+        from now on (hub.Hub.release). The resolver stays usable; its next run holds what it uses again."""
+        if self._hub is not None and hasattr(self._hub, "release"):
+            self._hub.release()
+
     def resolve(self, variant: Variant, progress: Progress | None = None) -> Resolved:
         say = progress or _noop
         check_variant(variant, self.settings)  # public mode: Hub and demo specs only, allowed repos only
