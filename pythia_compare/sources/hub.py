@@ -9,8 +9,8 @@ verified file. Offline (Settings.offline) or with the Hub unreachable, only cach
 one is an error that names it and offers the bundled `demo` suite, never a silent substitute.
 
 What a run takes from that cache is recorded and guarded for the cache budget (HfCache, below; budget.py
-prunes): each revision a run downloads or reads gets a use record whose time is set at every use, and the run
-holds its repo's use lock (files.UseLock) until Hub.release(), so a prune leaves that repo whole meanwhile.
+prunes): each revision a run downloads or finds cached gets a use record whose time is set at every use, and the
+run holds its repo's use lock (files.UseLock) until Hub.release(), so a prune leaves that repo whole meanwhile.
 
 The backup dataset (BackupDataset, for backup.py): reading a dataset repo's files, and pushing a local folder
 to it with huggingface_hub's CommitScheduler.
@@ -79,21 +79,30 @@ class Hub:
         return Path(self.settings.hf_cache_dir).expanduser()
 
     # --- what a run uses (the cache budget's record and guard) ---
-    def use(self, repo: str, commit: str, repo_type: str = "model") -> None:
-        """Record that a run uses `repo` at `commit` and guard it until release(): hold the repo's use lock
-        (shared; a prune skips a held repo) and set the time of the revision's use record to now.
+    def _hold(self, repo: str, repo_type: str = "model") -> None:
+        """Guard `repo` until release(): hold its use lock (shared; a prune leaves a held repo whole). Taken before
+        the cache is looked at, so a download under way and a checkpoint being converted are covered.
 
-        Called before the cache is looked at, so a download in progress and a checkpoint being converted are
-        covered. Bookkeeping only: a cache folder that cannot be written leaves the run unguarded, never failed."""
+        Bookkeeping only: a cache folder that cannot be written leaves the run unguarded, never failed; offline
+        with no cache folder there is nothing to guard and nothing is made."""
+        if self.settings.offline and not self.cache_dir.is_dir():
+            return
         folder = _repo_folder(repo_type, repo)
         try:
             with self._held_lock:
                 if folder not in self._held:
                     self._held[folder] = UseLock(_use_lock(self.cache_dir, folder)).share()
-            record = _use_record(self.cache_dir, folder, commit)
+        except OSError as e:
+            log.debug("cannot hold %s in %s: %s", repo, self.cache_dir, e)
+
+    def _used(self, repo: str, commit: str, repo_type: str = "model") -> None:
+        """Record that a run used `repo` at `commit` (found in the cache or downloaded): its use record, made if
+        new, gets now as its time. That record makes the revision one the cache budget counts (HfCache)."""
+        record = _use_record(self.cache_dir, _repo_folder(repo_type, repo), commit)
+        try:
             record.parent.mkdir(parents=True, exist_ok=True)
             record.touch()
-            os.utime(record)  # touch() keeps an existing file's times on some systems; the use is now
+            os.utime(record)  # an existing record: its time becomes now
         except OSError as e:
             log.debug("cannot record the use of %s@%s in %s: %s", repo, commit[:12], self.cache_dir, e)
 
@@ -183,11 +192,12 @@ class Hub:
         """The local path of `filename` of `repo` at `commit`, downloaded into the HF cache if not there.
 
         The path is huggingface_hub's snapshot link to a complete blob; a fresh LFS download is checked
-        against its sha256 and removed if it does not match. The revision is in use (use()) until release().
+        against its sha256 and removed if it does not match. The repo is held (_hold) until release().
         """
-        self.use(repo, commit)
+        self._hold(repo)
         cached = try_to_load_from_cache(repo, filename, cache_dir=self.cache_dir, revision=commit)
         if isinstance(cached, str):
+            self._used(repo, commit)
             return Path(cached)
         what = f"{filename} of {repo}@{self._rev_label(repo, commit)}"
         if self.settings.offline:
@@ -225,15 +235,17 @@ class Hub:
                 blob.unlink(missing_ok=True)
                 raise HubError(f"downloaded {what}, but its sha256 {got[:16]}… does not match the Hub's "
                                f"{expected[:16]}…; the file was deleted. Run again to retry.")
+        self._used(repo, commit)
         return path
 
     def download_dataset_file(self, repo: str, filename: str, commit: str) -> Path:
         """The local path of `filename` of dataset `repo` at `commit` (huggingface_hub's cache, repo type
         "dataset"), downloaded if not there: the LAMBADA data (lambada.py). Offline, only a cached copy."""
         what = f"{filename} of dataset {repo}@{commit[:12]}"
-        self.use(repo, commit, "dataset")
+        self._hold(repo, "dataset")
         cached = try_to_load_from_cache(repo, filename, cache_dir=self.cache_dir, revision=commit, repo_type="dataset")
         if isinstance(cached, str):
+            self._used(repo, _snapshot_commit(Path(cached), commit), "dataset")
             return Path(cached)
         if self.settings.offline:
             raise OfflineMissing(f"offline, and {what} is not in the Hugging Face cache ({self.cache_dir}); run "
@@ -260,9 +272,7 @@ class Hub:
         except OSError as e:
             raise HubError(f"downloading {what} failed ({e.__class__.__name__}: {str(e).splitlines()[0]}). "
                            f"Nothing partial was kept; run again to retry.") from None
-        snapshot = path.parent.name  # a revision given by name (PYTHIA_COMPARE_LAMBADA_REVISION=main) is recorded
-        if path.parent.parent.name == "snapshots" and snapshot != commit:  # by the commit it resolved to too
-            self.use(repo, snapshot, "dataset")
+        self._used(repo, _snapshot_commit(path, commit), "dataset")
         return path
 
     def download_checkpoint(self, repo: str, commit: str) -> Path:
@@ -488,6 +498,15 @@ class Hub:
 def _repo_folder(repo_type: str, repo: str) -> str:
     """huggingface_hub's folder name of a repo in its cache: models--org--name, datasets--org--name."""
     return f"{repo_type}s--" + repo.replace("/", "--")
+
+
+def _snapshot_commit(path: Path, given: str) -> str:
+    """The commit of the snapshot folder holding `path` (a file of huggingface_hub's cache), else `given`: a
+    revision named by a branch (PYTHIA_COMPARE_LAMBADA_REVISION=main) is recorded by the commit it resolved to."""
+    for folder in path.parents:
+        if folder.parent.name == "snapshots":
+            return folder.name
+    return given
 
 
 def _use_lock(cache_dir: Path, folder: str) -> Path:
