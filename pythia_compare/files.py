@@ -82,8 +82,8 @@ class UseLock:
     takes only when no one holds it (`take`, never waiting): the cache budget's guard for what a run is using.
 
     flock(2) locks belong to an open file, so two holders in one process see each other as two processes do, and
-    the kernel drops a dead process's holds. The file is never deleted (that would let a holder and a deleter lock
-    two different files of one name); it is empty. Without fcntl (not POSIX) `share` holds nothing and `take`
+    the kernel drops a dead process's holds. The file is empty; only a deleter that holds it removes it (with
+    what it guards), and a holder checks after locking that the file it locked is still the one at the path. Without fcntl (not POSIX) `share` holds nothing and `take`
     always succeeds; on a filesystem without flock `share` holds nothing and `take` never succeeds. OSError from
     making the file (a read-only folder) goes to the caller."""
 
@@ -96,19 +96,26 @@ class UseLock:
         return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
 
     def share(self) -> "UseLock":
-        """Hold the lock shared (waits only while a deleter holds it); a second call while held does nothing."""
-        if self._fd is None:
+        """Hold the lock shared (waits only while a deleter holds it); a second call while held does nothing.
+
+        A deleter may remove the folder holding the file while this waits: the lock is then taken again on the
+        file now at the path, so it is never held on a file no deleter can see."""
+        while self._fd is None:
             fd = self._open()
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_SH)
                 except OSError:  # a filesystem without flock: the user goes on, unguarded
                     pass
-            self._fd = fd
+            if self._still_named(fd):
+                self._fd = fd
+            else:
+                os.close(fd)
         return self
 
     def take(self) -> bool:
-        """Hold the lock alone if no one else holds it, without waiting; False (nothing held) when someone does."""
+        """Hold the lock alone if no one else holds it, without waiting; False (nothing held) when someone does.
+        A deleter holding it may remove the file, and its folder, before `release`."""
         if self._fd is not None:
             return True
         fd = self._open()
@@ -118,8 +125,19 @@ class UseLock:
             except OSError:  # held by someone (or a filesystem without flock, where no one can tell): hands off
                 os.close(fd)
                 return False
+        if not self._still_named(fd):  # another deleter removed it meanwhile
+            os.close(fd)
+            return False
         self._fd = fd
         return True
+
+    def _still_named(self, fd: int) -> bool:
+        """Whether the open file is still the one at self.path (not removed or replaced since it was opened)."""
+        try:
+            now, held = os.stat(self.path), os.fstat(fd)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

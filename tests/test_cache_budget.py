@@ -18,19 +18,21 @@ from pythia_compare.runs.pool import ModelPool
 from pythia_compare.sources.budget import CacheBudget
 from pythia_compare.sources.hub import Hub
 from pythia_compare.web.dashboard import Dashboard
-from tests.fakehub import FakeHub
+from tests.fakehub import FakeHub, files_from_dir
 from tests.support import ROOT, run_cli
 
 REPO = "org/pythia-gguf"  # a GGUF repo with two revisions: an older one (branch "old") and main
 OLD_FILE, MAIN_FILE = "tiny.Q8_0.gguf", "tiny.Q4_K_M.gguf"
 LAMBADA = "EleutherAI/lambada_openai"
+CKPT = "org/pythia-ckpt"  # a checkpoint repo with a step branch, converted by the run that names it
 PROMPT = "The cache budget counts both caches."
 HOUR = 3600.0
 
 
 @pytest.fixture(scope="module")
-def hub(tiny_ggufs):
+def hub(tiny_ggufs, tiny_ckpt):
     h = FakeHub()
+    h.add_revision(CKPT, "step1", files_from_dir(tiny_ckpt))
     h.add_revision(REPO, "old", {OLD_FILE: tiny_ggufs["Q8_0"].read_bytes()})
     h.add_revision(REPO, "main", {MAIN_FILE: tiny_ggufs["Q4_K_M"].read_bytes()})
     h.lambada_commit = h.add_dataset(LAMBADA, {"data/lambada_test_en.jsonl": (ROOT / "assets" / "demo" /
@@ -279,3 +281,29 @@ def test_a_download_by_another_tool_is_left_alone_and_only_what_pythia_compare_u
     done = CacheBudget(settings).prune(0)
     assert [r.commit for r in done.revisions] == [old] and not old_path.exists()
     assert theirs.is_file() and revisions(settings) == []  # never pythia-compare's: neither counted nor deleted
+
+
+def test_a_checkpoint_being_converted_and_its_gguf_are_left_and_after_the_run_the_checkpoint_goes_first(hub,
+                                                                                                        tmp_path):
+    settings = online(tmp_path, hub)
+    during = []
+
+    def prune_now(event) -> None:
+        if "converting" in event.message and not during:
+            during.append(cli(settings, "prune"))
+
+    pool = ModelPool(settings)
+    try:
+        run = run_comparison([f"{CKPT}@step1"], PROMPT, RunParams(max_tokens=0, top_k=3), settings=settings,
+                             pool=pool, on_event=prune_now)
+    finally:
+        pool.close()
+    step1 = hub._revision(CKPT, "step1").commit
+    assert during and "removed 0 files (0.0 MB) and 0 Hugging Face revisions" in during[0].stdout  # both in use
+    converted = CacheBudget(settings).models.entries()
+    assert [e.path.name for e in converted] == [run.variants[0].source.file]
+    assert revisions(settings) == [step1]  # the checkpoint's files are still there after the run
+    # the converted file was made after the download: the checkpoint is the older, and goes first
+    after = cli(settings, "prune", "--max-size", str(converted[0].bytes))
+    assert "removed 0 files" in after.stdout and "1 Hugging Face revisions" in after.stdout
+    assert revisions(settings) == [] and converted[0].path.is_file()

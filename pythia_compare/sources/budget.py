@@ -4,8 +4,10 @@ cache counted together and pruned least recently used first across both.
 Owns what the budget counts and the order things go in: the model cache's entries (cache.Cache: converted and
 quantized GGUFs, last used when a run last looked one up) and the Hugging Face cache's revisions pythia-compare
 used (hub.HfCache: GGUF downloads, checkpoint step revisions, the LAMBADA dataset, last used when a run last used
-them, recorded whatever the filesystem does with access times). Deleting is theirs: an entry being built and a
-revision a run in progress uses are left, and pruning goes on with the next oldest. Never downloads or builds.
+them, recorded whatever the filesystem does with access times). Deleting is theirs: an entry being built or held
+by a run (Cache.hold) and a repo a run holds (hub.Hub) are left, and pruning goes on with the next oldest. A run
+holds what it uses until it ends (Resolver.release, called by runs.compare.iter_comparison). Never downloads or
+builds.
 huggingface_hub is imported only when the Hugging Face cache is read.
 """
 
