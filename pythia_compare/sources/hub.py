@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -528,6 +528,7 @@ class HfRevision:
     bytes: int  # its files' blobs (blobs another revision shares are counted in both)
     last_used: float  # when a run last used it (see HfCache)
     repo_path: Path  # the repo's folder in the cache
+    blobs: tuple[tuple[Path, int], ...] = field(default=(), repr=False)  # (blob path, bytes) of its files
 
 
 class HfCache:
@@ -567,19 +568,14 @@ class HfCache:
                 times = [recorded] + [max(f.blob_last_accessed, f.blob_last_modified) for f in rev.files]
                 out.append(HfRevision(repo.repo_type, repo.repo_id, rev.commit_hash, tuple(sorted(rev.refs)),
                                       tuple(sorted(f.file_name for f in rev.files)), int(rev.size_on_disk),
-                                      max(times), repo.repo_path))
+                                      max(times), repo.repo_path,
+                                      tuple(sorted((f.blob_path, int(f.size_on_disk)) for f in rev.files))))
         return sorted(out, key=lambda r: r.last_used, reverse=True)
 
     def total_bytes(self, revisions: list[HfRevision] | None = None) -> int:
         """The bytes those revisions hold on disk, each blob once (revisions of one repo share unchanged files)."""
         revisions = self.revisions() if revisions is None else revisions
-        wanted = {(r.repo_path, r.commit) for r in revisions}
-        blobs: dict[Path, int] = {}
-        for repo in self._scan_repos():
-            for rev in repo.revisions:
-                if (repo.repo_path, rev.commit_hash) in wanted:
-                    blobs.update((f.blob_path, f.size_on_disk) for f in rev.files)
-        return sum(blobs.values())
+        return sum(dict(b for r in revisions for b in r.blobs).values())
 
     def remove(self, revision: HfRevision) -> int | None:
         """Delete one revision through huggingface_hub (its snapshot, its refs, the blobs no other revision of the
