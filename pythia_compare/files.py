@@ -82,10 +82,10 @@ class UseLock:
     takes only when no one holds it (`take`, never waiting): the cache budget's guard for what a run is using.
 
     flock(2) locks belong to an open file, so two holders in one process see each other as two processes do, and
-    the kernel drops a dead process's holds. The file is empty; only a deleter that holds it removes it (with
-    what it guards), and a holder checks after locking that the file it locked is still the one at the path. Without fcntl (not POSIX) `share` holds nothing and `take`
-    always succeeds; on a filesystem without flock `share` holds nothing and `take` never succeeds. OSError from
-    making the file (a read-only folder) goes to the caller."""
+    the kernel drops a dead process's holds. The file is empty; only a deleter that holds it removes it (with what
+    it guards), and a holder checks after locking that the file it locked is still the one at the path. Without
+    fcntl (not POSIX), or on a filesystem without flock, nothing is guarded: `share` holds nothing and `take`
+    succeeds. OSError from making the file (a read-only folder) goes to the caller."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -122,9 +122,11 @@ class UseLock:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # held by someone (or a filesystem without flock, where no one can tell): hands off
+            except BlockingIOError:  # someone holds it
                 os.close(fd)
                 return False
+            except OSError:  # a filesystem without flock: no one can hold it either
+                pass
         if not self._still_named(fd):  # another deleter removed it meanwhile
             os.close(fd)
             return False
@@ -145,4 +147,7 @@ class UseLock:
             os.close(fd)  # closing the file drops its flock
 
     def __del__(self):
-        self.release()
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter exit; the kernel drops the lock with the process
+            pass

@@ -594,8 +594,8 @@ class HfCache:
                 lock = FileLock(str(path))
                 try:
                     lock.acquire(timeout=0)
-                except Timeout:
-                    return None  # huggingface_hub is downloading a file of this repo (for anyone)
+                except (Timeout, NotImplementedError):  # huggingface_hub is downloading a file of this repo (for
+                    return None  # anyone), or this filesystem cannot tell: hands off
                 downloads.append(lock)
             try:
                 info = scan_cache_dir(self.cache_dir)
