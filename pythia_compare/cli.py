@@ -77,11 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--out", required=True, help="output .gguf path")
     cv.add_argument("--quant", default="F16", help="F32, F16, BF16 or any llama.cpp quant name (default F16)")
 
-    ca = sub.add_parser("cache", help="the cache of converted/quantized files")
+    ca = sub.add_parser("cache", help="the cache of converted/quantized files and the Hugging Face downloads")
     cas = ca.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
-    cas.add_parser("list", help="cached files, most recently used first")
-    cp = cas.add_parser("prune", help="delete least recently used files")
-    cp.add_argument("--max-size", default="0", help="keep at most this much, e.g. 2G (default 0: delete all)")
+    cas.add_parser("list", help="cached files and Hugging Face revisions pythia-compare used, most recently used "
+                                "first")
+    cp = cas.add_parser("prune", help="delete least recently used files and Hugging Face revisions, across both")
+    cp.add_argument("--max-size", default="0", help="keep at most this much in both together, e.g. 2G (default 0: "
+                    "delete all that no run is using)")
     _add_sweep_parser(sub)
     add_notebook_parser(sub)  # the notebook commands live in their wing (web/notebookcli.py)
     return p
@@ -310,30 +312,50 @@ def cmd_convert(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, settings: Settings) -> int:
-    from .sources.cache import Cache
+    """`cache list` / `cache prune`: the model cache (--home) and the Hugging Face cache's revisions pythia-compare
+    used, which the cache budget counts together (sources/budget.py)."""
+    from .sources.budget import CacheBudget
 
-    cache = Cache(settings.home)
+    budget = CacheBudget(settings)
+    cache = budget.models
     if args.cache_command == "list":
+        from .runs.report import terminal_width, text_table
+
         entries = cache.entries()
         if not entries:
             print(f"the cache at {cache.root} is empty")
         else:  # a table that fits the terminal: the files' folders are the cache's own (cache root, then models/)
-            from .runs.report import terminal_width, text_table
-
             print(f"the cache at {cache.root}:")
             print(text_table(["size MB", "quant", "from", "file"],
                              [[round(e.bytes / 1e6, 1), e.key.get("quant"),
                                f"{e.key.get('repo')}@{str(e.key.get('commit'))[:8]}", e.path.name] for e in entries],
                              width=terminal_width()))
-        print(f"total {cache.total_bytes() / 1e6:.1f} MB in {len(entries)} files")
+        models_bytes = sum(e.bytes for e in entries)
+        print(f"total {models_bytes / 1e6:.1f} MB in {len(entries)} files")
+        revisions = budget.hf.revisions()
+        hf_bytes = budget.hf.total_bytes(revisions)
+        if not revisions:
+            print(f"Hugging Face cache {budget.hf_cache_dir}: nothing pythia-compare used")
+        else:  # only what pythia-compare used: the cache is shared with every Hugging Face tool on the machine
+            print(f"Hugging Face cache {budget.hf_cache_dir}, what pythia-compare used:")
+            print(text_table(["size MB", "type", "repo@commit", "branches", "files"],
+                             [[round(r.bytes / 1e6, 1), r.repo_type, f"{r.repo}@{r.commit[:8]}",
+                               ", ".join(r.refs) or "-", len(r.files)] for r in revisions],
+                             width=terminal_width()))
+        print(f"total {hf_bytes / 1e6:.1f} MB in {len(revisions)} Hugging Face revisions")
+        print(f"both count toward the cache budget: {(models_bytes + hf_bytes) / 1e6:.1f} MB in all")
+        print(f"a public app prunes them to {settings.cache_budget_bytes / 1e6:.0f} MB (PYTHIA_COMPARE_CACHE_BUDGET)")
     else:
         try:
             limit = parse_size(args.max_size)
         except ValueError as e:
             raise BadInput(f"--max-size: {e}") from None
-        removed = cache.prune(limit)
-        print(f"removed {len(removed)} files ({sum(e.bytes for e in removed) / 1e6:.1f} MB); "
-              f"{cache.total_bytes() / 1e6:.1f} MB left")
+        done = budget.prune(limit)
+        print(f"removed {len(done.entries)} files ({done.entries_bytes / 1e6:.1f} MB) and {len(done.revisions)} "
+              f"Hugging Face revisions ({done.revisions_bytes / 1e6:.1f} MB); {done.left_bytes / 1e6:.1f} MB left")
+        if done.left_bytes > limit:
+            print(f"{done.left_bytes / 1e6:.1f} MB is more than --max-size: the rest is in use by a run or a build "
+                  f"in progress; prune again once it ends", file=sys.stderr)
     return 0
 
 

@@ -124,8 +124,10 @@ class Settings:
     # (PYTHIA_COMPARE_GENERATION_HANDLE=auto|on|off)
     generation_handle: str = "auto"
     memory_budget_bytes: int = 6 * 1024**3  # models held loaded at once, in bytes (PYTHIA_COMPARE_MEMORY_BUDGET)
-    # the model cache's size budget (Settings.home): a public app prunes it to this at start and after each run,
-    # least recently used first, as `cache prune --max-size` does (PYTHIA_COMPARE_CACHE_BUDGET, e.g. 20G)
+    # the cache budget: the model cache (Settings.home) and the Hugging Face revisions pythia-compare used
+    # (Settings.hf_cache_dir) together; a public app prunes both to this at start and after each run, least
+    # recently used first across both, as `cache prune --max-size` does (sources/budget.py;
+    # PYTHIA_COMPARE_CACHE_BUDGET, e.g. 20G)
     cache_budget_bytes: int = 20 * 1024**3
     # --- run defaults and limits ---
     ctx: int = 512  # context / corpus chunk size in tokens

@@ -1,5 +1,6 @@
-"""File primitives several modules share: the sha256 of a file, replacing a small file atomically, and reading a
-user's text file (the CLI's --text-file, the library's text=Path(...)).
+"""File primitives several modules share: the sha256 of a file, replacing a small file atomically, reading a
+user's text file (the CLI's --text-file, the library's text=Path(...)), and a lock file many users share while one
+deleter waits for none of them (UseLock: what a run uses is never pruned under it).
 
 Owns how a file is hashed (streamed in 1 MiB blocks) and how a small text file (metadata, memos) is written so that
 a reader sees the old content or the new, never a part: a temporary file beside it, then os.replace. Never decides
@@ -13,6 +14,11 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): UseLock holds nothing there
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import BadInput
 
@@ -69,3 +75,79 @@ def read_text_file(path: str | Path, limit: int, demo_dir: str | Path | None = N
         return p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise BadInput(f"{what} {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
+class UseLock:
+    """A lock file that any number of users hold at once (`share`, waiting for a deleter to finish) and a deleter
+    takes only when no one holds it (`take`, never waiting): the cache budget's guard for what a run is using.
+
+    flock(2) locks belong to an open file, so two holders in one process see each other as two processes do, and
+    the kernel drops a dead process's holds. The file is empty; only a deleter that holds it removes it (with what
+    it guards), and a holder checks after locking that the file it locked is still the one at the path. Without
+    fcntl (not POSIX), or on a filesystem without flock, nothing is guarded: `share` holds nothing and `take`
+    succeeds. OSError from making the file (a read-only folder) goes to the caller."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+
+    def share(self) -> "UseLock":
+        """Hold the lock shared (waits only while a deleter holds it); a second call while held does nothing.
+
+        A deleter may remove the folder holding the file while this waits: the lock is then taken again on the
+        file now at the path, so it is never held on a file no deleter can see."""
+        while self._fd is None:
+            fd = self._open()
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH)
+                except OSError:  # a filesystem without flock: the user goes on, unguarded
+                    pass
+            if self._still_named(fd):
+                self._fd = fd
+            else:
+                os.close(fd)
+        return self
+
+    def take(self) -> bool:
+        """Hold the lock alone if no one else holds it, without waiting; False (nothing held) when someone does.
+        A deleter holding it may remove the file, and its folder, before `release`."""
+        if self._fd is not None:
+            return True
+        fd = self._open()
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # someone holds it
+                os.close(fd)
+                return False
+            except OSError:  # a filesystem without flock: no one can hold it either
+                pass
+        if not self._still_named(fd):  # another deleter removed it meanwhile
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def _still_named(self, fd: int) -> bool:
+        """Whether the open file is still the one at self.path (not removed or replaced since it was opened)."""
+        try:
+            now, held = os.stat(self.path), os.fstat(fd)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the file drops its flock
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter exit; the kernel drops the lock with the process
+            pass

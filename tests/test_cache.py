@@ -75,20 +75,21 @@ def test_a_full_disk_while_quantizing_leaves_no_partial_file(tiny_ggufs, tiny_di
 
 def test_cache_list_and_prune_through_the_cli(demo_dir, tmp_path):
     base = ["--offline", "--db", str(tmp_path / "r.db"), "--home", str(tmp_path / "home")]
+    hf = {"HF_HUB_CACHE": str(tmp_path / "hf")}  # the budget counts the Hugging Face cache too: this test's own
     out = tmp_path / "demo-q8.gguf"
-    proc = run_cli([*base, "convert", "demo@step0", "--out", str(out), "--quant", "Q8_0"])
+    proc = run_cli([*base, "convert", "demo@step0", "--out", str(out), "--quant", "Q8_0"], env=hf)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:4] == b"GGUF"
-    listed = run_cli([*base, "cache", "list"])
+    listed = run_cli([*base, "cache", "list"], env=hf)
     assert listed.returncode == 0 and "F16" in listed.stdout and "Q8_0" in listed.stdout
     entries = Cache(tmp_path / "home").entries()
     assert len(entries) == 2 and all(json.loads((e.path.parent / "meta.json").read_text())["sha256"] == e.sha256
                                      for e in entries)
     keep = max(e.bytes for e in entries)
-    pruned = run_cli([*base, "cache", "prune", "--max-size", str(keep)])
+    pruned = run_cli([*base, "cache", "prune", "--max-size", str(keep)], env=hf)
     assert pruned.returncode == 0 and "removed 1 files" in pruned.stdout
     assert len(Cache(tmp_path / "home").entries()) == 1
-    bad = run_cli([*base, "cache", "prune", "--max-size", "lots"])
+    bad = run_cli([*base, "cache", "prune", "--max-size", "lots"], env=hf)
     assert bad.returncode == 2 and "--max-size" in bad.stderr
 
 

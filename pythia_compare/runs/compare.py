@@ -312,6 +312,23 @@ def _new_entry(res: Resolved) -> Entry:
 
 def iter_comparison(specs: list[str], text: str, params: RunParams, *, settings: Settings, pool,
                     resolver: Resolver | None = None) -> Iterator[Event]:
+    """Run one comparison, yielding progress and partial results; the last event is "done" (_comparison).
+
+    The Hugging Face cache's revisions the run uses stay guarded against the cache budget's pruning until the run
+    ends: they are let go before "done" is handed on (so a prune after the run may take them), or when the run
+    fails or is stopped."""
+    resolver = resolver or Resolver(settings)
+    try:
+        for event in _comparison(specs, text, params, settings=settings, pool=pool, resolver=resolver):
+            if event.kind == "done":
+                resolver.release()
+            yield event
+    finally:
+        resolver.release()
+
+
+def _comparison(specs: list[str], text: str, params: RunParams, *, settings: Settings, pool,
+                resolver: Resolver) -> Iterator[Event]:
     """Run one comparison, yielding progress and partial results; the last event is "done".
 
     Steps: check the inputs (_checked_variants), resolve every variant to a file (_resolve), load the models

@@ -1,11 +1,13 @@
 """The cache of converted and quantized GGUF files under Settings.home (`--home`).
 
 Owns where built files live, their metadata (key, sha256, size, last use), the per-entry file lock
-that makes two processes building the same entry do the work once, and pruning. Never downloads,
+that makes two processes building the same entry do the work once, the per-entry use lock a run holds while it
+uses an entry (`hold`), and pruning, which leaves an entry being built or used. Never downloads,
 converts or quantizes by itself: callers pass a build function that writes the file atomically.
 
-Layout: HOME/models/<key hash>/<file name>.gguf with meta.json beside it. An entry counts only once
-its meta.json exists, and meta.json is written after the GGUF has been renamed into place.
+Layout: HOME/models/<key hash>/<file name>.gguf with meta.json beside it (and the lock files `.lock`, the build's,
+and `.in-use`, the runs'). An entry counts only once its meta.json exists, and meta.json is written after the GGUF
+has been renamed into place.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable
 from filelock import FileLock, Timeout
 
 from ..errors import DiskFull
-from ..files import sha256_file, write_atomic
+from ..files import UseLock, sha256_file, write_atomic
 
 # The version of this project's checkpoint converter (convert.py), part of every converted file's key: a change to
 # what it writes gets new files. Kept here, with the keys, so that finding a cached file never imports the converter
@@ -85,6 +87,11 @@ class Cache:
     def _dir(self, key: dict) -> Path:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         return self.root / digest
+
+    def hold(self, key: dict) -> UseLock:
+        """Hold the entry of `key` (built or still to build) in use until the returned lock is released: `remove`
+        and `prune` leave it meanwhile. A run holds each entry it uses from before it looks it up to its end."""
+        return UseLock(self._dir(key) / ".in-use").share()
 
     def lookup(self, key: dict) -> CacheEntry | None:
         """The finished entry for `key`, or None."""
@@ -169,19 +176,25 @@ class Cache:
         return removed
 
     def remove(self, entry: CacheEntry) -> bool:
-        """Delete one entry (a sweep's step files once done), unless another process holds its lock; True if
-        it was removed."""
+        """Delete one entry (a sweep's step files once done), unless another process holds its build lock or a run
+        holds it in use (`hold`); True if it was removed."""
         lock = FileLock(str(entry.path.parent / ".lock"))
         try:
             lock.acquire(timeout=0)
         except Timeout:
             return False
+        in_use = UseLock(entry.path.parent / ".in-use")
         try:
+            if not in_use.take():
+                return False
             (entry.path.parent / "meta.json").unlink(missing_ok=True)
             entry.path.unlink(missing_ok=True)
+            shutil.rmtree(entry.path.parent, ignore_errors=True)  # while held: a run waiting to hold it looks again
+        except OSError:
+            return False
         finally:
+            in_use.release()
             lock.release()
-        shutil.rmtree(entry.path.parent, ignore_errors=True)
         return True
 
     # --- internals ---

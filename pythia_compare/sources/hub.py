@@ -8,6 +8,10 @@ freshly downloaded LFS file is checked against its sha256 here, so a returned pa
 verified file. Offline (Settings.offline) or with the Hub unreachable, only cached files are used; a missing
 one is an error that names it and offers the bundled `demo` suite, never a silent substitute.
 
+What a run takes from that cache is recorded and guarded for the cache budget (HfCache, below; budget.py
+prunes): each revision a run downloads or finds cached gets a use record whose time is set at every use, and the
+run holds its repo's use lock (files.UseLock) until Hub.release(), so a prune leaves that repo whole meanwhile.
+
 The backup dataset (BackupDataset, for backup.py): reading a dataset repo's files, and pushing a local folder
 to it with huggingface_hub's CommitScheduler.
 
@@ -17,30 +21,37 @@ Never converts, quantizes or loads models, and never prints a token.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import httpx2
+from filelock import FileLock, Timeout
 from huggingface_hub import (CommitScheduler, HfApi, RepoUrl, get_hf_file_metadata, hf_hub_download, hf_hub_url,
-                             try_to_load_from_cache)
-from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-                                    RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
-                                    RevisionResolutionError)
+                             scan_cache_dir, try_to_load_from_cache)
+from huggingface_hub.errors import (CacheNotFound, GatedRepoError, HfHubHTTPError, HFValidationError,
+                                    LocalEntryNotFoundError, RemoteEntryNotFoundError, RepositoryNotFoundError,
+                                    RevisionNotFoundError, RevisionResolutionError)
 
 from .checkpoint import WEIGHT_FILES
 from ..config import DEFAULT_ENDPOINT, Settings
 from ..errors import HubError, MissingOnHub, OfflineMissing
-from ..files import sha256_file, write_atomic
+from ..files import UseLock, sha256_file, write_atomic
 from ..variants import builtin_steps, quant_from_filename, quant_rank
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _STEP_RE = re.compile(r"^step(\d+)$")
 _DEMO_HINT = "or use the bundled demo suite, which needs no network (demo@step0, demo:Q4_K_M)"
 _API_TIMEOUT = 30.0  # seconds for one metadata request
+# pythia-compare's use records and use locks, inside huggingface_hub's own lock folder (which its cache scan skips)
+_USE_DIR = (".locks", "pythia-compare")
+
+log = logging.getLogger(__name__)
 
 
 class HubUnreachable(HubError):
@@ -56,6 +67,8 @@ class Hub:
         self.settings = settings
         self._token: str | bool = settings.hf_token or False  # False: never fall back to a stored token
         self._api = HfApi(endpoint=self.endpoint, token=self._token, library_name="pythia-compare")
+        self._held: dict[str, UseLock] = {}  # repo folder -> its use lock, held until release()
+        self._held_lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -64,6 +77,41 @@ class Hub:
     @property
     def cache_dir(self) -> Path:
         return Path(self.settings.hf_cache_dir).expanduser()
+
+    # --- what a run uses (the cache budget's record and guard) ---
+    def _hold(self, repo: str, repo_type: str = "model") -> None:
+        """Guard `repo` until release(): hold its use lock (shared; a prune leaves a held repo whole). Taken before
+        the cache is looked at, so a download under way and a checkpoint being converted are covered.
+
+        Bookkeeping only: a cache folder that cannot be written leaves the run unguarded, never failed; offline
+        with no cache folder there is nothing to guard and nothing is made."""
+        if self.settings.offline and not self.cache_dir.is_dir():
+            return
+        folder = _repo_folder(repo_type, repo)
+        try:
+            with self._held_lock:
+                if folder not in self._held:
+                    self._held[folder] = UseLock(_use_lock(self.cache_dir, folder)).share()
+        except OSError as e:
+            log.debug("cannot hold %s in %s: %s", repo, self.cache_dir, e)
+
+    def _used(self, repo: str, commit: str, repo_type: str = "model") -> None:
+        """Record that a run used `repo` at `commit` (found in the cache or downloaded): its use record, made if
+        new, gets now as its time. That record makes the revision one the cache budget counts (HfCache)."""
+        record = _use_record(self.cache_dir, _repo_folder(repo_type, repo), commit)
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.touch()
+            os.utime(record)  # an existing record: its time becomes now
+        except OSError as e:
+            log.debug("cannot record the use of %s@%s in %s: %s", repo, commit[:12], self.cache_dir, e)
+
+    def release(self) -> None:
+        """Let go of every repo this Hub's runs used (at the end of a run): a prune may delete them from now on."""
+        with self._held_lock:
+            held, self._held = list(self._held.values()), {}
+        for lock in held:
+            lock.release()
 
     # --- public API ---
     def list_steps(self, repo: str) -> list[tuple[int, str]]:
@@ -144,10 +192,12 @@ class Hub:
         """The local path of `filename` of `repo` at `commit`, downloaded into the HF cache if not there.
 
         The path is huggingface_hub's snapshot link to a complete blob; a fresh LFS download is checked
-        against its sha256 and removed if it does not match.
+        against its sha256 and removed if it does not match. The repo is held (_hold) until release().
         """
+        self._hold(repo)
         cached = try_to_load_from_cache(repo, filename, cache_dir=self.cache_dir, revision=commit)
         if isinstance(cached, str):
+            self._used(repo, commit)
             return Path(cached)
         what = f"{filename} of {repo}@{self._rev_label(repo, commit)}"
         if self.settings.offline:
@@ -185,14 +235,17 @@ class Hub:
                 blob.unlink(missing_ok=True)
                 raise HubError(f"downloaded {what}, but its sha256 {got[:16]}… does not match the Hub's "
                                f"{expected[:16]}…; the file was deleted. Run again to retry.")
+        self._used(repo, commit)
         return path
 
     def download_dataset_file(self, repo: str, filename: str, commit: str) -> Path:
         """The local path of `filename` of dataset `repo` at `commit` (huggingface_hub's cache, repo type
         "dataset"), downloaded if not there: the LAMBADA data (lambada.py). Offline, only a cached copy."""
         what = f"{filename} of dataset {repo}@{commit[:12]}"
+        self._hold(repo, "dataset")
         cached = try_to_load_from_cache(repo, filename, cache_dir=self.cache_dir, revision=commit, repo_type="dataset")
         if isinstance(cached, str):
+            self._used(repo, _snapshot_commit(Path(cached), commit), "dataset")
             return Path(cached)
         if self.settings.offline:
             raise OfflineMissing(f"offline, and {what} is not in the Hugging Face cache ({self.cache_dir}); run "
@@ -200,7 +253,7 @@ class Hub:
         try:
             get_hf_file_metadata(hf_hub_url(repo, filename, repo_type="dataset", revision=commit,
                                             endpoint=self.endpoint), token=self._token, endpoint=self.endpoint)
-            return Path(hf_hub_download(repo, filename, repo_type="dataset", revision=commit,
+            path = Path(hf_hub_download(repo, filename, repo_type="dataset", revision=commit,
                                         cache_dir=self.cache_dir, endpoint=self.endpoint, token=self._token))
         except httpx2.TransportError as e:
             raise self._unreachable(e, what, partial=True) from None
@@ -219,6 +272,8 @@ class Hub:
         except OSError as e:
             raise HubError(f"downloading {what} failed ({e.__class__.__name__}: {str(e).splitlines()[0]}). "
                            f"Nothing partial was kept; run again to retry.") from None
+        self._used(repo, _snapshot_commit(path, commit), "dataset")
+        return path
 
     def download_checkpoint(self, repo: str, commit: str) -> Path:
         """The snapshot folder of `repo` at `commit` holding config.json, tokenizer.json and the weights.
@@ -437,6 +492,137 @@ class Hub:
             quants = sorted({q for f in files if (q := quant_from_filename(f))}, key=quant_rank)
             return f"its GGUF quants are: {', '.join(quants) or 'none'}"
         return f"it has: {_some(files)}"
+
+
+# ------------------------------------------------------------------------------------------ the cache budget's view
+def _repo_folder(repo_type: str, repo: str) -> str:
+    """huggingface_hub's folder name of a repo in its cache: models--org--name, datasets--org--name."""
+    return f"{repo_type}s--" + repo.replace("/", "--")
+
+
+def _snapshot_commit(path: Path, given: str) -> str:
+    """The commit of the snapshot folder holding `path` (a file of huggingface_hub's cache), else `given`: a
+    revision named by a branch (PYTHIA_COMPARE_LAMBADA_REVISION=main) is recorded by the commit it resolved to."""
+    for folder in path.parents:
+        if folder.parent.name == "snapshots":
+            return folder.name
+    return given
+
+
+def _use_lock(cache_dir: Path, folder: str) -> Path:
+    return cache_dir.joinpath(*_USE_DIR, f"{folder}.lock")
+
+
+def _use_record(cache_dir: Path, folder: str, commit: str) -> Path:
+    return cache_dir.joinpath(*_USE_DIR, folder, commit)
+
+
+@dataclass(frozen=True)
+class HfRevision:
+    """One revision (a commit) of a repo in huggingface_hub's cache that pythia-compare used."""
+    repo_type: str  # "model" or "dataset"
+    repo: str
+    commit: str
+    refs: tuple[str, ...]  # branch names pointing at it (step3000, main), as the cache's refs/ knows them
+    files: tuple[str, ...]  # the file names of its snapshot
+    bytes: int  # its files' blobs (blobs another revision shares are counted in both)
+    last_used: float  # when a run last used it (see HfCache)
+    repo_path: Path  # the repo's folder in the cache
+    blobs: tuple[tuple[Path, int], ...] = field(default=(), repr=False)  # (blob path, bytes) of its files
+
+
+class HfCache:
+    """huggingface_hub's cache (Settings.hf_cache_dir) as the cache budget counts it: the revisions pythia-compare
+    used, read and deleted through huggingface_hub's own cache API (scan_cache_dir, delete_revisions).
+
+    - **Which revisions.** Those with a use record: Hub.use writes one for every revision a run downloads or reads
+      (GGUF files, checkpoint files, the LAMBADA dataset), as an empty file
+      `<cache>/.locks/pythia-compare/<repo folder>/<commit>` (huggingface_hub's scan skips `.locks`). Everything
+      else in the cache (other projects' models, the run backup's dataset) is neither counted nor deleted: the
+      cache is shared with every Hugging Face tool on the machine.
+    - **When a revision was used.** The latest of its use record's modification time, set at every use, and its
+      files' access and modification times as huggingface_hub's scan reports them. The record is what counts:
+      access times are not updated on a noatime filesystem (and only daily on a relatime one), and a run that
+      finds its files cached reads them without writing anything else.
+    - **In use.** A run holds its repo's use lock (`<repo folder>.lock` beside the records) from before it looks
+      at the cache until its end. `remove` takes that lock alone, or leaves the repo be: a download in progress
+      or a checkpoint being converted is never pulled from under a run, and neither is the pinned LAMBADA revision
+      a LAMBADA run reads. A download by any other tool is seen by huggingface_hub's own lock on the file.
+    Never downloads and never raises for a cache folder that is missing, empty or not a folder.
+    """
+
+    def __init__(self, cache_dir: str | Path):
+        self.cache_dir = Path(cache_dir).expanduser()
+
+    def revisions(self) -> list[HfRevision]:
+        """The revisions pythia-compare used that the cache holds, most recently used first."""
+        out = []
+        for repo in self._scan_repos():
+            folder = repo.repo_path.name
+            for rev in repo.revisions:
+                record = _use_record(self.cache_dir, folder, rev.commit_hash)
+                try:
+                    recorded = record.stat().st_mtime
+                except OSError:
+                    continue  # not one pythia-compare used
+                times = [recorded] + [max(f.blob_last_accessed, f.blob_last_modified) for f in rev.files]
+                out.append(HfRevision(repo.repo_type, repo.repo_id, rev.commit_hash, tuple(sorted(rev.refs)),
+                                      tuple(sorted(f.file_name for f in rev.files)), int(rev.size_on_disk),
+                                      max(times), repo.repo_path,
+                                      tuple(sorted((f.blob_path, int(f.size_on_disk)) for f in rev.files))))
+        return sorted(out, key=lambda r: r.last_used, reverse=True)
+
+    def total_bytes(self, revisions: list[HfRevision] | None = None) -> int:
+        """The bytes those revisions hold on disk, each blob once (revisions of one repo share unchanged files)."""
+        revisions = self.revisions() if revisions is None else revisions
+        return sum(dict(b for r in revisions for b in r.blobs).values())
+
+    def remove(self, revision: HfRevision) -> int | None:
+        """Delete one revision through huggingface_hub (its snapshot, its refs, the blobs no other revision of the
+        repo links; the repo's folder once it has no revision left); the bytes freed, or None when it was left:
+        a run holds its repo's use lock, or some download into the repo is under way."""
+        folder = revision.repo_path.name
+        guard = UseLock(_use_lock(self.cache_dir, folder))
+        try:
+            if not guard.take():
+                return None  # a run is using this repo
+        except OSError:
+            return None  # the lock cannot even be made: this cache is not ours to change
+        downloads: list[FileLock] = []
+        try:
+            for path in sorted(self.cache_dir.joinpath(".locks", folder).glob("*.lock")):
+                lock = FileLock(str(path))
+                try:
+                    lock.acquire(timeout=0)
+                except (Timeout, NotImplementedError):  # huggingface_hub is downloading a file of this repo (for
+                    return None  # anyone), or this filesystem cannot tell: hands off
+                downloads.append(lock)
+            try:
+                info = scan_cache_dir(self.cache_dir)
+            except (CacheNotFound, ValueError, OSError):
+                return None
+            if not any(r.commit_hash == revision.commit for repo in info.repos if repo.repo_path == revision.repo_path
+                       for r in repo.revisions):
+                return None  # gone already
+            strategy = info.delete_revisions(revision.commit)
+            strategy.execute()
+            _use_record(self.cache_dir, folder, revision.commit).unlink(missing_ok=True)
+            return int(strategy.expected_freed_size)
+        finally:
+            for lock in downloads:
+                lock.release()
+            guard.release()
+
+    def _scan_repos(self) -> list:
+        """huggingface_hub's scan of the cache's repos ([] for a missing, empty or unreadable cache folder); a repo
+        the scan calls corrupted (one whose first download is under way has no snapshot yet) is left out."""
+        if not self.cache_dir.is_dir():
+            return []
+        try:
+            return list(scan_cache_dir(self.cache_dir).repos)
+        except (CacheNotFound, ValueError, OSError) as e:
+            log.debug("cannot scan the Hugging Face cache %s: %s", self.cache_dir, e)
+            return []
 
 
 def _some(names: list[str], limit: int = 12) -> str:

@@ -8,6 +8,7 @@ files, and cache.py to keep them. Never loads a model for inference and never wr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import struct
@@ -54,6 +55,7 @@ class Resolver:
         self.cache = Cache(settings.home)
         self.conversions = 0  # checkpoints this resolver converted anew (public mode caps them per run)
         self._steps: dict[str, list[int] | None] = {}  # repo -> its steps, asked once per resolver
+        self._held: dict[str, object] = {}  # model cache entries in use by this resolver's run (Cache.hold)
 
     @property
     def hub(self):
@@ -61,6 +63,26 @@ class Resolver:
             from .hub import Hub  # imported on first use: huggingface_hub costs time at start-up
             self._hub = Hub(self.settings)
         return self._hub
+
+    def release(self) -> None:
+        """The run that used this resolver has ended: the model cache entries and the Hugging Face cache's repos
+        it used may be pruned from now on (Cache.hold, hub.Hub.release). The resolver stays usable; its next run
+        holds what it uses again."""
+        held, self._held = list(self._held.values()), {}
+        for lock in held:
+            lock.release()
+        if self._hub is not None and hasattr(self._hub, "release"):
+            self._hub.release()
+
+    def _hold(self, key: dict) -> None:
+        """Hold a model cache entry in use until release() (bookkeeping: a home that cannot be written is
+        reported by the build itself)."""
+        name = json.dumps(key, sort_keys=True)
+        if name not in self._held:
+            try:
+                self._held[name] = self.cache.hold(key)
+            except OSError:
+                pass
 
     def resolve(self, variant: Variant, progress: Progress | None = None) -> Resolved:
         say = progress or _noop
@@ -180,6 +202,7 @@ class Resolver:
         if repo != DEMO_ALIAS and (self.cache.lookup(key(base_type)) is None or self.cache.lookup(key(quant)) is None):
             check_conversion(variant, self.conversions, self.settings)  # public mode: a few per run
             self.conversions += 1
+        self._hold(key(base_type))  # in use until the run ends: a prune meanwhile leaves it
         base = self.cache.get_or_build(key(base_type), f"{stem}-{base_type}.gguf", build_base)
         entry = base
         if quant != base_type:
@@ -189,6 +212,7 @@ class Resolver:
                 say(f"{variant.label}: quantizing to {quant}")
                 quantize_file(base.path, target, quant, n_threads=self.settings.n_threads)
 
+            self._hold(key(quant))
             entry = self.cache.get_or_build(key(quant), f"{stem}-{quant}.gguf", build_quant)
         return Resolved(variant, entry.path, {"repo": repo, "commit": commit, "file": entry.path.name,
                                               "sha256": entry.sha256, "bytes": entry.bytes, "quant": quant})

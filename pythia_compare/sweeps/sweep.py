@@ -631,6 +631,7 @@ def _step_cache_files(resolver, before: set[Path], commit: str | None) -> list[P
 def _cleanup(settings: Settings, resolver, before: set[Path], made: list[Path], keep: bool,
              snapshot: Path | None = None) -> None:
     """Delete the step's files that were not there before it (built GGUFs, downloaded snapshot files)."""
+    resolver.release()  # the step's runs are over: what they held in use (Resolver.release) may go now
     if keep:
         return
     for p in dict.fromkeys(made):

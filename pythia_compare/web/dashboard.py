@@ -346,22 +346,24 @@ class Dashboard:
 
     def tidy_cache(self) -> None:
         """At start and after each run: the `.part` files of killed builds swept (any app), and in a public app
-        the model cache pruned to Settings.cache_budget_bytes (least recently used first, as `cache prune`).
-        Never raises: a cache that cannot be tidied is logged and left as it is."""
-        from ..sources.cache import Cache
+        the model cache and the Hugging Face revisions pythia-compare used pruned together to
+        Settings.cache_budget_bytes, least recently used first across both, as `cache prune` (sources/budget.py;
+        what a run in progress uses is left). Never raises: a cache that cannot be tidied is logged and left."""
+        from ..sources.budget import CacheBudget
 
         try:
-            cache = Cache(self.settings.home)
-            swept = cache.sweep_parts()
+            budget = CacheBudget(self.settings)
+            swept = budget.models.sweep_parts()
             if swept:
                 log.info("swept %d unfinished file(s) a stopped build left in the model cache", len(swept))
             if self.settings.public:
-                removed = cache.prune(self.settings.cache_budget_bytes)
-                if removed:
-                    log.info("pruned %d cached model file(s) (%.0f MB) to the cache budget of %.0f MB", len(removed),
-                             sum(e.bytes for e in removed) / 1e6, self.settings.cache_budget_bytes / 1e6)
+                done = budget.prune(self.settings.cache_budget_bytes)
+                if done.entries or done.revisions:
+                    log.info("pruned %d cached model file(s) and %d Hugging Face revision(s) (%.0f MB) to the cache "
+                             "budget of %.0f MB; %.0f MB left", len(done.entries), len(done.revisions),
+                             done.freed_bytes / 1e6, self.settings.cache_budget_bytes / 1e6, done.left_bytes / 1e6)
         except Exception:  # noqa: BLE001 - tidying is never worth a failed start or run
-            log.exception("tidying the model cache %s failed", self.settings.home)
+            log.exception("tidying the caches %s and %s failed", self.settings.home, self.settings.hf_cache_dir)
 
     def owner_of(self, owner: object) -> str | None:
         """The browser's owner token if it is one, else None."""
