@@ -202,7 +202,7 @@ def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: 
         if isinstance(text, str) and text.strip():
             raise InputTextError("--scoring lambada scores the LAMBADA examples, so a LAMBADA sweep takes no text; "
                                  "leave out --text-file (a LAMBADA file goes in --lambada-file)")
-        if limit is not None:  # the number itself, before anything is read or downloaded
+        if limit is not None and lambada_file is None:  # the number itself, before the Hub dataset is downloaded
             lambada.check_limit(limit, None)
         max_chunks = None
     else:
