@@ -604,7 +604,8 @@ SWEEP_FIGURE_LABELS = {"ppl": "Perplexity vs step", "kld": "KL divergence vs ste
                        "bpw": "Perplexity vs bits per weight", "heatmap": "ln(PPL(Q)/PPL(ref)) per cell"}
 # A LAMBADA sweep draws its one figure in the first slot and hides the corpus figures (no meaning there).
 LAMBADA_FIGURE_LABEL = "LAMBADA accuracy vs step"
-SWEEP_INTRO = ("A sweep scores a grid of training steps × quant levels on one text (`python -m pythia_compare "
+SWEEP_INTRO = ("A sweep scores a grid of training steps × quant levels on one text, or on LAMBADA's examples "
+               "(`python -m pythia_compare "
                "sweep …`, on one machine or as a Slurm job array). Click a sweep to draw it; click a point, a "
                "heatmap square or a row of its cell table to open that cell's full run in the Compare tab.")
 
