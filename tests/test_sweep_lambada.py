@@ -297,3 +297,34 @@ def test_a_pythia_lambada_sweep_draws_its_own_repos_published_lambada_accuracy_a
     other = _pythia_lambada_sweep(repo, steps, sha256="0" * 64)
     fig = sweepplots.sweep_lambada_figure(other, published_lambada_for_sweep(other))
     assert [t.name for t in fig.data] == ["F16", "Q4_K_M"] and "not drawn" in fig.layout.annotations[0].text
+
+
+def test_a_sweep_of_the_hub_dataset_pins_its_revision_and_shards_score_it_from_the_cache_offline(tmp_path):
+    from tests.fakehub import FakeHub
+    from tests.ui_support import settings_for
+
+    from pythia_compare.sweeps.sweep import plan_sweep, run_shard
+
+    files = {"README.md": b"---\npretty_name: LAMBADA OpenAI\n---\n",  # the dataset's layout (docs/metrics.md)
+             "data/lambada_test_en.jsonl": DEMO_FILE.read_bytes()}
+    settings = settings_for(tmp_path, ROOT / "assets" / "demo")
+    store = RunStore(settings.db_path)
+    with FakeHub() as hub:
+        commit = hub.add_dataset(lambada.HUB_REPO, files, private=False)
+        online = settings.replace(offline=False, hub_endpoint=hub.endpoint, lambada_revision=commit)
+        sweep_id, n = plan_sweep(online, store, steps="100", quants="F16,Q2_K", repo="demo", scoring="lambada",
+                                 limit=8, ctx=CTX)
+    # The shard runs offline with the default revision in its settings: it scores the plan's, from the cache.
+    report = run_shard(settings, store, sweep_id, progress=False)
+    assert (n, report.done, report.failed) == (2, 2, 0)
+    sweep = SweepStore(store).get(sweep_id)
+    assert sweep["lambada"]["repo"] == lambada.HUB_REPO and sweep["lambada"]["revision"] == commit
+    assert sweep["lambada"]["file"] == lambada.HUB_FILE and "path" not in sweep["lambada"]
+    for c in sweep["cells"]:
+        run = store.get(c["run_id"])
+        assert (run["lambada"]["repo"], run["lambada"]["revision"], run["lambada"]["limit"]) == (lambada.HUB_REPO,
+                                                                                                commit, 8)
+        assert c["lambada_n"] == 8 and c["lambada_acc"] == run["variants"][0]["lambada"]["acc"]
+    # not lm-eval's test split (the demo's own file under that name): no published line beside it
+    assert published_lambada_for_sweep(sweep)["points"] == []
+    store.close()
