@@ -531,19 +531,21 @@ class SweepResult:
         return self.sweep["sweep_id"]
 
     def grid(self):
-        """The sweep's cells as a pandas DataFrame, in grid order: the Sweeps tab's cell table (CELL_COLUMNS) with
-        raw numbers."""
+        """The sweep's cells as a pandas DataFrame, in grid order: the Sweeps tab's cell table (CELL_COLUMNS, or
+        LAMBADA_CELL_COLUMNS for a LAMBADA sweep) with raw numbers."""
         import pandas as pd
 
-        from .web.sweepview import CELL_COLUMNS, cell_values
+        from .web.sweepview import cell_columns, cell_values
 
-        return pd.DataFrame(cell_values(self.sweep), columns=CELL_COLUMNS)
+        return pd.DataFrame(cell_values(self.sweep), columns=cell_columns(self.sweep))
 
     def figures(self) -> dict:
-        """The Sweeps tab's plotly figures, by name: ppl, kld, bpw, heatmap."""
+        """The Sweeps tab's plotly figures, by name: ppl, kld, bpw, heatmap; a LAMBADA sweep's: lambada."""
         from .web.sweepplots import sweep_figures
+        from .web.sweepview import published_lambada_for_sweep
 
-        return sweep_figures(self.sweep)
+        lam = self.sweep.get("scoring") == "lambada"
+        return sweep_figures(self.sweep, published_lambada_for_sweep(self.sweep) if lam else None)
 
     def run(self, step: int, quant: str) -> Result:
         """The run of one done cell (step, quant) as a Result."""
@@ -561,7 +563,7 @@ class SweepResult:
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         from .runs.report import format_table
-        from .web.sweepview import CELL_COLUMNS, cell_values
+        from .web.sweepview import cell_columns, cell_values
 
         figs = self.figures()
         s = self.sweep
@@ -569,7 +571,8 @@ class SweepResult:
                 f"{len(s.get('steps') or [])} steps × {len(s.get('quants') or [])} quants · {s.get('done')} of "
                 f"{s.get('total')} cells done · ctx {s.get('ctx')}</p>")
         parts = [_plotly_js(), '<div class="pythia-compare-sweep">', head,
-                 _table_html(CELL_COLUMNS, format_table(CELL_COLUMNS, cell_values(s)))]
-        parts += [_figure_html(figs[name]) for name in ("ppl", "kld")] + ["</div>"]
+                 _table_html(cell_columns(s), format_table(cell_columns(s), cell_values(s)))]
+        shown = [n for n in ("lambada", "ppl", "kld") if n in figs]
+        parts += [_figure_html(figs[name]) for name in shown] + ["</div>"]
         return {"text/plain": repr(self), "text/html": "\n".join(parts),
-                "application/vnd.plotly.v1+json": _plotly_json(figs["ppl"])}
+                "application/vnd.plotly.v1+json": _plotly_json(figs[shown[0]])}

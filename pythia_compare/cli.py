@@ -96,12 +96,18 @@ def _add_sweep_parser(sub) -> None:
     sp = ss.add_parser("plan", help="record a sweep in --db; prints its id as the last line")
     sp.add_argument("--steps", required=True, help="all, A-B/S (1000-143000/1000), log:N, or a comma list")
     sp.add_argument("--quants", required=True, help="comma list, e.g. F16,Q8_0,Q4_K_M (F16 allowed)")
-    sp.add_argument("--text-file", required=True, help="the UTF-8 text every cell scores (corpus mode); "
-                                                       "demo:heldout: the demo suite's held-out text")
+    sp.add_argument("--text-file", help="the UTF-8 text every cell scores (corpus sweeps, needed there); "
+                                        "demo:heldout: the demo suite's held-out text")
+    sp.add_argument("--scoring", choices=["corpus", "lambada"], default="corpus",
+                    help="corpus (default): every cell scores --text-file; lambada: every cell runs lm-eval's "
+                         "lambada_openai (acc, PPL) on the same examples, no text")
+    sp.add_argument("--lambada-file", help="with --scoring lambada: a LAMBADA JSONL file, one {\"text\": ...} per "
+                    "line (default: the Hub dataset EleutherAI/lambada_openai, English test split, pinned)")
+    sp.add_argument("--limit", help="with --scoring lambada: every cell scores the first N examples only")
     sp.add_argument("--repo", help="checkpoint repo of the steps (default: the checkpoint repo; demo: the demo suite)")
     sp.add_argument("--reference", help="default F16: each step's own F16; or one spec for every cell")
     sp.add_argument("--ctx", type=int, default=512, help="corpus chunk size in tokens (default 512)")
-    sp.add_argument("--max-chunks", type=int, default=64, help="chunks scored per cell (default 64; 0: all)")
+    sp.add_argument("--max-chunks", type=int, help="corpus sweeps: chunks scored per cell (default 64; 0: all)")
     sp.add_argument("--name", help="a name for the sweep")
     sp.add_argument("--hub-quants", action="store_true",
                     help="add the GGUF repo's own files at the final step as extra cells (marked hub)")
@@ -110,6 +116,8 @@ def _add_sweep_parser(sub) -> None:
     sr.add_argument("--shard", help="i/n, 0-based (default: the Slurm array task, else 0/1)")
     sr.add_argument("--out", help="write cells to this shard DB instead of --db (may hold {shard})")
     sr.add_argument("--keep", action="store_true", help="keep each step's downloaded and built files")
+    sr.add_argument("--lambada-file", help="a LAMBADA sweep's file at another path than the plan's (it must be "
+                    "the same file: its sha256 is checked)")
     sm = ss.add_parser("merge", help="merge shard DBs into --db (idempotent)")
     sm.add_argument("shards", nargs="+", metavar="IN.db")
     sm.add_argument("--sweep", help="refuse shards of any other sweep id")

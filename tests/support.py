@@ -133,6 +133,7 @@ TIERS: dict[str, set[str]] = {
         {"slow"},
     "test_sweep::test_a_hub_file_of_another_model_fails_only_its_own_cell": {"slow"},
     "test_slurm": {"slow"},
+    "test_sweep_lambada": {"slow"},  # issue 23: LAMBADA sweeps through the CLI, a process per command
     "test_ui_sweeps": {"slow"},
     "test_e2e_sweeps": {"browser", "slow"},
     "test_lens_browser": {"browser", "slow"},

@@ -18,6 +18,7 @@ from gradio_client import Client
 from pythia_compare.web import sweepplots
 from pythia_compare.runs.store import RunStore
 from pythia_compare.sweeps.store import SweepStore
+from tests.support import ROOT, run_cli
 from tests.ui_support import chromium, demo_suite, make_demo_sweep, served_app
 
 FIGURES = ["ppl", "kld", "bpw", "heatmap"]
@@ -57,13 +58,20 @@ def listen(page) -> list:
     return got
 
 
+def _plot(x):
+    """A plotly value in a response's data: sent as it is, or inside an update (the sweep figure slots: label and
+    visibility with it)."""
+    if isinstance(x, dict) and x.get("__type__") == "update":
+        x = x.get("value")
+    return x if isinstance(x, dict) and x.get("type") == "plotly" else None
+
+
 def served_figures(responses: list, sweep_id: str) -> dict:
     """Each figure's plotly JSON exactly as the server last sent it together with this sweep's id."""
     for r in reversed(responses):
         data = r.json().get("data") or []
         if sweep_id in data:
-            return dict(zip(FIGURES, [json.loads(x["plot"]) for x in data
-                                      if isinstance(x, dict) and x.get("type") == "plotly"]))
+            return dict(zip(FIGURES, [json.loads(p["plot"]) for p in map(_plot, data) if p]))
     raise AssertionError(f"no response carried the views of sweep {sweep_id}")
 
 
@@ -215,4 +223,32 @@ def test_a_local_page_starts_a_demo_sweep_and_draws_it_as_its_cells_finish(app, 
     assert stored["name"] == "started in the browser" and stored["steps"] == [0, 800] and stored["done"] == 4
     names = page.evaluate(_FIGURE_JS, FIGURES)["ppl"]["data"]
     assert [t["name"] for t in names] == ["F16", "Q4_K_M"]
+    page.close()
+
+
+def test_a_lambada_sweep_link_draws_lambada_accuracy_per_quant_and_hides_the_corpus_figures(app, browser):
+    tmp, corpus_id, url = app
+    env = {"PYTHIA_COMPARE_OFFLINE": "1", "PYTHIA_COMPARE_DB": str(tmp / "runs.db"),  # the served app's run log
+           "PYTHIA_COMPARE_HOME": str(tmp / "home"), "HF_HUB_CACHE": str(tmp / "hf")}
+    plan = run_cli(["sweep", "plan", "--repo", "demo", "--steps", "100,800", "--quants", "F16,Q2_K", "--scoring",
+                    "lambada", "--lambada-file", str(ROOT / "assets/demo/lambada.jsonl"), "--limit", "16", "--ctx",
+                    "128", "--name", "lambada in the browser"], env=env)
+    assert plan.returncode == 0, plan.stderr
+    sweep_id = plan.stdout.strip().splitlines()[-1]
+    ran = run_cli(["sweep", "run", sweep_id], env=env)
+    assert ran.returncode == 0, ran.stderr
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}?sweep={sweep_id}")
+    page.wait_for_function(_DRAWN_JS, arg=["ppl"], timeout=LONG_MS)
+    live = page.evaluate(_FIGURE_JS, ["ppl"])["ppl"]
+    assert [t["name"] for t in live["data"]] == ["F16", "Q2_K"] and "LAMBADA accuracy" in live["layout"]["title"]["text"]
+    assert all(t["error_y"]["visible"] for t in live["data"]) and live["layout"]["xaxis"]["type"] == "log"
+    assert "LAMBADA accuracy vs step" in page.locator("#pc-sweep-fig-ppl").inner_text()
+    for name in ("kld", "bpw", "heatmap"):
+        assert not page.locator(f"#pc-sweep-fig-{name}").is_visible(), name
+    # the corpus sweep, clicked in the list, has its four figures back
+    page.locator("#pc-sweeps [role=gridcell]").filter(has_text=corpus_id).first.click(timeout=LONG_MS)
+    wait_drawn(page)
+    assert all(page.locator(f"#pc-sweep-fig-{n}").is_visible() for n in FIGURES)
+    assert "Perplexity vs step" in page.locator("#pc-sweep-fig-ppl").inner_text()
     page.close()

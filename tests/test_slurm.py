@@ -190,3 +190,40 @@ def test_a_demo_sweep_runs_as_a_slurm_array_and_merges_to_the_numbers_of_one_pro
             assert (x is None) == (y is None), (cell, k)
             if x is not None:
                 assert abs(x - y) <= 1e-6 * max(abs(x), abs(y)), (cell, k, x, y)
+
+
+def test_a_lambada_sweep_runs_as_a_slurm_array_and_merges_to_the_figures_of_one_process(slurm_cluster, tmp_path):
+    env = {**_env(tmp_path), **slurm_cluster["env"]}
+    plan = ["sweep", "plan", "--repo", "demo", "--steps", "100,300,800", "--quants", "F16,Q2_K", "--scoring",
+            "lambada", "--lambada-file", str(ROOT / "assets/demo/lambada.jsonl"), "--limit", "24", "--ctx", "128"]
+    keys = ("lambada_n", "lambada_acc", "lambada_acc_stderr", "lambada_ppl", "lambada_ppl_stderr")
+
+    def figures(db: Path) -> dict:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute(f"SELECT step, quant, status, {', '.join(keys)} FROM sweep_cells").fetchall()
+        return {(r[0], r[1]): r[2:] for r in rows}
+
+    one_db, db = tmp_path / "one.db", tmp_path / "cluster" / "runs.db"
+    ids = []
+    for d in (one_db, db):
+        r = run_cli(["--db", str(d), *plan], env=env)
+        assert r.returncode == 0, r.stderr
+        ids.append(r.stdout.strip().splitlines()[-1])
+    r = run_cli(["--db", str(one_db), "sweep", "run", ids[0]], env=env)
+    assert r.returncode == 0, r.stderr
+    r = run_cli(["--db", str(db), "sweep", "slurm", ids[1], "--array-size", "2", "--cpus-per-task", "1", "--submit"],
+                env=env)
+    assert r.returncode == 0, r.stderr
+    work = tmp_path / "cluster" / f"sweep-{ids[1]}"
+
+    def gone() -> bool:
+        q = subprocess.run(["squeue", "-h", "-o", "%i %t"], env={**os.environ, **env}, capture_output=True,
+                           text=True)
+        return q.returncode == 0 and not q.stdout.strip()
+
+    _wait("the array and the merge job to finish", gone, SLURM_TIMEOUT_S,
+          slurm_cluster["logs"] + sorted(work.glob("*.log")))
+    assert "6 cells added" in (work / "merge.log").read_text()
+    cluster, one = figures(db), figures(one_db)
+    assert len(cluster) == 6 and all(v[0] == "done" and v[1] == 24 for v in cluster.values())
+    assert cluster == one  # the same examples, the same figures, whichever node scored them

@@ -8,7 +8,7 @@ import pytest
 
 from pythia_compare.errors import BadInput
 from pythia_compare.runs.store import RunStore
-from pythia_compare.sweeps.store import SweepNotFound, SweepStore
+from pythia_compare.sweeps.store import LAMBADA_CELL_NUMBERS, SweepNotFound, SweepStore, read_sweep_file
 from tests.store_runs import full_run
 
 def _plan(run: dict) -> dict:
@@ -45,3 +45,28 @@ def test_a_refused_cell_write_leaves_the_run_log_as_it_was(tmp_path):
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
         assert conn.execute("SELECT status, run_id FROM sweep_cells").fetchall() == [("pending", None)]
 
+
+
+def test_a_run_log_from_before_lambada_sweeps_opens_with_its_sweeps_as_they_were_corpus_sweeps(tmp_path):
+    run = full_run(3)
+    path = tmp_path / "runs.db"
+    with RunStore(path) as store:
+        sweep_id = SweepStore(store).create(_plan(run), [(25, "F16", False), (100, "F16", False)])
+        SweepStore(store).save_cell_run(sweep_id, 25, "F16", False, run, {"ppl": 2.5}, 1.0)
+    with sqlite3.connect(path) as conn:  # the log as the code before migration m012 left it
+        for column in ("scoring", "lambada"):
+            conn.execute(f"ALTER TABLE sweeps DROP COLUMN {column}")
+        for column in LAMBADA_CELL_NUMBERS:
+            conn.execute(f"ALTER TABLE sweep_cells DROP COLUMN {column}")
+        assert conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm012_sweep_lambada'").rowcount == 1
+    # A shard of it reads its plan without migrating it (read-only), and gets a corpus sweep.
+    row, cells = read_sweep_file(path, sweep_id)
+    assert "scoring" not in row
+    with RunStore(tmp_path / "shard.db") as shard:
+        SweepStore(shard).import_plan(row, cells)
+        assert SweepStore(shard).plan(sweep_id)["scoring"] == "corpus"
+    with RunStore(path) as store:  # opening it applies m012: its sweep is a corpus sweep, its numbers kept
+        s = SweepStore(store).get(sweep_id)
+    assert s["scoring"] == "corpus" and s["lambada"] is None
+    done, pending = s["cells"]
+    assert (done["status"], done["ppl"], done["lambada_acc"]) == ("done", 2.5, None) and pending["status"] == "pending"

@@ -12,7 +12,7 @@ import pytest
 from pythia_compare.web import sweepplots
 from pythia_compare.runs.store import RunStore
 from pythia_compare.web.sweepview import CELL_COLUMNS, NO_SWEEP, SWEEP_COLUMNS, SWEEP_NOT_FOUND, cell_run_id
-from pythia_compare.web.ui import SWEEP_FIGURES, Handlers, SweepHandlers, build_demo
+from pythia_compare.web.ui import SWEEP_FIGURE_LABELS, SWEEP_FIGURES, Handlers, SweepHandlers, build_demo
 from pythia_compare.sweeps.store import SweepStore
 from tests.ui_support import DEMO_SWEEP_QUANTS, demo_suite, demo_sweep_steps, make_demo_sweep, settings_for
 
@@ -59,11 +59,14 @@ def test_the_list_shows_the_sweep_with_every_cell_done(made, sweeps):
 
 def test_clicking_a_sweep_in_the_list_draws_its_four_views_and_its_cells(made, sweeps, sweep):
     row = [r for r in sweeps.listing()["data"] if r[0] == made[1]][0]
-    status, ppl, kld, bpw, heatmap, cells, sweep_id, _published = sweeps.select_sweep(select(row))
+    status, *slots, cells, sweep_id, _published = sweeps.select_sweep(select(row))
     assert sweep_id == made[1] and made[1] in status and "9 of 9 cells done" in status
     expected = sweepplots.sweep_figures(sweep)
-    for name, fig in zip(SWEEP_FIGURES, (ppl, kld, bpw, heatmap)):
+    for name, slot in zip(SWEEP_FIGURES, slots, strict=True):  # each slot shown, with its own label
+        fig = slot["value"]
+        assert slot["visible"] and slot["label"] == SWEEP_FIGURE_LABELS[name]
         assert fig.to_plotly_json() == expected[name].to_plotly_json() and len(fig.data) >= 1, name
+    ppl = slots[0]["value"]
     assert [t.name for t in ppl.data] == DEMO_SWEEP_QUANTS and ppl.layout.xaxis.type == "log"
     assert cells["headers"] == CELL_COLUMNS and len(cells["data"]) == 9
     assert all(cell_run_id(r) for r in cells["data"])
@@ -117,8 +120,8 @@ def test_a_cell_without_a_run_says_so_and_opens_nothing(sweeps):
 def test_a_sweep_link_opens_the_sweeps_tab_with_the_sweep_drawn(made, sweeps, sweep):
     listing, status, *figs, cells, sweep_id, pub, tabs = sweeps.on_load(gr.Request(query_params={"sweep": made[1]}))
     assert sweep_id == made[1] and tabs.selected == "sweeps" and len(cells["data"]) == 9
-    assert [f.to_plotly_json() for f in figs] == [sweepplots.sweep_figures(sweep)[n].to_plotly_json()
-                                                   for n in SWEEP_FIGURES]
+    assert [f["value"].to_plotly_json() for f in figs] == [sweepplots.sweep_figures(sweep)[n].to_plotly_json()
+                                                            for n in SWEEP_FIGURES]
     # a demo sweep: the published-benchmarks figure says there are none, and draws nothing
     assert not pub.data and pub.layout.annotations[0].text.startswith("No published numbers for demo")
     plain = sweeps.on_load(gr.Request(query_params={}))
@@ -129,7 +132,7 @@ def test_a_sweep_link_opens_the_sweeps_tab_with_the_sweep_drawn(made, sweeps, sw
                                      12345, "AAAAAAAAAAAA"])
 def test_unknown_malformed_and_hostile_sweep_ids_show_a_friendly_not_found(sweeps, hostile):
     out = sweeps.open_sweep(hostile)
-    assert out[0] == SWEEP_NOT_FOUND and out[-2] == "" and out[1] is None and out[-1] is None
+    assert out[0] == SWEEP_NOT_FOUND and out[-2] == "" and out[1]["value"] is None and out[-1] is None
     loaded = sweeps.on_load(gr.Request(query_params={"sweep": "<script>alert(1)</script>"}))
     assert loaded[1] == SWEEP_NOT_FOUND and "<script>" not in loaded[1]
 

@@ -169,6 +169,18 @@ def m011_runs_sweep_id(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["sweep_id"])
 
 
+@migrations()
+def m012_sweep_lambada(db: sqlite_utils.Database) -> None:
+    """LAMBADA sweeps (issue 23): sweeps.scoring ('corpus' for every sweep planned before) and sweeps.lambada (JSON:
+    what the cells score, {"file", "path", "sha256", "repo", "revision", "limit", "n_file", "n"}, NULL for corpus
+    sweeps); sweep_cells' LAMBADA figures (NULL in corpus sweeps)."""
+    db["sweeps"].add_column("scoring", str, not_null_default="corpus")
+    db["sweeps"].add_column("lambada", str)
+    db["sweep_cells"].add_column("lambada_n", int)
+    for name in ("lambada_acc", "lambada_acc_stderr", "lambada_ppl", "lambada_ppl_stderr"):
+        db["sweep_cells"].add_column(name, float)
+
+
 # ------------------------------------------------------------------------------------------ notebooks (issue 22)
 # m020_…–m029_… are the notebooks' range. See docs/notebook.md; runs/notebookstore.py reads and writes them.
 

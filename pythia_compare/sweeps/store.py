@@ -34,12 +34,17 @@ if TYPE_CHECKING:
 __all__ = ["SweepStore", "SweepNotFound", "SweepMismatch", "sweep_ids_in_file", "read_sweep_file", "SWEEP_SCHEMA"]
 
 SWEEP_SCHEMA = 1  # the sweep JSON's schema version (docs/sweeps.md)
-_CELL_NUMBERS = ("ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err", "bytes", "bpw")
+# A LAMBADA sweep's figures per cell (migration m012; NULL in corpus sweeps): the cell's lambada.summary.
+LAMBADA_CELL_NUMBERS = ("lambada_n", "lambada_acc", "lambada_acc_stderr", "lambada_ppl", "lambada_ppl_stderr")
+_CELL_NUMBERS = ("ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err", "bytes", "bpw",
+                 *LAMBADA_CELL_NUMBERS)
 _CELL_MERGED = ("status", "run_id", "error", "attempts", "seconds", "updated_at", *_CELL_NUMBERS, "extra")
 # What makes two plans one sweep: a shard DB's plan must match the target's in all of these.
 _PLAN_IDENTITY = ("repo", "steps", "quants", "hub_repo", "hub_quants", "reference", "ctx", "max_chunks",
-                  "text_sha256", "text", "params", "n_cells")
-_SWEEP_JSON = ("steps", "quants", "hub_quants", "params")
+                  "text_sha256", "text", "params", "n_cells", "scoring", "lambada")
+_SWEEP_JSON = ("steps", "quants", "hub_quants", "params", "lambada")
+# Plan columns added after m010, as a plan read from a file made before them holds them.
+_PLAN_DEFAULTS = {"scoring": "corpus", "lambada": None}
 
 
 class SweepNotFound(RunNotFound):
@@ -74,6 +79,9 @@ def _sweep_row(plan: dict) -> dict:
     if missing:
         raise BadInput(f"sweep plan: {', '.join(missing)} missing")
     row = {k: plan[k] for k in need}
+    row.update({k: plan.get(k, v) for k, v in _PLAN_DEFAULTS.items()})
+    if row["scoring"] not in ("corpus", "lambada"):
+        raise BadInput(f"sweep plan: scoring {short_repr(row['scoring'])} is neither 'corpus' nor 'lambada'")
     for k in _SWEEP_JSON:
         row[k] = json.dumps(row[k])
     row["name"] = text_or_none(row["name"], "name")
@@ -81,10 +89,15 @@ def _sweep_row(plan: dict) -> dict:
     return row
 
 
+def _public_lambada(lam: dict | None) -> dict | None:
+    """A LAMBADA sweep's data for the sweep JSON: what the cells scored, without the local file's path."""
+    return None if lam is None else {k: v for k, v in lam.items() if k != "path"}
+
+
 def _decode_sweep_row(row: dict) -> dict:
     out = dict(row)
     for k in _SWEEP_JSON:
-        out[k] = json.loads(out[k]) if out[k] is not None else None
+        out[k] = json.loads(out[k]) if out.get(k) is not None else None
     if out.get("tokens") is not None:
         out["tokens"] = json.loads(out["tokens"])
     return out
@@ -154,7 +167,8 @@ class SweepStore:
         """Store a planned sweep and its cells (all pending) in one transaction; return its new id.
 
         `plan`: {"name", "repo", "steps", "quants", "hub_repo", "hub_quants", "reference", "ctx", "max_chunks",
-        "text", "text_sha256", "n_tokens", "params"}; `cells`: (step, quant, hub) in grid order.
+        "text", "text_sha256", "n_tokens", "params"} and optionally "scoring" ('corpus', the default, or
+        'lambada') and "lambada" (what a LAMBADA sweep's cells score); `cells`: (step, quant, hub) in grid order.
         """
         row = _sweep_row(plan)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -216,7 +230,8 @@ class SweepStore:
         the cell row (status 'done', the summary numbers). Returns the run's new id.
 
         `summary`: {"ppl", "ppl_err", "kld_mean", "kld_mean_err", "kld_p99", "ln_ratio", "ln_ratio_err",
-        "bytes", "bpw"}. The run's input text must be the sweep's text.
+        "bytes", "bpw"} and, for a LAMBADA cell, LAMBADA_CELL_NUMBERS. The run's input text must be the sweep's
+        text (a LAMBADA sweep's: its examples' texts, one per line, as the run records them).
         """
         Run.from_json(run)  # run.py's rules first (as save), then the run log's
         run_row, variant_rows, kld_rows = rows_of(run)
@@ -270,6 +285,7 @@ class SweepStore:
                "quants": plan["quants"], "hub_repo": plan["hub_repo"], "hub_quants": plan["hub_quants"],
                "reference": plan["reference"], "ctx": plan["ctx"], "max_chunks": plan["max_chunks"],
                "text_sha256": plan["text_sha256"], "n_tokens": plan["n_tokens"], "params": plan["params"],
+               "scoring": plan.get("scoring") or "corpus", "lambada": _public_lambada(plan.get("lambada")),
                "cells": [], "done": 0, "failed": 0, "pending": 0, "total": len(cells)}
         for c in cells:
             out[c["status"]] += 1
@@ -280,25 +296,25 @@ class SweepStore:
 
     def list(self, limit: int = 50, offset: int = 0) -> list[dict]:
         """Summary rows, newest first: {"sweep_id", "name", "created_at", "repo", "n_steps", "n_quants",
-        "ctx", "max_chunks", "reference", "preview", "total", "done", "failed", "pending"}."""
+        "ctx", "max_chunks", "reference", "scoring", "preview", "total", "done", "failed", "pending"}."""
         for name, v in (("limit", limit), ("offset", offset)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise BadInput(f"{name} must be a whole number ≥ 0, got {short_repr(v)}")
         with self._runs.read() as conn:
             rows = conn.execute(
                 "SELECT s.id, s.name, s.created_at, s.repo, s.steps, s.quants, s.ctx, s.max_chunks, s.reference, "
-                "substr(s.text, 1, ?), length(s.text), "
+                "s.scoring, substr(s.text, 1, ?), length(s.text), "
                 "(SELECT count(*) FROM sweep_cells c WHERE c.sweep_id = s.id), "
                 "(SELECT count(*) FROM sweep_cells c WHERE c.sweep_id = s.id AND c.status = 'done'), "
                 "(SELECT count(*) FROM sweep_cells c WHERE c.sweep_id = s.id AND c.status = 'failed') "
                 "FROM sweeps s ORDER BY s.created_at DESC, s.rowid DESC LIMIT ? OFFSET ?",
                 [PREVIEW_CHARS, min(limit, MAX_LIST_LIMIT), offset]).fetchall()
         out = []
-        for (sid, name, created, repo, steps, quants, ctx, max_chunks, ref, preview, chars, total, done,
+        for (sid, name, created, repo, steps, quants, ctx, max_chunks, ref, scoring, preview, chars, total, done,
              failed) in rows:
             out.append({"sweep_id": sid, "name": name, "created_at": created, "repo": repo,
                         "n_steps": len(json.loads(steps)), "n_quants": len(json.loads(quants)), "ctx": ctx,
-                        "max_chunks": max_chunks, "reference": ref,
+                        "max_chunks": max_chunks, "reference": ref, "scoring": scoring,
                         "preview": preview + ("…" if chars > PREVIEW_CHARS else ""), "total": total,
                         "done": done, "failed": failed, "pending": total - done - failed})
         return out
@@ -377,6 +393,7 @@ class SweepStore:
         return counts
 
     def _insert_plan(self, db: sqlite_utils.Database, row: dict, cells: list[dict]) -> None:
+        row = {**_PLAN_DEFAULTS, **row}  # a plan read from a file made before m012: a corpus sweep
         sweep_id = row["id"]
         mine = db.conn.execute("SELECT " + ", ".join(_PLAN_IDENTITY) + " FROM sweeps WHERE id = ?",
                                [sweep_id]).fetchone()

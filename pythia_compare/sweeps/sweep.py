@@ -1,6 +1,7 @@
-"""Sweeps: a steps × quants grid of corpus runs, planned once, run in shards, merged, reported.
+"""Sweeps: a steps × quants grid of corpus (or LAMBADA) runs, planned once, run in shards, merged, reported.
 
-Owns planning a grid (the step spec, the quants, the text check at the sweep's ctx), assigning cells to shards
+Owns planning a grid (the step spec, the quants, the text check at the sweep's ctx; for a LAMBADA sweep the
+examples' file, its sha256 and the limit, and checking that a shard scores those same examples), assigning cells to shards
 (deterministic, by step), running a shard (each step in one pass through compare.iter_comparison: the step's
 reference once per chunk for all its quants, in groups that fit the memory budget; then one run per cell),
 cleaning up a step's files, merging shard databases and the status report. Owns no SQL (store.py beside it does) and knows
@@ -14,6 +15,7 @@ A cell is (step, quant, hub). Its GGUF comes from this project's converter and l
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import sys
@@ -26,12 +28,15 @@ from typing import Callable, Iterable
 
 from ..config import Settings
 from ..errors import BadInput, InputTextError, PythiaCompareError
+from ..files import sha256_file
 from ..params import LIMITS
+from ..runs import lambada
 from ..variants import DEMO_ALIAS, bits_per_weight, normalize_quant, parse_spec, quant_rank
 from .store import SweepStore
 
 DEFAULT_MAX_CHUNKS = 64  # the issue's estimate: 64 chunks of 512 tokens per cell
 SWEEP_TOP_K = 10
+SWEEP_SCORINGS = ("corpus", "lambada")  # what a sweep's cells score: a text, or the LAMBADA examples
 
 
 class SweepError(BadInput):
@@ -169,32 +174,54 @@ def plan_sweep(settings: Settings, store, **kwargs) -> tuple[str, int]:
     return SweepStore(store).create(plan, [(c.step, c.quant, c.hub) for c in cells]), len(cells)
 
 
-def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: str,
+def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: str | None = None,
               text_sha256: str | None = None, repo: str | None = None, reference: str | None = None,
               ctx: int = 512, max_chunks: int | None = DEFAULT_MAX_CHUNKS, name: str | None = None,
-              hub_quants: bool = False, hub=None) -> tuple[dict, list[Cell]]:
+              hub_quants: bool = False, hub=None, scoring: str = "corpus", lambada_file: str | Path | None = None,
+              limit: int | str | None = None) -> tuple[dict, list[Cell]]:
     """Check everything and return (the plan for SweepStore.create, the cells); writes nothing.
 
-    The text is tokenized with the repo's tokenizer (tokenizer.json + config.json of the final step, a small
-    download or the cache; for the demo suite its step folder) through llama.cpp from a vocabulary-only GGUF:
-    no weights. It must give at least 2·ctx tokens; with max_chunks it is cut to max_chunks·ctx + ctx/2 tokens
-    (the cut text is what every cell scores). Raises SweepError/BadInput before anything is written.
+    scoring "corpus" (the default): the text is tokenized with the repo's tokenizer (tokenizer.json + config.json
+    of the final step, a small download or the cache; for the demo suite its step folder) through llama.cpp from
+    a vocabulary-only GGUF: no weights. It must give at least 2·ctx tokens; with max_chunks it is cut to
+    max_chunks·ctx + ctx/2 tokens (the cut text is what every cell scores).
+    scoring "lambada": no text; the cells score the LAMBADA examples of `lambada_file` (else the Hub dataset at
+    Settings.lambada_repo / lambada_revision), the first `limit` of them, and the plan records which (file name,
+    sha256, repo and revision or the local path, limit); max_chunks does not apply.
+    Raises SweepError/BadInput before anything is written.
     """
     repo = repo or settings.checkpoint_repo
     lim = LIMITS["ctx"]  # the one table of run limits (params.py)
+    if scoring not in SWEEP_SCORINGS:
+        raise SweepError(f"--scoring {str(scoring)[:24]!r}: a sweep scores a text (--scoring corpus, the default) "
+                         f"or the LAMBADA examples (--scoring lambada)")
     if not isinstance(ctx, int) or not lim.lo <= ctx <= lim.hi:
         raise SweepError(f"{lim.flag} {ctx} is out of range; use {lim.lo:g} … {lim.hi:g}{lim.unit}")
-    if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 2):
-        raise SweepError(f"--max-chunks {max_chunks}: corpus scoring needs at least 2 chunks; use 2 or more")
-    if not isinstance(text, str) or not text.strip():
-        raise InputTextError("the sweep's text is empty; give a UTF-8 text file with --text-file")
-    if len(text) > settings.max_text_chars:
-        raise InputTextError(f"the text has {len(text)} characters; the limit is {settings.max_text_chars}")
+    lam_record = None
+    if scoring == "lambada":
+        if isinstance(text, str) and text.strip():
+            raise InputTextError("--scoring lambada scores the LAMBADA examples, so a LAMBADA sweep takes no text; "
+                                 "leave out --text-file (a LAMBADA file goes in --lambada-file)")
+        if limit is not None and lambada_file is None:  # the number itself, before the Hub dataset is downloaded
+            lambada.check_limit(limit, None)
+        max_chunks = None
+    else:
+        if lambada_file is not None or limit is not None:
+            raise InputTextError("--lambada-file and --limit belong to LAMBADA sweeps; add --scoring lambada (and "
+                                 "leave out --text-file), or leave them out")
+        if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 2):
+            raise SweepError(f"--max-chunks {max_chunks}: corpus scoring needs at least 2 chunks; use 2 or more")
+        if not isinstance(text, str) or not text.strip():
+            raise InputTextError("the sweep's text is empty; give a UTF-8 text file with --text-file (or "
+                                 "--scoring lambada for a LAMBADA sweep)")
+        if len(text) > settings.max_text_chars:
+            raise InputTextError(f"the text has {len(text)} characters; the limit is {settings.max_text_chars}")
     qs = sorted(parse_quants(quants), key=quant_rank)  # highest precision first, however they were given
     ref = "F16"
     if reference is not None and reference.strip().upper() not in ("F16", ""):
         ref = parse_spec(reference).spec
-    hub_obj = hub or (None if repo == DEMO_ALIAS and not hub_quants else _hub(settings))
+    hub_dataset = scoring == "lambada" and lambada_file is None
+    hub_obj = hub or (None if repo == DEMO_ALIAS and not hub_quants and not hub_dataset else _hub(settings))
     step_list = parse_steps(steps, available_steps(settings, repo, hub_obj), repo)
     hq: list[str] = []
     hub_repo = None
@@ -207,14 +234,82 @@ def make_plan(settings: Settings, *, steps: str, quants: str | list[str], text: 
     cells = grid(step_list, qs, hq)
     if not cells:
         raise SweepError("the grid is empty: give at least one step and one quant")
-    scored_text, n_tokens = _check_text(settings, repo, step_list[-1], text, ctx, max_chunks, hub_obj)
-    plan = {"name": name or f"{repo} {len(step_list)} steps × {len(qs)} quants", "repo": repo, "steps": step_list,
+    if scoring == "lambada":
+        lam_record, scored_text = _lambada_plan(settings, lambada_file, limit, hub_obj)
+        n_tokens, text_sha256 = None, lam_record["sha256"]
+        default_name = f"{repo} LAMBADA {len(step_list)} steps × {len(qs)} quants"
+    else:
+        scored_text, n_tokens = _check_text(settings, repo, step_list[-1], text, ctx, max_chunks, hub_obj)
+        text_sha256 = text_sha256 or hashlib.sha256(text.encode("utf-8")).hexdigest()
+        default_name = f"{repo} {len(step_list)} steps × {len(qs)} quants"
+    plan = {"name": name or default_name, "repo": repo, "steps": step_list,
             "quants": qs, "hub_repo": hub_repo, "hub_quants": hq, "reference": ref, "ctx": ctx,
-            "max_chunks": max_chunks, "text": scored_text,
-            "text_sha256": text_sha256 or hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "n_tokens": n_tokens,
-            "params": {"top_k": SWEEP_TOP_K, "max_tokens": 0, "temperature": 0.0, "seed": 0}}
+            "max_chunks": max_chunks, "text": scored_text, "text_sha256": text_sha256, "n_tokens": n_tokens,
+            "params": {"top_k": SWEEP_TOP_K, "max_tokens": 0, "temperature": 0.0, "seed": 0},
+            "scoring": scoring, "lambada": lam_record}
     return plan, cells
+
+
+def _lambada_plan(settings: Settings, lambada_file: str | Path | None, limit, hub) -> tuple[dict, str]:
+    """(what a LAMBADA sweep's cells score: {"file", "path", "sha256", "repo", "revision", "limit", "n_file",
+    "n"}; the examples' texts one per line, as each cell's run records its input). The file is read and checked
+    as `compare --scoring lambada` reads it (lambada.parse, lambada.check_limit: the same messages)."""
+    if lambada_file is not None:
+        path = Path(lambada_file).expanduser()
+        if not path.is_file():
+            raise lambada.LambadaFileError(f"--lambada-file {str(lambada_file)[:80]!r} does not exist (or is not a "
+                                           f"file); give the path of a JSONL file with one {{\"text\": ...}} per line")
+        size = path.stat().st_size
+        if size > lambada.MAX_FILE_BYTES:  # refused before it is read
+            raise lambada.LambadaFileError(f"{path.name} is {size:,} bytes; the limit is {lambada.MAX_FILE_BYTES:,} "
+                                           f"bytes; give a smaller file")
+        raw = path.read_bytes()
+        repo = revision = None
+        name, where = path.name, str(path.resolve())
+    else:
+        repo, revision, name, where = settings.lambada_repo, settings.lambada_revision, lambada.HUB_FILE, None
+        raw = hub.download_dataset_file(repo, name, revision).read_bytes()
+    examples = lambada.parse(raw, name)
+    n = lambada.check_limit(limit, len(examples)) if limit is not None else len(examples)
+    record = {"file": name, "path": where, "sha256": hashlib.sha256(raw).hexdigest(), "repo": repo,
+              "revision": revision, "limit": n if limit is not None else None, "n_file": len(examples), "n": n}
+    return record, "\n".join(ex.text for ex in examples[:n])
+
+
+def lambada_source(settings: Settings, plan: dict, lambada_file: str | Path | None = None,
+                   hub=None) -> tuple[Path | None, Settings]:
+    """What a shard of a LAMBADA sweep scores: (the local file, or None for the Hub dataset; the settings its
+    runs use, pinned to the plan's dataset repo and revision), once the file's sha256 is the plan's, so shards and
+    a resume score the examples the plan recorded. `lambada_file` gives the plan's local file at another path
+    (another machine); another file is refused. SweepError before anything is written. A corpus sweep: (None,
+    settings), and a `lambada_file` is refused."""
+    sweep = plan.get("id") or "this sweep"
+    if (plan.get("scoring") or "corpus") != "lambada":
+        if lambada_file is not None:
+            raise SweepError(f"--lambada-file: sweep {sweep} is a corpus sweep (it scores its text); leave it out")
+        return None, settings
+    lam = plan["lambada"] if isinstance(plan["lambada"], dict) else json.loads(plan["lambada"])
+    what = f"{lam['file']} (sha256 {lam['sha256'][:16]}…)"
+    if lam.get("repo") is not None:
+        if lambada_file is not None:
+            raise SweepError(f"--lambada-file: sweep {sweep} scores the Hub dataset {lam['repo']}@"
+                             f"{lam['revision'][:12]}; leave out --lambada-file")
+        path = (hub or _hub(settings)).download_dataset_file(lam["repo"], lam["file"], lam["revision"])
+        given, local = f"{lam['repo']}@{lam['revision'][:12]}", None
+        run_settings = settings.replace(lambada_repo=lam["repo"], lambada_revision=lam["revision"])
+    else:
+        given = str(lambada_file if lambada_file is not None else lam["path"])
+        path = local = Path(given).expanduser()
+        run_settings = settings
+        if not path.is_file():
+            raise SweepError(f"sweep {sweep} scores the LAMBADA file {what}, which is not at {given}; give it "
+                             f"with --lambada-file PATH")
+    sha = sha256_file(path)
+    if sha != lam["sha256"]:
+        raise SweepError(f"the LAMBADA file at {given} is not the one sweep {sweep} was planned with: its sha256 is "
+                         f"{sha[:16]}…, the plan's {what}; give that file with --lambada-file (another file would "
+                         f"score other examples), or plan a new sweep")
+    return local, run_settings
 
 
 def _hub(settings: Settings):
@@ -316,7 +411,8 @@ class ShardReport:
 def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] = (0, 1), *, out_store=None,
               keep: bool = False, pool=None, resolver=None, progress: bool = True,
               on_cell: Callable[[Cell, str], None] | None = None,
-              skip: set[tuple[int, str, bool]] | None = None) -> ShardReport:
+              skip: set[tuple[int, str, bool]] | None = None,
+              lambada_file: str | Path | None = None) -> ShardReport:
     """Run the not-yet-done cells of one shard, writing each finished cell in one transaction.
 
     `store` holds the plan; cells go to `out_store` (a shard DB, which gets the plan copied in) or to `store`.
@@ -325,6 +421,8 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     makes its own and empties it after each step. `on_cell(cell, "done" | "failed")` is called as cells finish.
     Unless `keep`, a step's files that this shard fetched or built are deleted once the step's cells are done (a
     sweep-wide --reference's at the shard's end). Progress goes to stderr through tqdm (with an ETA).
+    A LAMBADA sweep's shard first checks that it scores the plan's examples (lambada_source; `lambada_file`: the
+    plan's file at another path) and writes nothing when it does not.
     """
     from tqdm import tqdm
 
@@ -335,6 +433,8 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise SweepError(f"shard {index}/{count} is out of range: the index must be 0 … {count - 1}")
+    lambada_path, settings = lambada_source(settings, plan, lambada_file, resolver.hub if resolver is not None and
+                                            plan.get("scoring") == "lambada" else None)
     target = out_store or store
     if out_store is not None:
         SweepStore(out_store).copy_plan(store, sweep_id)
@@ -358,7 +458,7 @@ def run_shard(settings: Settings, store, sweep_id: str, shard: tuple[int, int] =
         for step in sorted({c.step for c in todo}):
             step_cells = [c for c in todo if c.step == step]
             _run_step(settings, plan, target, step, step_cells, pool, resolver, keep, bar, report, on_cell,
-                      own_pool)
+                      own_pool, lambada_path)
         if plan["reference"] != "F16" and todo and not keep:  # the sweep-wide reference, if this shard made it
             try:
                 ref_res = resolver.resolve(parse_spec(plan["reference"]))
@@ -384,9 +484,9 @@ def _spec(plan: dict, cell: Cell) -> str:
 
 
 def _run_step(settings, plan, store, step, cells, pool, resolver, keep, bar, report, on_cell,
-              own_pool: bool = True) -> None:
+              own_pool: bool = True, lambada_path: Path | None = None) -> None:
     """Score one step's pending cells: resolve each file, then one pass per group of quants that fits."""
-    s = _Step(settings, plan, store, step, cells, resolver, bar, report, on_cell)
+    s = _Step(settings, plan, store, step, cells, resolver, bar, report, on_cell, lambada_path)
     t0 = time.perf_counter()
     if s.resolve_files():
         work = _passes(s.ready, s.ref_res.path, s.ref_cell, settings.memory_budget_bytes)
@@ -401,8 +501,9 @@ class _Step:
     passes are _passes') and storing each pass's cells (record). Holds what the parts share: the reference, the
     cells ready to score, the files made for the step (for _cleanup) and its checkpoint's snapshot folder."""
 
-    def __init__(self, settings, plan, store, step, cells, resolver, bar, report, on_cell):
+    def __init__(self, settings, plan, store, step, cells, resolver, bar, report, on_cell, lambada_path=None):
         self.settings, self.plan, self.store, self.step, self.cells = settings, plan, store, step, cells
+        self.lambada_path = lambada_path  # a LAMBADA sweep's local file (lambada_source), None: the Hub dataset
         self.resolver, self.bar, self.report, self.on_cell = resolver, bar, report, on_cell
         self.sweep_id = plan["id"]
         self.own_ref = plan["reference"] == "F16"
@@ -468,6 +569,9 @@ class _Step:
 
         params = RunParams(scoring="corpus", ctx=int(self.plan["ctx"]), top_k=int(self.plan["params"]["top_k"]),
                            max_tokens=0, temperature=0.0, seed=0)
+        if self.plan.get("scoring") == "lambada":  # the single-run LAMBADA path, on the plan's examples
+            lam = self.plan["lambada"]
+            params.scoring, params.lambada_file, params.limit = "lambada", self.lambada_path, lam.get("limit")
         while work:
             group, with_ref_cell = work.pop(0)
             members = [c for c, _ in group] + ([self.ref_cell] if with_ref_cell else [])
@@ -501,7 +605,8 @@ class _Step:
         t_scoring = time.perf_counter()
         try:
             run_settings = self.settings.replace(max_variants=max(self.settings.max_variants, len(specs) + 1))
-            for ev in iter_comparison(specs, self.plan["text"], params, settings=run_settings, pool=pool,
+            text = "" if params.scoring == "lambada" else self.plan["text"]  # LAMBADA: the examples, no text
+            for ev in iter_comparison(specs, text, params, settings=run_settings, pool=pool,
                                       resolver=self.resolver):
                 if ev.kind == "update" and ev.message == "tokenized":
                     t_scoring = time.perf_counter()
@@ -582,10 +687,13 @@ def _cell_run(run: dict, entry: dict, ref_entry: dict | None) -> dict:
 
 def _summary(entry: dict, ref_entry: dict | None) -> dict:
     kld = entry.get("kld") if ref_entry is not None else None
+    lam = entry.get("lambada") or {}  # a LAMBADA run's figures (its token-level ppl is empty)
     return {"ppl": entry["ppl"], "ppl_err": entry["ppl_err"],
             "kld_mean": kld["mean"] if kld else None, "kld_mean_err": kld["mean_err"] if kld else None,
             "kld_p99": kld["p99"] if kld else None, "ln_ratio": kld["ln_ratio"] if kld else None,
-            "ln_ratio_err": kld["ln_ratio_err"] if kld else None}
+            "ln_ratio_err": kld["ln_ratio_err"] if kld else None,
+            "lambada_n": lam.get("n"), "lambada_acc": lam.get("acc"), "lambada_acc_stderr": lam.get("acc_stderr"),
+            "lambada_ppl": lam.get("ppl"), "lambada_ppl_stderr": lam.get("ppl_stderr")}
 
 
 def _size(source: dict, resolver, res, memo: dict) -> dict:
@@ -716,7 +824,7 @@ def merge_shards(db_path: str | Path, paths: list[str | Path], sweep_id: str | N
 
 
 _PLAN_KEYS = ("repo", "steps", "quants", "hub_repo", "hub_quants", "reference", "ctx", "max_chunks", "text",
-              "text_sha256", "params", "cells")
+              "text_sha256", "params", "cells", "scoring", "lambada")
 
 
 def status(store, sweep_id: str) -> dict:

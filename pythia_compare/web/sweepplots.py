@@ -1,6 +1,7 @@
 """The Sweeps tab's figures: a sweep JSON dict (docs/sweeps.md) -> plotly figures of perplexity and KL against
 the training step, perplexity against bits per weight, a steps × quants heatmap, and EleutherAI's published
-accuracies against step (sweep_published_figure, given sweepview's choice of numbers).
+accuracies against step (sweep_published_figure, given sweepview's choice of numbers); for a LAMBADA sweep, its
+cells' LAMBADA accuracy against step beside EleutherAI's published lambada_openai accuracy (sweep_lambada_figure).
 
 Pure, as plots.py is (whose title layout, template and escaping these share): sweep in, figure out. Built with
 plotly's API (a sweep has few points). Every point and heatmap square carries its cell's run id at
@@ -357,7 +358,60 @@ def sweep_published_figure(sweep: dict, pub: dict) -> go.Figure:
     return _log_step_axis(fig, sweep)
 
 
-def sweep_figures(sweep: dict) -> dict[str, go.Figure]:
-    """Every figure of a sweep's view, by name: ppl, kld, bpw, heatmap."""
+PUBLISHED_LAMBADA_NAME = "EleutherAI, published (all 5,153 examples)"
+
+
+def sweep_lambada_figure(sweep: dict, pub: dict | None = None) -> go.Figure:
+    """A LAMBADA sweep's accuracy vs training step: one line per quant (hub cells their own line), ± 1 standard
+    error (the cells' lambada_acc_stderr), on the sweep's log step axis; beside them, EleutherAI's published
+    lambada_openai accuracy for the sweep's repo where `pub` (sweepview.published_lambada_for_sweep: {"repo",
+    "points": [(step, acc, stderr)], "note"}) has points, else its note in a corner. Published points carry "–"
+    at customdata[1]: a click opens no run."""
+    fig = _figure(_sweep_title(sweep, "LAMBADA accuracy vs training step (± 1 standard error)"),
+                  "training step (log scale)", "LAMBADA accuracy (lm-eval lambada_openai)")
+    fig.update_layout(legend_title_text="quant")
+    cells = [c for c in sweep.get("cells") or [] if c.get("status") == "done" and c.get("lambada_acc") is not None]
+    xs, colors = sweep_step_x(sweep), _series_colors(sweep)
+    points = (pub or {}).get("points") or []
+    if not cells and not points:
+        return _placeholder(fig, "No finished cells yet.")
+    for name in [s for q in sweep_quant_order(sweep) for s in (q, f"{q} (Hub file)")]:
+        pts = sorted((c for c in cells if _cell_series(c) == name), key=lambda c: int(c["step"]))
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[xs[int(c["step"])] for c in pts], y=[c["lambada_acc"] for c in pts], name=esc(name),
+            mode="lines+markers",
+            marker=dict(color=colors.get(name), size=8, symbol="diamond" if "(Hub" in name else "circle"),
+            line=dict(color=colors.get(name), dash="dot" if "(Hub" in name else "solid"),
+            error_y=dict(type="data", array=[c.get("lambada_acc_stderr") or 0.0 for c in pts], visible=True,
+                         color=colors.get(name), thickness=1.5),
+            customdata=[[_step_label(int(c["step"])), c.get("run_id") or "–", fmt_num(c["lambada_acc"], 4),
+                         fmt_num(c.get("lambada_acc_stderr") or 0.0, 2), c.get("lambada_n")] for c in pts],
+            hovertemplate=_sweep_hover("acc = %{customdata[2]} ± %{customdata[3]} (%{customdata[4]} examples)")))
+    if points:
+        pts = [p for p in points if p[0] in xs or p[0] > 0]  # step0 only where the sweep's axis has it
+        fig.add_trace(go.Scatter(
+            x=[xs.get(s, float(s)) for s, _, _ in pts], y=[a for _, a, _ in pts], name=esc(PUBLISHED_LAMBADA_NAME),
+            mode="lines+markers", marker=dict(color="#222", size=7, symbol="square"),
+            line=dict(color="#222", dash="dash", width=1.5),
+            error_y=dict(type="data", array=[e or 0.0 for _, _, e in pts], visible=True, color="#222", thickness=1),
+            customdata=[[_step_label(s), "–", fmt_num(a, 4), fmt_num(e or 0.0, 2)] for s, a, e in pts],
+            hovertemplate="<b>%{fullData.name}</b><br>step %{customdata[0]}<br>acc = %{customdata[2]} ± "
+                          "%{customdata[3]}<br>EleutherAI's lm-eval on the Hugging Face checkpoint, not measured "
+                          "here<extra></extra>"))
+    elif (pub or {}).get("note"):
+        fig.add_annotation(text=esc(pub["note"]), showarrow=False, xref="paper", yref="paper", x=0.0, y=1.0,
+                           xanchor="left", yanchor="top", align="left", font=dict(size=11, color="#666"),
+                           bgcolor="rgba(255,255,255,0.8)")
+    fig.update_yaxes(rangemode="tozero")
+    return _log_step_axis(fig, sweep)
+
+
+def sweep_figures(sweep: dict, lambada_pub: dict | None = None) -> dict[str, go.Figure]:
+    """Every figure of a sweep's view, by name: ppl, kld, bpw, heatmap; a LAMBADA sweep's one figure, lambada
+    (with `lambada_pub`, sweepview.published_lambada_for_sweep's answer): its corpus figures would mean nothing."""
+    if sweep.get("scoring") == "lambada":
+        return {"lambada": sweep_lambada_figure(sweep, lambada_pub)}
     return {"ppl": sweep_ppl_figure(sweep), "kld": sweep_kld_figure(sweep), "bpw": sweep_bpw_figure(sweep),
             "heatmap": sweep_heatmap(sweep)}

@@ -5,7 +5,8 @@ Owns the rows the Sweeps tab shows (formatted by report.format_table, so they re
 turning a page's sweep id (from a link, the list or an API caller, hostile ones included) into a stored sweep
 or None, mapping a cell-table row to the cell's run id, and the start-a-sweep form: checking its inputs, the
 equivalent CLI command, running plan + run in this process on a thread of its own (local apps only, never a
-public deployment), and which published numbers a sweep's figure draws (its own repo, its own step span). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweeps/store.py).
+public deployment), and which published numbers a sweep's figure draws (its own repo, its own step span; for a
+LAMBADA sweep's figure, EleutherAI's lambada_openai accuracy only when the sweep scored that dataset). Never imports gradio (ui.py), never draws (sweepplots.py), never writes SQL (sweeps/store.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runs import published, report
+from ..runs import lambada, published, report
 from ..config import Settings
 from ..errors import BadInput, PythiaCompareError, RunNotFound
 from ..runs.store import RunStore
@@ -26,9 +27,13 @@ from ..variants import DEMO_ALIAS
 
 log = logging.getLogger("pythia_compare.sweepview")
 
-SWEEP_COLUMNS = ["sweep", "name", "created (UTC)", "repo", "steps", "quants", "ctx", "done", "failed", "total"]
+SWEEP_COLUMNS = ["sweep", "name", "created (UTC)", "repo", "scoring", "steps", "quants", "ctx", "done", "failed",
+                 "total"]
 CELL_COLUMNS = ["step", "quant", "status", "PPL", "PPL ±", "mean KLD", "KLD ±", "KLD p99", "ln(PPL/PPL ref)",
                 "bpw", "run", "error"]
+# A LAMBADA sweep's cell table: the cells' lm-eval lambada_openai figures (the names of the run's LAMBADA table).
+LAMBADA_CELL_COLUMNS = ["step", "quant", "status", "acc", "acc ±", "LAMBADA PPL", "LAMBADA PPL ±", "examples", "bpw",
+                        "run", "error"]
 SWEEP_NOT_FOUND = ("### Sweep not found\nNo stored sweep matches this link. It may be in another run log, or the "
                    "link was cut short. The list above shows the sweeps of this log.")
 NO_SWEEP = "Choose a sweep in the list to draw it."
@@ -75,6 +80,23 @@ def published_for_sweep(sweep: dict) -> dict:
     return out
 
 
+def published_lambada_for_sweep(sweep: dict) -> dict:
+    """What a LAMBADA sweep's figure draws beside its cells: {"repo", "points": [(step, acc, stderr)], "note"},
+    EleutherAI's lambada_openai accuracy for the sweep's own repo over its step span (published_for_sweep's
+    choice), only when the sweep scored that dataset (the pinned Hub file, by its sha256): a local file's
+    examples are other examples, so its sweep gets a note instead."""
+    lam = sweep.get("lambada") or {}
+    if lam.get("repo") is None or lam.get("sha256") != lambada.HUB_SHA256:
+        return {"repo": sweep.get("repo"), "points": [],
+                "note": f"EleutherAI's published LAMBADA accuracy is for lm-eval's lambada_openai test split; this "
+                        f"sweep scored {lam.get('file') or 'another file'}, so it is not drawn beside it."}
+    pub = published_for_sweep(sweep)
+    pts = pub["points"].get(published.TASK_NAMES["lambada_openai"], [])
+    return {"repo": pub["repo"], "points": pts,
+            "note": pub["note"] or (None if pts else f"EleutherAI published no LAMBADA accuracy for {pub['repo']} "
+                                                     f"between this sweep's steps.")}
+
+
 def published_none_note(repo: str | None) -> str:
     """Why a sweep of `repo` has no published figure: 'No published numbers for demo' for the demo suite."""
     if repo == DEMO_ALIAS:
@@ -89,41 +111,64 @@ def _cell_quant(cell: dict) -> str:
 def sweep_rows(listed: list[dict]) -> list[list[str]]:
     """SweepStore.list() rows as the list's cells (SWEEP_COLUMNS)."""
     rows = [[r["sweep_id"], r.get("name") or "", str(r.get("created_at") or "")[:19].replace("T", " "),
-             r.get("repo"), r.get("n_steps"), r.get("n_quants"), r.get("ctx"), r.get("done"), r.get("failed"),
+             r.get("repo"), r.get("scoring") or "corpus", r.get("n_steps"), r.get("n_quants"), r.get("ctx"), r.get("done"), r.get("failed"),
              r.get("total")] for r in listed]
     return report.format_table(SWEEP_COLUMNS, rows)
 
 
+def is_lambada(sweep: dict | None) -> bool:
+    """Whether the sweep's cells score LAMBADA (its figures and cell table are LAMBADA's)."""
+    return bool(sweep) and sweep.get("scoring") == "lambada"
+
+
+def cell_columns(sweep: dict) -> list[str]:
+    """The cell table's columns: CELL_COLUMNS, or LAMBADA_CELL_COLUMNS for a LAMBADA sweep."""
+    return list(LAMBADA_CELL_COLUMNS if is_lambada(sweep) else CELL_COLUMNS)
+
+
 def cell_values(sweep: dict) -> list[list]:
-    """Every cell of the sweep in grid order, quants by bits per weight (cell_order), as CELL_COLUMNS with its
-    raw numbers (None where missing): the library's SweepResult.grid()."""
+    """Every cell of the sweep in grid order, quants by bits per weight (cell_order), as cell_columns(sweep) with
+    its raw numbers (None where missing): the library's SweepResult.grid()."""
+    cells = cell_order(sweep.get("cells") or [])
+    if is_lambada(sweep):
+        return [[c["step"], _cell_quant(c), c.get("status"), c.get("lambada_acc"), c.get("lambada_acc_stderr"),
+                 c.get("lambada_ppl"), c.get("lambada_ppl_stderr"), c.get("lambada_n"), c.get("bpw"),
+                 c.get("run_id") or "", (c.get("error") or "")[:200]] for c in cells]
     return [[c["step"], _cell_quant(c), c.get("status"), c.get("ppl"), c.get("ppl_err"), c.get("kld_mean"),
              c.get("kld_mean_err"), c.get("kld_p99"), c.get("ln_ratio"), c.get("bpw"), c.get("run_id") or "",
-             (c.get("error") or "")[:200]] for c in cell_order(sweep.get("cells") or [])]
+             (c.get("error") or "")[:200]] for c in cells]
 
 
 def cell_rows(sweep: dict) -> list[list[str]]:
     """Every cell of the sweep in grid order (cell_values), its numbers formatted as the CLI formats them."""
-    return report.format_table(CELL_COLUMNS, cell_values(sweep))
+    return report.format_table(cell_columns(sweep), cell_values(sweep))
 
 
 def cell_run_id(row: list | None) -> str | None:
-    """The run id in a clicked cell-table row, or None (a pending or failed cell has no run)."""
-    if not row or len(row) < len(CELL_COLUMNS):
+    """The run id in a clicked cell-table row (of either table: both end in run, error), or None (a pending or
+    failed cell has no run)."""
+    if not row or len(row) not in (len(CELL_COLUMNS), len(LAMBADA_CELL_COLUMNS)):
         return None
-    run_id = str(row[CELL_COLUMNS.index("run")] or "").strip()
+    run_id = str(row[-2] or "").strip()
     return run_id if run_id and run_id != "–" else None
 
 
 def status_line(sweep: dict) -> str:
-    """One markdown line about a sweep: id, name, grid, progress, reference, text."""
+    """One markdown line about a sweep: id, name, grid, progress, reference, text (a LAMBADA sweep: its examples)."""
     ref = "each step's F16" if sweep.get("reference") == "F16" else f"`{sweep.get('reference')}`"
     chunks = f", at most {sweep['max_chunks']} chunks" if sweep.get("max_chunks") else ""
     failed = f" · **{sweep['failed']} failed**" if sweep.get("failed") else ""
+    if is_lambada(sweep):
+        lam = sweep.get("lambada") or {}
+        src = f"{lam['repo']}@{str(lam.get('revision'))[:12]}" if lam.get("repo") else "a local file"
+        scored = (f"LAMBADA: {lam.get('n')} of {lam.get('n_file')} examples of "
+                  f"{report.format_cell(str(lam.get('file')))} ({src})")
+    else:
+        scored = f"{sweep.get('n_tokens')} tokens"
     return (f"**Sweep `{sweep['sweep_id']}`** · {report.format_cell(sweep.get('name') or '')} · repo "
             f"`{sweep.get('repo')}` · {len(sweep.get('steps') or [])} steps × {len(sweep.get('quants') or [])} "
             f"quants · {sweep.get('done')} of {sweep.get('total')} cells done{failed} · reference {ref} · "
-            f"ctx {sweep.get('ctx')}{chunks} · {sweep.get('n_tokens')} tokens")
+            f"ctx {sweep.get('ctx')}{chunks} · {scored}")
 
 
 def _unreadable(store: RunStore, e: Exception):

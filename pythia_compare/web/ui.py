@@ -59,7 +59,8 @@ from ..params import NOTEBOOK
 from ..errors import BadInput
 from .dashboard import form_int
 from .sweepview import (CELL_COLUMNS, FORM_CHUNKS, FORM_QUANTS, MAX_FORM_CHARS, NO_SWEEP, PUBLIC_NO_START,
-                        SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk, cell_rows, cell_run_id, published_for_sweep,
+                        SWEEP_COLUMNS, SWEEP_NOT_FOUND, SweepDesk, cell_columns, cell_rows, cell_run_id, is_lambada,
+                        published_for_sweep, published_lambada_for_sweep,
                         status_line)
 from ..variants import DEMO_ALIAS
 
@@ -599,7 +600,12 @@ def download_links(run_id: str) -> str:
 
 # ------------------------------------------------------------------------------------------ sweeps
 SWEEP_FIGURES = ["ppl", "kld", "bpw", "heatmap"]
-SWEEP_INTRO = ("A sweep scores a grid of training steps × quant levels on one text (`python -m pythia_compare "
+SWEEP_FIGURE_LABELS = {"ppl": "Perplexity vs step", "kld": "KL divergence vs step",
+                       "bpw": "Perplexity vs bits per weight", "heatmap": "ln(PPL(Q)/PPL(ref)) per cell"}
+# A LAMBADA sweep draws its one figure in the first slot and hides the corpus figures (no meaning there).
+LAMBADA_FIGURE_LABEL = "LAMBADA accuracy vs step"
+SWEEP_INTRO = ("A sweep scores a grid of training steps × quant levels on one text, or on LAMBADA's examples "
+               "(`python -m pythia_compare "
                "sweep …`, on one machine or as a Slurm job array). Click a sweep to draw it; click a point, a "
                "heatmap square or a row of its cell table to open that cell's full run in the Compare tab.")
 
@@ -631,14 +637,25 @@ class SweepHandlers:
         return table, failed or gr.skip()
 
     def views(self, sweep: dict | None, status: str | None = None) -> tuple:
-        """A sweep's views (or nothing's): status, the 4 figures (SWEEP_FIGURES), the cell table, its id, and the
-        published benchmarks of its repo vs step (sweepview.published_for_sweep)."""
+        """A sweep's views (or nothing's): status, the 4 figure slots (SWEEP_FIGURES, each a gr.update: its
+        figure, label and visibility), the cell table, its id, and the published benchmarks of its repo vs step
+        (sweepview.published_for_sweep). A LAMBADA sweep fills the first slot with its LAMBADA accuracy figure
+        (EleutherAI's lambada_openai beside it, sweepview.published_lambada_for_sweep) and hides the others."""
         if not sweep:
-            return (status if status is not None else NO_SWEEP, None, None, None, None, None, "", None)
-        figs = sweepplots.sweep_figures(sweep)
-        return (status_line(sweep), *(figs[n] for n in SWEEP_FIGURES),
-                {"headers": CELL_COLUMNS, "data": cell_rows(sweep)}, sweep["sweep_id"],
+            return (status if status is not None else NO_SWEEP, *self._slots(None), None, "", None)
+        return (status_line(sweep), *self._slots(sweep),
+                {"headers": cell_columns(sweep), "data": cell_rows(sweep)}, sweep["sweep_id"],
                 sweepplots.sweep_published_figure(sweep, published_for_sweep(sweep)))
+
+    @staticmethod
+    def _slots(sweep: dict | None) -> list[dict]:
+        """The figure slots' updates: a corpus sweep's four figures (None: no sweep), or a LAMBADA sweep's one."""
+        if is_lambada(sweep):
+            fig = sweepplots.sweep_figures(sweep, published_lambada_for_sweep(sweep))["lambada"]
+            return [gr.update(value=fig, label=LAMBADA_FIGURE_LABEL, visible=True),
+                    *[gr.update(value=None, visible=False) for _ in SWEEP_FIGURES[1:]]]
+        figs = sweepplots.sweep_figures(sweep) if sweep else {}
+        return [gr.update(value=figs.get(n), label=SWEEP_FIGURE_LABELS[n], visible=True) for n in SWEEP_FIGURES]
 
     def open_sweep(self, sweep_id: object) -> tuple:
         """A stored sweep's views, or the friendly not-found text (for any id, hostile ones included), or why the
@@ -720,11 +737,11 @@ def _sweeps_tab(settings: Settings, store: RunStore) -> dict:
                                    elem_id="pc-sweep-link")
         c["status"] = gr.Markdown(NO_SWEEP, elem_id="pc-sweep-status", container=True, min_height=50)
         with gr.Row():
-            c["ppl"] = gr.Plot(label="Perplexity vs step", elem_id="pc-sweep-fig-ppl")
-            c["kld"] = gr.Plot(label="KL divergence vs step", elem_id="pc-sweep-fig-kld")
+            c["ppl"] = gr.Plot(label=SWEEP_FIGURE_LABELS["ppl"], elem_id="pc-sweep-fig-ppl")
+            c["kld"] = gr.Plot(label=SWEEP_FIGURE_LABELS["kld"], elem_id="pc-sweep-fig-kld")
         with gr.Row():
-            c["bpw"] = gr.Plot(label="Perplexity vs bits per weight", elem_id="pc-sweep-fig-bpw")
-            c["heatmap"] = gr.Plot(label="ln(PPL(Q)/PPL(ref)) per cell", elem_id="pc-sweep-fig-heatmap")
+            c["bpw"] = gr.Plot(label=SWEEP_FIGURE_LABELS["bpw"], elem_id="pc-sweep-fig-bpw")
+            c["heatmap"] = gr.Plot(label=SWEEP_FIGURE_LABELS["heatmap"], elem_id="pc-sweep-fig-heatmap")
         c["published"] = gr.Plot(label="Published benchmarks vs step (EleutherAI's, not measured here)",
                                  elem_id="pc-sweep-fig-published")
         c["cell_note"] = gr.Markdown("Click a cell's row to open its full run in the Compare tab.",
