@@ -64,7 +64,7 @@ def test_a_blank_database_gets_the_expected_schema(tmp_path):
     assert db.journal_mode == "wal"
     assert [m.name for m in migrations.applied(db)] == ["m001_initial", "m002_runs_fts", "m003_owner",
                                                         "m004_owner_hmac", "m010_sweeps",
-                                                        "m011_runs_sweep_id", "m020_notebooks"]
+                                                        "m011_runs_sweep_id", "m012_sweep_lambada", "m020_notebooks"]
 
 
 def test_opening_a_current_database_again_applies_nothing_twice(tmp_path):
@@ -72,7 +72,7 @@ def test_opening_a_current_database_again_applies_nothing_twice(tmp_path):
     run_id = RunStore(path).save(full_run())
     store = RunStore(path)
     assert store.count() == 1 and store.get(run_id)["run_id"] == run_id
-    assert sqlite_utils.Database(path)["_sqlite_migrations"].count == 7
+    assert sqlite_utils.Database(path)["_sqlite_migrations"].count == 8
 
 
 def test_a_database_at_the_first_migration_upgrades_and_keeps_its_old_run(tmp_path):
@@ -100,7 +100,7 @@ def test_a_database_at_the_first_migration_upgrades_and_keeps_its_old_run(tmp_pa
     assert db["runs"].columns_dict["owner"] is str and db["runs"].detect_fts() == "runs_fts"
     assert [m.name for m in migrations.applied(db)] == ["m001_initial", "m002_runs_fts", "m003_owner",
                                                         "m004_owner_hmac", "m010_sweeps",
-                                                        "m011_runs_sweep_id", "m020_notebooks"]
+                                                        "m011_runs_sweep_id", "m012_sweep_lambada", "m020_notebooks"]
     old = store.get("oldrun_0001")
     assert old["input"]["text"] == "An aardvark walks into a library" and old["params"]["flash_attn"] is False
     assert old["variants"][0]["token_logprobs"] == [-1.0, -2.0, -0.5, -3.0, -1.5] and old["reference"] is None
@@ -249,7 +249,7 @@ def test_threads_opening_a_new_database_together_migrate_it_once(tmp_path):
         t.join()
     assert errors == []
     db = sqlite_utils.Database(path)
-    assert db["_sqlite_migrations"].count == 7 and db["runs"].count == 12
+    assert db["_sqlite_migrations"].count == 8 and db["runs"].count == 12
 
 
 WRITER = """
