@@ -49,8 +49,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
 
 # fully drawn: the summary's rows (gradio's Dataframe rows of grid cells), plotly's SVG with every entry, the
 # generations' columns; n is the number of entries (variants and the reference)
-_ROWS = "(id) => Array.from(document.querySelectorAll('#' + id + ' [role=row], #' + id + ' tr'))" \
-        ".filter(r => r.querySelector('[role=gridcell], td')).length"  # a grid's rows (Compare) or a table's
+_ROWS = "(id) => { const grid = document.querySelectorAll('#' + id + ' [role=row]');" \
+        " return Array.from(grid.length ? grid : document.querySelectorAll('#' + id + ' tr'))" \
+        ".filter(r => r.querySelector('[role=gridcell], td')).length; }"  # a grid's rows (Compare) or a table's
 _PLOT = "(id) => { const gd = document.querySelector('#' + id + ' .js-plotly-plot');" \
         " return gd && gd.data && gd.querySelector('.main-svg') ? gd.data.length : 0; }"
 _GENS = "(id) => document.querySelectorAll('#' + id + ' .pc-gen-col').length"
