@@ -28,9 +28,9 @@ from tests.ui_support import ROOT, app_env, chromium, demo_suite, free_port, sta
 
 LONG_MS = 600_000
 HELDOUT = ROOT / "assets" / "demo" / "heldout.txt"
-_TABLE_JS = """(id) => Array.from(document.querySelectorAll('#' + id + ' [role=row]'))
-  .map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))
-  .filter(r => r.length)"""
+_TABLE_JS = """(id) => Array.from(document.querySelectorAll('#' + id + ' tr'))
+  .map(r => Array.from(r.querySelectorAll('td')).map(c => c.innerText.trim()))
+  .filter(r => r.length)"""  # a cell's summary: a plain table, its header row left out
 _CELLS_JS = """() => Array.from(document.querySelectorAll('.pc-nb-cell')).map(c => ({
   kind: c.classList.contains('pc-nb-note') ? 'note' : 'comparison',
   input: (c.querySelector('[id^=pc-nb-input-] textarea') || {}).value}))"""
@@ -166,6 +166,10 @@ def test_a_notebook_built_run_reordered_and_trimmed_on_the_page_reopens_from_its
             assert [r[:cols - 3] for r in shown] == [r[:cols - 3] for r in live[i]]  # timings are the last three
         assert page.locator("#pc-nb-title input, #pc-nb-title textarea").first.input_value() == "Quants and steps"
         assert mapped_models(proc.pid) == []  # drawn from the log: no model file mapped by the server
+        page.locator("#pc-nb-more-1 .label-wrap").first.click()  # "All figures": sent and drawn when opened
+        page.wait_for_function("() => ['ppl', 'surprisal', 'kld'].every(f => document.querySelector("
+                               "'#pc-nb-' + f + '-1 .js-plotly-plot .main-svg'))", timeout=LONG_MS)
+        assert mapped_models(proc.pid) == []
         fresh.close()
     finally:
         stop(proc)

@@ -1390,20 +1390,19 @@ def _wire_notebook(n: dict, c: dict, h: dict, page: dict, demo: gr.Blocks, tabs:
                        **_PRIVATE)
     gr.api(nh.api, api_name="notebook")
 
-    # Run all: one job per cell, chained, each through the models queue (public: at most 10 cells)
-    chain = n["go"] = gr.State(0)
-    steps = NOTEBOOK.public_run_all_cells if settings.public else NOTEBOOK.max_cells
+    # Run all: one job per cell, each through the models queue (public: at most 10 cells, the plan's cap). Each
+    # job's new plan (the cells left) starts the next job, so the chain ends with its last cell: a fixed chain of
+    # max_cells jobs went on queueing idle jobs through the models queue after the last cell (45 after a 5-cell
+    # Run all, about 15 s of them; benchmarks/bench_notebook.py)
     step_out = [n["state"], n["plan"], n["version"], n["progress"], n["status"], n["ref"], n["downloads"]]
-    quiet = dict(show_progress="hidden")  # the progress line says "cell 3 of 7"; idle steps draw nothing
-    ev = chain.change(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **quiet, **run_kw)
-    for _ in range(steps - 1):
-        ev = ev.then(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **quiet, **run_kw)
+    quiet = dict(show_progress="hidden")  # the progress line says "cell 3 of 7"
+    n["plan"].change(nh.step, [n["state"], n["plan"], n["version"], owner], step_out, **quiet, **run_kw)
 
     with n["cells_area"]:  # the cells are drawn inside the tab's column, wherever this is called
-        _draw_cells(n, nh, settings, owner, top, shown, chain, run_kw)
+        _draw_cells(n, nh, settings, owner, top, shown, run_kw)
 
 
-def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top: list, shown: list, chain,
+def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top: list, shown: list,
                 run_kw: dict) -> None:
     """The cells of the notebook in n["state"], redrawn whenever n["version"] changes (gr.render)."""
 
@@ -1451,17 +1450,21 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
                     if run is not None:
                         figs = nh.figures(run)
                         cols, rows_ = report.summary_table(run)
-                        gr.Dataframe(value={"headers": cols, "data": table_cells(cols, rows_)}, interactive=False,
-                                     wrap=True, elem_id=f"pc-nb-summary-{i}", label="Summary")
+                        gr.HTML(_summary_html(cols, table_cells(cols, rows_)), elem_id=f"pc-nb-summary-{i}",
+                                elem_classes=["pc-nb-summary"])
                         with gr.Row():
                             gr.Plot(figs["next_token"], label="Next-token distribution", elem_id=f"pc-nb-next-{i}")
                             gr.HTML(plots.generation_html(run), elem_id=f"pc-nb-gen-{i}", elem_classes=["pc-nb-gen"])
                         if "lens" in figs:  # a lens cell's Layers view, beside its compact output
                             gr.Plot(figs["lens"], label="Layers", elem_id=f"pc-nb-layers-{i}")
-                        with gr.Accordion("All figures", open=False, elem_id=f"pc-nb-more-{i}"):
-                            gr.Plot(figs["ppl"], label="Perplexity", elem_id=f"pc-nb-ppl-{i}")
-                            gr.Plot(figs["surprisal"], label="Surprisal", elem_id=f"pc-nb-surprisal-{i}")
-                            gr.Plot(figs["kld"], label="KL divergence", elem_id=f"pc-nb-kld-{i}")
+                        # the other figures are sent when "All figures" opens: drawing them with every cell would
+                        # hold back the first cell's drawing by three plotly figures a cell
+                        with gr.Accordion("All figures", open=False, elem_id=f"pc-nb-more-{i}") as more:
+                            more_plots = [gr.Plot(label="Perplexity", elem_id=f"pc-nb-ppl-{i}"),
+                                          gr.Plot(label="Surprisal", elem_id=f"pc-nb-surprisal-{i}"),
+                                          gr.Plot(label="KL divergence", elem_id=f"pc-nb-kld-{i}")]
+                        more.expand(functools.partial(_more_figures, nh, cell), None, more_plots, queue=False,
+                                    show_progress="hidden", **_PRIVATE)
                 inputs += [box, *extra]
                 with gr.Row(elem_classes=["pc-nb-tools"]):
                     b_run = gr.Button("▶ Run" if cell.kind == "comparison" else "▶ Show", size="sm",
@@ -1507,12 +1510,12 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
         delete_nb.click(nh.delete_notebook, [n["state"], n["armed"], n["version"], owner], outs,
                         **_PRIVATE)
 
-        def start(nb_json_, version, who, go, *values):
+        def start(nb_json_, version, who, *values):
             state, ver, note, plan = nh.start_all(nb_json_, version, who, list(values[:k]), list(values[k:]), ids)
-            return state, note, plan, (go or 0) + 1 if plan["ids"] else gr.skip()
+            return state, note, plan if plan["ids"] else gr.skip()  # a new plan starts the first cell's job
 
-        run_all.click(start, [n["state"], n["version"], owner, chain, *top, *inputs],
-                      [n["state"], n["progress"], n["plan"], chain], **_PRIVATE)
+        run_all.click(start, [n["state"], n["version"], owner, *top, *inputs], [n["state"], n["progress"], n["plan"]],
+                      **_PRIVATE)
         if b_note0 is not None:
             b_note0.click(action("add_note", None), common, outs, **_PRIVATE)
             b_cmp0.click(action("add_comparison", None), common, outs, **_PRIVATE)
@@ -1531,6 +1534,24 @@ def _draw_cells(n: dict, nh: "NotebookHandlers", settings: Settings, owner, top:
                 b_del.click(action("delete", cell.id), common, outs, **_PRIVATE)
                 b_keep.click(lambda version: ("", "Kept.", (version or 0) + 1), n["version"],
                              [n["armed"], n["status"], n["version"]], **_PRIVATE)
+
+
+def _summary_html(cols: list[str], cells: list[list[str]]) -> str:
+    """A notebook cell's summary as a plain HTML table of the Compare tab's cells (table_cells), every one escaped.
+    Plain, not a gr.Dataframe: a notebook link draws every cell at once, and ten grids held back the first cell's
+    drawing by about 0.4 s (benchmarks/bench_notebook.py)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells)
+    return f'<div class="pc-nb-table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _more_figures(nh: "NotebookHandlers", cell) -> tuple:
+    """A cell's perplexity, surprisal and KL figures, when its "All figures" opens (made once per process)."""
+    run = nh.stored_run(cell)
+    if run is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    figs = nh.figures(run)
+    return figs["ppl"], figs["surprisal"], figs["kld"]
 
 
 _NB_LINK_JS = """(ref) => {
