@@ -17,7 +17,7 @@ the demo suite: a note and 9 prompt cells on 4 variants (F16 reference, Q8_0, Q4
 - Run all: in one process, on warm models (every model loaded first), a 5-prompt-cell notebook of the same 4
   variants run through the page's Run all path (NotebookHandlers.start_all, then one NotebookHandlers.step per
   cell, as the page's chain of queued jobs does), against the same 5 comparisons one by one through the page's
-  compare path (Handlers.compare); alternating rounds, medians; target: ratio under 1.1.
+  Run button's path (Handlers.stream); alternating rounds, medians; target: ratio under 1.1.
 - Run all through the page (with Chromium): the launched app, warm; Run all clicked on the stored 5-cell notebook
   until the 5th cell is drawn, against the Compare tab's Run clicked for the same 5 prompts one after another until
   the 5th run is drawn. Both pay the browser's drawing on the same cores.
@@ -193,7 +193,7 @@ def drawn_times(scratch: Path, nb_id: str, run_id: str, n_entries: int, opens: i
 
 def run_all_times(s, rounds: int) -> dict:
     """In one process on warm models: a 5-prompt-cell notebook's Run all through the page's handlers (start_all,
-    then a step per cell) against the same 5 comparisons through Handlers.compare one by one; `rounds` of each,
+    then a step per cell) against the same 5 comparisons through Handlers.stream (the Compare tab's Run) one by one; `rounds` of each,
     alternating which goes first; seconds per round."""
     from pythia_compare.runs.notebook import Notebook
     from pythia_compare.web.notebooks import overrides_text
@@ -209,7 +209,7 @@ def run_all_times(s, rounds: int) -> dict:
 
     def one_by_one() -> None:
         for prompt in RUN_ALL_PROMPTS:
-            for _ in app.compare("demo", None, None, " ".join(VARIANTS), REFERENCE, prompt, "", None, "auto",
+            for _ in app.stream("demo", None, None, " ".join(VARIANTS), REFERENCE, prompt, "", None, "auto",
                                  values["ctx"], values["top_k"], values["max_tokens"], values["temperature"],
                                  values["seed"], None, False, progress=noop):
                 pass
