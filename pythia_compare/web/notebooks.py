@@ -295,7 +295,8 @@ class NotebookDesk:
         cell = nb.cells[nb.cell_index(cell_id)]
         try:
             specs, text, params = cell_job(nb, cell, self.settings)
-            for kind, fraction, message, run in self.core.run(specs, text, params, owner):
+            # no snapshots: a cell shows its run once it is stored, so copies of the live run would go unread
+            for kind, fraction, message, run in self.core.run(specs, text, params, owner, snapshots=False):
                 yield fraction, message
                 if kind == "done" and run is not None:
                     computed(nb, cell_id, run.run_id)
