@@ -92,6 +92,23 @@ def test_a_restart_on_a_fresh_disk_restores_every_acknowledged_run_with_its_id_a
     assert fresh.list(owner="browserC_" + "c" * 20) == []
 
 
+def test_the_backup_files_a_restore_downloads_count_in_the_cache_budget_and_a_prune_takes_them(tmp_path, hub,
+                                                                                                 started):
+    from pythia_compare.sources.budget import CacheBudget
+
+    backup, store = start(settings_of(tmp_path, hub, "first"), started)
+    runs = [save(store, backup, s, OWNER_A) for s in (1, 2)]
+    backup.close()
+    settings = settings_of(tmp_path, hub, "second")
+    again, fresh = start(settings, started)
+    assert again.restore.imported == 2
+    hf = settings.hf_cache_dir / ("datasets--" + REPO.replace("/", "--"))
+    assert any((hf / "blobs").iterdir())  # the restore read the dataset's files through huggingface_hub's cache
+    CacheBudget(settings).prune(0)  # what a public app does at start and after each run, with no room at all
+    assert not (hf / "blobs").exists() or not any((hf / "blobs").iterdir())
+    assert [fresh.get(r["run_id"]) for r in runs] == runs  # the runs live in the run log, not in those copies
+
+
 def test_restoring_the_same_dataset_twice_changes_nothing(tmp_path, hub, started):
     backup, store = start(settings_of(tmp_path, hub, "first"), started)
     ids = [save(store, backup, s, OWNER_A)["run_id"] for s in (1, 2)]

@@ -98,13 +98,7 @@ class Hub:
     def _used(self, repo: str, commit: str, repo_type: str = "model") -> None:
         """Record that a run used `repo` at `commit` (found in the cache or downloaded): its use record, made if
         new, gets now as its time. That record makes the revision one the cache budget counts (HfCache)."""
-        record = _use_record(self.cache_dir, _repo_folder(repo_type, repo), commit)
-        try:
-            record.parent.mkdir(parents=True, exist_ok=True)
-            record.touch()
-            os.utime(record)  # an existing record: its time becomes now
-        except OSError as e:
-            log.debug("cannot record the use of %s@%s in %s: %s", repo, commit[:12], self.cache_dir, e)
+        _record_use(self.cache_dir, repo_type, repo, commit)
 
     def release(self) -> None:
         """Let go of every repo this Hub's runs used (at the end of a run): a prune may delete them from now on."""
@@ -517,6 +511,18 @@ def _use_record(cache_dir: Path, folder: str, commit: str) -> Path:
     return cache_dir.joinpath(*_USE_DIR, folder, commit)
 
 
+def _record_use(cache_dir: Path, repo_type: str, repo: str, commit: str) -> None:
+    """Write (or touch) the use record of repo@commit: the cache budget counts that revision from now on, with now
+    as its last use (HfCache). Never raises: a record that cannot be written only leaves the revision uncounted."""
+    record = _use_record(cache_dir, _repo_folder(repo_type, repo), commit)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.touch()
+        os.utime(record)  # an existing record: its time becomes now
+    except OSError as e:
+        log.debug("cannot record the use of %s@%s in %s: %s", repo, commit[:12], cache_dir, e)
+
+
 @dataclass(frozen=True)
 class HfRevision:
     """One revision (a commit) of a repo in huggingface_hub's cache that pythia-compare used."""
@@ -711,13 +717,17 @@ class BackupDataset:
         return DatasetSnapshot(True, info.sha, bool(info.private), tuple(sorted(s.rfilename for s in info.siblings or [])))
 
     def download(self, filename: str, commit: str) -> Path:
-        """The local path of one file of the dataset at `commit` (huggingface_hub's cache)."""
+        """The local path of one file of the dataset at `commit` (huggingface_hub's cache). The revision is
+        recorded as used, so the cache budget counts the backup's copies too (a restore reads them once, at start;
+        a pruned one is fetched again by the next restore)."""
         try:
-            return Path(hf_hub_download(self.repo, filename, repo_type="dataset", revision=commit,
+            path = Path(hf_hub_download(self.repo, filename, repo_type="dataset", revision=commit,
                                         cache_dir=self.settings.hf_cache_dir, endpoint=self.endpoint,
                                         token=self._token, etag_timeout=_API_TIMEOUT))
         except (HfHubHTTPError, HFValidationError, httpx2.TransportError, LocalEntryNotFoundError, OSError) as e:
             raise self._error(e, f"download {filename} of") from None
+        _record_use(Path(self.settings.hf_cache_dir).expanduser(), "dataset", self.repo, _snapshot_commit(path, commit))
+        return path
 
     def start_pushing(self, folder: Path, path_in_repo: str, minutes: float) -> None:
         """Create the dataset (private) if absent and push `folder` to `path_in_repo` now and every `minutes`.
