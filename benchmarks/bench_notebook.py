@@ -193,8 +193,9 @@ def drawn_times(scratch: Path, nb_id: str, run_id: str, n_entries: int, opens: i
 
 def run_all_times(s, rounds: int) -> dict:
     """In one process on warm models: a 5-prompt-cell notebook's Run all through the page's handlers (start_all,
-    then a step per cell) against the same 5 comparisons through Handlers.stream (the Compare tab's Run) one by one; `rounds` of each,
-    alternating which goes first; seconds per round."""
+    then a step per cell) against the same 5 comparisons through Handlers.stream (the Compare tab's Run) one by
+    one; `rounds` of each (--inproc-rounds, 15: a round is under a second on the demo models and rounds vary by
+    10-20%), alternating which goes first; seconds per round."""
     from pythia_compare.runs.notebook import Notebook
     from pythia_compare.web.notebooks import overrides_text
     from pythia_compare.web.ui import Handlers, NotebookHandlers
@@ -374,7 +375,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20, help="warm opens of the link (server time)")
     ap.add_argument("--opens", type=int, default=5, help="Chromium opens of each link (after one not counted)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of Run all and of one by one")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of Run all and of one by one through the page")
+    ap.add_argument("--inproc-rounds", type=int, default=15,
+                    help="rounds of the in-process Run all and one by one (each under a second on the demo models, "
+                         "so run to run noise of 10-20%% needs many)")
     ap.add_argument("--skip-browser", action="store_true", help="no Chromium part")
     args = ap.parse_args()
     cpu = cpu_name()
@@ -392,7 +396,7 @@ def main() -> int:
             drawn = drawn_times(scratch, nb_id, first_run, len(VARIANTS) + 1, args.opens)
             print("Chromium, seconds: " + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v)
                                                     for k, v in drawn["all"].items()), flush=True)
-        run_all = run_all_times(s, args.rounds)
+        run_all = run_all_times(s, args.inproc_rounds)
         print("Run all rounds, seconds: " + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v)
                                                       for k, v in run_all["all"].items()), flush=True)
         page_run_all = None
