@@ -77,6 +77,18 @@ def read_text_file(path: str | Path, limit: int, demo_dir: str | Path | None = N
         raise BadInput(f"{what} {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
 
 
+def read_bounded(path: str | Path, what: str, max_bytes: int, hint: str, error: type[BadInput] = BadInput) -> bytes:
+    """The bytes of a user's file of at most max_bytes, refused before it is read; `error` (a BadInput) names the
+    file as `what` and, when it does not exist, says what to give (`hint`)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise error(f"{what} {str(path)[:80]!r} does not exist (or is not a file); {hint}")
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise error(f"{p.name} is {size:,} bytes; the limit is {max_bytes:,} bytes; give a smaller file")
+    return p.read_bytes()
+
+
 class UseLock:
     """A lock file that any number of users hold at once (`share`, waiting for a deleter to finish) and a deleter
     takes only when no one holds it (`take`, never waiting): the cache budget's guard for what a run is using.

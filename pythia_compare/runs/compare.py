@@ -28,6 +28,7 @@ from . import lambada, metrics
 from . import lens as lenses
 from ..config import Settings, __version__
 from ..errors import BudgetError, InputTextError, SpecError, TokenizerMismatch
+from ..files import read_bounded
 from ..models import lenscapture
 from ..params import LIMITS
 from .run import (SCHEMA, Entry, Generation, GenToken, Input, KLStats, LambadaData, LambadaScore, Lens, LensCheck,
@@ -475,17 +476,10 @@ def _lambada_examples(params: RunParams, settings: Settings, resolver: Resolver)
     if params.lambada_file is not None:
         if settings.public:
             raise InputTextError("public mode scores the LAMBADA dataset of the Hub only; leave out the LAMBADA file")
-        path = Path(params.lambada_file)
-        if not path.is_file():
-            raise InputTextError(f"the LAMBADA file {str(path)[:80]!r} does not exist (or is not a file); give the "
-                                 f"path of a JSONL file with one {{\"text\": ...}} per line")
-        size = path.stat().st_size
-        if size > lambada.MAX_FILE_BYTES:  # refused before it is read
-            raise lambada.LambadaFileError(f"{path.name} is {size:,} bytes; the limit is {lambada.MAX_FILE_BYTES:,} "
-                                           f"bytes; give a smaller file")
-        raw = path.read_bytes()
+        raw = read_bounded(params.lambada_file, "the LAMBADA file", lambada.MAX_FILE_BYTES, lambada.FILE_HINT,
+                           lambada.LambadaFileError)
         repo = revision = None
-        name = path.name
+        name = Path(params.lambada_file).expanduser().name
     else:
         repo, revision, name = settings.lambada_repo, settings.lambada_revision, lambada.HUB_FILE
         raw = resolver.hub.download_dataset_file(repo, name, revision).read_bytes()

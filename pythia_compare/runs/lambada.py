@@ -35,6 +35,9 @@ MAX_FILE_BYTES = 16 * 1024 * 1024  # a LAMBADA file's size limit (the full test 
 PUBLIC_MAX_LIMIT = 500  # public mode: at most this many examples per run
 
 
+FILE_HINT = 'give the path of a JSONL file with one {"text": ...} per line'  # what a missing file's message asks
+
+
 class LambadaFileError(BadInput):
     """A LAMBADA file (or the examples asked of it) cannot be scored; the message names the line and the fix."""
 

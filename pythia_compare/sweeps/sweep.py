@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 
 from ..config import Settings
 from ..errors import BadInput, InputTextError, PythiaCompareError
-from ..files import sha256_file
+from ..files import read_bounded, sha256_file
 from ..params import LIMITS
 from ..runs import lambada
 from ..variants import DEMO_ALIAS, bits_per_weight, normalize_quant, parse_spec, quant_rank
@@ -256,14 +256,7 @@ def _lambada_plan(settings: Settings, lambada_file: str | Path | None, limit, hu
     as `compare --scoring lambada` reads it (lambada.parse, lambada.check_limit: the same messages)."""
     if lambada_file is not None:
         path = Path(lambada_file).expanduser()
-        if not path.is_file():
-            raise lambada.LambadaFileError(f"--lambada-file {str(lambada_file)[:80]!r} does not exist (or is not a "
-                                           f"file); give the path of a JSONL file with one {{\"text\": ...}} per line")
-        size = path.stat().st_size
-        if size > lambada.MAX_FILE_BYTES:  # refused before it is read
-            raise lambada.LambadaFileError(f"{path.name} is {size:,} bytes; the limit is {lambada.MAX_FILE_BYTES:,} "
-                                           f"bytes; give a smaller file")
-        raw = path.read_bytes()
+        raw = read_bounded(path, "--lambada-file", lambada.MAX_FILE_BYTES, lambada.FILE_HINT, lambada.LambadaFileError)
         repo = revision = None
         name, where = path.name, str(path.resolve())
     else:
