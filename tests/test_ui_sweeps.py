@@ -202,6 +202,31 @@ def test_a_sweep_started_from_a_local_page_runs_here_and_matches_the_cli_sweep(m
                                                                                                   rel=1e-6, abs=1e-12))
 
 
+def test_a_lambada_sweep_started_from_a_local_page_scores_the_demo_suites_lambada_file_in_every_cell(sweeps, suite):
+    steps = demo_sweep_steps(suite)[:2]
+    note, listing, status, *figs, cells, sweep_id, _published, timer = sweeps.start(
+        **start_args(suite, steps=",".join(map(str, steps)), quants=["F16", "Q2_K"], scoring="lambada", limit=6))
+    assert "--scoring lambada" in note and "lambada.jsonl" in note and "--limit 6" in note
+    sweeps.desk.jobs[sweep_id].join(timeout=1800)
+    mine = SweepStore(sweeps.desk.store).get(sweep_id)
+    assert mine["scoring"] == "lambada" and mine["done"] == mine["total"] == 4
+    for cell in mine["cells"]:
+        assert cell["lambada_n"] == 6 and 0 <= cell["lambada_acc"] <= 1 and cell["lambada_ppl"] > 1
+        assert cell["ppl"] is None  # no corpus figure in a LAMBADA cell
+
+
+@pytest.mark.parametrize("bad, says", [(dict(scoring="lambada", text="the quick brown fox " * 20), "empty the text"),
+                                       (dict(scoring="lambada", limit=-2), "LAMBADA examples must be 0"),
+                                       (dict(scoring="lambada", limit=10 ** 6), "examples"),
+                                       (dict(scoring="perplexity"), "scoring must be corpus or lambada")])
+def test_bad_lambada_start_inputs_are_refused_by_name_and_nothing_is_planned(sweeps, suite, bad, says):
+    before = SweepStore(sweeps.desk.store).ids()
+    with pytest.raises(gr.Error) as e:
+        sweeps.start(**start_args(suite, **bad))
+    assert says in e.value.message and SweepStore(sweeps.desk.store).ids() == before
+    assert "Traceback" not in e.value.message and "Something went wrong" not in e.value.message
+
+
 @pytest.mark.parametrize("bad, says", [(dict(quants=[]), "at least one quant"),
                                        (dict(steps="step7"), "has no step 7"),
                                        (dict(steps=""), "step spec"),

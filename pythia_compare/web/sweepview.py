@@ -186,6 +186,8 @@ class StartForm:
     max_chunks: int | None
     name: str | None
     text: str = field(repr=False, default="")
+    scoring: str = "corpus"  # or "lambada": the demo suite's own LAMBADA-format file, its first `limit` examples
+    limit: int | None = None
 
 
 class SweepDesk:
@@ -244,9 +246,10 @@ class SweepDesk:
 
     # -------------------------------------------------------------------------------- starting (local only)
     def check_form(self, steps: object, quants: object, text: object, ctx: object, max_chunks: object,
-                   name: object) -> StartForm:
+                   name: object, scoring: object = "corpus", limit: object = None) -> StartForm:
         """The start form's inputs checked; BadInput names what is wrong. An empty text means the demo suite's
-        held-out text; max chunks 0 means all of the text."""
+        held-out text; max chunks 0 means all of the text. Scoring "lambada" scores the demo suite's own
+        LAMBADA-format file (its first `limit` examples; 0 or empty: all) and takes no text."""
         from .dashboard import form_int
 
         if not self.can_start:
@@ -262,6 +265,20 @@ class SweepDesk:
             raise BadInput(f"max chunks must be 0 (all of the text) or more, got {chunks}")
         name = str(name or "").strip()[:200] or None
         text = text if isinstance(text, str) and text.strip() else ""
+        if scoring == "lambada":
+            if text:
+                raise BadInput("a LAMBADA sweep scores the demo suite's LAMBADA examples, not a text; empty the text "
+                               "box, or choose corpus scoring to score the text")
+            if not self.lambada_file().is_file():
+                raise BadInput("the demo suite's LAMBADA file (lambada.jsonl) is not installed here; choose corpus "
+                               "scoring")
+            n = form_int(limit if limit not in (None, "") else 0, "LAMBADA examples")
+            if n < 0:
+                raise BadInput(f"LAMBADA examples must be 0 (all of the file) or more, got {n}")
+            return StartForm(steps, [str(q) for q in quants], form_int(ctx, "context"), None, name, "", "lambada",
+                             n or None)
+        if scoring != "corpus":
+            raise BadInput(f"scoring must be corpus or lambada, got {str(scoring)[:40]!r}")
         if not text:
             held_out = Path(self.settings.demo_dir) / "heldout.txt"
             if not held_out.is_file():
@@ -271,11 +288,19 @@ class SweepDesk:
             raise BadInput(f"the text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
         return StartForm(steps, [str(q) for q in quants], form_int(ctx, "context"), chunks or None, name, text)
 
+    def lambada_file(self) -> Path:
+        """The demo suite's own LAMBADA-format file (made from its text; not LAMBADA)."""
+        return Path(self.settings.demo_dir) / "lambada.jsonl"
+
     def command(self, form: StartForm) -> str:
         """The same sweep from the command line (the text as a file named text.txt)."""
         base = ["python", "-m", "pythia_compare", "sweep"]
-        plan = base + ["plan", "--repo", "demo", "--steps", form.steps, "--quants", ",".join(form.quants),
-                       "--text-file", "text.txt", "--ctx", str(form.ctx)]
+        plan = base + ["plan", "--repo", "demo", "--steps", form.steps, "--quants", ",".join(form.quants)]
+        if form.scoring == "lambada":
+            plan += ["--scoring", "lambada", "--lambada-file", str(self.lambada_file()), "--ctx", str(form.ctx)]
+            plan += ["--limit", str(form.limit)] if form.limit else []
+        else:
+            plan += ["--text-file", "text.txt", "--ctx", str(form.ctx)]
         plan += ["--max-chunks", str(form.max_chunks)] if form.max_chunks else []
         plan += ["--name", form.name] if form.name else []
         return f"{shlex.join(plan)}\n{shlex.join(base + ['run', 'ID'])}   # ID: the last line plan printed"
@@ -297,9 +322,14 @@ class SweepDesk:
             if busy:
                 raise BadInput(f"sweep {busy[0]} started here is still running; wait for it to finish (its view "
                                f"fills in as cells finish), or run more from the command line")
-            sweep_id, _ = plan_sweep(self.settings, self.store, steps=form.steps, quants=form.quants,
-                                     text=form.text, repo="demo", ctx=form.ctx, max_chunks=form.max_chunks,
-                                     name=form.name)
+            if form.scoring == "lambada":
+                sweep_id, _ = plan_sweep(self.settings, self.store, steps=form.steps, quants=form.quants,
+                                         repo="demo", ctx=form.ctx, max_chunks=None, name=form.name,
+                                         scoring="lambada", lambada_file=self.lambada_file(), limit=form.limit)
+            else:
+                sweep_id, _ = plan_sweep(self.settings, self.store, steps=form.steps, quants=form.quants,
+                                         text=form.text, repo="demo", ctx=form.ctx, max_chunks=form.max_chunks,
+                                         name=form.name)
 
             def work() -> None:
                 try:

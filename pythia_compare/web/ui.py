@@ -691,10 +691,11 @@ class SweepHandlers:
         row = evt.row_value if evt is not None else None
         return self.open_sweep(str(row[0]) if row else None)
 
-    def start(self, steps: str, quants: list[str], text: str, ctx: float, max_chunks: float, name: str) -> tuple:
+    def start(self, steps: str, quants: list[str], text: str, ctx: float, max_chunks: float, name: str,
+              scoring: str = "corpus", limit: float | None = None) -> tuple:
         """The start form: plan and run a demo sweep here; (note, list, its views…, the poll timer on)."""
         try:
-            form = self.desk.check_form(steps, quants, text, ctx, max_chunks, name)
+            form = self.desk.check_form(steps, quants, text, ctx, max_chunks, name, scoring, limit)
             sweep_id = self.desk.start(form)
         except Exception as e:
             if isinstance(e, PythiaCompareError):
@@ -771,6 +772,12 @@ def _start_form(c: dict, settings: Settings) -> None:
         c["f_text"] = gr.Textbox("", lines=3, label="Text (empty: the demo suite's held-out text)",
                                  max_length=settings.max_text_chars, elem_id="pc-sweep-f-text")
         with gr.Row():
+            c["f_scoring"] = gr.Radio([("Corpus perplexity of the text", "corpus"),
+                                       ("Benchmark: LAMBADA (the demo suite's own file; no text)", "lambada")],
+                                      value="corpus", label="Scoring", elem_id="pc-sweep-f-scoring")
+            c["f_limit"] = gr.Number(0, precision=0, minimum=0, label="LAMBADA examples (0: all)",
+                                     elem_id="pc-sweep-f-limit")
+        with gr.Row():
             c["f_ctx"] = gr.Number(64, precision=0, minimum=LIMITS["ctx"].lo, maximum=LIMITS["ctx"].hi, label="Context",
                                    elem_id="pc-sweep-f-ctx")
             c["f_chunks"] = gr.Number(FORM_CHUNKS, precision=0, minimum=0, label="Max chunks per cell (0: all)",
@@ -801,7 +808,8 @@ def _wire_sweeps(c: dict, demo: gr.Blocks, tabs: gr.Tabs, app: Handlers, view_ou
 
     if "f_start" in c:
         c["f_start"].click(h.start, [c["f_steps"], c["f_quants"], c["f_text"], c["f_ctx"], c["f_chunks"],
-                                     c["f_name"]], [c["f_note"], c["list"], *outputs, c["timer"]], **private)
+                                     c["f_name"], c["f_scoring"], c["f_limit"]],
+                           [c["f_note"], c["list"], *outputs, c["timer"]], **private)
         c["timer"].tick(h.tick, c["id"], [c["list"], *outputs, c["timer"]], queue=False, **private)
     c["cells"].select(open_cell, None, [c["cell_note"], *view_outputs, tabs], queue=False, **private)
 
