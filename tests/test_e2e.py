@@ -247,7 +247,7 @@ def test_a_bad_spec_shows_what_would_work_in_the_status_and_clears_the_previous_
 
 
 def api_run(url: str, specs: str, reference: str = "", **over) -> dict:
-    """A finished run made through the API (the Run button's event), as a script would."""
+    """A finished run made through the API (the "/compare" event, on the Run button's queue), as a script would."""
     args = dict(quants=[], specs=specs, reference=reference, prompt=PROMPT, max_tokens=MAX_TOKENS)
     args.update(over)
     return Client(url, verbose=False).predict(**args, api_name="/compare")

@@ -1,7 +1,7 @@
 """A public deployment bounds a run's work (issue 18, item 1): a run that would evaluate more tokens than
 Settings.max_run_tokens_public is refused, and one running past Settings.max_run_seconds_public is stopped, each
 saying so and what would work; nothing is stored. A local app runs the same runs. Real demo models, the page's
-own handler (ui.Handlers.compare)."""
+"/compare" handler (ui.Handlers.compare)."""
 
 from __future__ import annotations
 
