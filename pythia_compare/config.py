@@ -92,6 +92,50 @@ def parse_minutes(text: str) -> float:
     return value
 
 
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _generation_handle(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"PYTHIA_COMPARE_GENERATION_HANDLE={mode!r} is not a choice; use auto, on or off")
+    return mode
+
+
+def _repos(text: str) -> tuple[str, ...]:
+    return tuple(r for r in re.split(r"[\s,]+", text) if r)
+
+
+# Settings.from_env's plain variables, in the order they are read: (variable, field, conversion); a variable that
+# is unset or empty leaves the field's default. The others (offline, the Hub cache, backup) are read by hand.
+_FROM_ENV = (
+    ("PYTHIA_COMPARE_DB", "db_path", _path),
+    ("PYTHIA_COMPARE_HOME", "home", _path),
+    ("PYTHIA_COMPARE_DEMO_DIR", "demo_dir", _path),
+    ("HF_ENDPOINT", "hub_endpoint", lambda text: text.rstrip("/")),
+    ("HF_TOKEN", "hf_token", str),
+    ("PYTHIA_COMPARE_GGUF_REPO", "gguf_repo", str),
+    ("PYTHIA_COMPARE_CHECKPOINT_REPO", "checkpoint_repo", str),
+    ("PYTHIA_COMPARE_LAMBADA_REPO", "lambada_repo", str),
+    ("PYTHIA_COMPARE_LAMBADA_REVISION", "lambada_revision", str),
+    ("PYTHIA_COMPARE_THREADS", "n_threads", int),
+    ("PYTHIA_COMPARE_FLASH_ATTN", "flash_attn", _truthy),
+    ("PYTHIA_COMPARE_GENERATION_HANDLE", "generation_handle", _generation_handle),
+    ("PYTHIA_COMPARE_MEMORY_BUDGET", "memory_budget_bytes", parse_size),
+    ("PYTHIA_COMPARE_CACHE_BUDGET", "cache_budget_bytes", parse_size),
+    ("PYTHIA_COMPARE_PUBLIC", "public", _truthy),
+    ("PYTHIA_COMPARE_ALLOWED_REPOS", "allowed_repos", _repos),
+    ("PYTHIA_COMPARE_UPLOAD_QUOTA_CLIENT", "upload_quota_client_bytes", parse_size),
+    ("PYTHIA_COMPARE_UPLOAD_QUOTA_TOTAL", "upload_quota_total_bytes", parse_size),
+    ("PYTHIA_COMPARE_MAX_RUN_TOKENS", "max_run_tokens_public", int),
+    ("PYTHIA_COMPARE_MAX_RUN_SECONDS", "max_run_seconds_public", float),
+    ("PYTHIA_COMPARE_PROBE_TIMEOUT", "probe_timeout_s", float),
+    ("PYTHIA_COMPARE_PROBE_MEMORY", "probe_memory_margin_bytes", parse_size),
+    ("PYTHIA_COMPARE_OWNER_SECRET", "owner_secret", str),
+)
+
+
 @dataclass
 class Settings:
     # --- where things live ---
@@ -174,59 +218,15 @@ class Settings:
         """Defaults, then environment variables, then explicit keyword overrides (None means unset)."""
         env = os.environ if environ is None else environ
         values: dict = {}
-        if env.get("PYTHIA_COMPARE_DB"):
-            values["db_path"] = Path(env["PYTHIA_COMPARE_DB"]).expanduser()
-        if env.get("PYTHIA_COMPARE_HOME"):
-            values["home"] = Path(env["PYTHIA_COMPARE_HOME"]).expanduser()
-        if env.get("PYTHIA_COMPARE_DEMO_DIR"):
-            values["demo_dir"] = Path(env["PYTHIA_COMPARE_DEMO_DIR"]).expanduser()
+        for name, key, convert in _FROM_ENV:  # the plain ones: set and not empty, converted
+            if env.get(name):
+                values[key] = convert(env[name])
         if _truthy(env.get("PYTHIA_COMPARE_OFFLINE")) or _truthy(env.get("HF_HUB_OFFLINE")):
             values["offline"] = True
-        if env.get("HF_ENDPOINT"):
-            values["hub_endpoint"] = env["HF_ENDPOINT"].rstrip("/")
         if env.get("HF_HUB_CACHE"):
             values["hf_cache_dir"] = Path(env["HF_HUB_CACHE"]).expanduser()
         elif env.get("HF_HOME"):
             values["hf_cache_dir"] = Path(env["HF_HOME"]).expanduser() / "hub"
-        if env.get("HF_TOKEN"):
-            values["hf_token"] = env["HF_TOKEN"]
-        if env.get("PYTHIA_COMPARE_GGUF_REPO"):
-            values["gguf_repo"] = env["PYTHIA_COMPARE_GGUF_REPO"]
-        if env.get("PYTHIA_COMPARE_CHECKPOINT_REPO"):
-            values["checkpoint_repo"] = env["PYTHIA_COMPARE_CHECKPOINT_REPO"]
-        if env.get("PYTHIA_COMPARE_LAMBADA_REPO"):
-            values["lambada_repo"] = env["PYTHIA_COMPARE_LAMBADA_REPO"]
-        if env.get("PYTHIA_COMPARE_LAMBADA_REVISION"):
-            values["lambada_revision"] = env["PYTHIA_COMPARE_LAMBADA_REVISION"]
-        if env.get("PYTHIA_COMPARE_THREADS"):
-            values["n_threads"] = int(env["PYTHIA_COMPARE_THREADS"])
-        if env.get("PYTHIA_COMPARE_FLASH_ATTN"):
-            values["flash_attn"] = _truthy(env["PYTHIA_COMPARE_FLASH_ATTN"])
-        if env.get("PYTHIA_COMPARE_GENERATION_HANDLE"):
-            mode = env["PYTHIA_COMPARE_GENERATION_HANDLE"].strip().lower()
-            if mode not in ("auto", "on", "off"):
-                raise ValueError(f"PYTHIA_COMPARE_GENERATION_HANDLE={mode!r} is not a choice; use auto, on or off")
-            values["generation_handle"] = mode
-        if env.get("PYTHIA_COMPARE_MEMORY_BUDGET"):
-            values["memory_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_MEMORY_BUDGET"])
-        if env.get("PYTHIA_COMPARE_CACHE_BUDGET"):
-            values["cache_budget_bytes"] = parse_size(env["PYTHIA_COMPARE_CACHE_BUDGET"])
-        if env.get("PYTHIA_COMPARE_PUBLIC"):
-            values["public"] = _truthy(env["PYTHIA_COMPARE_PUBLIC"])
-        if env.get("PYTHIA_COMPARE_ALLOWED_REPOS"):
-            values["allowed_repos"] = tuple(r for r in re.split(r"[\s,]+", env["PYTHIA_COMPARE_ALLOWED_REPOS"]) if r)
-        if env.get("PYTHIA_COMPARE_UPLOAD_QUOTA_CLIENT"):
-            values["upload_quota_client_bytes"] = parse_size(env["PYTHIA_COMPARE_UPLOAD_QUOTA_CLIENT"])
-        if env.get("PYTHIA_COMPARE_UPLOAD_QUOTA_TOTAL"):
-            values["upload_quota_total_bytes"] = parse_size(env["PYTHIA_COMPARE_UPLOAD_QUOTA_TOTAL"])
-        if env.get("PYTHIA_COMPARE_MAX_RUN_TOKENS"):
-            values["max_run_tokens_public"] = int(env["PYTHIA_COMPARE_MAX_RUN_TOKENS"])
-        if env.get("PYTHIA_COMPARE_MAX_RUN_SECONDS"):
-            values["max_run_seconds_public"] = float(env["PYTHIA_COMPARE_MAX_RUN_SECONDS"])
-        if env.get("PYTHIA_COMPARE_PROBE_TIMEOUT"):
-            values["probe_timeout_s"] = float(env["PYTHIA_COMPARE_PROBE_TIMEOUT"])
-        if env.get("PYTHIA_COMPARE_PROBE_MEMORY"):
-            values["probe_memory_margin_bytes"] = parse_size(env["PYTHIA_COMPARE_PROBE_MEMORY"])
         if env.get("PYTHIA_COMPARE_BACKUP_REPO", "").strip():
             values["backup_repo"] = env["PYTHIA_COMPARE_BACKUP_REPO"].strip()
         if env.get("PYTHIA_COMPARE_BACKUP_MINUTES", "").strip():
@@ -234,8 +234,6 @@ class Settings:
                 values["backup_minutes"] = parse_minutes(env["PYTHIA_COMPARE_BACKUP_MINUTES"])
             except ValueError:
                 values["backup_minutes"] = math.nan  # backup.py turns the backup off and says why; the app runs
-        if env.get("PYTHIA_COMPARE_OWNER_SECRET"):
-            values["owner_secret"] = env["PYTHIA_COMPARE_OWNER_SECRET"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if env.get("SPACE_ID"):  # a Space faces the internet: nothing turns public mode off there
             values.update(public=True, probe=True)
