@@ -191,22 +191,30 @@ def test_a_revision_a_run_finds_already_cached_counts_as_just_used(hub, tmp_path
 
 
 # ------------------------------------------------------------------------------------------ what a run is using
+def run_with_a_prune(settings, specs: list[str], text: str, params, when) -> tuple:
+    """(the run, [the CompletedProcess of `cache prune`]): a run on its own pool, and another process's `cache prune`
+    (--max-size 0) at the first of its events for which when(event) is true."""
+    during = []
+
+    def prune_now(event) -> None:
+        if when(event) and not during:
+            during.append(cli(settings, "prune"))
+
+    pool = ModelPool(settings)
+    try:
+        run = run_comparison(specs, text, params, settings=settings, pool=pool, on_event=prune_now)
+    finally:
+        pool.close()
+    return run, during
+
+
 def test_a_prune_while_a_run_uses_a_repo_leaves_that_repo_whole_and_takes_it_once_the_run_has_ended(hub, tmp_path):
     settings = online(tmp_path, hub)
     old, old_path = fetch(settings, "old", OLD_FILE)
     used_ago(settings, old, HOUR)
-    during = []
-
-    def prune_now(event) -> None:
-        if event.message == "loading models" and not during:  # downloaded, about to load: the run is using it
-            during.append(cli(settings, "prune"))  # another process, --max-size 0
-
-    pool = ModelPool(settings)
-    try:
-        run = run_comparison([f"{REPO}:Q4_K_M"], PROMPT, RunParams(max_tokens=0, top_k=3), settings=settings,
-                             pool=pool, on_event=prune_now)
-    finally:
-        pool.close()
+    # downloaded, about to load: the run is using it
+    run, during = run_with_a_prune(settings, [f"{REPO}:Q4_K_M"], PROMPT, RunParams(max_tokens=0, top_k=3),
+                                   lambda event: event.message == "loading models")
     main = hub._revision(REPO, "main").commit
     assert run.variants[0].source.commit == main
     assert during and "removed 0 files (0.0 MB) and 0 Hugging Face revisions" in during[0].stdout
@@ -218,18 +226,9 @@ def test_a_prune_while_a_run_uses_a_repo_leaves_that_repo_whole_and_takes_it_onc
 
 def test_the_pinned_lambada_revision_is_kept_while_a_lambada_run_reads_it_and_pruned_after(hub, tmp_path):
     settings = online(tmp_path, hub)
-    during = []
-
-    def prune_now(event) -> None:
-        if not during:  # the first event comes after the dataset was fetched
-            during.append(cli(settings, "prune"))
-
-    pool = ModelPool(settings)
-    try:
-        run = run_comparison(["demo"], "", RunParams(scoring="lambada", ctx=128, limit=4), settings=settings,
-                             pool=pool, on_event=prune_now)
-    finally:
-        pool.close()
+    # the first event comes after the dataset was fetched
+    run, during = run_with_a_prune(settings, ["demo"], "", RunParams(scoring="lambada", ctx=128, limit=4),
+                                   lambda event: True)
     assert run.lambada.revision == hub.lambada_commit and len(run.variants[0].lambada.loglikelihood) == 4
     data = snapshot(settings, hub.lambada_commit, "dataset", LAMBADA) / "data" / "lambada_test_en.jsonl"
     assert during and "0 Hugging Face revisions" in during[0].stdout
