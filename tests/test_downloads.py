@@ -17,9 +17,8 @@ import pytest
 from pythia_compare.web import dashboard
 from pythia_compare.runs.export import run_to_zip
 from pythia_compare.runs.store import RunStore
-from pythia_compare.web.ui import build_demo, launch_kwargs
 from tests.store_runs import full_run
-from tests.ui_support import demo_suite, free_port, settings_for, wait_until_up
+from tests.ui_support import app_in_process, demo_suite, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +28,8 @@ def app(tmp_path_factory):
     store = RunStore(settings.db_path)
     ids = {"big": store.save(full_run(seed=1, n_tokens=20_000)), "other": store.save(full_run(seed=2)),
            "gone": store.save(full_run(seed=3))}
-    demo = build_demo(settings, concurrency=1, max_queue=2)
-    port = free_port()
-    demo.launch(**{**launch_kwargs(settings), "server_port": port, "prevent_thread_lock": True, "quiet": True})
-    url = f"http://127.0.0.1:{port}/"
-    wait_until_up(url)
-    yield url, port, store, ids
-    demo.close()
-    demo.handlers.pool.close()
+    with app_in_process(settings) as (_demo, url, port):
+        yield url, port, store, ids
 
 
 @pytest.fixture

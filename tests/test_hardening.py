@@ -14,8 +14,7 @@ from gradio_client.exceptions import AppError
 
 from pythia_compare.config import ASSETS_DIR
 from pythia_compare.web.dashboard import MAX_SPECS_CHARS
-from pythia_compare.web.ui import build_demo, launch_kwargs
-from tests.ui_support import PROMPT, demo_suite, free_port, launch_chromium, settings_for, wait_until_up
+from tests.ui_support import PROMPT, app_in_process, demo_suite, launch_chromium, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +22,8 @@ def server(tmp_path_factory):
     """The dashboard in this process (so a test can keep its model pool busy), one run at a time, one waiting."""
     tmp = tmp_path_factory.mktemp("hardening")
     settings = settings_for(tmp, demo_suite(tmp_path_factory.mktemp("demo-standin")))
-    demo = build_demo(settings, concurrency=1, max_queue=1)
-    port = free_port()
-    demo.launch(**{**launch_kwargs(settings), "server_port": port, "prevent_thread_lock": True, "quiet": True})
-    url = f"http://127.0.0.1:{port}/"
-    wait_until_up(url)
-    yield demo, settings, url, port
-    demo.close()
-    demo.handlers.pool.close()
+    with app_in_process(settings, max_queue=1) as (demo, url, port):
+        yield demo, settings, url, port
 
 
 @pytest.fixture(scope="module")

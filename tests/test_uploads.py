@@ -9,8 +9,7 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from pythia_compare.web.ui import build_demo, launch_kwargs
-from tests.ui_support import demo_suite, free_port, settings_for, wait_until_up
+from tests.ui_support import app_in_process, demo_suite, settings_for
 
 UPLOAD = 4096  # max_upload_bytes of this app
 CLIENT_QUOTA, TOTAL_QUOTA = 6 * UPLOAD, 12 * UPLOAD
@@ -23,14 +22,8 @@ def app(tmp_path_factory):
     settings = settings_for(tmp, demo_suite(tmp_path_factory.mktemp("demo-standin")), max_upload_bytes=UPLOAD,
                             upload_quota_client_bytes=CLIENT_QUOTA, upload_quota_total_bytes=TOTAL_QUOTA,
                             public=True)
-    demo = build_demo(settings, concurrency=1, max_queue=2)
-    port = free_port()
-    demo.launch(**{**launch_kwargs(settings), "server_port": port, "prevent_thread_lock": True, "quiet": True})
-    url = f"http://127.0.0.1:{port}/"
-    wait_until_up(url)
-    yield url, port
-    demo.close()
-    demo.handlers.pool.close()
+    with app_in_process(settings) as (_demo, url, port):
+        yield url, port
 
 
 def upload(url: str, n_files: int = 1, size: int = 1000, client: str = "10.0.0.1", **headers) -> httpx.Response:
@@ -81,18 +74,10 @@ def test_all_clients_together_stop_at_the_overall_quota(app):
 def test_the_apps_own_upload_path_still_runs_a_text_file(tmp_path):
     # a fresh app: the quotas above are spent in the module's one
     settings = settings_for(tmp_path, demo_suite(tmp_path / "demo-standin"), max_upload_bytes=UPLOAD)
-    demo = build_demo(settings, concurrency=1, max_queue=2)
-    port = free_port()
-    demo.launch(**{**launch_kwargs(settings), "server_port": port, "prevent_thread_lock": True, "quiet": True})
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_until_up(url)
+    with app_in_process(settings) as (_demo, url, _port):
         text = tmp_path / "words.txt"
         text.write_text("The quick brown fox jumps over the lazy dog. " * 20, encoding="utf-8")
         run = Client(url, verbose=False).predict("demo", [], [], "demo demo:Q2_K", "demo", "", "",
                                                  handle_file(str(text)), "auto", 64, 5, 2, 0, 0, None,
                                                  api_name="/compare")
         assert run["input"]["text"] == text.read_text(encoding="utf-8") and run["run_id"]
-    finally:
-        demo.close()
-        demo.handlers.pool.close()

@@ -126,6 +126,25 @@ def served_app(tmp: Path, demo_dir: Path) -> Iterator[str]:
         stop(proc)
 
 
+@contextmanager
+def app_in_process(settings, max_queue: int = 2) -> Iterator[tuple]:
+    """The dashboard built on `settings` and launched in this process with launch_kwargs (one run at a time,
+    `max_queue` waiting) on a free port, for the length of the block: yields (the Blocks, its base URL, the port);
+    then closed, with its model pool."""
+    from pythia_compare.web.ui import build_demo, launch_kwargs
+
+    demo = build_demo(settings, concurrency=1, max_queue=max_queue)
+    port = free_port()
+    demo.launch(**{**launch_kwargs(settings), "server_port": port, "prevent_thread_lock": True, "quiet": True})
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until_up(url)
+        yield demo, url, port
+    finally:
+        demo.close()
+        demo.handlers.pool.close()
+
+
 def launch_chromium(p):
     """Headless Chromium, the project's way (Debian's binary and flags), from a sync_playwright() `p`."""
     return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
