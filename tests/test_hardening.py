@@ -125,7 +125,7 @@ def test_an_over_size_upload_is_refused_and_a_small_one_taken(server):
 
 
 def test_a_request_body_past_every_cap_is_refused_before_it_is_read(server):
-    from pythia_compare.web.ui import max_body_bytes
+    from pythia_compare.web.guard import max_body_bytes
 
     port, limit = server[3], max_body_bytes(server[1])
     status, _, _ = raw(port, "POST", "/gradio_api/queue/join", {"Content-Type": "application/json"},

@@ -13,7 +13,7 @@ from tests.ui_support import app_in_process, demo_suite, settings_for
 
 UPLOAD = 4096  # max_upload_bytes of this app
 CLIENT_QUOTA, TOTAL_QUOTA = 6 * UPLOAD, 12 * UPLOAD
-UPLOAD_FILES_PER_REQUEST = 4  # ui.UPLOAD_FILES_PER_REQUEST: the page uploads one file at a time
+UPLOAD_FILES_PER_REQUEST = 4  # guard.UPLOAD_FILES_PER_REQUEST: the page uploads one file at a time
 
 
 @pytest.fixture(scope="module")
